@@ -1,0 +1,100 @@
+"""The environment-adapter interface: the only place env-specific knowledge lives.
+
+A third-party package makes a task family available to ``ractd`` by exposing an object that
+satisfies :class:`EnvAdapter` under the entry-point group ``ractd.envs``::
+
+    [project.entry-points."ractd.envs"]
+    maze2d = "ractd_maze2d:adapter"
+
+See ``docs/plugins.md`` for the full guide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+Planning = Literal["chunk", "states"]
+"""``chunk``: closed loop, x = c future actions given h past states; execute the first action, replan.
+``states``: open loop, x = H future states given the current state and the goal; actions come
+from an inverse-dynamics model a_t = f(s_t, s_{t+1}) (or a controller following the plan)."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the pipeline needs to know about one task. Frozen: adapters declare, never mutate."""
+
+    name: str
+    """Task name as typed on the command line, e.g. ``maze2d-umaze``."""
+    env_id: str
+    """gymnasium id of the evaluation env, e.g. ``PointMaze_UMaze-v3``."""
+    obs_dim: int
+    """Dimension of the flat state vector ``s`` the planner sees."""
+    act_dim: int
+    planning: Planning
+    horizon: int
+    """c (action-chunk length) for ``chunk`` planning, H (state-sequence length) for ``states``."""
+    history: int = 1
+    """h, the number of past states conditioning the planner."""
+    goal_dim: int = 0
+    """Size of the goal vector appended to the conditioning (0: no goal)."""
+    gamma: float = 0.99
+    """Discount of the return-to-go regressed by the reward model."""
+    termination_penalty: float = -100.0
+    """Added to the reward of a true termination (not a time-out) when computing returns-to-go."""
+    max_episode_steps: int = 1000
+    minari_ids: tuple[str, ...] = ()
+    """Remote Minari dataset ids; more than one are combined (``minari.combine_datasets``)."""
+    local_generation: str = ""
+    """One line saying what ``fetch --source local`` produces ('' if it cannot generate)."""
+    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """(alpha, beta, sigma): CTM, DSM and reward weights of the distillation loss (paper Table 9)."""
+    model_preset: str = "mujoco"
+    """Name of the paper-size network preset for ``--preset paper``."""
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+    """Reference returns for the normalised score 100*(R-min)/(max-min); None where undefined."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Adapter-private defaults (anything the pipeline does not interpret)."""
+
+
+@runtime_checkable
+class EnvAdapter(Protocol):
+    """What an adapter provides. All methods take the task name first; none keep global state."""
+
+    tasks: Mapping[str, TaskSpec]
+
+    def make_env(self, task: str, *, seed: int | None = None) -> Any:
+        """Build the gymnasium env used for evaluation."""
+
+    def state(self, task: str, obs: Any) -> np.ndarray:
+        """One env observation -> flat state, shape (obs_dim,)."""
+
+    def states(self, task: str, observations: Any) -> np.ndarray:
+        """A Minari episode's ``observations`` (array or dict of arrays, T+1 rows) -> (T+1, obs_dim)."""
+
+    def goals(self, task: str, observations: Any) -> np.ndarray | None:
+        """A Minari episode's goals, (T+1, goal_dim), or None if the task has no goal."""
+
+    def goal(self, task: str, obs: Any) -> np.ndarray | None:
+        """Goal of one env observation, (goal_dim,), or None."""
+
+    def reset_options(self, task: str, episode: int, rng: np.random.Generator) -> dict | None:
+        """Options for ``env.reset`` of evaluation episode ``episode`` (e.g. a fixed goal cell)."""
+
+    def generate(
+        self, task: str, *, steps: int, seed: int, progress: Callable[[int], None] | None = None
+    ) -> tuple[Sequence[Any], dict]:
+        """Generate a dataset locally: (list of ``minari.data_collector.EpisodeBuffer``, metadata).
+
+        ``progress(n)`` is called with the number of env steps done since the last call.
+        Metadata may carry ``ref_min_score``/``ref_max_score`` to be stored in the dataset.
+        """
+
+    def normalized_score(self, task: str, episode_return: float) -> float:
+        """Normalised score x100 of one episode's undiscounted return."""
+
+    def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
+        """Whether an evaluation episode succeeded, or None where success is undefined."""
