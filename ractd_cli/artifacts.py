@@ -1,0 +1,233 @@
+"""The artifact store: one ``.safetensors`` file per model, provenance in the header metadata.
+
+File layout: ``<cache>/models/<kind>-<task>-<id>.safetensors``. The header's ``__metadata__``
+holds one key, ``ractd``, whose value is a JSON document::
+
+    {"id": ..., "kind": "teacher", "task": "maze2d-umaze", "dataset": ..., "config": {...},
+     "parents": [ids...], "ractd_version": ..., "created": ISO-8601, ...extra}
+
+The id is a content hash (sha256 of the tensors and the metadata except ``id`` and
+``created``), so training twice with the same seed gives the same id, and loading re-hashes the
+file to detect corruption. Writes are atomic: temporary file in the same directory, fsync,
+rename. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import __version__
+from .errors import RactdError
+from .paths import models_dir
+
+KINDS = ("teacher", "reward", "student", "inverse-dynamics", "proposer")
+ID_LEN = 16
+_META_KEY = "ractd"
+
+
+@dataclass
+class Artifact:
+    """A loaded (or just saved) artifact: its tensors on CPU and its metadata."""
+
+    path: Path
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.meta["id"]
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def task(self) -> str:
+        return self.meta["task"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta.get("config", {})
+
+    def group(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Tensors whose name starts with ``prefix + '.'``, with the prefix stripped (a state dict)."""
+        p = prefix + "."
+        return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
+
+
+def _content_id(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> str:
+    h = hashlib.sha256()
+    stable = {k: v for k, v in meta.items() if k not in ("id", "created")}
+    h.update(json.dumps(stable, sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:ID_LEN]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_artifact(
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    kind: str,
+    task: str,
+    config: Mapping[str, Any],
+    dataset: str | None = None,
+    parents: list[str] | tuple[str, ...] = (),
+    directory: Path | None = None,
+    **extra: Any,
+) -> Artifact:
+    """Write ``tensors`` with their provenance as one safetensors file, atomically; return it.
+
+    ``config`` must be JSON-serialisable: it is what rebuilds the network. ``extra`` adds more
+    JSON fields to the metadata (e.g. final losses, hyper-parameters).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}; expected one of {KINDS}")
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    meta: dict[str, Any] = {
+        "kind": kind,
+        "task": task,
+        "dataset": dataset,
+        "config": dict(config),
+        "parents": list(parents),
+        "ractd_version": __version__,
+        **extra,
+    }
+    meta["id"] = _content_id(cpu, meta)
+    meta["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    data = st_save(cpu, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+    path = (directory or models_dir()) / f"{kind}-{task}-{meta['id']}.safetensors"
+    _atomic_write(path, data)
+    return Artifact(path=path, meta=meta, tensors=cpu)
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The ractd metadata of an artifact file, reading only its header. Raises RactdError if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100_000_000:
+                raise ValueError("header too large")
+            header = json.loads(f.read(n))
+        return json.loads(header["__metadata__"][_META_KEY])
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
+        raise RactdError(
+            f"{path} is not a readable ractd artifact ({type(e).__name__}); "
+            f"delete it with `ractd cache rm {path.name}` and re-create it"
+        ) from e
+
+
+def list_artifacts(directory: Path | None = None) -> list[Artifact]:
+    """Every readable artifact in the store (headers only, no tensors), newest first."""
+    d = directory or models_dir()
+    out = []
+    for p in sorted(d.glob("*.safetensors")) if d.is_dir() else []:
+        try:
+            out.append(Artifact(path=p, meta=read_header(p)))
+        except RactdError:
+            continue
+    out.sort(key=lambda a: (a.meta.get("created", ""), a.path.stat().st_mtime), reverse=True)
+    return out
+
+
+def resolve(ref: str | Path, *, kind: str | None = None, task: str | None = None, directory: Path | None = None) -> Path:
+    """Find an artifact file by path, by id (or unique id prefix), or as ``latest`` of kind for task."""
+    p = Path(ref)
+    if p.suffix == ".safetensors" and p.exists():
+        return p
+    ref = str(ref)
+    arts = list_artifacts(directory)
+    if ref == "latest":
+        cands = [a for a in arts if (kind is None or a.kind == kind) and (task is None or a.task == task)]
+        if not cands:
+            what = f"{kind or 'artifact'}" + (f" for task {task}" if task else "")
+            raise RactdError(f"no {what} in the cache; train one first (see `ractd --help`)")
+        return cands[0].path
+    matches = [a for a in arts if a.id.startswith(ref) or a.path.name == ref or a.path.stem == ref]
+    if not matches:
+        raise RactdError(f"no artifact matches {ref!r}; list them with `ractd cache list`")
+    if len({a.id for a in matches}) > 1:
+        raise RactdError(f"{ref!r} matches {len(matches)} artifacts; give more characters of the id")
+    return matches[0].path
+
+
+def load_artifact(
+    ref: str | Path, *, kind: str | None = None, task: str | None = None, directory: Path | None = None
+) -> Artifact:
+    """Load an artifact, checking its integrity and, if given, its kind and task.
+
+    Raises RactdError with a one-line remedy for a missing, corrupted, truncated or mismatched file.
+    """
+    path = resolve(ref, kind=kind, task=task, directory=directory)
+    try:
+        data = path.read_bytes()
+        tensors = st_load(data)
+        meta = read_header(path)
+    except (OSError, SafetensorError, ValueError) as e:
+        raise RactdError(
+            f"artifact {path.name} is corrupted or truncated; delete it with "
+            f"`ractd cache rm {path.name}` and re-create it"
+        ) from e
+    if _content_id(tensors, meta) != meta.get("id"):
+        raise RactdError(
+            f"artifact {path.name} does not match its content hash (corrupted); delete it with "
+            f"`ractd cache rm {path.name}` and re-create it"
+        )
+    if kind is not None and meta.get("kind") != kind:
+        raise RactdError(f"artifact {meta.get('id')} is a {meta.get('kind')}, not a {kind}; pass a {kind} artifact")
+    if task is not None and meta.get("task") != task:
+        raise RactdError(
+            f"artifact {meta.get('id')} was trained for task {meta.get('task')}, not {task}; "
+            f"pass one trained for {task}"
+        )
+    return Artifact(path=path, meta=meta, tensors=tensors)
+
+
+def remove(ref: str, directory: Path | None = None) -> list[Path]:
+    """Delete artifacts matching an id prefix or file name (``all`` removes every artifact)."""
+    d = directory or models_dir()
+    if ref == "all":
+        paths = sorted(d.glob("*.safetensors")) if d.is_dir() else []
+    else:
+        p = d / ref
+        if p.exists():
+            paths = [p]
+        else:
+            paths = [a.path for a in list_artifacts(d) if a.id.startswith(ref)]
+            if not paths:
+                raise RactdError(f"no artifact matches {ref!r}; list them with `ractd cache list`")
+            if len(paths) > 1:
+                raise RactdError(f"{ref!r} matches {len(paths)} artifacts; give more characters of the id")
+    for p in paths:
+        p.unlink()
+    return paths

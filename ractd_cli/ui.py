@@ -1,0 +1,50 @@
+"""Terminal output shared by every command: human output on stderr (rich), JSON on stdout.
+
+With ``--json`` a command prints exactly one JSON document on stdout; everything meant for a
+person (tables, progress bars, notes) goes to stderr so scripts can pipe stdout safely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+err = Console(stderr=True, highlight=False)
+
+
+def print_json(doc: Any) -> None:
+    """Write one JSON document to stdout."""
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None, *, disable: bool = False) -> Iterator[Any]:
+    """A rich progress bar on stderr; yields ``advance(n=1, **fields)``.
+
+    Extra fields (e.g. ``loss=0.12``) are shown after the bar.
+    """
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=err,
+        disable=disable,
+        transient=False,
+    )
+    with bar:
+        tid = bar.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, **fields: Any) -> None:
+            info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+            bar.update(tid, advance=n, **({"info": info} if fields else {}))
+
+        yield advance

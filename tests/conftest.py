@@ -1,0 +1,57 @@
+"""Shared fixtures: every test gets its own empty cache; a fake adapter is available."""
+
+from __future__ import annotations
+
+import pytest
+
+from ractd_cli import registry
+from ractd_cli.adapters import TaskSpec
+
+
+@pytest.fixture(autouse=True)
+def _tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path / "cache"))
+    yield tmp_path / "cache"
+
+
+class FakeAdapter:
+    """The smallest adapter satisfying the protocol, for registry/CLI tests."""
+
+    tasks = {
+        "fake-easy": TaskSpec(name="fake-easy", env_id="Fake-v0", obs_dim=3, act_dim=2, planning="chunk", horizon=4),
+        "fake-hard": TaskSpec(name="fake-hard", env_id="Fake-v0", obs_dim=3, act_dim=2, planning="chunk", horizon=4),
+    }
+
+    def make_env(self, task, *, seed=None):
+        raise NotImplementedError
+
+    def state(self, task, obs):
+        return obs
+
+    def states(self, task, observations):
+        return observations
+
+    def goals(self, task, observations):
+        return None
+
+    def goal(self, task, obs):
+        return None
+
+    def reset_options(self, task, episode, rng):
+        return None
+
+    def generate(self, task, *, steps, seed, progress=None):
+        return [], {}
+
+    def normalized_score(self, task, episode_return):
+        return 100.0 * episode_return
+
+    def success(self, task, episode_return, info):
+        return None
+
+
+@pytest.fixture
+def fake_adapter():
+    registry.register("fake", FakeAdapter(), distribution="ractd-fake", version="0.0")
+    yield registry.plugins()["fake"].adapter
+    registry.reset()

@@ -1,0 +1,89 @@
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ractd_cli import __version__, registry
+from ractd_cli.artifacts import save_artifact
+from ractd_cli.cli import app
+
+runner = CliRunner()
+
+
+def test_version():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and __version__ in r.stdout
+
+
+def test_help_lists_commands():
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for cmd in ("envs", "cache"):
+        assert cmd in r.stdout
+
+
+def test_envs_json_lists_fake_adapter(fake_adapter):
+    r = runner.invoke(app, ["envs", "--json"])
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    fake = [a for a in doc["adapters"] if a["name"] == "fake"][0]
+    assert fake["distribution"] == "ractd-fake" and fake["tasks"] == ["fake-easy", "fake-hard"]
+
+
+def test_installed_plugins_come_from_three_distributions():
+    registry.reset()
+    doc = json.loads(runner.invoke(app, ["envs", "--json"]).stdout)
+    by_name = {a["name"]: a for a in doc["adapters"]}
+    needed = {"maze2d", "mujoco", "kitchen"}
+    if not needed <= by_name.keys():
+        pytest.skip("plugins not installed in this environment (make test installs them)")
+    assert len({by_name[n]["distribution"] for n in needed}) == 3
+    assert all(by_name[n]["error"] is None for n in needed)
+
+
+def test_unknown_task_did_you_mean(fake_adapter):
+    with pytest.raises(Exception) as e:
+        registry.get_task("fake-esy")
+    assert "did you mean fake-easy" in str(e.value)
+    assert "known tasks" in str(e.value)
+
+
+def test_broken_plugin_is_reported_not_fatal(monkeypatch, fake_adapter):
+    class EP:
+        name = "broken"
+        dist = None
+
+        def load(self):
+            raise ImportError("no module named nonexistent_dep")
+
+    p = registry._load_entry_point(EP())
+    assert p.adapter is None and "nonexistent_dep" in p.error
+    registry.plugins()["broken"] = p
+    r = runner.invoke(app, ["envs", "--json"])
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    assert any(a["name"] == "broken" and "nonexistent_dep" in a["error"] for a in doc["adapters"])
+    assert registry.get_task("fake-easy")[1].name == "fake-easy"
+
+
+def test_cache_path_list_rm(tmp_path):
+    r = runner.invoke(app, ["--cache-dir", str(tmp_path / "c2"), "cache", "path"])
+    assert r.exit_code == 0 and str(tmp_path / "c2") in r.stdout
+    a = save_artifact({"w": torch.ones(2)}, kind="teacher", task="fake-easy", config={})
+    doc = json.loads(runner.invoke(app, ["cache", "list", "--json"]).stdout)
+    assert [x["id"] for x in doc["artifacts"]] == [a.id]
+    r = runner.invoke(app, ["cache", "rm", a.id[:6], "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["removed"] == [str(a.path)]
+
+
+def test_runtime_error_is_one_line_exit_1():
+    r = runner.invoke(app, ["cache", "rm", "doesnotexist"])
+    assert r.exit_code == 1
+    assert "Traceback" not in r.output
+    assert "ractd cache list" in r.output
+
+
+def test_usage_error_exit_2():
+    r = runner.invoke(app, ["cache", "list", "--bogus"])
+    assert r.exit_code == 2
