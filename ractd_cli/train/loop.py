@@ -1,0 +1,237 @@
+"""The one training loop every model goes through (teacher, reward, inverse dynamics, student).
+
+AdamW, linear warm-up then cosine decay, an EMA of the weights (``torch.optim.swa_utils``),
+a rich progress bar with the running loss, NaN/inf detection, and periodic checkpoints so that
+``--resume`` continues exactly where an interrupted run stopped (Ctrl-C also writes one).
+
+Checkpoints are safetensors files (model, EMA, AdamW moments, RNG state) with the small
+remaining state as JSON metadata: nothing is ever pickled. Minibatches are drawn with a seeded
+``torch.Generator`` whose state is checkpointed, so on CPU a resumed run ends with the same
+weights as an uninterrupted one, and the same seed gives the same artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import signal
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from ..artifacts import _atomic_write
+from ..errors import RactdError, UsageError
+from ..paths import cache_root
+from ..ui import progress
+
+Batch = dict[str, torch.Tensor]
+LossFn = Callable[[nn.Module, nn.Module, Batch, torch.Generator], Mapping[str, torch.Tensor]]
+"""``loss_fn(model, ema_model, batch, generator) -> {"loss": scalar, other scalars...}``."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    batch_size: int = 256
+    lr: float = 2e-4
+    weight_decay: float = 1e-6
+    warmup: int = 100
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 500
+    device: str = "cpu"
+
+    def run_key(self, extra: Mapping) -> str:
+        """Identifies a run for --resume: everything but the device and checkpoint cadence."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("device", "checkpoint_every")}
+        return hashlib.sha256(json.dumps({**d, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    ema: nn.Module
+    """The EMA weights (what gets saved)."""
+    losses: dict[str, float] = field(default_factory=dict)
+    """Mean of each logged quantity over the last 10% of steps."""
+    resumed_from: int = 0
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but CUDA is not available; use --device cpu or auto")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise UsageError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def _lr_lambda(warmup: int, steps: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress_ = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
+
+    return f
+
+
+def _ema_with_warmup(decay: float):
+    """EMA update with the usual warm-up, decay_n = min(decay, (1+n)/(10+n)), so short runs
+    are not dominated by their first weights; ``torch.optim.swa_utils.AveragedModel`` applies it."""
+
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(ema_params, params, 1.0 - d)
+
+    return update
+
+
+def checkpoint_path(name: str, key: str) -> Path:
+    return cache_root() / "checkpoints" / f"{name}-{key}.safetensors"
+
+
+def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gen: torch.Generator, history: dict) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict().items():
+        tensors[f"model.{k}"] = v
+    for k, v in ema.state_dict().items():
+        tensors[f"ema.{k}"] = v
+    opt_state = opt.state_dict()
+    for pid, st in opt_state["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    tensors["rng"] = gen.get_state()
+    meta = {"step": step, "param_groups": opt_state["param_groups"], "history": history}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _atomic_write(path, st_save(tensors, metadata={"ractd_checkpoint": json.dumps(meta)}))
+
+
+def _load_checkpoint(path: Path, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gen: torch.Generator, device: torch.device) -> tuple[int, dict]:
+    from safetensors import safe_open
+
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["ractd_checkpoint"])
+    except Exception as e:
+        raise RactdError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it and rerun without --resume") from e
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v.to(device) if name != "step" else v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    gen.set_state(tensors["rng"])
+    return int(meta["step"]), meta.get("history", {})
+
+
+@contextlib.contextmanager
+def _interrupt_flag():
+    """While training, Ctrl-C sets a flag instead of raising mid-step: the loop then writes a
+    checkpoint at a step boundary and stops, so an interrupted run loses nothing."""
+    hit = {"n": 0}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        hit["n"] += 1
+        if hit["n"] > 1:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: hit["n"] > 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def sample_batch(data: Mapping[str, torch.Tensor], batch_size: int, gen: torch.Generator, device: torch.device) -> Batch:
+    """A minibatch of rows drawn uniformly with replacement (the generator makes it reproducible)."""
+    n = next(iter(data.values())).shape[0]
+    idx = torch.randint(0, n, (batch_size,), generator=gen)
+    return {k: v[idx].to(device, non_blocking=True) for k, v in data.items()}
+
+
+def train(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Mapping[str, torch.Tensor],
+    cfg: TrainConfig,
+    *,
+    name: str,
+    run_extra: Mapping | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Optimise ``model`` on minibatches of ``data`` with ``loss_fn``; return the model and its EMA.
+
+    ``name`` labels the progress bar and the checkpoint file; ``run_extra`` (JSON-able) joins
+    ``cfg`` in identifying the run, so ``resume=True`` only picks up a checkpoint of the same run.
+    """
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)  # dropout or any module-level randomness
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.to(device).train()
+    ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(cfg.ema_decay), use_buffers=True)
+    ema.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lr_lambda = _lr_lambda(cfg.warmup, cfg.steps)
+    ckpt = checkpoint_path(name, cfg.run_key(run_extra or {}))
+    start, history = 0, {}
+    if resume:
+        if ckpt.exists():
+            start, history = _load_checkpoint(ckpt, model, ema, opt, gen, device)
+        # no checkpoint of this exact run: start from scratch (said in the progress description)
+    sums: dict[str, float] = {}
+    count = 0
+    tail_from = int(cfg.steps * 0.9)
+    desc = f"{name}" + (f" (resumed at {start})" if start else "")
+    with _interrupt_flag() as interrupted, progress(desc, cfg.steps, disable=not show_progress) as advance:
+        advance(start)
+        for step in range(start, cfg.steps):
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * lr_lambda(step)
+            batch = sample_batch(data, cfg.batch_size, gen, device)
+            out = loss_fn(model, ema.module, batch, gen)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise RactdError(
+                    f"{name}: loss became {loss.item()} at step {step}; lower --lr (now {cfg.lr:g}) or check the dataset"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            ema.update_parameters(model)
+            if step >= tail_from:
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                count += 1
+            advance(1, loss=float(loss.detach()))
+            done = step + 1
+            if interrupted() or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps):
+                _save_checkpoint(ckpt, done, model, ema, opt, gen, history)
+                if interrupted():
+                    raise KeyboardInterrupt
+    ckpt.unlink(missing_ok=True)
+    losses = {k: v / max(count, 1) for k, v in sums.items()}
+    return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start)

@@ -1,0 +1,70 @@
+import pytest
+import torch
+from torch import nn
+
+from ractd_cli.errors import RactdError
+from ractd_cli.train.loop import TrainConfig, checkpoint_path, train
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 3, generator=g)
+    return {"x": x, "y": x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3}
+
+
+def _loss(model, ema, batch, gen):
+    err = model(batch["x"]).squeeze(-1) - batch["y"]
+    return {"loss": (err**2).mean()}
+
+
+def _cfg(**kw):
+    base = dict(steps=60, batch_size=32, lr=1e-2, warmup=5, seed=3, checkpoint_every=20)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Linear(3, 1)
+
+
+def test_loop_learns_and_ema_tracks():
+    res = train(_model(), _loss, _data(), _cfg(steps=300, lr=5e-2), name="t", show_progress=False)
+    assert res.losses["loss"] < 0.05
+    w = res.ema.weight.detach().squeeze()
+    assert torch.allclose(w, torch.tensor([1.0, -2.0, 0.5]), atol=0.1)
+
+
+def test_same_seed_same_weights():
+    a = train(_model(), _loss, _data(), _cfg(), name="t", show_progress=False).ema.state_dict()
+    b = train(_model(), _loss, _data(), _cfg(), name="t", show_progress=False).ema.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_interrupt_matches_uninterrupted(monkeypatch):
+    full = train(_model(), _loss, _data(), _cfg(), name="t", show_progress=False).ema.state_dict()
+
+    calls = {"n": 0}
+
+    def interrupting_loss(model, ema, batch, gen):
+        calls["n"] += 1
+        if calls["n"] == 45:  # Ctrl-C in the middle of step 45: checkpoint at 40 survives
+            raise KeyboardInterrupt
+        return _loss(model, ema, batch, gen)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_model(), interrupting_loss, _data(), _cfg(), name="t", show_progress=False)
+    assert checkpoint_path("t", _cfg().run_key({})).exists()
+    res = train(_model(), _loss, _data(), _cfg(), name="t", resume=True, show_progress=False)
+    assert res.resumed_from == 40
+    resumed = res.ema.state_dict()
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert not checkpoint_path("t", _cfg().run_key({})).exists()  # cleaned up after success
+
+
+def test_nan_loss_stops_with_clear_error():
+    def nan_loss(model, ema, batch, gen):
+        return {"loss": model(batch["x"]).sum() * float("nan")}
+
+    with pytest.raises(RactdError, match="lower --lr"):
+        train(_model(), nan_loss, _data(), _cfg(), name="t", show_progress=False)
