@@ -17,7 +17,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__
-from .errors import RactdError
+from .errors import RactdError, UsageError
 from .ui import err, print_json
 
 _state = {"debug": False}
@@ -163,6 +163,146 @@ def cache_rm(
         print_json({"removed": [str(p) for p in removed]})
     else:
         err.print(f"removed {len(removed)} artifact(s)")
+
+
+# ----------------------------------------------------------------------------------------- fetch
+@app.command()
+def fetch(
+    task: str = typer.Argument(..., help="Task name, e.g. maze2d-umaze (see `ractd envs`)."),
+    source: str = typer.Option("minari", help="`minari`: download the published Minari dataset; `local`: generate it here."),
+    steps: Optional[int] = typer.Option(None, help="Env steps to generate (local source; default: the adapter's)."),
+    seed: int = typer.Option(0, help="Seed of the local generator."),
+    force: bool = typer.Option(False, "--force", help="Re-fetch even if the dataset is already in the cache."),
+    json_: bool = JsonOpt,
+) -> None:
+    """Download (or generate locally) the offline dataset of TASK into the cache, in Minari format."""
+    from .data.fetch import fetch as do_fetch
+    from .registry import get_task
+
+    if source not in ("minari", "local"):
+        raise UsageError(f"unknown --source {source!r}; use minari or local")
+    adapter, spec = get_task(task)
+    info = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, force=force, show_progress=not json_)
+    if json_:
+        print_json(info)
+    else:
+        err.print(f"dataset [bold]{info['dataset_id']}[/]: {info['episodes']} episodes, {info['steps']} steps"
+                  + (" (already in the cache; --force to redo)" if info.get("cached") else ""))
+
+
+# -------------------------------------------------------------------------------------- training
+PresetOpt = typer.Option("quick", "--preset", help="quick: CPU-sized (minutes); paper: the paper's network sizes (GPU); tiny: seconds, for smoke tests.")
+StepsOpt = typer.Option(None, "--steps", help="Gradient steps (default: from the preset).")
+BatchOpt = typer.Option(None, "--batch-size", help="Minibatch size (default: from the preset).")
+LrOpt = typer.Option(None, "--lr", help="Peak AdamW learning rate (default: from the preset).")
+SeedOpt = typer.Option(0, "--seed", help="Seed: the same seed gives the same artifact on CPU.")
+DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
+ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same configuration from its last checkpoint.")
+DatasetOpt = typer.Option(None, "--dataset", help="Dataset id (default: the one fetched for the task).")
+EnvOpt = typer.Option(..., "--env", help="Task name (see `ractd envs`).")
+
+
+def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset):
+    from .train.common import TrainOptions
+
+    return TrainOptions(preset=preset, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                        resume=resume, dataset=dataset)
+
+
+def _report_artifacts(arts, json_: bool) -> None:
+    docs = [{"id": a.id, "kind": a.kind, "task": a.task, "path": str(a.path), "losses": a.meta.get("losses", {}),
+             "parents": a.meta.get("parents", [])} for a in arts]
+    if json_:
+        print_json(docs[-1] if len(docs) == 1 else {"artifacts": docs})
+        return
+    for d in docs:
+        losses = "  ".join(f"{k} {v:.4g}" for k, v in d["losses"].items())
+        err.print(f"saved {d['kind']} [bold]{d['id']}[/] ({losses})")
+
+
+@app.command("train-teacher")
+def train_teacher(
+    env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
+    dataset: Optional[str] = DatasetOpt, json_: bool = JsonOpt,
+) -> None:
+    """Train the EDM diffusion teacher (and, for open-loop tasks, the inverse-dynamics model)."""
+    from .registry import get_task
+    from .train import teacher
+
+    adapter, spec = get_task(env)
+    arts = teacher.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset))
+    _report_artifacts(arts, json_)
+
+
+@app.command("train-reward")
+def train_reward(
+    env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
+    dataset: Optional[str] = DatasetOpt, json_: bool = JsonOpt,
+) -> None:
+    """Train the return-to-go model R_psi used by `distill --reward-weight` (independent of the teacher)."""
+    from .registry import get_task
+    from .train import reward
+
+    adapter, spec = get_task(env)
+    _report_artifacts([reward.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset))], json_)
+
+
+@app.command()
+def distill(
+    env: str = EnvOpt,
+    reward_weight: Optional[float] = typer.Option(None, "--reward-weight", help="sigma, weight of -R_psi(s, a_hat) (default: the task's; 0 gives plain CTD)."),
+    ctm_weight: Optional[float] = typer.Option(None, "--ctm-weight", help="alpha, weight of the CTM loss (default: the task's)."),
+    dsm_weight: Optional[float] = typer.Option(None, "--dsm-weight", help="beta, weight of the student's DSM loss (default: the task's)."),
+    teacher_ref: str = typer.Option("latest", "--teacher", help="Teacher artifact id/path (default: latest for the task)."),
+    reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path (default: latest for the task)."),
+    preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
+    dataset: Optional[str] = DatasetOpt, json_: bool = JsonOpt,
+) -> None:
+    """Distill the one-step student: alpha*CTM + beta*DSM + sigma*Reward, initialised from the teacher."""
+    from .registry import get_task
+    from .train import distill as d
+
+    adapter, spec = get_task(env)
+    art = d.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset),
+                teacher_ref=teacher_ref, reward_ref=reward_ref, alpha=ctm_weight, beta=dsm_weight, reward_weight=reward_weight)
+    _report_artifacts([art], json_)
+
+
+# ---------------------------------------------------------------------------------------- rollout
+@app.command()
+def rollout(
+    env: str = EnvOpt,
+    model: str = typer.Option("student", "--model", help="Artifact id/path, or `student` / `teacher` (the latest of that kind)."),
+    sampler: Optional[str] = typer.Option(None, help="onestep|multistep (student), heun|euler|ancestral (teacher). Default: onestep / heun."),
+    nfe: Optional[int] = typer.Option(None, "--nfe", help="Network evaluations per plan (default: 1 student, 159 = 80 Heun bins teacher, 15 Euler/ancestral)."),
+    episodes: int = typer.Option(100, help="Evaluation episodes."),
+    seed: int = typer.Option(0, help="Seed: episode i uses seed+i, so planners are compared on the same starts."),
+    batch: int = typer.Option(50, help="Episodes run in lockstep (planner batch size)."),
+    follow: str = typer.Option("inverse", help="Open-loop tasks: follow the plan with the inverse-dynamics model or the adapter's controller."),
+    device: str = DeviceOpt,
+    json_: bool = JsonOpt,
+) -> None:
+    """Run a planner in the real environment: normalised score, return, success rate, latency."""
+    from .registry import get_task
+    from .evaluate import rollout as do_rollout
+
+    if episodes < 1 or batch < 1:
+        raise UsageError("--episodes and --batch must be at least 1")
+    adapter, spec = get_task(env)
+    res = do_rollout(adapter, spec, model, sampler=sampler, nfe=nfe, episodes=episodes, seed=seed, batch=batch,
+                     follow=follow, device=device, show_progress=True)
+    summary = res.summary()
+    if json_:
+        summary["per_episode"] = [{"return": e.ret, "score": e.score, "length": e.length, "success": e.success} for e in res.episodes]
+        print_json(summary)
+        return
+    succ = f", success {summary['success_rate']:.0%}" if summary["success_rate"] is not None else ""
+    err.print(f"{spec.name} {summary['model_kind']} {summary['sampler']} (NFE {summary['nfe']}): "
+              f"score [bold]{summary['score_mean']:.1f} ± {summary['score_stderr']:.1f}[/] over {summary['episodes']} episodes, "
+              f"return {summary['return_mean']:.2f}{succ}, {summary['ms_per_action']:.2f} ms/action, {summary['wall_s']:.1f} s")
 
 
 def main() -> None:

@@ -1,0 +1,191 @@
+"""``ractd rollout``: run a planner in the real environment and score it.
+
+Episodes run in lockstep batches (one gymnasium env per episode), so the planner sees a batch
+of states per call: that is where the vectorisation is. Each planner call is timed; the
+reported latency is planner wall time divided by the number of actions it produced.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .adapters import EnvAdapter, TaskSpec
+from .ui import progress
+
+
+class Policy(Protocol):
+    """What the env loop drives: batched, stateful across the steps of one batch of episodes."""
+
+    def reset(self, n: int) -> None:
+        """Start ``n`` new episodes."""
+
+    def act(self, states: np.ndarray, goals: np.ndarray | None, active: np.ndarray) -> np.ndarray:
+        """states (n, obs_dim), goals (n, goal_dim) or None, active (n,) bool -> actions (n, act_dim).
+
+        Rows of inactive episodes are ignored by the caller (the policy may skip them)."""
+
+
+@dataclass
+class EpisodeResult:
+    ret: float
+    score: float
+    length: int
+    success: bool | None
+
+
+@dataclass
+class RolloutResult:
+    task: str
+    episodes: list[EpisodeResult]
+    wall_s: float
+    plan_s: float
+    """Planner wall time (sum over calls)."""
+    actions: int
+    """Number of env steps taken (actions executed) over all episodes."""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return np.array([e.score for e in self.episodes], dtype=float)
+
+    def summary(self) -> dict[str, Any]:
+        s = self.scores
+        succ = [e.success for e in self.episodes if e.success is not None]
+        return {
+            "task": self.task,
+            "episodes": len(self.episodes),
+            "score_mean": float(s.mean()) if len(s) else math.nan,
+            "score_stderr": float(s.std(ddof=1) / math.sqrt(len(s))) if len(s) > 1 else 0.0,
+            "return_mean": float(np.mean([e.ret for e in self.episodes])) if self.episodes else math.nan,
+            "success_rate": float(np.mean(succ)) if succ else None,
+            "ms_per_action": 1000.0 * self.plan_s / max(self.actions, 1),
+            "wall_s": self.wall_s,
+            **self.info,
+        }
+
+
+class TimedPolicy:
+    """Wraps a policy and accumulates the wall time of its ``act`` calls."""
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        self.seconds = 0.0
+
+    def reset(self, n: int) -> None:
+        self.policy.reset(n)
+
+    def act(self, states, goals, active):
+        t0 = time.perf_counter()
+        a = self.policy.act(states, goals, active)
+        self.seconds += time.perf_counter() - t0
+        return a
+
+
+def run_episodes(
+    adapter: EnvAdapter,
+    spec: TaskSpec,
+    policy: Policy,
+    *,
+    episodes: int,
+    seed: int = 0,
+    batch: int = 50,
+    show_progress: bool = True,
+) -> RolloutResult:
+    """Run ``episodes`` evaluation episodes of ``spec`` under ``policy``, ``batch`` at a time.
+
+    Episode i is reset with seed ``seed + i`` and the adapter's ``reset_options`` for i, so a
+    given seed evaluates every planner on the same start states and goals.
+    """
+    timed = TimedPolicy(policy)
+    results: list[EpisodeResult] = []
+    steps_taken = 0
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    with progress(f"rollout {spec.name}", episodes, disable=not show_progress) as advance:
+        for first in range(0, episodes, batch):
+            n = min(batch, episodes - first)
+            envs = [adapter.make_env(spec.name, seed=seed + first + i) for i in range(n)]
+            try:
+                obs = [
+                    env.reset(seed=seed + first + i, options=adapter.reset_options(spec.name, first + i, rng))[0]
+                    for i, env in enumerate(envs)
+                ]
+                timed.reset(n)
+                active = np.ones(n, dtype=bool)
+                returns = np.zeros(n)
+                lengths = np.zeros(n, dtype=int)
+                infos: list[dict] = [{} for _ in range(n)]
+                for _ in range(spec.max_episode_steps):
+                    if not active.any():
+                        break
+                    states = np.stack([adapter.state(spec.name, o) for o in obs]).astype(np.float32)
+                    goals = None
+                    if spec.goal_dim:
+                        goals = np.stack([adapter.goal(spec.name, o) for o in obs]).astype(np.float32)
+                    actions = timed.act(states, goals, active.copy())
+                    for i in np.flatnonzero(active):
+                        space = envs[i].action_space
+                        a = np.clip(np.asarray(actions[i], dtype=space.dtype), space.low, space.high)
+                        o, r, term, trunc, info = envs[i].step(a)
+                        obs[i] = o
+                        returns[i] += float(r)
+                        lengths[i] += 1
+                        infos[i] = info
+                        steps_taken += 1
+                        if term or trunc:
+                            active[i] = False
+                for i in range(n):
+                    results.append(
+                        EpisodeResult(
+                            ret=float(returns[i]),
+                            score=float(adapter.normalized_score(spec.name, float(returns[i]))),
+                            length=int(lengths[i]),
+                            success=adapter.success(spec.name, float(returns[i]), infos[i]),
+                        )
+                    )
+                advance(n)
+            finally:
+                for env in envs:
+                    env.close()
+    return RolloutResult(
+        task=spec.name, episodes=results, wall_s=time.perf_counter() - t_start, plan_s=timed.seconds, actions=steps_taken
+    )
+
+
+def rollout(
+    adapter: EnvAdapter,
+    spec: TaskSpec,
+    model: str = "student",
+    *,
+    sampler: str | None = None,
+    nfe: int | None = None,
+    episodes: int = 100,
+    seed: int = 0,
+    batch: int = 50,
+    follow: str = "inverse",
+    device: str = "auto",
+    show_progress: bool = True,
+) -> RolloutResult:
+    """Load a teacher or student, plan with ``sampler`` at ``nfe`` evaluations, run the episodes."""
+    from .errors import UsageError
+    from .planner import Planner, PlannerPolicy, load_for_planning
+    from .train.loop import resolve_device
+
+    if follow not in ("inverse", "controller"):
+        raise UsageError(f"unknown --follow {follow!r}; use inverse or controller")
+    if follow == "controller" and not hasattr(adapter, "controller_action"):
+        raise UsageError(f"the {spec.name} adapter has no controller; use --follow inverse")
+    loaded = load_for_planning(model, spec)
+    planner = Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=resolve_device(device), seed=seed)
+    policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse, follow=follow)
+    res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress)
+    res.info.update(
+        model_id=loaded.art.id, model_kind=loaded.art.kind, sampler=planner.sampler_name,
+        nfe=planner.nfe_per_plan, device=str(planner.device), follow=follow if spec.planning == "states" else None,
+    )
+    return res

@@ -1,0 +1,87 @@
+"""What the three training pipelines share: presets, options, the task's data, normalisers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from ..adapters import EnvAdapter, TaskSpec
+from ..data.windows import Normalizer
+from ..errors import UsageError
+from .loop import TrainConfig, resolve_device
+
+# Steps per model kind, batch size, learning rate and network preset. ``quick`` is sized for a
+# laptop CPU (minutes per model); ``paper`` uses the paper's network sizes and is meant for a
+# GPU; ``tiny`` exists for tests and smoke runs (seconds).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"net": "tiny", "teacher": 400, "reward": 300, "inverse-dynamics": 300, "student": 300, "batch_size": 64, "lr": 1e-3},
+    "quick": {"net": "quick", "teacher": 4000, "reward": 2000, "inverse-dynamics": 2000, "student": 2000, "batch_size": 64, "lr": 5e-4},
+    "paper": {"net": None, "teacher": 200_000, "reward": 50_000, "inverse-dynamics": 50_000, "student": 100_000, "batch_size": 256, "lr": 2e-4},
+}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The options every training command accepts (``--preset --steps --batch-size --lr --seed --device --resume``)."""
+
+    preset: str = "quick"
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    show_progress: bool = True
+    dataset: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise UsageError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
+        for name in ("steps", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
+        if self.lr is not None and not self.lr > 0:
+            raise UsageError(f"--lr must be positive, got {self.lr}")
+
+    def config(self, kind: str) -> TrainConfig:
+        p = PRESETS[self.preset]
+        steps = self.steps or p[kind]
+        return TrainConfig(
+            steps=steps,
+            batch_size=self.batch_size or p["batch_size"],
+            lr=self.lr or p["lr"],
+            seed=self.seed,
+            warmup=min(500, max(1, steps // 20)),
+            checkpoint_every=max(50, steps // 10),
+            device=str(resolve_device(self.device)),
+        )
+
+    def net_preset(self, spec: TaskSpec) -> str:
+        return PRESETS[self.preset]["net"] or spec.model_preset
+
+    def with_(self, **kw: Any) -> "TrainOptions":
+        return replace(self, **kw)
+
+
+def normalizer_tensors(normalizers: Mapping[str, Normalizer]) -> dict[str, torch.Tensor]:
+    """Flatten normalisers into artifact tensors ``norm.<name>.<field>``."""
+    out = {}
+    for name, n in normalizers.items():
+        for k, v in n.state_dict().items():
+            out[f"norm.{name}.{k}"] = torch.as_tensor(np.asarray(v), dtype=torch.float32)
+    return out
+
+
+def normalizers_from(tensors: Mapping[str, torch.Tensor]) -> dict[str, Normalizer]:
+    """Inverse of :func:`normalizer_tensors`."""
+    groups: dict[str, dict[str, np.ndarray]] = {}
+    for k, v in tensors.items():
+        if k.startswith("norm."):
+            _, name, fld = k.split(".", 2)
+            groups.setdefault(name, {})[fld] = v.numpy()
+    return {name: Normalizer.from_state_dict(d) for name, d in groups.items()}

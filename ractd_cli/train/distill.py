@@ -1,0 +1,131 @@
+"""``ractd distill``: the one-step RACTD student, L = alpha L_CTM + beta L_DSM + sigma L_Reward.
+
+The student G(x_t, t, s) is initialised from the teacher's weights (its new s-embedding starts
+at zero, so at step 0 it equals a DDIM step of the teacher). The CTM target network is the
+student's EMA. The reward model is frozen; its gradient flows into the student through the
+student's one-step sample x0_hat = G(x_T, T, 0).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..adapters import EnvAdapter, TaskSpec
+from ..artifacts import Artifact, load_artifact, save_artifact
+from ..diffusion import append_zero, karras_sigmas, ractd_loss, student_from_teacher
+from ..errors import RactdError, UsageError
+from ..nets import build_net
+from ..planner import denoiser_from, load_net
+from .common import TrainOptions
+from .loop import train
+from .teacher import prefixed
+
+NUM_BINS = 80
+MAX_TEACHER_STEPS = 4
+
+
+def reward_fn_for(spec: TaskSpec, reward_net: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """R(x0_hat, cond) -> (B,) in normalised return-to-go units (see ``train/reward.py``).
+
+    ``chunk``: R_psi(s_n, a_hat_n) with s_n the last state of the history and a_hat_n the first
+    planned action. ``states``: mean over the plan of R_psi(s_t, goal).
+    """
+    if spec.planning == "chunk":
+
+        def reward(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            s_n = cond[:, -spec.obs_dim :]
+            return reward_net(torch.cat([s_n, x0_hat[:, 0]], dim=-1))
+
+        return reward
+
+    def reward_states(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        B, H, _ = x0_hat.shape
+        goal = cond[:, spec.obs_dim :].unsqueeze(1).expand(B, H, spec.goal_dim)
+        return reward_net(torch.cat([x0_hat, goal], dim=-1).reshape(B * H, -1)).reshape(B, H).mean(1)
+
+    return reward_states
+
+
+def run(
+    adapter: EnvAdapter,
+    spec: TaskSpec,
+    opts: TrainOptions,
+    *,
+    teacher_ref: str = "latest",
+    reward_ref: str = "latest",
+    alpha: float | None = None,
+    beta: float | None = None,
+    reward_weight: float | None = None,
+) -> Artifact:
+    from .data import load_task_data
+
+    for name, v in (("--ctm-weight", alpha), ("--dsm-weight", beta), ("--reward-weight", reward_weight)):
+        if v is not None and v < 0:
+            raise UsageError(f"{name} must be >= 0, got {v}")
+    d_alpha, d_beta, d_sigma = spec.loss_weights
+    alpha = d_alpha if alpha is None else alpha
+    beta = d_beta if beta is None else beta
+    sigma_r = d_sigma if reward_weight is None else reward_weight
+    teacher_art = _need(teacher_ref, "teacher", spec, "ractd train-teacher")
+    reward_art = _need(reward_ref, "reward", spec, "ractd train-reward") if sigma_r > 0 else None
+    data = load_task_data(adapter, spec, opts.dataset or teacher_art.meta.get("dataset"))
+    teacher = denoiser_from(teacher_art)
+    teacher.requires_grad_(False)
+    student = student_from_teacher(teacher, lambda: build_net(teacher_art.config["net_kind"], {**teacher_art.config["net"], "student": True}))
+    reward_fn = None
+    if reward_art is not None:
+        reward_net = load_net(reward_art)
+        reward_net.requires_grad_(False)
+        reward_fn = reward_fn_for(spec, reward_net)
+    cfg = opts.config("student")
+    device = torch.device(cfg.device)
+    teacher.to(device)
+    if reward_art is not None:
+        reward_net.to(device)
+    sigmas = append_zero(karras_sigmas(NUM_BINS, teacher_art.config["sigma_min"], teacher_art.config["sigma_max"], device=device))
+
+    def loss_fn(model, ema, batch, gen):
+        out = ractd_loss(
+            model, ema, teacher, reward_fn, batch["x"], batch["cond"],
+            alpha=alpha, beta=beta, sigma_r=sigma_r, sigmas=sigmas, max_teacher_steps=MAX_TEACHER_STEPS, generator=gen,
+        )
+        return {"loss": out["total"], **{k: v.mean() for k, v in out.items() if k != "total"}}
+
+    parents = [teacher_art.id] + ([reward_art.id] if reward_art is not None else [])
+    res = train(
+        student, loss_fn, {"x": data.x, "cond": data.cond}, cfg,
+        name=f"student-{spec.name}", run_extra={"parents": parents, "weights": [alpha, beta, sigma_r]},
+        resume=opts.resume, show_progress=opts.show_progress,
+    )
+    norm = {k: v for k, v in teacher_art.tensors.items() if k.startswith("norm.")}
+    return save_artifact(
+        {**prefixed(res.ema.net.state_dict(), "net"), **norm},
+        kind="student",
+        task=spec.name,
+        dataset=teacher_art.meta.get("dataset"),
+        parents=parents,
+        config={
+            **{k: teacher_art.config[k] for k in ("sigma_data", "sigma_min", "sigma_max", "planning", "horizon")},
+            "net_kind": teacher_art.config["net_kind"],
+            "net": {**teacher_art.config["net"], "student": True},
+            "ctm_weight": alpha,
+            "dsm_weight": beta,
+            "reward_weight": sigma_r,
+            "max_teacher_steps": MAX_TEACHER_STEPS,
+            "train": vars(cfg),
+            "preset": opts.preset,
+        },
+        losses=res.losses,
+    )
+
+
+def _need(ref: str, kind: str, spec: TaskSpec, cmd: str) -> Artifact:
+    try:
+        return load_artifact(ref, kind=kind, task=spec.name)
+    except RactdError as e:
+        if ref == "latest":
+            raise RactdError(f"no {kind} for {spec.name} in the cache; run `{cmd} --env {spec.name}` first") from e
+        raise

@@ -1,0 +1,92 @@
+"""``ractd train-teacher``: the EDM diffusion teacher D(x; sigma | cond) on the task's dataset.
+
+For ``states`` (open-loop) tasks the inverse-dynamics model a_t = f(s_t, s_{t+1}) is trained
+first, through the same loop, as its own artifact; the teacher records its id.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..adapters import EnvAdapter, TaskSpec
+from ..artifacts import Artifact, save_artifact
+from ..diffusion import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMPrecond, edm_loss
+from ..nets import InverseDynamics, make_denoiser_net
+from ..planner import cond_dim, x_shape
+from .common import TrainOptions, normalizer_tensors
+from .data import TaskData, load_task_data
+from .loop import train
+
+
+def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in state.items()}
+
+
+def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -> Artifact:
+    """Fit a_t = f(s_t, s_{t+1}) on normalised transitions (MSE)."""
+    net = InverseDynamics(spec.obs_dim, spec.act_dim)
+
+    def loss_fn(model, ema, batch, gen):
+        return {"loss": ((model(batch["s"], batch["s_next"]) - batch["a"]) ** 2).mean()}
+
+    cfg = opts.config("inverse-dynamics")
+    res = train(net, loss_fn, data.transitions, cfg, name=f"inverse-dynamics-{spec.name}", run_extra={"dataset": data.dataset_id}, resume=opts.resume, show_progress=opts.show_progress)
+    return save_artifact(
+        {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
+        kind="inverse-dynamics",
+        task=spec.name,
+        dataset=data.dataset_id,
+        config={"net_kind": type(net).__name__, "net": net.config, "train": vars(cfg)},
+        losses=res.losses,
+    )
+
+
+def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> list[Artifact]:
+    """Train (inverse dynamics and) the teacher; return the artifacts written, teacher last."""
+    data = load_task_data(adapter, spec, opts.dataset)
+    written: list[Artifact] = []
+    extra = {}
+    if spec.planning == "states":
+        inv = train_inverse_dynamics(spec, data, opts)
+        written.append(inv)
+        extra["inverse_dynamics"] = inv.id
+    T, D = x_shape(spec)
+    net = make_denoiser_net(opts.net_preset(spec), input_dim=D, global_cond_dim=cond_dim(spec))
+    denoiser = EDMPrecond(net, sigma_data=SIGMA_DATA)
+
+    def loss_fn(model, ema, batch, gen):
+        return {"loss": edm_loss(model, batch["x"], batch["cond"], generator=gen).mean()}
+
+    cfg = opts.config("teacher")
+    res = train(
+        denoiser,
+        loss_fn,
+        {"x": data.x, "cond": data.cond},
+        cfg,
+        name=f"teacher-{spec.name}",
+        run_extra={"dataset": data.dataset_id, "net": net.config},
+        resume=opts.resume,
+        show_progress=opts.show_progress,
+    )
+    written.append(
+        save_artifact(
+            {**prefixed(res.ema.net.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
+            kind="teacher",
+            task=spec.name,
+            dataset=data.dataset_id,
+            config={
+                "net_kind": type(net).__name__,
+                "net": net.config,
+                "sigma_data": SIGMA_DATA,
+                "sigma_min": SIGMA_MIN,
+                "sigma_max": SIGMA_MAX,
+                "planning": spec.planning,
+                "horizon": T,
+                "train": vars(cfg),
+                "preset": opts.preset,
+            },
+            losses=res.losses,
+            **extra,
+        )
+    )
+    return written
