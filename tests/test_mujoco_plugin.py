@@ -1,0 +1,178 @@
+"""The ractd-mujoco plugin: task table, scores, env construction, local data generation."""
+
+from __future__ import annotations
+
+import warnings
+from importlib.metadata import entry_points
+
+import numpy as np
+import pytest
+
+from ractd_cli.adapters import EnvAdapter
+from ractd_mujoco import adapter
+
+BODIES = {
+    # body: (env_id, obs_dim, act_dim, gamma, D4RL ref min, D4RL ref max)
+    "hopper": ("Hopper-v5", 11, 3, 0.997, -20.272305, 3234.3),
+    "walker2d": ("Walker2d-v5", 17, 6, 0.99, 1.629008, 4592.3),
+    "halfcheetah": ("HalfCheetah-v5", 17, 6, 0.9, -280.178953, 12135.0),
+}
+DATASETS = ("simple", "medium", "medium-replay", "medium-expert", "expert")
+
+
+def test_entry_point_loads_the_adapter():
+    (ep,) = [e for e in entry_points(group="ractd.envs") if e.name == "mujoco"]
+    assert ep.value == "ractd_mujoco:adapter"
+    assert ep.load() is adapter
+    assert isinstance(adapter, EnvAdapter)
+
+
+def test_task_names():
+    assert sorted(adapter.tasks) == sorted(f"{b}-{d}" for b in BODIES for d in DATASETS)
+    assert all(name == spec.name for name, spec in adapter.tasks.items())
+
+
+@pytest.mark.parametrize("body", sorted(BODIES))
+def test_specs(body):
+    env_id, obs_dim, act_dim, gamma, ref_min, ref_max = BODIES[body]
+    for dataset in DATASETS:
+        spec = adapter.tasks[f"{body}-{dataset}"]
+        assert (spec.env_id, spec.obs_dim, spec.act_dim, spec.gamma) == (env_id, obs_dim, act_dim, gamma)
+        assert (spec.planning, spec.history, spec.horizon, spec.goal_dim) == ("chunk", 1, 16, 0)
+        assert spec.termination_penalty == -100.0 and spec.max_episode_steps == 1000
+        assert (spec.ref_min_score, spec.ref_max_score) == (ref_min, ref_max)
+        assert spec.model_preset == "mujoco" and len(spec.loss_weights) == 3
+        assert spec.local_generation
+    ids = {d: adapter.tasks[f"{body}-{d}"].minari_ids for d in DATASETS}
+    assert ids["simple"] == (f"mujoco/{body}/simple-v0",)
+    assert ids["medium"] == (f"mujoco/{body}/medium-v0",)
+    assert ids["expert"] == (f"mujoco/{body}/expert-v0",)
+    assert ids["medium-expert"] == (f"mujoco/{body}/medium-v0", f"mujoco/{body}/expert-v0")
+    assert ids["medium-replay"] == ()
+
+
+@pytest.mark.parametrize("body", sorted(BODIES))
+def test_normalized_score_on_reference_returns(body):
+    *_, ref_min, ref_max = BODIES[body]
+    task = f"{body}-medium"
+    assert adapter.normalized_score(task, ref_min) == pytest.approx(0.0, abs=1e-9)
+    assert adapter.normalized_score(task, ref_max) == pytest.approx(100.0)
+    assert adapter.normalized_score(task, (ref_min + ref_max) / 2) == pytest.approx(50.0)
+
+
+def test_no_goals_options_or_success():
+    task = "hopper-medium"
+    assert adapter.goals(task, np.zeros((3, 11))) is None
+    assert adapter.goal(task, np.zeros(11)) is None
+    assert adapter.reset_options(task, 0, np.random.default_rng(0)) is None
+    assert adapter.success(task, 1000.0, {}) is None
+
+
+@pytest.mark.parametrize("body", sorted(BODIES))
+def test_env_constructs_and_state_matches_obs_dim(body):
+    task = f"{body}-medium"
+    spec = adapter.tasks[task]
+    env = adapter.make_env(task, seed=0)
+    try:
+        obs, _ = env.reset(seed=0)
+        s = adapter.state(task, obs)
+        assert s.shape == (spec.obs_dim,) and s.dtype == np.float32
+        assert env.action_space.shape == (spec.act_dim,)
+        assert env.spec.max_episode_steps == spec.max_episode_steps
+        obs, *_ = env.step(env.action_space.sample())
+        assert adapter.state(task, obs).shape == (spec.obs_dim,)
+    finally:
+        env.close()
+
+
+def _check_buffers(buffers, spec, steps):
+    assert buffers, "no episodes"
+    total = 0
+    for i, ep in enumerate(buffers):
+        t = len(ep.rewards)
+        assert ep.id == i
+        assert ep.observations.shape == (t + 1, spec.obs_dim)
+        assert ep.actions.shape == (t, spec.act_dim)
+        assert len(ep.terminations) == len(ep.truncations) == t
+        # Episode boundaries: only the last step ends the episode, and it does end it.
+        assert not np.any(ep.terminations[:-1]) and not np.any(ep.truncations[:-1])
+        assert bool(ep.terminations[-1]) != bool(ep.truncations[-1])
+        total += t
+    assert total == steps
+
+
+@pytest.mark.parametrize("task", ["hopper-medium-replay", "halfcheetah-simple"])
+def test_generate_random_is_well_formed(task):
+    spec = adapter.tasks[task]
+    seen = []
+    buffers, meta = adapter.generate(task, steps=300, seed=3, progress=seen.append, behaviour="random")
+    _check_buffers(buffers, spec, 300)
+    assert sum(seen) == 300
+    assert meta["behaviour"] == "random" and meta["total_steps"] == 300
+    assert (meta["ref_min_score"], meta["ref_max_score"]) == (spec.ref_min_score, spec.ref_max_score)
+    # A random policy is only a stand-in for anything but the simple dataset.
+    assert meta["smoke_test_only"] == (task != "halfcheetah-simple")
+    if task.startswith("hopper"):
+        assert len(buffers) > 1 and any(ep.terminations[-1] for ep in buffers)  # hopper falls over
+    else:
+        assert len(buffers) == 1 and buffers[0].truncations[-1]  # cheetah never terminates: cut at the budget
+    s = adapter.states(task, buffers[0].observations)
+    assert s.shape == (len(buffers[0].rewards) + 1, spec.obs_dim) and s.dtype == np.float32
+
+
+def test_generate_is_reproducible():
+    a, _ = adapter.generate("walker2d-expert", steps=120, seed=7, behaviour="random")
+    b, _ = adapter.generate("walker2d-expert", steps=120, seed=7, behaviour="random")
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.observations, y.observations)
+        np.testing.assert_array_equal(x.actions, y.actions)
+
+
+def test_generate_rejects_unknown_behaviour():
+    with pytest.raises(ValueError):
+        adapter.generate("hopper-medium", steps=10, seed=0, behaviour="ppo")
+
+
+def test_sac_without_stable_baselines3_is_a_clear_error():
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="stable-baselines3"):
+            adapter.generate("hopper-medium", steps=10, seed=0, behaviour="sac")
+    else:
+        pytest.skip("stable-baselines3 is installed")
+
+
+def test_buffers_round_trip_through_minari(tmp_path, monkeypatch):
+    minari = pytest.importorskip("minari")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    task = "hopper-medium"
+    buffers, meta = adapter.generate(task, steps=100, seed=0, behaviour="random")
+    env = adapter.make_env(task)
+    with warnings.catch_warnings():  # minari nags about author / code permalink
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers(
+            "ractdtest/hopper/medium-v0",
+            buffers,
+            env=env,
+            algorithm_name=meta["algorithm_name"],
+            ref_min_score=meta["ref_min_score"],
+            ref_max_score=meta["ref_max_score"],
+        )
+    ds = minari.load_dataset("ractdtest/hopper/medium-v0")
+    assert ds.total_steps == 100 and ds.total_episodes == len(buffers)
+    ep = next(iter(ds.iterate_episodes()))
+    np.testing.assert_allclose(adapter.states(task, ep.observations), buffers[0].observations.astype(np.float32))
+
+
+def test_sac_smoke():
+    pytest.importorskip("stable_baselines3")
+    task = "hopper-medium-replay"
+    buffers, meta = adapter.generate(task, steps=50, seed=0, behaviour="sac", train_steps=150)
+    _check_buffers(buffers, adapter.tasks[task], 50)  # the replay buffer up to 1/3 of 150 steps
+    assert meta["behaviour"] == "sac" and not meta["smoke_test_only"]
+    assert meta["sac_train_steps"] == meta["sac_checkpoint_step"] == 50  # no training past the checkpoint
+    buffers, meta = adapter.generate("hopper-medium-expert", steps=40, seed=0, behaviour="sac", train_steps=150)
+    _check_buffers(buffers, adapter.tasks["hopper-medium-expert"], 40)
+    assert meta["sac_train_steps"] == 150
