@@ -1,0 +1,161 @@
+"""``ractd bench``: every planner of a task side by side, same teacher, same machine, one run.
+
+Rows: the EDM teacher (Heun, 80 bins), Euler/DDIM and ancestral/DDPM at 15 steps, the CTD
+student (reward weight 0) if one exists, and the RACTD student at 1-4 steps. Per row: NFE,
+per-decision latency at batch 1 (median of >= 50 timed calls after warm-up, with min and max),
+speed-up over the teacher, and the normalised score over rollouts. The bare network forward
+time is reported too, so the sampler loop's overhead is visible.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .adapters import EnvAdapter, TaskSpec
+from .artifacts import Artifact, list_artifacts, load_artifact
+from .errors import RactdError
+from .evaluate import RolloutResult, run_episodes
+from .planner import Planner, PlannerPolicy, cond_dim, load_for_planning
+from .train.loop import resolve_device
+
+
+@dataclass
+class Row:
+    method: str
+    model_id: str
+    sampler: str
+    nfe_budget: int
+
+
+def _latest_student(task: str, *, reward: bool) -> Artifact | None:
+    for a in list_artifacts():
+        if a.kind == "student" and a.task == task and (a.config.get("reward_weight", 0) > 0) == reward:
+            return a
+    return None
+
+
+def bench_rows(spec: TaskSpec, teacher_id: str | None = None) -> list[Row]:
+    """The methods to compare, all on the same teacher (the RACTD student's parent when there is one)."""
+    ractd = _latest_student(spec.name, reward=True)
+    ctd = _latest_student(spec.name, reward=False)
+    if teacher_id is None:
+        teacher_id = (ractd or ctd).meta["parents"][0] if (ractd or ctd) else load_artifact("latest", kind="teacher", task=spec.name).id
+    rows = [
+        Row("EDM teacher (Heun, 80 bins)", teacher_id, "heun", 159),
+        Row("Euler / DDIM (15 steps)", teacher_id, "euler", 15),
+        Row("ancestral / DDPM (15 steps)", teacher_id, "ancestral", 15),
+    ]
+    if ctd is not None and ctd.meta["parents"][0] == teacher_id:
+        rows.append(Row("CTD student (reward weight 0)", ctd.id, "onestep", 1))
+    if ractd is not None and ractd.meta["parents"][0] == teacher_id:
+        rows.append(Row("RACTD student (1 step)", ractd.id, "onestep", 1))
+        rows += [Row(f"RACTD student ({k} steps)", ractd.id, "multistep", k) for k in (2, 3, 4)]
+    return rows
+
+
+def time_calls(fn, *, repeats: int, warmup: int, sync) -> dict[str, float]:
+    """Median/min/max wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+
+
+def _sync_for(device: torch.device):
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def run(
+    adapter: EnvAdapter,
+    spec: TaskSpec,
+    *,
+    episodes: int = 20,
+    seed: int = 0,
+    repeats: int = 50,
+    latency_only: bool = False,
+    device: str = "auto",
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    dev = resolve_device(device)
+    sync = _sync_for(dev)
+    rows = bench_rows(spec)
+    cond1 = torch.zeros(1, cond_dim(spec), device=dev)
+    out_rows: list[dict[str, Any]] = []
+    results: dict[str, RolloutResult] = {}
+    forward_ms = None
+    for row in rows:
+        loaded = load_for_planning(row.model_id, spec)
+        planner = Planner(loaded.art, spec, sampler=row.sampler, nfe=row.nfe_budget, device=dev, seed=seed)
+        lat = time_calls(lambda: planner.plan(cond1), repeats=repeats, warmup=5, sync=sync)
+        if forward_ms is None and loaded.art.kind == "student":
+            forward_ms = _forward_ms(planner, cond1, repeats=repeats, sync=sync)
+        rec: dict[str, Any] = {
+            "method": row.method,
+            "model_id": loaded.art.id,
+            "sampler": planner.sampler_name,
+            "nfe": planner.nfe_per_plan,
+            "ms_per_action": lat["median"],
+            "ms_min": lat["min"],
+            "ms_max": lat["max"],
+            "score_mean": None,
+            "score_stderr": None,
+        }
+        if not latency_only:
+            policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
+            res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, show_progress=show_progress)
+            s = res.summary()
+            rec.update(score_mean=s["score_mean"], score_stderr=s["score_stderr"], success_rate=s["success_rate"])
+            results[row.method] = res
+        out_rows.append(rec)
+    teacher_ms = out_rows[0]["ms_per_action"]
+    for r in out_rows:
+        r["speedup_vs_teacher"] = teacher_ms / r["ms_per_action"] if r["ms_per_action"] > 0 else math.nan
+    one_step = next((r for r in out_rows if r["nfe"] == 1), None)
+    return {
+        "task": spec.name,
+        "device": _device_name(dev),
+        "episodes": 0 if latency_only else episodes,
+        "rows": out_rows,
+        "forward_ms": forward_ms,
+        "forward_overhead": (one_step["ms_per_action"] / forward_ms) if (one_step and forward_ms) else None,
+        "_results": results,
+    }
+
+
+def _forward_ms(planner: Planner, cond1: torch.Tensor, *, repeats: int, sync) -> float:
+    """Median time of one bare network forward (no sampler, no scalings) at batch 1."""
+    net = planner.model.net
+    x = torch.zeros(1, planner.T, planner.D, device=planner.device)
+    t = torch.full((1,), 1.0, device=planner.device)
+
+    @torch.inference_mode()
+    def fwd():
+        return net(x, t, cond1, t) if getattr(net, "config", {}).get("student") else net(x, t, cond1)
+
+    return time_calls(fwd, repeats=repeats, warmup=5, sync=sync)["median"]
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def require_models(spec: TaskSpec) -> None:
+    try:
+        load_artifact("latest", kind="teacher", task=spec.name)
+    except RactdError as e:
+        raise RactdError(f"nothing to bench for {spec.name}: run `ractd train-teacher --env {spec.name}` first") from e
