@@ -96,7 +96,7 @@ def run(
 
     parents = [teacher_art.id] + ([reward_art.id] if reward_art is not None else [])
     res = train(
-        student, loss_fn, {"x": data.x, "cond": data.cond}, cfg,
+        student, loss_fn, data.diffusion, cfg,
         name=f"student-{spec.name}", run_extra={"parents": parents, "weights": [alpha, beta, sigma_r]},
         resume=opts.resume, show_progress=opts.show_progress,
     )

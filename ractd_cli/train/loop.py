@@ -20,7 +20,7 @@ import signal
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Union
 
 import torch
 from safetensors.torch import load_file
@@ -34,6 +34,8 @@ from ..paths import cache_root
 from ..ui import progress
 
 Batch = dict[str, torch.Tensor]
+Data = Union[Mapping[str, torch.Tensor], Any]
+"""A dict of (N, ...) tensors, or any object with ``len()`` and ``gather(idx) -> dict`` (see train.data.Source)."""
 LossFn = Callable[[nn.Module, nn.Module, Batch, torch.Generator], Mapping[str, torch.Tensor]]
 """``loss_fn(model, ema_model, batch, generator) -> {"loss": scalar, other scalars...}``."""
 
@@ -162,17 +164,20 @@ def _interrupt_flag():
         signal.signal(signal.SIGINT, previous)
 
 
-def sample_batch(data: Mapping[str, torch.Tensor], batch_size: int, gen: torch.Generator, device: torch.device) -> Batch:
+def sample_batch(data: Data, batch_size: int, gen: torch.Generator, device: torch.device) -> Batch:
     """A minibatch of rows drawn uniformly with replacement (the generator makes it reproducible)."""
-    n = next(iter(data.values())).shape[0]
-    idx = torch.randint(0, n, (batch_size,), generator=gen)
-    return {k: v[idx].to(device, non_blocking=True) for k, v in data.items()}
+    if isinstance(data, Mapping):
+        idx = torch.randint(0, next(iter(data.values())).shape[0], (batch_size,), generator=gen)
+        batch = {k: v[idx] for k, v in data.items()}
+    else:
+        batch = data.gather(torch.randint(0, len(data), (batch_size,), generator=gen))
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def train(
     model: nn.Module,
     loss_fn: LossFn,
-    data: Mapping[str, torch.Tensor],
+    data: Data,
     cfg: TrainConfig,
     *,
     name: str,

@@ -19,14 +19,13 @@ from .teacher import prefixed
 
 def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> Artifact:
     data = load_task_data(adapter, spec, opts.dataset)
-    inputs, target = data.reward["input"], data.reward["rtg"]
-    net = RewardMLP(inputs.shape[-1])
+    net = RewardMLP(spec.obs_dim + (spec.act_dim if spec.planning == "chunk" else spec.goal_dim))
 
     def loss_fn(model, ema, batch, gen):
         return {"loss": ((model(batch["input"]) - batch["rtg"]) ** 2).mean()}
 
     cfg = opts.config("reward")
-    res = train(net, loss_fn, {"input": inputs, "rtg": target}, cfg, name=f"reward-{spec.name}", run_extra={"dataset": data.dataset_id, "net": net.config}, resume=opts.resume, show_progress=opts.show_progress)
+    res = train(net, loss_fn, data.reward, cfg, name=f"reward-{spec.name}", run_extra={"dataset": data.dataset_id, "net": net.config}, resume=opts.resume, show_progress=opts.show_progress)
     return save_artifact(
         {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
         kind="reward",

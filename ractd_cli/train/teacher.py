@@ -61,7 +61,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> list[Artifac
     res = train(
         denoiser,
         loss_fn,
-        {"x": data.x, "cond": data.cond},
+        data.diffusion,
         cfg,
         name=f"teacher-{spec.name}",
         run_extra={"dataset": data.dataset_id, "net": net.config},

@@ -1,0 +1,130 @@
+"""A task's dataset as normalised torch tensors for the three trainers.
+
+Wraps :class:`ractd_cli.data.windows.Windows` (flat data plus index arrays): states, actions,
+goals and returns-to-go are normalised once, kept flat, and each minibatch is gathered by
+indexing, so Maze2d-sized windows are never materialised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..adapters import EnvAdapter, TaskSpec
+from ..data import store
+from ..data.load import load_episodes
+from ..data.windows import Normalizer, Windows, make_windows
+from ..errors import RactdError
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class Source:
+    """``len(source)`` rows; ``source.gather(idx)`` -> a dict of (B, ...) tensors (see train.loop)."""
+
+    n: int
+    gather: Callable[[torch.Tensor], Batch]
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def default_dataset(spec: TaskSpec) -> str:
+    """The dataset a trainer uses when none is given: the fetched Minari data, else the local one."""
+    candidates = [store.local_dataset_id(spec)]
+    if spec.minari_ids:
+        candidates.insert(0, store.remote_dataset_id(spec))
+    for d in candidates:
+        if store.dataset_exists(d):
+            return d
+    raise RactdError(
+        f"no dataset for {spec.name} in the cache; run `ractd fetch {spec.name}` "
+        f"(or `ractd fetch {spec.name} --source local` to generate one here)"
+    )
+
+
+@dataclass
+class TaskData:
+    """Normalised training data of one task.
+
+    - ``diffusion``: x (B, T, D) plans and cond (B, cond_dim) (layout in ``ractd_cli.planner``).
+    - ``reward``: input (B, obs_dim+act_dim) for ``chunk`` = [s_n, a_n], (B, obs_dim+goal_dim)
+      for ``states`` = [s_t, goal]; rtg (B,) normalised to [-1, 1].
+    - ``transitions``: s, s_next (B, obs_dim), a (B, act_dim), for inverse dynamics.
+    - ``normalizers``: ``state``, ``action``, ``rtg`` and ``goal`` when the task has one.
+    """
+
+    dataset_id: str
+    windows: Windows
+    normalizers: dict[str, Normalizer]
+    diffusion: Source
+    reward: Source
+    transitions: Source
+
+    @property
+    def reward_input(self) -> str:
+        return "state_action" if self.windows.planning == "chunk" else "state_goal"
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
+
+
+def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str) -> TaskData:
+    norms = {
+        "state": Normalizer.fit(windows.states),
+        "action": Normalizer.fit(windows.actions),
+        "rtg": Normalizer.fit(windows.rtg.reshape(-1, 1)),
+    }
+    if windows.goals is not None:
+        norms["goal"] = Normalizer.fit(windows.goals)
+    S = _t(norms["state"].normalize(windows.states))
+    A = _t(norms["action"].normalize(windows.actions))
+    G = _t(norms["goal"].normalize(windows.goals)) if windows.goals is not None else None
+    R = _t(norms["rtg"].normalize(windows.rtg.reshape(-1, 1))).reshape(-1)
+    X = A if spec.planning == "chunk" else S
+    x_index = torch.as_tensor(windows.x_index)
+    cond_index = torch.as_tensor(windows.cond_index)
+    state_index = torch.as_tensor(windows.state_index)
+    action_index = torch.as_tensor(windows.action_index)
+    n = len(windows)
+
+    def diffusion(idx: torch.Tensor) -> Batch:
+        x = X[x_index[idx]]
+        cond = S[cond_index[idx]].flatten(1)  # (B, h*obs_dim)
+        if spec.planning == "states":
+            cond = torch.cat([cond, G[state_index[idx]]], dim=-1) if G is not None else cond
+        return {"x": x, "cond": cond}
+
+    def reward(idx: torch.Tensor) -> Batch:
+        s = S[state_index[idx]]
+        other = A[action_index[idx]] if spec.planning == "chunk" else G[state_index[idx]]
+        return {"input": torch.cat([s, other], dim=-1), "rtg": R[action_index[idx]]}
+
+    s_rows = torch.as_tensor(windows.transition_state_rows())
+
+    def transitions(idx: torch.Tensor) -> Batch:
+        r = s_rows[idx]
+        return {"s": S[r], "s_next": S[r + 1], "a": A[idx]}
+
+    if spec.planning == "states" and G is None and spec.goal_dim:
+        raise RactdError(f"dataset {dataset_id} has no goals but task {spec.name} needs them")
+    return TaskData(
+        dataset_id=dataset_id,
+        windows=windows,
+        normalizers=norms,
+        diffusion=Source(n, diffusion),
+        reward=Source(n, reward),
+        transitions=Source(len(s_rows), transitions),
+    )
+
+
+def load_task_data(adapter: EnvAdapter, spec: TaskSpec, dataset: str | None = None) -> TaskData:
+    """Load the task's dataset (``dataset`` id/path, default :func:`default_dataset`) for training."""
+    dataset = dataset or default_dataset(spec)
+    episodes = load_episodes(adapter, spec, dataset)
+    return build_task_data(spec, make_windows(episodes, spec), dataset)
