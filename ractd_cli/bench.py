@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from .adapters import EnvAdapter, TaskSpec
@@ -95,11 +96,18 @@ def run(
     cond1 = torch.zeros(1, cond_dim(spec), device=dev)
     out_rows: list[dict[str, Any]] = []
     results: dict[str, RolloutResult] = {}
+    plans: dict[str, np.ndarray] = {}
+    first = _first_start(adapter, spec, seed) if spec.planning == "states" else None
     forward_ms = None
     for row in rows:
         loaded = load_for_planning(row.model_id, spec)
         planner = Planner(loaded.art, spec, sampler=row.sampler, nfe=row.nfe_budget, device=dev, seed=seed)
         lat = time_calls(lambda: planner.plan(cond1), repeats=repeats, warmup=5, sync=sync)
+        if first is not None:
+            policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
+            policy.reset(1)
+            x0, _ = planner.plan(policy._cond(first[0][None], first[1][None], np.arange(1)))
+            plans[row.method] = planner.norms["state"].unnormalize(x0[0].cpu().numpy())
         if forward_ms is None and loaded.art.kind == "student":
             forward_ms = _forward_ms(planner, cond1, repeats=repeats, sync=sync)
         rec: dict[str, Any] = {
@@ -132,7 +140,20 @@ def run(
         "forward_ms": forward_ms,
         "forward_overhead": (one_step["ms_per_action"] / forward_ms) if (one_step and forward_ms) else None,
         "_results": results,
+        "_plans": plans,
+        "_background": (lambda ax: adapter.draw(spec.name, ax)) if hasattr(adapter, "draw") else None,
     }
+
+
+def _first_start(adapter: EnvAdapter, spec: TaskSpec, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """State and goal of the first evaluation episode (as ``run_episodes`` resets it)."""
+    env = adapter.make_env(spec.name, seed=seed)
+    try:
+        obs, _ = env.reset(seed=seed, options=adapter.reset_options(spec.name, 0, np.random.default_rng(seed)))
+        goal = adapter.goal(spec.name, obs)
+        return adapter.state(spec.name, obs).astype(np.float32), None if goal is None else np.asarray(goal, np.float32)
+    finally:
+        env.close()
 
 
 def _forward_ms(planner: Planner, cond1: torch.Tensor, *, repeats: int, sync) -> float:

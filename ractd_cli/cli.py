@@ -305,6 +305,50 @@ def rollout(
               f"return {summary['return_mean']:.2f}{succ}, {summary['ms_per_action']:.2f} ms/action, {summary['wall_s']:.1f} s")
 
 
+# ------------------------------------------------------------------------------------------ bench
+@app.command()
+def bench(
+    env: str = EnvOpt,
+    episodes: int = typer.Option(20, help="Rollout episodes per method (scores); ignored with --latency-only."),
+    repeats: int = typer.Option(50, help="Timed planner calls per method at batch 1 (after 5 warm-up calls)."),
+    latency_only: bool = typer.Option(False, "--latency-only", help="Only time the planners; skip the rollouts."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: return distribution per method (and planned paths for Maze2d)."),
+    seed: int = typer.Option(0, help="Seed of the rollouts (same starts for every method)."),
+    device: str = DeviceOpt,
+    json_: bool = JsonOpt,
+) -> None:
+    """Compare the teacher's samplers and the students on speed and score, on this machine, in one run."""
+    from . import bench as b
+    from .registry import get_task
+
+    if episodes < 1 or repeats < 1:
+        raise UsageError("--episodes and --repeats must be at least 1")
+    adapter, spec = get_task(env)
+    b.require_models(spec)
+    out = b.run(adapter, spec, episodes=episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device)
+    results, plans, background = out.pop("_results"), out.pop("_plans"), out.pop("_background")
+    if plot is not None:
+        from .plots import plot_bench
+
+        plot_bench(out, results, spec, plot, plans=plans, background=background)
+        out["plot"] = str(plot)
+    if json_:
+        print_json(out)
+        return
+    table = Table(title=f"ractd bench {spec.name} on {out['device']}" + ("" if latency_only else f", {episodes} episodes"))
+    for col in ("method", "NFE", "ms/decision (median)", "min-max", "speed-up", "score"):
+        table.add_column(col, justify="right" if col != "method" else "left")
+    for r in out["rows"]:
+        score = "-" if r["score_mean"] is None else f"{r['score_mean']:.1f} ± {r['score_stderr']:.1f}"
+        table.add_row(r["method"], str(r["nfe"]), f"{r['ms_per_action']:.2f}", f"{r['ms_min']:.2f}-{r['ms_max']:.2f}",
+                      f"{r['speedup_vs_teacher']:.1f}x", score)
+    err.print(table)
+    if out["forward_ms"]:
+        err.print(f"bare network forward: {out['forward_ms']:.3f} ms; one-step student / forward = {out['forward_overhead']:.2f}")
+    if plot is not None:
+        err.print(f"plot written to {plot}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
