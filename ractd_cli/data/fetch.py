@@ -107,9 +107,7 @@ def _fetch_local(
         kwargs: dict[str, Any] = {k: meta.pop(k) for k in _ENV_KEYS + _MINARI_KEYS if k in meta}
         kwargs.setdefault("env", spec.env_id)
         kwargs.setdefault("algorithm_name", f"ractd local generator ({spec.name})")
-        kwargs.setdefault("author", "ractd")
-        kwargs.setdefault("author_email", "n/a")
-        kwargs.setdefault("code_permalink", "n/a")
+        kwargs.setdefault("author", "ractd local generator")
         kwargs.setdefault("description", spec.local_generation)
         ref_min = meta.pop("ref_min_score", spec.ref_min_score)
         ref_max = meta.pop("ref_max_score", spec.ref_max_score)
