@@ -67,7 +67,8 @@ class EnvAdapter(Protocol):
     tasks: Mapping[str, TaskSpec]
 
     def make_env(self, task: str, *, seed: int | None = None) -> Any:
-        """Build the gymnasium env used for evaluation."""
+        """Build the gymnasium env used for evaluation (time limit included). With ``seed`` its RNGs
+        are seeded (e.g. one ``reset(seed=seed)``); later resets pass ``reset_options``."""
 
     def state(self, task: str, obs: Any) -> np.ndarray:
         """One env observation -> flat state, shape (obs_dim,)."""
@@ -89,12 +90,22 @@ class EnvAdapter(Protocol):
     ) -> tuple[Sequence[Any], dict]:
         """Generate a dataset locally: (list of ``minari.data_collector.EpisodeBuffer``, metadata).
 
-        ``progress(n)`` is called with the number of env steps done since the last call.
-        Metadata may carry ``ref_min_score``/``ref_max_score`` to be stored in the dataset.
+        Each buffer is a complete episode: ``observations`` with T+1 rows (an array, or a dict of
+        arrays for dict observation spaces), ``actions``/``rewards``/``terminations``/``truncations``
+        with T rows; ``id`` counts from 0. ``steps`` is the env-step budget, ``seed`` makes the run
+        reproducible. ``progress(n)`` is called with the number of env steps done since the last call.
+
+        Metadata keys that ``fetch`` interprets (all optional): ``env`` (id, ``EnvSpec`` or env the data
+        came from; default ``spec.env_id``), ``eval_env``, ``observation_space``, ``action_space``,
+        ``algorithm_name``, ``author``, ``author_email``, ``code_permalink``, ``description``,
+        ``requirements`` (passed to ``minari.create_dataset_from_buffers``) and ``ref_min_score`` /
+        ``ref_max_score`` (stored as Minari's reference scores; default the spec's). Anything else
+        (JSON-serialisable) is kept under ``metadata["ractd"]["generator"]``.
         """
 
     def normalized_score(self, task: str, episode_return: float) -> float:
         """Normalised score x100 of one episode's undiscounted return."""
 
     def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
-        """Whether an evaluation episode succeeded, or None where success is undefined."""
+        """Whether an evaluation episode succeeded, or None where success is undefined. ``info`` is
+        the ``info`` dict of the episode's last step."""

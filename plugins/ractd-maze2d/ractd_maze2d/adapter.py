@@ -1,0 +1,317 @@
+"""The ``maze2d`` adapter: goal-conditioned open-loop state planning on gymnasium-robotics PointMaze.
+
+Tasks ``maze2d-umaze`` / ``maze2d-medium`` / ``maze2d-large`` run on ``PointMaze_{UMaze,Medium,Large}-v3``
+and use the Minari datasets ``D4RL/pointmaze/{umaze,medium,large}-v2``.
+
+- State: ``obs["observation"]`` = (x, y, vx, vy); goal: ``obs["desired_goal"]`` = (x, y).
+- Evaluation env: ``continuing_task=True, reset_target=False`` (the goal stays put; the sparse reward
+  pays 1 for every step within 0.45 of it), time limit 300 / 600 / 800 steps, one fixed goal cell per
+  task and a uniformly drawn start cell per episode (:meth:`Maze2dAdapter.reset_options`). This is the
+  env Minari's reference scores were computed on, so ``normalized_score`` uses those.
+- Local data (``fetch --source local``): Minari's pointmaze recipe, see :meth:`Maze2dAdapter.generate`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ractd_cli.adapters import TaskSpec
+
+from .planner import GridPlanner, WaypointController
+
+# Fixed evaluation goal cells: the "g" cells of the evaluation maps in Farama's
+# minari-dataset-generation-scripts (scripts/pointmaze), which the reference scores were computed on.
+_EVAL_GOAL_CELLS = {"umaze": (1, 1), "medium": (6, 6), "large": (7, 9)}
+_ENV_IDS = {"umaze": "PointMaze_UMaze-v3", "medium": "PointMaze_Medium-v3", "large": "PointMaze_Large-v3"}
+_HORIZONS = {"umaze": 128, "medium": 256, "large": 384}
+_MAX_STEPS = {"umaze": 300, "medium": 600, "large": 800}
+# Minari's published reference scores of D4RL/pointmaze/*-v2 (random policy / waypoint controller on
+# the evaluation env above).
+_REF_SCORES = {"umaze": (13.49, 218.70), "medium": (17.66, 361.05), "large": (3.55, 462.26)}
+
+ACTION_NOISE_STD = 0.5
+SUCCESS_RADIUS = 0.45
+
+# Point-mass dynamics of gymnasium-robotics' point.xml (sphere r=0.1, density 1000, gear 100,
+# joint damping 1, dt 0.01, Euler with implicit damping): v' = ALPHA v + BETA a, p' = p + DT v'.
+DT = 0.01
+_MASS = 1000.0 * 4.0 / 3.0 * np.pi * 0.1**3
+ALPHA = 1.0 / (1.0 + DT * 1.0 / _MASS)
+BETA = DT * 100.0 / _MASS * ALPHA
+FOLLOW_GAIN = 5.0
+
+
+def _spec(maze: str) -> TaskSpec:
+    lo, hi = _REF_SCORES[maze]
+    env_id = _ENV_IDS[maze]
+    return TaskSpec(
+        name=f"maze2d-{maze}",
+        env_id=env_id,
+        obs_dim=4,
+        act_dim=2,
+        planning="states",
+        horizon=_HORIZONS[maze],
+        history=1,
+        goal_dim=2,
+        gamma=0.99,
+        termination_penalty=0.0,  # the data have no terminations; episodes end (truncate) at the goal
+        max_episode_steps=_MAX_STEPS[maze],
+        minari_ids=(f"D4RL/pointmaze/{maze}-v2",),
+        local_generation=(
+            f"Minari pointmaze recipe on {env_id}: one continuing run, new goal on arrival, "
+            f"Q-iteration waypoints + PD controller with N(0, {ACTION_NOISE_STD}^2) action noise"
+        ),
+        loss_weights=(1.0, 1.0, 1.0),  # paper Table 9 not available to us: neutral weights
+        model_preset="maze2d",
+        ref_min_score=lo,
+        ref_max_score=hi,
+        extra={
+            "maze": maze,
+            "eval_goal_cell": _EVAL_GOAL_CELLS[maze],
+            "local_steps": 1_000_000,
+            "success_radius": SUCCESS_RADIUS,
+        },
+    )
+
+
+class Maze2dAdapter:
+    """:class:`ractd_cli.adapters.EnvAdapter` for PointMaze (see the module docstring).
+
+    Extra, beyond the protocol: :meth:`controller_action` (follow a planned state sequence) and
+    :meth:`estimate_reference_scores`.
+    """
+
+    name = "maze2d"
+
+    def __init__(self) -> None:
+        self.tasks: Mapping[str, TaskSpec] = {s.name: s for s in map(_spec, ("umaze", "medium", "large"))}
+        self._free_cells: dict[str, list[tuple[int, int]]] = {}
+
+    # -- env -----------------------------------------------------------------------------------------
+
+    def _task(self, task: str) -> TaskSpec:
+        try:
+            return self.tasks[task]
+        except KeyError:
+            raise KeyError(f"maze2d adapter has no task {task!r}; tasks: {', '.join(self.tasks)}") from None
+
+    def make_env(self, task: str, *, seed: int | None = None) -> Any:
+        """The evaluation env: fixed goal (``reset_target=False``), sparse reward, the task's time limit.
+
+        With ``seed`` the env's RNG is seeded by one ``reset(seed=seed)``; pass per-episode goal and
+        start cells through ``reset(options=adapter.reset_options(...))``.
+        """
+        import gymnasium as gym
+        import gymnasium_robotics
+
+        gym.register_envs(gymnasium_robotics)
+        spec = self._task(task)
+        env = gym.make(
+            spec.env_id,
+            continuing_task=True,
+            reset_target=False,
+            max_episode_steps=spec.max_episode_steps,
+        )
+        if seed is not None:
+            env.reset(seed=seed)
+            env.action_space.seed(seed)
+        return env
+
+    def state(self, task: str, obs: Any) -> np.ndarray:
+        return np.asarray(obs["observation"], dtype=np.float32).reshape(4)
+
+    def states(self, task: str, observations: Any) -> np.ndarray:
+        return np.asarray(observations["observation"], dtype=np.float32).reshape(-1, 4)
+
+    def goal(self, task: str, obs: Any) -> np.ndarray | None:
+        return np.asarray(obs["desired_goal"], dtype=np.float32).reshape(2)
+
+    def goals(self, task: str, observations: Any) -> np.ndarray | None:
+        """``desired_goal`` of every row. Row 0 is replaced by row 1: in Minari's pointmaze data an
+        episode's first observation still carries the previous episode's goal (the collector starts the
+        new episode with the observation returned by the step that reached the old goal)."""
+        g = np.array(observations["desired_goal"], dtype=np.float32).reshape(-1, 2)
+        if len(g) > 1:
+            g[0] = g[1]
+        return g
+
+    def reset_options(self, task: str, episode: int, rng: np.random.Generator) -> dict | None:
+        """The task's fixed goal cell and a start cell drawn uniformly from the other free cells."""
+        spec = self._task(task)
+        goal = tuple(spec.extra["eval_goal_cell"])
+        cells = [c for c in self._free(task) if c != goal]
+        start = cells[int(rng.integers(len(cells)))]
+        return {"goal_cell": np.array(goal), "reset_cell": np.array(start)}
+
+    def _free(self, task: str) -> list[tuple[int, int]]:
+        if task not in self._free_cells:
+            from gymnasium_robotics.envs.maze import maps
+
+            grid = {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE, "large": maps.LARGE_MAZE}[
+                self._task(task).extra["maze"]
+            ]
+            self._free_cells[task] = [
+                (i, j) for i, row in enumerate(grid) for j, v in enumerate(row) if v != 1
+            ]
+        return self._free_cells[task]
+
+    # -- scores --------------------------------------------------------------------------------------
+
+    def normalized_score(self, task: str, episode_return: float) -> float:
+        spec = self._task(task)
+        assert spec.ref_min_score is not None and spec.ref_max_score is not None
+        return 100.0 * (episode_return - spec.ref_min_score) / (spec.ref_max_score - spec.ref_min_score)
+
+    def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
+        """Reached the goal at least once: the sparse reward pays only within 0.45 of the goal."""
+        return bool(episode_return > 0)
+
+    # -- following a plan ----------------------------------------------------------------------------
+
+    @staticmethod
+    def controller_action(state: Any, target_state: Any) -> np.ndarray:
+        """Action that moves ``state`` (x, y, vx, vy) towards ``target_state``, the next planned state.
+
+        Inverts the point mass's one-step dynamics (``v' = ALPHA v + BETA a``) for the velocity
+        ``v* + FOLLOW_GAIN * (p* - p)``: the planned velocity plus a correction towards the planned
+        position, then clips to [-1, 1]. Same for every maze. Works on (..., 4) arrays; returns float32
+        (..., 2). Feed it ``plan[t+1]`` at step t; past the plan's end, the plan's last state (or the
+        goal with zero velocity) makes it a go-to-and-stop PD controller.
+        """
+        s = np.asarray(state, dtype=np.float64)
+        t = np.asarray(target_state, dtype=np.float64)
+        v_des = t[..., 2:4] + FOLLOW_GAIN * (t[..., 0:2] - s[..., 0:2])
+        return np.clip((v_des - ALPHA * s[..., 2:4]) / BETA, -1.0, 1.0).astype(np.float32)
+
+    # -- data ----------------------------------------------------------------------------------------
+
+    def generate(
+        self, task: str, *, steps: int, seed: int, progress: Callable[[int], None] | None = None
+    ) -> tuple[Sequence[Any], dict]:
+        """Minari's pointmaze recipe.
+
+        One env with ``continuing_task=True, reset_target=True`` is reset once (``seed``) and stepped
+        ``steps`` times without resets. Actions: :class:`WaypointController` (Q-iteration waypoints,
+        PD law, clipped) plus N(0, 0.5^2) noise, clipped again. Each time the goal is reached the env
+        draws a new goal and the episode ends there (a truncation); the next episode starts from the
+        same observation with the new goal. The last, unfinished segment is kept, truncated.
+        """
+        import gymnasium as gym
+        import gymnasium_robotics
+        from minari.data_collector import EpisodeBuffer
+
+        gym.register_envs(gymnasium_robotics)
+        spec = self._task(task)
+        steps = int(steps)
+        env = gym.make(spec.env_id, continuing_task=True, reset_target=True, max_episode_steps=steps + 1)
+        u = env.unwrapped  # stepped directly: no wrapper overhead, no time limit inside the run
+        noise_ss, jitter_ss = np.random.SeedSequence(seed).spawn(2)
+        noise = np.random.default_rng(noise_ss).normal(0.0, ACTION_NOISE_STD, size=(steps, 2))
+        controller = WaypointController(u.maze, np.random.default_rng(jitter_ss), planner=GridPlanner(u.maze.maze_map))
+
+        obs, _ = env.reset(seed=seed)
+        obs_vec = np.empty((steps + 1, 4))
+        goal_vec = np.empty((steps + 1, 2))
+        actions = np.empty((steps, 2), dtype=np.float32)
+        rewards = np.empty(steps)
+        reached = np.zeros(steps, dtype=bool)
+        obs_vec[0], goal_vec[0] = obs["observation"], obs["desired_goal"]
+        next_goal: dict[int, np.ndarray] = {}  # step -> goal the next episode starts with
+
+        t0, reported = time.perf_counter(), 0
+        for n in range(steps):
+            o, g = obs_vec[n].tolist(), u.goal.tolist()  # u.goal: already the new goal after an arrival
+            ax, ay = controller.action_xy(o[0], o[1], o[2], o[3], g[0], g[1])
+            actions[n, 0] = min(1.0, max(-1.0, ax + noise[n, 0]))
+            actions[n, 1] = min(1.0, max(-1.0, ay + noise[n, 1]))
+            obs, rewards[n], _, _, info = u.step(actions[n])
+            obs_vec[n + 1] = obs["observation"]
+            goal_vec[n + 1] = obs["desired_goal"]
+            if info["success"]:
+                reached[n] = True
+                next_goal[n] = np.array(u.goal, dtype=np.float64)
+            if progress is not None and (n + 1) % 1000 == 0:
+                progress(n + 1 - reported)
+                reported = n + 1
+        elapsed = time.perf_counter() - t0
+        if progress is not None and reported < steps:
+            progress(steps - reported)
+
+        # cut the run into episodes at every step that reached the goal
+        ends = list(np.flatnonzero(reached) + 1)
+        if not ends or ends[-1] != steps:
+            ends.append(steps)
+        buffers, start = [], 0
+        for i, end in enumerate(ends):
+            goals = goal_vec[start : end + 1].copy()
+            if start > 0:
+                goals[0] = next_goal[start - 1]  # the new goal, not the one just reached
+            achieved = obs_vec[start : end + 1, :2].copy()
+            truncs = np.zeros(end - start, dtype=bool)
+            truncs[-1] = True
+            buffers.append(
+                EpisodeBuffer(
+                    id=i,
+                    seed=int(seed) if i == 0 else None,
+                    observations={
+                        "observation": obs_vec[start : end + 1].copy(),
+                        "achieved_goal": achieved,
+                        "desired_goal": goals,
+                    },
+                    actions=actions[start:end].copy(),
+                    rewards=rewards[start:end].copy(),
+                    terminations=np.zeros(end - start, dtype=bool),
+                    truncations=truncs,
+                )
+            )
+            start = end
+        eval_spec = replace(
+            gym.spec(spec.env_id),
+            kwargs={**gym.spec(spec.env_id).kwargs, "continuing_task": True, "reset_target": False},
+        )
+        meta = {
+            "env": env.spec,
+            "eval_env": eval_spec,
+            "algorithm_name": "QIteration waypoint controller + N(0, 0.5^2) action noise",
+            "requirements": ["gymnasium-robotics>=1.3", "mujoco>=3.1,<4"],
+            "ref_min_score": spec.ref_min_score,
+            "ref_max_score": spec.ref_max_score,
+            "goals_reached": int(reached.sum()),
+            "steps_per_second": round(steps / max(elapsed, 1e-9), 1),
+        }
+        env.close()
+        return buffers, meta
+
+    def estimate_reference_scores(self, task: str, *, episodes: int = 20, seed: int = 0) -> dict[str, float]:
+        """Mean return of the noise-free waypoint controller and of uniform random actions on the
+        evaluation env (same goal and start cells as evaluation). Minari's published values in the
+        TaskSpec were made the same way with 100 episodes; this is a check, not used for scoring."""
+        spec = self._task(task)
+        rng = np.random.default_rng(seed)
+        out: dict[str, float] = {}
+        for policy in ("controller", "random"):
+            env = self.make_env(task, seed=seed)
+            u = env.unwrapped
+            returns = []
+            for ep in range(episodes):
+                obs, _ = env.reset(options=self.reset_options(task, ep, rng))
+                controller = WaypointController(u.maze, rng)
+                total, done = 0.0, False
+                while not done:
+                    if policy == "controller":
+                        a = controller.action(obs["observation"], obs["desired_goal"]).astype(np.float32)
+                    else:
+                        a = rng.uniform(-1.0, 1.0, size=2).astype(np.float32)
+                    obs, r, term, trunc, _ = env.step(a)
+                    total += float(r)
+                    done = term or trunc
+                returns.append(total)
+            env.close()
+            out[policy] = float(np.mean(returns))
+        out["episodes"] = float(episodes)
+        out["max_episode_steps"] = float(spec.max_episode_steps)
+        return out

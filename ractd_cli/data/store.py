@@ -1,0 +1,142 @@
+"""Where datasets live: ``<cache_root>/datasets`` is a Minari data path.
+
+A dataset with id ``ns/name-vN`` sits in ``<cache_root>/datasets/ns/name-vN/data/`` (Minari's layout), so
+``MINARI_DATASETS_PATH=<cache_root>/datasets python -c "import minari; minari.load_dataset(id)"``
+opens it too. Work in progress is staged in hidden sibling folders (``.staging-*``) that Minari ignores
+and is moved into place with one rename, so a dataset folder either is complete or does not exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..adapters import TaskSpec
+from ..paths import cache_root
+
+LOCAL_DATASET_NAME = "local-v0"
+COMBINED_DATASET_NAME = "minari-combined-v0"
+_NAMESPACE_METADATA = "namespace_metadata.json"
+
+
+def datasets_dir(root: Path | str | None = None) -> Path:
+    """``<root>/datasets`` (root defaults to :func:`ractd_cli.paths.cache_root`)."""
+    return Path(root if root is not None else cache_root()) / "datasets"
+
+
+def dataset_path(dataset_id: str, root: Path | str | None = None) -> Path:
+    """The Minari dataset folder of ``dataset_id`` (its files are under ``data/``)."""
+    return datasets_dir(root) / dataset_id
+
+
+def dataset_exists(dataset_id: str, root: Path | str | None = None) -> bool:
+    data = dataset_path(dataset_id, root) / "data"
+    return (data / "metadata.json").is_file()
+
+
+def local_dataset_id(spec: TaskSpec) -> str:
+    """Id of the locally generated dataset of a task: ``ractd/<task>/local-v0``."""
+    return f"ractd/{spec.name}/{LOCAL_DATASET_NAME}"
+
+
+def remote_dataset_id(spec: TaskSpec) -> str:
+    """Id under which the task's remote data is used: the Minari id itself, or, where the task lists
+    several, ``ractd/<task>/minari-combined-v0`` (their combination)."""
+    if not spec.minari_ids:
+        raise ValueError(f"task {spec.name} has no remote Minari dataset")
+    if len(spec.minari_ids) == 1:
+        return spec.minari_ids[0]
+    return f"ractd/{spec.name}/{COMBINED_DATASET_NAME}"
+
+
+def read_metadata(dataset_id_or_path: str | Path, root: Path | str | None = None) -> dict[str, Any]:
+    """The raw metadata (``data/metadata.json``) of a dataset given by id or folder."""
+    with open(resolve_data_dir(dataset_id_or_path, root) / "metadata.json") as f:
+        return json.load(f)
+
+
+def resolve_data_dir(dataset_id_or_path: str | Path, root: Path | str | None = None) -> Path:
+    """The ``data/`` folder of a dataset given by id (in our cache) or by a folder path (the dataset
+    folder or its ``data/`` folder)."""
+    p = Path(dataset_id_or_path)
+    if isinstance(dataset_id_or_path, Path) or p.is_absolute() or p.exists():
+        if (p / "metadata.json").is_file():
+            return p
+        return p / "data"
+    return dataset_path(str(dataset_id_or_path), root) / "data"
+
+
+@contextlib.contextmanager
+def minari_datapath(path: Path) -> Iterator[Path]:
+    """Point Minari (``MINARI_DATASETS_PATH``) at ``path`` for the duration of the block."""
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+@contextlib.contextmanager
+def staging_area(root: Path | str | None = None) -> Iterator[Path]:
+    """A fresh hidden folder next to the datasets, removed on exit whatever happens."""
+    base = datasets_dir(root)
+    base.mkdir(parents=True, exist_ok=True)
+    stage = base / f".staging-{uuid.uuid4().hex[:12]}"
+    stage.mkdir()
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def publish(stage: Path, dataset_id: str, *, replace: bool, root: Path | str | None = None) -> bool:
+    """Move the complete dataset ``stage/<dataset_id>`` into the cache with one rename.
+
+    If the target exists: with ``replace`` the old one is first renamed aside (then deleted), so the
+    target is at every moment either the complete old dataset, absent, or the complete new one;
+    without ``replace`` nothing is moved and False is returned (someone else finished first).
+    Namespace metadata files found in the stage are copied where missing.
+    """
+    src = stage / dataset_id
+    dst = dataset_path(dataset_id, root)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _copy_namespace_metadata(stage, dataset_id, root)
+    trash: Path | None = None
+    if dst.exists():
+        if not replace:
+            return False
+        trash = datasets_dir(root) / f".trash-{uuid.uuid4().hex[:12]}"
+        os.rename(dst, trash)
+    try:
+        os.rename(src, dst)
+    except OSError:
+        if trash is not None and not dst.exists():
+            os.rename(trash, dst)  # put the old one back
+            trash = None
+        if replace or not dst.exists():
+            raise
+        return False  # lost a race to a concurrent fetch of the same dataset
+    finally:
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def _copy_namespace_metadata(stage: Path, dataset_id: str, root: Path | str | None) -> None:
+    parts = dataset_id.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        ns = "/".join(parts[:i])
+        src = stage / ns / _NAMESPACE_METADATA
+        dst = datasets_dir(root) / ns / _NAMESPACE_METADATA
+        if src.is_file() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)

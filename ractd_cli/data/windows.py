@@ -1,0 +1,327 @@
+"""Episodes -> training windows, returns-to-go and normalisers. Pure numpy (torch only for state dicts).
+
+Shapes use these letters: ``N`` windows, ``M`` transitions (all steps of all episodes), ``S`` states
+(M + number of episodes), ``h`` history, ``c`` chunk length, ``H`` state horizon, ``Do`` obs_dim,
+``Da`` act_dim, ``Dg`` goal_dim.
+
+A :class:`Windows` keeps the episodes' states and actions once, flat, plus integer index arrays that say
+which rows make up each window; padding is done by clamping indices, so nothing is copied until a batch
+is gathered. (Materialising every window of Maze2d-large, 1M steps x 384 states x 4 dims, would need
+6 GB.) ``windows.batch(idx)`` gathers a minibatch; ``windows.arrays()`` materialises all windows, for
+small datasets and tests. Trainers that keep data on a GPU can gather themselves with the public index
+arrays, e.g. ``actions_t[torch.as_tensor(w.x_index[idx])]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..adapters import TaskSpec
+    from .load import Episode
+
+
+# --------------------------------------------------------------------------------------------------
+# Returns-to-go
+# --------------------------------------------------------------------------------------------------
+
+
+def returns_to_go(
+    rewards: np.ndarray,
+    terminations: np.ndarray,
+    gamma: float,
+    termination_penalty: float = 0.0,
+) -> np.ndarray:
+    """Discounted return-to-go of one episode, shape (T,), float32.
+
+    ``rtg[t] = sum_{k >= t} gamma^(k-t) * (r_k + termination_penalty * terminated_k)``.
+
+    The penalty is added only on true terminations (``terminations[k]``), never on time-outs or other
+    truncations, and nothing is bootstrapped past the end of the episode.
+    """
+    r = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    term = np.asarray(terminations, dtype=bool).reshape(-1)
+    if term.shape != r.shape:
+        raise ValueError(f"rewards {r.shape} and terminations {term.shape} differ in length")
+    r = r + termination_penalty * term
+    out = np.empty_like(r)
+    acc = 0.0
+    for t in range(len(r) - 1, -1, -1):
+        acc = r[t] + gamma * acc
+        out[t] = acc
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Normaliser
+# --------------------------------------------------------------------------------------------------
+
+
+class Normalizer:
+    """Per-dimension min-max scaling to [-1, 1].
+
+    ``normalize(x) = (x - centre) / half_range`` with ``centre = (max + min) / 2`` and
+    ``half_range = (max - min) / 2``. A dimension whose range is below ``eps`` (constant in the data)
+    uses ``half_range = 1``: it maps to ``x - centre`` (0 on the data) and round-trips exactly.
+
+    Works on numpy arrays and torch tensors of shape (..., D). ``state_dict()`` gives
+    ``{"min": tensor(D), "max": tensor(D)}`` (float32) for a safetensors file;
+    :meth:`from_state_dict` rebuilds it.
+    """
+
+    def __init__(self, min: Any, max: Any, eps: float = 1e-6):  # noqa: A002 (names match the state dict)
+        self.min = np.asarray(min, dtype=np.float32).reshape(-1)
+        self.max = np.asarray(max, dtype=np.float32).reshape(-1)
+        if self.min.shape != self.max.shape:
+            raise ValueError(f"min {self.min.shape} and max {self.max.shape} differ in shape")
+        if np.any(self.max < self.min):
+            raise ValueError("max < min in some dimension")
+        self.eps = float(eps)
+        self.centre = ((self.max.astype(np.float64) + self.min) / 2).astype(np.float32)
+        half = (self.max.astype(np.float64) - self.min) / 2
+        self.half_range = np.where(half < eps / 2, 1.0, half).astype(np.float32)
+
+    @classmethod
+    def fit(cls, data: Any, eps: float = 1e-6) -> "Normalizer":
+        """Fit to data of shape (..., D) (numpy or torch); the last axis is the feature axis."""
+        arr = _to_numpy(data)
+        arr = arr.reshape(-1, arr.shape[-1])
+        if len(arr) == 0:
+            raise ValueError("cannot fit a Normalizer to no data")
+        return cls(arr.min(axis=0), arr.max(axis=0), eps=eps)
+
+    @property
+    def dim(self) -> int:
+        return int(self.min.shape[0])
+
+    def normalize(self, x: Any) -> Any:
+        c, s = self._params_like(x)
+        return (x - c) / s
+
+    def unnormalize(self, y: Any) -> Any:
+        c, s = self._params_like(y)
+        return y * s + c
+
+    __call__ = normalize
+
+    def state_dict(self) -> dict[str, Any]:
+        import torch
+
+        return {"min": torch.from_numpy(self.min.copy()), "max": torch.from_numpy(self.max.copy())}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any], eps: float = 1e-6) -> "Normalizer":
+        return cls(_to_numpy(state["min"]), _to_numpy(state["max"]), eps=eps)
+
+    def _params_like(self, x: Any) -> tuple[Any, Any]:
+        if _is_torch(x):
+            import torch
+
+            c = torch.as_tensor(self.centre, device=x.device, dtype=x.dtype)
+            s = torch.as_tensor(self.half_range, device=x.device, dtype=x.dtype)
+            return c, s
+        dtype = np.asarray(x).dtype
+        dtype = dtype if np.issubdtype(dtype, np.floating) else np.float32
+        return self.centre.astype(dtype), self.half_range.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"Normalizer(dim={self.dim})"
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if _is_torch(x):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Windows
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Windows:
+    """All training windows of a dataset, as flat data plus index arrays (see the module docstring).
+
+    Flat data (episodes concatenated):
+
+    - ``states`` (S, Do) float32; episode ``i`` owns rows ``state_offsets[i] : state_offsets[i+1]``
+      (T_i + 1 rows).
+    - ``actions`` (M, Da) float32; episode ``i`` owns rows ``action_offsets[i] : action_offsets[i+1]``.
+    - ``goals`` (S, Dg) float32 or None, row-aligned with ``states``.
+    - ``rtg`` (M,) float32: discounted return-to-go of each transition (spec.gamma, penalty on true
+      terminations only).
+    - ``rewards`` (M,) float32, ``terminations`` / ``truncations`` (M,) bool.
+
+    One row per window ``n`` (every transition of every episode starts one window, so N == M):
+
+    - ``x_index`` (N, L) int64: rows of ``actions`` (chunk: L = c, a_n..a_{n+c-1}) or of ``states``
+      (states: L = H, s_n..s_{n+H-1}); past the episode's end the index repeats the last row.
+    - ``x_mask`` (N, L) bool: True where the row is real, False where it is end-of-episode padding.
+    - ``cond_index`` (N, h) int64 rows of ``states``: s_{n-h+1}..s_n, repeating s_0 before the start
+      (states planning: h = 1, the current state).
+    - ``state_index`` (N,) rows of ``states`` holding s_n; ``action_index`` (N,) rows of ``actions``
+      holding a_n (also the row of ``rtg``).
+    - ``episode`` (N,) episode number, ``t`` (N,) time step n within the episode.
+    """
+
+    planning: str
+    history: int
+    horizon: int
+    states: np.ndarray
+    actions: np.ndarray
+    goals: np.ndarray | None
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    rtg: np.ndarray
+    state_offsets: np.ndarray
+    action_offsets: np.ndarray
+    x_index: np.ndarray
+    x_mask: np.ndarray
+    cond_index: np.ndarray
+    state_index: np.ndarray
+    action_index: np.ndarray
+    episode: np.ndarray
+    t: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.x_index.shape[0])
+
+    @property
+    def x_source(self) -> np.ndarray:
+        """The flat array ``x_index`` points into: ``actions`` (chunk) or ``states`` (states)."""
+        return self.actions if self.planning == "chunk" else self.states
+
+    def batch(self, idx: Any) -> dict[str, np.ndarray]:
+        """Gather windows ``idx`` (int array or slice). Keys and shapes (B = len(idx)):
+
+        - ``x`` (B, L, Da) actions (chunk) or (B, L, Do) states (states planning), padded.
+        - ``x_mask`` (B, L) bool.
+        - ``cond`` (B, h, Do) past states (states planning: (B, 1, Do), the current state).
+        - ``goal`` (B, Dg), only when the task has goals: the goal at s_n.
+        - ``s`` (B, Do) s_n; ``a`` (B, Da) a_n; ``rtg`` (B,) return-to-go at n: the reward model's
+          input pair and regression target.
+        """
+        idx = _as_index(idx, len(self))
+        out = {
+            "x": self.x_source[self.x_index[idx]],
+            "x_mask": self.x_mask[idx],
+            "cond": self.states[self.cond_index[idx]],
+            "s": self.states[self.state_index[idx]],
+            "a": self.actions[self.action_index[idx]],
+            "rtg": self.rtg[self.action_index[idx]],
+        }
+        if self.goals is not None:
+            out["goal"] = self.goals[self.state_index[idx]]
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every window materialised (``batch`` of all N), plus the inverse-dynamics triples
+        ``inv_s`` / ``inv_a`` / ``inv_s_next`` (M, ...). Memory grows as N * L: small datasets only."""
+        out = self.batch(np.arange(len(self)))
+        out.update(self.inverse_dynamics())
+        return out
+
+    def inverse_dynamics(self) -> dict[str, np.ndarray]:
+        """All transitions as (s_t, a_t, s_{t+1}) triples: ``inv_s`` (M, Do), ``inv_a`` (M, Da),
+        ``inv_s_next`` (M, Do); for the inverse-dynamics model a_t = f(s_t, s_{t+1})."""
+        rows = self.transition_state_rows()
+        return {
+            "inv_s": self.states[rows],
+            "inv_a": self.actions,
+            "inv_s_next": self.states[rows + 1],
+        }
+
+    def transition_state_rows(self) -> np.ndarray:
+        """(M,) row of ``states`` holding s_t for each row t of ``actions`` (s_{t+1} is the next row)."""
+        lengths = np.diff(self.action_offsets)
+        return np.repeat(self.state_offsets[:-1] - self.action_offsets[:-1], lengths) + np.arange(
+            len(self.actions)
+        )
+
+
+def _as_index(idx: Any, n: int) -> Any:
+    if isinstance(idx, slice):
+        return np.arange(n)[idx]
+    return np.asarray(idx, dtype=np.int64)
+
+
+def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
+    """Index every transition of every episode as one window start (see :class:`Windows`).
+
+    ``spec.planning == "chunk"``: x = a_n..a_{n+c-1} (c = spec.horizon), padded at the episode end by
+    repeating a_{T-1}; cond = s_{n-h+1}..s_n (h = spec.history), padded at the start by repeating s_0.
+    ``spec.planning == "states"``: x = s_n..s_{n+H-1} (H = spec.horizon), padded at the end by
+    repeating s_T; cond = s_n (plus ``goal`` when the task has one).
+    Returns-to-go use ``spec.gamma`` and ``spec.termination_penalty``.
+    """
+    if spec.planning not in ("chunk", "states"):
+        raise ValueError(f"unknown planning {spec.planning!r}")
+    episodes = [ep for ep in episodes if len(ep) > 0]
+    if not episodes:
+        raise ValueError("no non-empty episodes to window")
+    L = int(spec.horizon)
+    h = int(spec.history) if spec.planning == "chunk" else 1
+    if L < 1 or h < 1:
+        raise ValueError(f"horizon ({L}) and history ({h}) must be >= 1")
+
+    lengths = np.array([len(ep) for ep in episodes], dtype=np.int64)
+    action_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    state_offsets = np.concatenate([[0], np.cumsum(lengths + 1)])
+    states = np.concatenate([np.asarray(ep.states, np.float32) for ep in episodes])
+    actions = np.concatenate([np.asarray(ep.actions, np.float32) for ep in episodes])
+    has_goals = all(ep.goals is not None for ep in episodes)
+    goals = np.concatenate([np.asarray(ep.goals, np.float32) for ep in episodes]) if has_goals else None
+    rewards = np.concatenate([np.asarray(ep.rewards, np.float32) for ep in episodes])
+    terms = np.concatenate([np.asarray(ep.terminations, bool) for ep in episodes])
+    truncs = np.concatenate([np.asarray(ep.truncations, bool) for ep in episodes])
+    rtg = np.concatenate(
+        [returns_to_go(ep.rewards, ep.terminations, spec.gamma, spec.termination_penalty) for ep in episodes]
+    )
+
+    episode = np.repeat(np.arange(len(episodes), dtype=np.int64), lengths)
+    t = np.arange(len(actions), dtype=np.int64) - np.repeat(action_offsets[:-1], lengths)
+    T = lengths[episode]  # (N,) length of each window's episode
+    a0 = action_offsets[:-1][episode]
+    s0 = state_offsets[:-1][episode]
+
+    k = np.arange(L, dtype=np.int64)[None, :]
+    steps = t[:, None] + k  # (N, L) time index of each slot
+    if spec.planning == "chunk":
+        x_mask = steps < T[:, None]  # actions exist for 0..T-1
+        x_index = a0[:, None] + np.minimum(steps, (T - 1)[:, None])
+    else:
+        x_mask = steps <= T[:, None]  # states exist for 0..T
+        x_index = s0[:, None] + np.minimum(steps, T[:, None])
+    past = t[:, None] + np.arange(-h + 1, 1, dtype=np.int64)[None, :]  # (N, h)
+    cond_index = s0[:, None] + np.maximum(past, 0)
+
+    return Windows(
+        planning=spec.planning,
+        history=h,
+        horizon=L,
+        states=states,
+        actions=actions,
+        goals=goals,
+        rewards=rewards,
+        terminations=terms,
+        truncations=truncs,
+        rtg=rtg,
+        state_offsets=state_offsets,
+        action_offsets=action_offsets,
+        x_index=x_index,
+        x_mask=x_mask,
+        cond_index=cond_index,
+        state_index=s0 + t,
+        action_index=a0 + t,
+        episode=episode,
+        t=t,
+    )

@@ -1,0 +1,97 @@
+"""Returns-to-go and windowing on tiny hand-made episodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ractd_cli.adapters import TaskSpec
+from ractd_cli.data import Episode, make_windows, returns_to_go
+
+
+def test_returns_to_go_hand_computed():
+    r = np.array([1.0, 2.0, 3.0])
+    none = np.zeros(3, bool)
+    np.testing.assert_allclose(returns_to_go(r, none, 0.5), [2.75, 3.5, 3.0])
+    # a true termination at the end gets the penalty: last reward 3 - 100 = -97
+    term = np.array([False, False, True])
+    np.testing.assert_allclose(returns_to_go(r, term, 0.5, -100.0), [1 + 1 - 97 / 4, 2 - 97 / 2, -97.0])
+    # no termination (a time-out is a truncation): no penalty whatever its value
+    np.testing.assert_allclose(returns_to_go(r, none, 0.5, -100.0), [2.75, 3.5, 3.0])
+    assert returns_to_go(r, none, 0.5).dtype == np.float32
+    with pytest.raises(ValueError):
+        returns_to_go(r, np.zeros(2, bool), 0.5)
+
+
+def _episode(T: int, base: float, goal: float | None = None) -> Episode:
+    states = (base + 10.0 * np.arange(T + 1, dtype=np.float32))[:, None].repeat(2, axis=1)
+    actions = (base + np.arange(T, dtype=np.float32))[:, None]
+    rewards = np.ones(T, np.float32)
+    terms = np.zeros(T, bool)
+    terms[-1] = True
+    goals = None if goal is None else np.full((T + 1, 1), goal, np.float32)
+    return Episode(states, actions, rewards, terms, np.zeros(T, bool), goals)
+
+
+def _spec(planning: str, horizon: int, history: int = 1, goal_dim: int = 0) -> TaskSpec:
+    return TaskSpec(
+        name="toy", env_id="Toy-v0", obs_dim=2, act_dim=1, planning=planning, horizon=horizon,
+        history=history, goal_dim=goal_dim, gamma=0.5, termination_penalty=-10.0,
+    )
+
+
+def test_chunk_windows_pad_at_episode_end_and_history_at_start():
+    eps = [_episode(3, 0.0), _episode(2, 100.0)]
+    w = make_windows(eps, _spec("chunk", horizon=4, history=2))
+    assert len(w) == 5  # one window per transition
+    b = w.arrays()
+    assert b["x"].shape == (5, 4, 1) and b["x_mask"].shape == (5, 4)
+    assert b["cond"].shape == (5, 2, 2) and b["s"].shape == (5, 2) and b["a"].shape == (5, 1)
+    assert b["rtg"].shape == (5,) and "goal" not in b
+    # episode 0, n = 0: a0 a1 a2 then the last action repeated; history starts with s0 twice
+    np.testing.assert_array_equal(b["x"][0, :, 0], [0, 1, 2, 2])
+    np.testing.assert_array_equal(b["x_mask"][0], [True, True, True, False])
+    np.testing.assert_array_equal(b["cond"][0, :, 0], [0, 0])
+    # episode 0, n = 2: only a2 is real
+    np.testing.assert_array_equal(b["x"][2, :, 0], [2, 2, 2, 2])
+    np.testing.assert_array_equal(b["x_mask"][2], [True, False, False, False])
+    np.testing.assert_array_equal(b["cond"][2, :, 0], [10, 20])
+    # episode 1 never sees episode 0's data
+    np.testing.assert_array_equal(b["x"][3, :, 0], [100, 101, 101, 101])
+    np.testing.assert_array_equal(b["cond"][3, :, 0], [100, 100])
+    np.testing.assert_array_equal(b["cond"][4, :, 0], [100, 110])
+    np.testing.assert_array_equal(b["s"][:, 0], [0, 10, 20, 100, 110])
+    np.testing.assert_array_equal(b["a"][:, 0], [0, 1, 2, 100, 101])
+    # rtg per episode, penalty on the final (terminating) step
+    np.testing.assert_allclose(b["rtg"][:3], returns_to_go(np.ones(3), [0, 0, 1], 0.5, -10.0))
+    np.testing.assert_allclose(b["rtg"][3:], returns_to_go(np.ones(2), [0, 1], 0.5, -10.0))
+    assert w.episode.tolist() == [0, 0, 0, 1, 1] and w.t.tolist() == [0, 1, 2, 0, 1]
+
+
+def test_states_windows_pad_with_last_state_and_carry_goal():
+    eps = [_episode(3, 0.0, goal=7.0), _episode(1, 100.0, goal=8.0)]
+    w = make_windows(eps, _spec("states", horizon=3, goal_dim=1))
+    b = w.batch(np.arange(len(w)))
+    assert b["x"].shape == (4, 3, 2) and b["cond"].shape == (4, 1, 2) and b["goal"].shape == (4, 1)
+    np.testing.assert_array_equal(b["x"][0, :, 0], [0, 10, 20])
+    np.testing.assert_array_equal(b["x_mask"][0], [True, True, True])
+    np.testing.assert_array_equal(b["x"][2, :, 0], [20, 30, 30])  # s2 s3 then s3 repeated
+    np.testing.assert_array_equal(b["x_mask"][2], [True, True, False])
+    np.testing.assert_array_equal(b["x"][3, :, 0], [100, 110, 110])
+    np.testing.assert_array_equal(b["cond"][:, 0, 0], [0, 10, 20, 100])
+    np.testing.assert_array_equal(b["goal"][:, 0], [7, 7, 7, 8])
+    inv = w.inverse_dynamics()
+    assert inv["inv_s"].shape == (4, 2) and inv["inv_a"].shape == (4, 1)
+    np.testing.assert_array_equal(inv["inv_s"][:, 0], [0, 10, 20, 100])
+    np.testing.assert_array_equal(inv["inv_s_next"][:, 0], [10, 20, 30, 110])
+    np.testing.assert_array_equal(inv["inv_a"][:, 0], [0, 1, 2, 100])
+
+
+def test_batch_accepts_slices_and_skips_empty_episodes():
+    empty = Episode(np.zeros((1, 2), np.float32), np.zeros((0, 1), np.float32), np.zeros(0, np.float32),
+                    np.zeros(0, bool), np.zeros(0, bool))
+    w = make_windows([empty, _episode(3, 0.0)], _spec("chunk", horizon=2))
+    assert len(w) == 3
+    np.testing.assert_array_equal(w.batch(slice(1, 3))["x"][:, :, 0], [[1, 2], [2, 2]])
+    with pytest.raises(ValueError):
+        make_windows([empty], _spec("chunk", horizon=2))

@@ -1,0 +1,144 @@
+"""Maze2d plugin: planner, local generation by the Minari recipe, evaluation options, scores, controller."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ractd_cli.adapters import EnvAdapter
+from ractd_cli.data import fetch, load_episodes, make_windows, read_metadata
+
+ractd_maze2d = pytest.importorskip("ractd_maze2d")
+from ractd_maze2d.planner import GridPlanner  # noqa: E402
+
+UMAZE = [
+    [1, 1, 1, 1, 1],
+    [1, 0, 0, 0, 1],
+    [1, 1, 1, 0, 1],
+    [1, 0, 0, 0, 1],
+    [1, 1, 1, 1, 1],
+]
+
+
+def test_specs():
+    a = ractd_maze2d.adapter
+    assert isinstance(a, EnvAdapter)
+    assert sorted(a.tasks) == ["maze2d-large", "maze2d-medium", "maze2d-umaze"]
+    for maze, horizon, steps in [("umaze", 128, 300), ("medium", 256, 600), ("large", 384, 800)]:
+        s = a.tasks[f"maze2d-{maze}"]
+        assert s.planning == "states" and s.horizon == horizon and s.max_episode_steps == steps
+        assert s.obs_dim == 4 and s.act_dim == 2 and s.goal_dim == 2
+        assert s.minari_ids == (f"D4RL/pointmaze/{maze}-v2",)
+
+
+def test_grid_planner_finds_the_way_round_the_u():
+    p = GridPlanner(UMAZE)
+    assert p.path((3, 1), (1, 1)) == [(3, 2), (3, 3), (2, 3), (1, 3), (1, 2), (1, 1)]
+    assert p.path((1, 1), (1, 1)) == []
+    assert p.path((1, 3), (3, 3)) == [(2, 3), (3, 3)]
+
+
+def test_normalized_score_uses_minari_reference_scores():
+    a = ractd_maze2d.adapter
+    assert a.normalized_score("maze2d-umaze", 13.49) == pytest.approx(0.0)
+    assert a.normalized_score("maze2d-umaze", 218.70) == pytest.approx(100.0)
+    assert a.normalized_score("maze2d-large", (3.55 + 462.26) / 2) == pytest.approx(50.0)
+    assert a.normalized_score("maze2d-medium", 17.66 + 0.1 * (361.05 - 17.66)) == pytest.approx(10.0)
+    assert a.success("maze2d-umaze", 0.0, {}) is False
+    assert a.success("maze2d-umaze", 3.0, {}) is True
+
+
+def test_eval_env_keeps_a_fixed_goal_and_draws_starts():
+    a = ractd_maze2d.adapter
+    env = a.make_env("maze2d-umaze", seed=0)
+    rng = np.random.default_rng(0)
+    starts = set()
+    for ep in range(12):
+        opts = a.reset_options("maze2d-umaze", ep, rng)
+        assert tuple(opts["goal_cell"]) == (1, 1)
+        assert tuple(opts["reset_cell"]) != (1, 1) and UMAZE[opts["reset_cell"][0]][opts["reset_cell"][1]] == 0
+        starts.add(tuple(opts["reset_cell"]))
+        obs, _ = env.reset(options=opts)
+        goal = a.goal("maze2d-umaze", obs)
+        np.testing.assert_allclose(goal, env.unwrapped.maze.cell_rowcol_to_xy(np.array([1, 1])), atol=0.26)
+        assert a.state("maze2d-umaze", obs).shape == (4,)
+    assert len(starts) > 2
+    assert env.spec.max_episode_steps == 300 and env.unwrapped.reset_target is False
+    env.close()
+
+
+def test_controller_reaches_the_goal_in_eval_env():
+    """The noise-free waypoint controller succeeds on the evaluation env and earns a sensible score."""
+    a = ractd_maze2d.adapter
+    ref = a.estimate_reference_scores("maze2d-umaze", episodes=2, seed=0)
+    assert ref["controller"] > 100  # stays at the goal for most of the 300 steps
+    assert a.normalized_score("maze2d-umaze", ref["controller"]) > 40
+
+
+def test_local_generation_reaches_goals_and_minari_reads_it(tmp_path, monkeypatch):
+    import minari
+
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    a = ractd_maze2d.adapter
+    spec = a.tasks["maze2d-umaze"]
+    did = fetch(a, spec, source="local", steps=3000, seed=0, force=False)
+    assert did == "ractd/maze2d-umaze/local-v0"
+    meta = read_metadata(did)
+    assert meta["ractd"]["generator"]["goals_reached"] >= 15  # ~242 per 20k steps on umaze
+    assert meta["ref_min_score"] == 13.49 and meta["ref_max_score"] == 218.70
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    ds = minari.load_dataset(did)
+    assert ds.total_steps == 3000
+    assert ds.total_episodes == meta["ractd"]["generator"]["goals_reached"] + 1  # + the unfinished tail
+    env = ds.recover_environment(eval_env=True)
+    assert env.unwrapped.reset_target is False
+    env.close()
+
+    eps = load_episodes(a, spec, did)
+    for e in eps[:-1]:  # every finished episode ends at its goal, paying exactly once, truncated there
+        assert e.rewards[-1] == 1.0 and e.rewards[:-1].sum() == 0 and e.truncations[-1]
+        assert not e.terminations.any()
+        assert np.linalg.norm(e.states[-1, :2] - e.goals[-1]) <= 0.45
+        assert np.allclose(e.goals, e.goals[0])  # one goal per episode, also in row 0
+    for prev, nxt in zip(eps[:-1], eps[1:]):  # the run continues without resets
+        np.testing.assert_array_equal(prev.states[-1], nxt.states[0])
+    w = make_windows(eps, spec)
+    b = w.batch(np.arange(0, len(w), 97))
+    assert b["x"].shape[1:] == (128, 4) and b["goal"].shape[1:] == (2,)
+    # padding past an episode's end repeats its last state (the agent waits at the goal)
+    last = b["x"][~b["x_mask"]]
+    assert len(last) > 0
+
+
+def test_controller_action_follows_a_recorded_trajectory():
+    """Replaying a recorded state sequence with controller_action stays close to it."""
+    import gymnasium as gym
+    import gymnasium_robotics
+
+    gym.register_envs(gymnasium_robotics)
+    a = ractd_maze2d.adapter
+    buffers, _ = a.generate("maze2d-umaze", steps=300, seed=3)
+    states = np.concatenate([b.observations["observation"][:-1] for b in buffers] +
+                            [buffers[-1].observations["observation"][-1:]])
+    env = gym.make("PointMaze_UMaze-v3", continuing_task=True, reset_target=False)
+    env.reset(seed=0)
+    u = env.unwrapped
+    u.point_env.set_state(states[0, :2].copy(), states[0, 2:].copy())
+    s, errs = states[0], []
+    for t in range(1, len(states)):
+        act = a.controller_action(s, states[t])
+        assert act.shape == (2,) and act.dtype == np.float32 and np.all(np.abs(act) <= 1)
+        obs, *_ = u.step(act)
+        s = obs["observation"]
+        errs.append(np.linalg.norm(s[:2] - states[t, :2]))
+    assert np.mean(errs) < 0.1 and max(errs) < 0.3
+    # batched use
+    assert a.controller_action(states[:5], states[1:6]).shape == (5, 2)
+    env.close()
+
+
+def test_goals_fixes_the_stale_first_row_of_minari_episodes():
+    a = ractd_maze2d.adapter
+    obs = {"observation": np.zeros((3, 4)), "desired_goal": np.array([[9.0, 9.0], [1.0, 2.0], [1.0, 2.0]])}
+    np.testing.assert_array_equal(a.goals("maze2d-umaze", obs), [[1, 2], [1, 2], [1, 2]])
+    assert a.states("maze2d-umaze", obs).shape == (3, 4)
