@@ -176,18 +176,27 @@ def fetch(
     json_: bool = JsonOpt,
 ) -> None:
     """Download (or generate locally) the offline dataset of TASK into the cache, in Minari format."""
+    from .data import store
+    from .data.fetch import default_steps
     from .data.fetch import fetch as do_fetch
     from .registry import get_task
+    from .ui import progress
 
     if source not in ("minari", "local"):
         raise UsageError(f"unknown --source {source!r}; use minari or local")
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps must be positive, got {steps}")
     adapter, spec = get_task(task)
-    info = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, force=force, show_progress=not json_)
+    total = (steps or default_steps(spec)) if source == "local" else None
+    with progress(f"fetch {task} ({source})", total) as advance:
+        dataset_id = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, force=force, progress=advance)
+    meta = store.read_metadata(dataset_id)
+    info = {"task": task, "dataset_id": dataset_id, "path": str(store.dataset_path(dataset_id)), "source": source,
+            "episodes": meta.get("total_episodes"), "steps": meta.get("total_steps")}
     if json_:
         print_json(info)
     else:
-        err.print(f"dataset [bold]{info['dataset_id']}[/]: {info['episodes']} episodes, {info['steps']} steps"
-                  + (" (already in the cache; --force to redo)" if info.get("cached") else ""))
+        err.print(f"dataset [bold]{dataset_id}[/]: {info['episodes']} episodes, {info['steps']} steps, in {info['path']}")
 
 
 # -------------------------------------------------------------------------------------- training
