@@ -1,0 +1,70 @@
+"""Pure diffusion math: EDM schedule/preconditioning/loss, samplers, and the CTM/RACTD student.
+
+References: EDM = Karras et al. 2022; CTM = Kim et al. 2023; RACTD = Duan et al. 2025.
+Nothing here knows about environments or datasets.
+"""
+
+from .ctm import (
+    MAX_TEACHER_STEPS,
+    S_EMBED_FLOOR,
+    CTMPrecond,
+    ctm_loss,
+    ctm_sample,
+    dsm_loss,
+    ema_update_,
+    frozen_copy,
+    ractd_loss,
+    reward_loss,
+    sample_ctm_times,
+    student_from_teacher,
+    student_sigmas,
+    teacher_sigmas,
+    teacher_solve,
+)
+from .edm import (
+    NUM_BINS,
+    P_MEAN,
+    P_STD,
+    RHO,
+    SIGMA_DATA,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    EDMPrecond,
+    append_dims,
+    append_zero,
+    batch_sigma,
+    c_noise,
+    denoising_distance,
+    edm_loss,
+    edm_scalings,
+    karras_sigmas,
+    loss_weight,
+    pseudo_huber,
+    pseudo_huber_c,
+    sample_training_sigma,
+)
+from .samplers import (
+    SAMPLERS,
+    ancestral_sample,
+    ancestral_step_sigmas,
+    euler_sample,
+    euler_step,
+    heun_sample,
+    heun_step,
+    to_d,
+)
+
+__all__ = [
+    # edm
+    "SIGMA_MIN", "SIGMA_MAX", "SIGMA_DATA", "RHO", "P_MEAN", "P_STD", "NUM_BINS",
+    "karras_sigmas", "append_zero", "edm_scalings", "c_noise", "loss_weight", "pseudo_huber",
+    "pseudo_huber_c", "sample_training_sigma", "denoising_distance", "EDMPrecond", "edm_loss",
+    "batch_sigma", "append_dims",
+    # samplers
+    "SAMPLERS", "heun_sample", "euler_sample", "ancestral_sample", "heun_step", "euler_step",
+    "ancestral_step_sigmas", "to_d",
+    # ctm / ractd
+    "CTMPrecond", "student_from_teacher", "frozen_copy", "ema_update_", "student_sigmas",
+    "teacher_sigmas", "ctm_sample", "teacher_solve", "sample_ctm_times", "ctm_loss", "dsm_loss",
+    "reward_loss", "ractd_loss", "S_EMBED_FLOOR", "MAX_TEACHER_STEPS",
+]

@@ -1,0 +1,380 @@
+"""Consistency Trajectory Model student and the RACTD distillation losses.
+
+CTM: Kim et al. 2023, "Consistency Trajectory Model: Learning Probability Flow ODE Trajectory of
+Diffusion".  RACTD: Duan et al. 2025, "Accelerating Diffusion Planners in Offline RL via
+Reward-Aware Consistency Trajectory Distillation".
+
+The student learns the jump G(x_t, t, s) from time t to any earlier time s <= t of the teacher's
+probability-flow ODE, parameterised as in CTM (with EDM preconditioning inside g):
+
+    G(x_t, t, s) = (s/t) x_t + (1 - s/t) g(x_t, t, s),
+    g(x_t, t, s) = c_skip(t) x_t + c_out(t) F(c_in(t) x_t, c_noise(t), cond, c_noise(s)),
+
+so G(x, t, t) = x for every network, and G(x, t, 0) = g(x, t, 0).  Times are EDM noise levels
+(t = sigma).  Shapes: x (B, T, D) (any trailing shape); t, s scalars or (B,) tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .edm import (
+    NUM_BINS,
+    P_MEAN,
+    P_STD,
+    RHO,
+    SIGMA_DATA,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    append_dims,
+    append_zero,
+    batch_sigma,
+    c_noise,
+    denoising_distance,
+    edm_scalings,
+    karras_sigmas,
+    pseudo_huber,
+    sample_training_sigma,
+)
+from .samplers import heun_step
+
+__all__ = [
+    "S_EMBED_FLOOR",
+    "MAX_TEACHER_STEPS",
+    "CTMPrecond",
+    "student_from_teacher",
+    "frozen_copy",
+    "ema_update_",
+    "student_sigmas",
+    "teacher_sigmas",
+    "ctm_sample",
+    "teacher_solve",
+    "sample_ctm_times",
+    "ctm_loss",
+    "dsm_loss",
+    "reward_loss",
+    "ractd_loss",
+]
+
+S_EMBED_FLOOR = 1e-5
+"""c_noise(s) = ln(s)/4 is undefined at s = 0, the time the one-step sampler jumps to; the
+network sees c_noise(max(s, S_EMBED_FLOOR)) instead (ln(1e-5)/4 = -2.88, clear of the EDM range
+[ln(0.002)/4, ln(80)/4] = [-1.55, 1.10]).  The same floor guards t = 0, where G is the identity."""
+
+MAX_TEACHER_STEPS = 4
+"""Default cap on teacher Heun steps t -> u per CTM loss sample (DESIGN: "u at most a few
+teacher steps after t")."""
+
+
+def _G_ratio(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """s/t, with 0 where t = 0 (then s = 0 too and G is the identity)."""
+    return s / torch.where(t > 0, t, torch.ones_like(t))
+
+
+class CTMPrecond(nn.Module):
+    """The CTM student G(x_t, t, s) around a raw network ``net(x, c_noise_t, cond, c_noise_s)``.
+
+    ``net`` must embed s (e.g. ``ConditionalUnet1D(..., student=True)``).  G(x, t, t) returns x
+    itself, bit for bit (also for t = s = 0); s = 0 gives G = g, the jump to clean data.
+    """
+
+    def __init__(self, net: nn.Module, sigma_data: float = SIGMA_DATA):
+        super().__init__()
+        self.net = net
+        self.sigma_data = float(sigma_data)
+
+    def g(self, x_t: torch.Tensor, t, s, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """g(x_t, t, s) = c_skip(t) x_t + c_out(t) F(c_in(t) x_t, c_noise(t), cond, c_noise(s)).
+
+        g(x_t, t, t) estimates the denoiser D(x_t; t) (CTM).  x_t (B, ...), t, s (B,) -> x_t's shape.
+        """
+        t, s = batch_sigma(t, x_t), batch_sigma(s, x_t)
+        c_skip, c_out, c_in = (append_dims(c, x_t.ndim) for c in edm_scalings(t, self.sigma_data))
+        F_x = self.net(
+            c_in * x_t, c_noise(t.clamp_min(S_EMBED_FLOOR)), cond, c_noise(s.clamp_min(S_EMBED_FLOOR))
+        )
+        return c_skip * x_t + c_out * F_x
+
+    def forward(self, x_t: torch.Tensor, t, s, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """G(x_t, t, s) = (s/t) x_t + (1 - s/t) g(x_t, t, s), for s <= t: x_t (B, ...) -> same shape."""
+        t, s = batch_sigma(t, x_t), batch_sigma(s, x_t)
+        same = s == t
+        if bool(same.all()):
+            return x_t  # G(x, t, t) = x exactly, no network call
+        ratio = append_dims(_G_ratio(s, t), x_t.ndim)
+        G = ratio * x_t + (1 - ratio) * self.g(x_t, t, s, cond)
+        return torch.where(append_dims(same, x_t.ndim), x_t, G)
+
+    def denoise(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The student as an EDM denoiser, D(x; sigma) ~ g(x, sigma, sigma), usable with the samplers."""
+        return self.g(x, sigma, sigma, cond)
+
+
+def student_from_teacher(
+    teacher: nn.Module, make_net: Callable[[], nn.Module] | None = None
+) -> CTMPrecond:
+    """A CTM student initialised from an EDM teacher (``EDMPrecond``).
+
+    ``make_net()`` builds the student's raw network (with an s-embedding); by default it is the
+    teacher network's class rebuilt from its ``config`` with ``student=True``.  The teacher's
+    weights are copied in; only the s-embedding is new, and its last layer is zero, so at
+    initialisation g(x, t, s) == D_teacher(x; t) for all s and G(x, t, s) is exactly one
+    Euler (DDIM) step of the teacher's PF-ODE from t to s.
+    """
+    from ..nets import init_student_from_teacher
+
+    t_net = teacher.net
+    if make_net is None:
+        net = type(t_net)(**{**t_net.config, "student": True})
+    else:
+        net = make_net()
+    net = net.to(next(t_net.parameters()).device)
+    init_student_from_teacher(net, t_net)
+    return CTMPrecond(net, sigma_data=teacher.sigma_data)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with ``requires_grad=False`` in eval mode: the stop-gradient target network."""
+    target = copy.deepcopy(module)
+    target.requires_grad_(False)
+    return target.eval()
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, source: nn.Module, decay: float) -> None:
+    """target <- decay * target + (1 - decay) * source, parameter-wise (buffers copied)."""
+    for p_t, p_s in zip(target.parameters(), source.parameters()):
+        p_t.lerp_(p_s, 1.0 - decay)
+    for b_t, b_s in zip(target.buffers(), source.buffers()):
+        b_t.copy_(b_s)
+
+
+# --------------------------------------------------------------------------------------------
+# Grids and sampling
+# --------------------------------------------------------------------------------------------
+
+
+def teacher_sigmas(
+    n: int = NUM_BINS,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rho: float = RHO,
+    device=None,
+) -> torch.Tensor:
+    """The distillation grid: ``append_zero(karras_sigmas(n))``, (n+1,)."""
+    return append_zero(karras_sigmas(n, sigma_min, sigma_max, rho, device=device))
+
+
+def student_sigmas(
+    k: int = 1,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rho: float = RHO,
+    device=None,
+) -> torch.Tensor:
+    """A k-step student grid [T, t_1, ..., t_{k-1}, 0], shape (k+1,).
+
+    The intermediate times are the first k points of a (k+1)-point EDM grid (eq. 5), so they
+    are spread like the teacher's steps; k = 1 gives [sigma_max, 0].
+    """
+    if k < 1:
+        raise ValueError(f"student_sigmas needs k >= 1, got {k}")
+    return append_zero(karras_sigmas(k + 1, sigma_min, sigma_max, rho, device=device)[:-1])
+
+
+@torch.no_grad()
+def ctm_sample(student: CTMPrecond, x, sigmas, *, cond=None, generator=None) -> tuple[torch.Tensor, int]:
+    """CTM sampling along ``sigmas = [T, t_1, ..., t_{k-1}, end]`` (end = 0 or sigma_min): (x, nfe = k).
+
+    One step is G(x_T, T, end).  With k > 1 steps (CTM's gamma = 0 sampling, RACTD Table 5):
+    re-noise the estimate to t_i with fresh noise of std sqrt(t_i^2 - end^2), jump to end again.
+    ``x`` is the initial noise already scaled by T.
+    """
+    end = sigmas[-1]
+    x = student(x, sigmas[0], end, cond)
+    nfe = 1
+    for t_i in sigmas[1:-1]:
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x = x + (t_i**2 - end**2).sqrt() * noise
+        x = student(x, t_i, end, cond)
+        nfe += 1
+    return x, nfe
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def teacher_solve(teacher: nn.Module, x_t: torch.Tensor, sigmas, i_t, i_u, cond=None) -> torch.Tensor:
+    """Solve the teacher's PF-ODE from sigmas[i_t] to sigmas[i_u] with Heun steps on the grid.
+
+    i_t, i_u: (B,) long tensors with i_t < i_u <= len(sigmas) - 1 (per-sample numbers of steps).
+    Loops to the largest step count; rows that have arrived are held fixed.  A step onto
+    sigma = 0 is an Euler step (EDM Alg. 1).  x_t (B, ...) -> x_u, same shape.
+    """
+    i_t, i_u = i_t.to(sigmas.device), i_u.to(sigmas.device)
+    if bool((i_u <= i_t).any()) or bool((i_u > len(sigmas) - 1).any()):
+        raise ValueError("teacher_solve needs i_t < i_u <= len(sigmas) - 1")
+    n_steps = i_u - i_t
+    x = x_t
+    for j in range(int(n_steps.max())):
+        active = j < n_steps
+        # Arrived rows re-do a harmless step i_t -> i_t + 1 whose result is discarded.
+        i_from = torch.where(active, i_t + j, i_t)
+        x_next, _ = heun_step(teacher, x, sigmas[i_from], sigmas[i_from + 1], cond)
+        x = torch.where(append_dims(active, x.ndim).to(x.device), x_next, x)
+    return x
+
+
+def sample_ctm_times(
+    batch: int,
+    n_sigmas: int,
+    max_teacher_steps: int = MAX_TEACHER_STEPS,
+    *,
+    generator: torch.Generator | None = None,
+    device=None,
+):
+    """Grid indices (i_t, i_u, i_s), each (B,) long, with 0 <= i_t < i_u <= i_s <= N = n_sigmas - 1
+    and i_u - i_t <= max_teacher_steps: i_t uniform on [0, N-1], the step count uniform on
+    [1, min(max_teacher_steps, N - i_t)], i_s uniform on [i_u, N] (so s = 0 is included)."""
+    N = n_sigmas - 1
+    if N < 1 or max_teacher_steps < 1:
+        raise ValueError("need a grid of at least two points and max_teacher_steps >= 1")
+
+    def uniform_int(high: torch.Tensor) -> torch.Tensor:  # uniform on {0, ..., high - 1}
+        u = torch.rand(batch, generator=generator, device=device)
+        return torch.minimum((u * high).long(), high - 1)
+
+    i_t = uniform_int(torch.full((batch,), N, device=device))
+    i_u = i_t + 1 + uniform_int((N - i_t).clamp(max=max_teacher_steps))
+    i_s = i_u + uniform_int(N - i_u + 1)
+    return i_t, i_u, i_s
+
+
+def ctm_loss(
+    student: CTMPrecond,
+    target: CTMPrecond,
+    teacher: nn.Module,
+    x0: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    *,
+    sigmas: torch.Tensor,
+    max_teacher_steps: int = MAX_TEACHER_STEPS,
+    generator: torch.Generator | None = None,
+    c: float | None = None,
+) -> torch.Tensor:
+    """CTM soft-consistency distillation loss per sample, (B,) (CTM; RACTD L_CTM):
+
+        t > u >= s on the grid ``sigmas`` (descending, ending in 0), x_t = x0 + t eps,
+        x_u   = Heun solve of the teacher from t to u (no grad),
+        pred  = G_sg(G_theta(x_t, t, s), s, 0),
+        tgt   = G_sg(G_sg(x_u, u, s), s, 0)     (no grad),
+        loss  = pseudo_huber(pred, tgt; c).
+
+    ``target`` (G_sg) is a frozen copy / EMA of the student with requires_grad False; gradients
+    reach the student's parameters through target's *input* only.  Comparing both after the
+    final jump to 0 measures the discrepancy in clean-data space (CTM's choice).
+    ``generator`` (on x0's device) drives the times and the noise.
+    """
+    B = x0.shape[0]
+    sigmas = sigmas.to(x0)  # one device for the grid, the indices and the generator
+    i_t, i_u, i_s = sample_ctm_times(B, len(sigmas), max_teacher_steps, generator=generator, device=x0.device)
+    t, u, s = sigmas[i_t], sigmas[i_u], sigmas[i_s]
+    zero = torch.zeros_like(s)
+    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x_t = x0 + append_dims(t, x0.ndim) * eps
+
+    with torch.no_grad():
+        x_u = teacher_solve(teacher, x_t, sigmas, i_t, i_u, cond)
+        tgt = target(target(x_u, u, s, cond), s, zero, cond)
+    pred = target(student(x_t, t, s, cond), s, zero, cond)
+    return pseudo_huber(pred, tgt, c)
+
+
+def dsm_loss(
+    student: CTMPrecond,
+    x0: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    P_mean: float = P_MEAN,
+    P_std: float = P_STD,
+    distance: str = "l2",
+) -> torch.Tensor:
+    """Denoising score matching on the student, per sample (B,) (CTM's auxiliary DSM; RACTD L_DSM):
+
+        sigma ~ lognormal(P_mean, P_std),  x = x0 + sigma n,
+        loss = lambda(sigma) d(g_theta(x, sigma, sigma), x0)     (EDM weighting, see edm_loss).
+
+    The student's denoiser estimate is g(x, sigma, sigma) (the s -> t limit of g),
+    as in CTM.  Regressing the *jump to zero* G(x, sigma, 0) onto x0 instead would pull
+    one-step samples towards the posterior mean E[x0 | x] and average the data's modes.
+    """
+    sigma = sample_training_sigma(
+        x0.shape[0], P_mean=P_mean, P_std=P_std, generator=generator, device=x0.device, dtype=x0.dtype
+    )
+    n = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x = x0 + append_dims(sigma, x0.ndim) * n
+    denoised = student.g(x, sigma, sigma, cond)
+    return denoising_distance(denoised, x0, sigma, sigma_data=student.sigma_data, distance=distance)
+
+
+def reward_loss(reward_fn: Callable, x0_hat: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    """L_Reward = -R(x0_hat, cond), per sample (B,) (RACTD).
+
+    ``reward_fn(x0_hat, cond)`` is a frozen differentiable reward model wrapped by the pipeline
+    (e.g. R_psi(s_n, first action of x0_hat)), returning (B,) or (B, 1).  Gradients flow through
+    it into the student that produced ``x0_hat``; freeze its parameters (requires_grad False).
+    """
+    r = reward_fn(x0_hat, cond)
+    B = x0_hat.shape[0]
+    if r.numel() != B:
+        raise ValueError(f"reward_fn must return one value per sample, got shape {tuple(r.shape)}")
+    return -r.reshape(B)
+
+
+def ractd_loss(
+    student: CTMPrecond,
+    target: CTMPrecond,
+    teacher: nn.Module,
+    reward_fn: Callable | None,
+    x0: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    *,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    sigma_r: float = 0.0,
+    sigmas: torch.Tensor,
+    max_teacher_steps: int = MAX_TEACHER_STEPS,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """The RACTD objective L = alpha L_CTM + beta L_DSM + sigma_r L_Reward (Duan et al. 2025).
+
+    Returns per-sample (B,) tensors 'ctm', 'dsm', 'reward' and the scalar 'total' (their
+    weighted sum averaged over the batch).  The reward term scores the student's one-step
+    sample x0_hat = G(x_T, T, 0), x_T = T eps with T = sigmas[0].  A term whose weight is 0 is
+    not computed and reported as zeros; with ``reward_fn=None`` or ``sigma_r == 0`` this is
+    plain CTD (CTM + DSM distillation).
+    """
+    zeros = x0.new_zeros(x0.shape[0])
+    ctm = (
+        ctm_loss(student, target, teacher, x0, cond, sigmas=sigmas, max_teacher_steps=max_teacher_steps,
+                 generator=generator)
+        if alpha != 0 else zeros
+    )
+    dsm = dsm_loss(student, x0, cond, generator=generator) if beta != 0 else zeros
+    if reward_fn is not None and sigma_r != 0:
+        T = sigmas[0].to(x0)
+        x_T = T * torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x0_hat = student(x_T, T, torch.zeros_like(T), cond)
+        reward = reward_loss(reward_fn, x0_hat, cond)
+    else:
+        reward = zeros
+    total = (alpha * ctm + beta * dsm + sigma_r * reward).mean()
+    return {"ctm": ctm, "dsm": dsm, "reward": reward, "total": total}

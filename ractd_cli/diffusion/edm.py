@@ -1,0 +1,260 @@
+"""EDM: noise schedule, preconditioning and training loss (Karras et al. 2022, "Elucidating the
+Design Space of Diffusion-Based Generative Models", EDM).
+
+Notation follows the paper: data x0 ~ p_data, noisy x = x0 + sigma * n with n ~ N(0, I), and the
+denoiser D(x; sigma) ~ E[x0 | x] is parameterised through a raw network F (EDM eq. 7):
+
+    D(x; sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x; c_noise(sigma)).
+
+Shapes: x is (B, T, D) for trajectory windows, but nothing here depends on the trailing shape;
+sigma is a scalar or a (B,) tensor and is broadcast over the trailing dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = [
+    "SIGMA_MIN",
+    "SIGMA_MAX",
+    "SIGMA_DATA",
+    "RHO",
+    "P_MEAN",
+    "P_STD",
+    "NUM_BINS",
+    "karras_sigmas",
+    "append_zero",
+    "edm_scalings",
+    "c_noise",
+    "loss_weight",
+    "pseudo_huber",
+    "pseudo_huber_c",
+    "sample_training_sigma",
+    "denoising_distance",
+    "EDMPrecond",
+    "edm_loss",
+    "batch_sigma",
+    "append_dims",
+]
+
+SIGMA_MIN = 0.002
+SIGMA_MAX = 80.0
+SIGMA_DATA = 0.5
+RHO = 7.0
+P_MEAN = -1.2
+P_STD = 1.2
+NUM_BINS = 80
+
+
+# --------------------------------------------------------------------------------------------
+# Broadcasting helpers
+# --------------------------------------------------------------------------------------------
+
+
+def batch_sigma(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """A scalar or (B,) sigma -> a (B,) tensor with x's dtype and device."""
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if sigma.ndim == 0:
+        return sigma.expand(x.shape[0])
+    return sigma.reshape(x.shape[0])
+
+
+def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """(B,) -> (B, 1, ..., 1) with ``ndim`` dimensions in all, for broadcasting against x."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+# --------------------------------------------------------------------------------------------
+# Time discretisation (EDM eq. 5)
+# --------------------------------------------------------------------------------------------
+
+
+def karras_sigmas(
+    n: int,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rho: float = RHO,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The EDM noise levels, shape (n,), descending from sigma_max to sigma_min (EDM eq. 5):
+
+        sigma_i = (sigma_max^(1/rho) + i/(n-1) * (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,  i = 0..n-1.
+
+    Computed in float64 and returned as float32; the endpoints are exactly sigma_max, sigma_min.
+    ``n == 1`` gives ``[sigma_max]``.  Append sigma_N = 0 with :func:`append_zero` for sampling.
+    """
+    if n < 1:
+        raise ValueError(f"karras_sigmas needs n >= 1, got {n}")
+    if not 0 < sigma_min <= sigma_max:
+        raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+    if n == 1:
+        return torch.tensor([sigma_max], dtype=torch.float32, device=device)
+    i = torch.arange(n, dtype=torch.float64)
+    max_inv_rho, min_inv_rho = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    sigmas = (max_inv_rho + i / (n - 1) * (min_inv_rho - max_inv_rho)) ** rho
+    sigmas[0], sigmas[-1] = sigma_max, sigma_min
+    return sigmas.to(dtype=torch.float32, device=device)
+
+
+def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
+    """(n,) -> (n+1,): the grid with sigma_N = 0 appended (the sampler's final target)."""
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+# --------------------------------------------------------------------------------------------
+# Preconditioning (EDM Table 1)
+# --------------------------------------------------------------------------------------------
+
+
+def edm_scalings(sigma: torch.Tensor, sigma_data: float = SIGMA_DATA):
+    """(c_skip, c_out, c_in) of EDM Table 1, elementwise in sigma:
+
+        c_skip = sd^2 / (sigma^2 + sd^2),  c_out = sigma sd / sqrt(sigma^2 + sd^2),
+        c_in = 1 / sqrt(sigma^2 + sd^2).
+
+    At sigma = 0: c_skip = 1, c_out = 0 (D is the identity on clean data).
+    """
+    sigma = torch.as_tensor(sigma)
+    total = sigma**2 + sigma_data**2
+    c_skip = sigma_data**2 / total
+    c_out = sigma * sigma_data / total.sqrt()
+    c_in = 1.0 / total.sqrt()
+    return c_skip, c_out, c_in
+
+
+def c_noise(sigma: torch.Tensor) -> torch.Tensor:
+    """EDM's noise conditioning c_noise(sigma) = ln(sigma) / 4 (EDM Table 1). sigma > 0."""
+    return torch.log(torch.as_tensor(sigma)) / 4
+
+
+def loss_weight(sigma: torch.Tensor, sigma_data: float = SIGMA_DATA) -> torch.Tensor:
+    """EDM's loss weight lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 = 1 / c_out(sigma)^2."""
+    sigma = torch.as_tensor(sigma)
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+# --------------------------------------------------------------------------------------------
+# Distances
+# --------------------------------------------------------------------------------------------
+
+
+def pseudo_huber_c(d: int) -> float:
+    """Default pseudo-Huber constant c = 0.00054 sqrt(d) for data of dimensionality d.
+
+    From Song & Dhariwal 2023, "Improved techniques for training consistency models" (iCT), who
+    chose c = 0.00054 sqrt(d) (d = number of data dimensions, e.g. 3*64*64 for images) so that c
+    scales with the typical norm of a d-dimensional difference.
+    """
+    return 0.00054 * math.sqrt(d)
+
+
+def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float | None = None) -> torch.Tensor:
+    """Per-sample pseudo-Huber distance sqrt(||a - b||^2 + c^2) - c over all non-batch dims: (B,).
+
+    ``c`` defaults to :func:`pseudo_huber_c` (d = number of elements per sample).  Behaves like
+    ||a-b||^2 / (2c) for small differences and like ||a-b|| for large ones.
+    """
+    diff = (a - b).reshape(a.shape[0], -1)
+    if c is None:
+        c = pseudo_huber_c(diff.shape[1])
+    return torch.sqrt(diff.pow(2).sum(dim=1) + c * c) - c
+
+
+def denoising_distance(
+    denoised: torch.Tensor,
+    x0: torch.Tensor,
+    sigma: torch.Tensor,
+    *,
+    sigma_data: float = SIGMA_DATA,
+    distance: str = "l2",
+) -> torch.Tensor:
+    """lambda(sigma)-weighted distance between a denoiser output and the clean data: (B,).
+
+    With r = (D - x0) / c_out(sigma) = F - F_target, the residual in the raw network's output
+    space, ||r||^2 = lambda(sigma) ||D - x0||^2 because lambda = 1 / c_out^2 (EDM):
+
+    * ``"l2"``:    mean over elements of lambda(sigma) (D - x0)^2 -- EDM's loss exactly.
+    * ``"huber"``: pseudo_huber(r, 0) = sqrt(||r||^2 + c^2) - c -- the weighting is applied
+      *inside* the distance, i.e. pseudo-Huber on sqrt(lambda)-scaled outputs, so that for small
+      residuals it is proportional to EDM's weighted L2 (||r||^2 / 2c) while large residuals
+      grow only linearly.  Note: unlike squared L2, its minimiser is a (geometric) median, not
+      the posterior mean E[x0 | x] that the probability-flow ODE needs; "l2" is the default.
+    """
+    sigma = batch_sigma(sigma, x0)
+    if distance == "l2":
+        weight = append_dims(loss_weight(sigma, sigma_data), x0.ndim)
+        return (weight * (denoised - x0) ** 2).reshape(x0.shape[0], -1).mean(dim=1)
+    if distance == "huber":
+        _, c_out, _ = edm_scalings(sigma, sigma_data)
+        r = (denoised - x0) / append_dims(c_out, x0.ndim)
+        return pseudo_huber(r, torch.zeros_like(r))
+    raise ValueError(f"unknown distance {distance!r} (choose 'l2' or 'huber')")
+
+
+def sample_training_sigma(
+    batch: int,
+    *,
+    P_mean: float = P_MEAN,
+    P_std: float = P_STD,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """EDM training noise levels: ln(sigma) ~ N(P_mean, P_std^2), shape (B,) (EDM Table 1)."""
+    z = torch.randn(batch, generator=generator, device=device, dtype=dtype)
+    return torch.exp(P_mean + P_std * z)
+
+
+# --------------------------------------------------------------------------------------------
+# Preconditioned denoiser and its loss
+# --------------------------------------------------------------------------------------------
+
+
+class EDMPrecond(nn.Module):
+    """D(x; sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma), cond)  (EDM eq. 7).
+
+    ``net`` is the raw network F with signature ``net(x, c_noise, cond)``; x is (B, T, D) (any
+    trailing shape), sigma a scalar or (B,) tensor, sigma > 0.
+    """
+
+    def __init__(self, net: nn.Module, sigma_data: float = SIGMA_DATA):
+        super().__init__()
+        self.net = net
+        self.sigma_data = float(sigma_data)
+
+    def forward(self, x: torch.Tensor, sigma, cond: torch.Tensor | None = None) -> torch.Tensor:
+        sigma = batch_sigma(sigma, x)
+        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in edm_scalings(sigma, self.sigma_data))
+        F_x = self.net(c_in * x, c_noise(sigma), cond)
+        return c_skip * x + c_out * F_x
+
+
+def edm_loss(
+    denoiser: nn.Module,
+    x0: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    P_mean: float = P_MEAN,
+    P_std: float = P_STD,
+    sigma_data: float = SIGMA_DATA,
+    distance: str = "l2",
+) -> torch.Tensor:
+    """EDM training loss per sample, (B,) (EDM eq. 2 and Table 1):
+
+        sigma ~ lognormal(P_mean, P_std),  x = x0 + sigma * n,
+        loss = lambda(sigma) d(D(x; sigma), x0),  lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2.
+
+    ``distance`` is "l2" (default, EDM's squared L2, whose minimiser is the posterior mean the
+    samplers need) or "huber" (pseudo-Huber in F-space); see :func:`denoising_distance`.
+    ``generator`` drives both sigma and the noise n.
+    """
+    sigma = sample_training_sigma(
+        x0.shape[0], P_mean=P_mean, P_std=P_std, generator=generator, device=x0.device, dtype=x0.dtype
+    )
+    n = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x = x0 + append_dims(sigma, x0.ndim) * n
+    return denoising_distance(denoiser(x, sigma, cond), x0, sigma, sigma_data=sigma_data, distance=distance)

@@ -1,0 +1,381 @@
+"""CTM student and RACTD losses: the parameterisation, teacher solver, sampling and a toy
+end-to-end distillation (two-mode 1-D mixture, reward favouring one mode)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ractd_cli.diffusion import (
+    SIGMA_DATA,
+    SIGMA_MAX,
+    CTMPrecond,
+    EDMPrecond,
+    append_zero,
+    ctm_loss,
+    ctm_sample,
+    dsm_loss,
+    edm_loss,
+    ema_update_,
+    euler_step,
+    frozen_copy,
+    heun_sample,
+    heun_step,
+    karras_sigmas,
+    ractd_loss,
+    reward_loss,
+    sample_ctm_times,
+    student_from_teacher,
+    student_sigmas,
+    teacher_sigmas,
+    teacher_solve,
+)
+from ractd_cli.nets import ConditionalUnet1D, MLPDenoiserNet
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threading only adds overhead (and the machine is shared)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+S0 = 0.5
+
+
+class GaussianDenoiser(nn.Module):
+    """Exact D(x; sigma) for data ~ N(0, s0^2 I)."""
+
+    def __init__(self, s0: float = S0):
+        super().__init__()
+        self.s0 = s0
+
+    def forward(self, x, sigma, cond=None):
+        sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        return x * self.s0**2 / (self.s0**2 + sigma**2)
+
+
+class GaussianFlowMap(nn.Module):
+    """The exact PF-ODE jump for data ~ N(0, s0^2): G(x, t, s) = x ((s0^2 + s^2) / (s0^2 + t^2))^p, p = 1/2.
+
+    Any other p keeps G(x, t, t) = x but is off the teacher's trajectories."""
+
+    def __init__(self, s0: float = S0, power: float = 0.5):
+        super().__init__()
+        self.s0, self.power = s0, power
+
+    def forward(self, x, t, s, cond=None):
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        t = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0]).reshape(shape)
+        s = torch.as_tensor(s, dtype=x.dtype).expand(x.shape[0]).reshape(shape)
+        return x * ((self.s0**2 + s**2) / (self.s0**2 + t**2)) ** self.power
+
+
+def small_unet(student=False, cond_dim=5):
+    return ConditionalUnet1D(3, cond_dim, down_dims=(16, 32), embed_dim=16, student=student)
+
+
+# ----------------------------------------------------------------------------- parameterisation
+
+
+def test_G_of_t_t_is_identity_bitwise():
+    torch.manual_seed(0)
+    student = CTMPrecond(small_unet(student=True))
+    with torch.no_grad():  # make g far from the identity
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    x, cond = torch.randn(4, 8, 3), torch.randn(4, 5)
+    t = torch.tensor([80.0, 1.0, 0.002, 0.0])
+    assert torch.equal(student(x, t, t, cond), x)
+    assert torch.equal(student(x, 3.0, 3.0, cond), x)  # scalar times
+    assert torch.equal(student(x, 0.0, 0.0, cond), x)  # t = s = 0: no 0/0
+    # mixed batch: rows with s == t are exactly x, the others are not
+    s = torch.tensor([80.0, 0.5, 0.002, 0.0])
+    out = student(x, torch.tensor([80.0, 1.0, 0.002, 0.0]).clone(), s, cond)
+    assert torch.equal(out[[0, 2, 3]], x[[0, 2, 3]])
+    assert not torch.allclose(out[1], x[1])
+    assert torch.isfinite(out).all()
+
+
+def test_G_to_zero_is_g_and_formula():
+    torch.manual_seed(0)
+    student = CTMPrecond(MLPDenoiserNet(6, hidden=(32,), embed_dim=8, student=True))
+    x, t, s = torch.randn(5, 3, 2), torch.tensor([0.1, 1.0, 5.0, 20.0, 80.0]), torch.tensor([0.0, 0.5, 1.0, 2.0, 0.0])
+    G = student(x, t, s)
+    ratio = (s / t).reshape(-1, 1, 1)
+    assert torch.allclose(G, ratio * x + (1 - ratio) * student.g(x, t, s))
+    assert torch.allclose(student(x, t, 0.0), student.g(x, t, torch.zeros(5)))
+
+
+def test_student_from_teacher_is_an_euler_step():
+    """At init g(x, t, s) == D_teacher(x; t) for every s, so G(x, t, s) is a DDIM/Euler step t -> s."""
+    torch.manual_seed(0)
+    teacher = EDMPrecond(small_unet())
+    student = student_from_teacher(teacher)
+    assert isinstance(student, CTMPrecond) and student.net.student and not teacher.net.student
+    x, cond = torch.randn(4, 16, 3), torch.randn(4, 5)
+    t = torch.tensor([80.0, 10.0, 1.0, 0.05])
+    for s in (torch.tensor([40.0, 0.0, 0.3, 0.002]), torch.zeros(4), 0.5 * t):
+        assert torch.allclose(student.g(x, t, s, cond), teacher(x, t, cond), atol=1e-6)
+        euler, _ = euler_step(teacher, x, t, s, cond)
+        assert torch.allclose(student(x, t, s, cond), euler, atol=1e-5, rtol=1e-5)
+    # also for the MLP net, with an explicit make_net
+    mlp_teacher = EDMPrecond(MLPDenoiserNet(4, hidden=(16, 16), embed_dim=8))
+    mlp_student = student_from_teacher(mlp_teacher, lambda: MLPDenoiserNet(4, hidden=(16, 16), embed_dim=8, student=True))
+    y = torch.randn(3, 2, 2)
+    euler, _ = euler_step(mlp_teacher, y, 7.0, 0.0)
+    assert torch.allclose(mlp_student(y, 7.0, 0.0), euler, atol=1e-5)
+
+
+def test_student_from_teacher_rejects_mismatched_nets():
+    teacher = EDMPrecond(small_unet())
+    with pytest.raises(ValueError):  # not a student net
+        student_from_teacher(teacher, lambda: small_unet(student=False))
+    with pytest.raises(ValueError):  # different widths: shapes do not fit
+        student_from_teacher(teacher, lambda: ConditionalUnet1D(3, 5, down_dims=(16, 64), embed_dim=16, student=True))
+
+
+def test_frozen_copy_and_ema():
+    student = CTMPrecond(MLPDenoiserNet(2, hidden=(8,), embed_dim=4, student=True))
+    target = frozen_copy(student)
+    assert all(not p.requires_grad for p in target.parameters())
+    assert all(p.requires_grad for p in student.parameters())
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in target.parameters()]
+    ema_update_(target, student, 0.75)
+    for p_t, p_0, p_s in zip(target.parameters(), before, student.parameters()):
+        assert torch.allclose(p_t, 0.75 * p_0 + 0.25 * p_s)
+
+
+# ----------------------------------------------------------------------------- grids and sampling
+
+
+def test_student_sigmas():
+    one = student_sigmas(1)
+    assert one.tolist() == [SIGMA_MAX, 0.0]
+    three = student_sigmas(3)
+    assert three.shape == (4,) and three[0].item() == SIGMA_MAX and three[-1].item() == 0.0
+    assert bool((three[:-1] > three[1:]).all()) and three[2].item() > 0.002
+    assert torch.equal(teacher_sigmas(80), append_zero(karras_sigmas(80)))
+
+
+def test_ctm_sample_with_exact_flow_map():
+    flow = GaussianFlowMap()
+    g = torch.Generator().manual_seed(0)
+    x_T = SIGMA_MAX * torch.randn(20000, 2, 1, generator=g)
+    x, nfe = ctm_sample(flow, x_T, student_sigmas(1))
+    assert nfe == 1
+    assert torch.allclose(x, x_T * S0 / math.sqrt(S0**2 + SIGMA_MAX**2))
+    x3, nfe3 = ctm_sample(flow, x_T, student_sigmas(3), generator=torch.Generator().manual_seed(1))
+    assert nfe3 == 3
+    assert x3.var().item() == pytest.approx(S0**2, rel=0.03)  # re-noising keeps the marginals right
+    # the re-noising uses the generator
+    again, _ = ctm_sample(flow, x_T, student_sigmas(3), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(x3, again)
+
+
+def test_teacher_solve_varying_step_counts():
+    torch.manual_seed(0)
+    teacher = EDMPrecond(MLPDenoiserNet(6, hidden=(16,), embed_dim=8)).requires_grad_(False)
+    sigmas = teacher_sigmas(10)
+    x = torch.randn(4, 3, 2) * 5
+    i_t = torch.tensor([0, 2, 7, 9])
+    i_u = torch.tensor([3, 3, 10, 10])  # 3, 1, 3 steps (last one onto 0), 1 step onto 0
+    out = teacher_solve(teacher, x, sigmas, i_t, i_u)
+    for b in range(4):
+        ref = x[b : b + 1]
+        for i in range(int(i_t[b]), int(i_u[b])):
+            ref, _ = heun_step(teacher, ref, sigmas[i], sigmas[i + 1])
+        assert torch.allclose(out[b : b + 1], ref, atol=1e-5)
+    # onto the whole grid it is the EDM Heun sampler
+    full = teacher_solve(teacher, x, sigmas, torch.zeros(4, dtype=torch.long), torch.full((4,), 10))
+    assert torch.allclose(full, heun_sample(teacher, x, sigmas)[0], atol=1e-5)
+    with pytest.raises(ValueError):
+        teacher_solve(teacher, x, sigmas, i_u, i_t)
+
+
+def test_sample_ctm_times_constraints():
+    g = torch.Generator().manual_seed(0)
+    i_t, i_u, i_s = sample_ctm_times(20000, 81, max_teacher_steps=4, generator=g)
+    assert bool((i_t >= 0).all() and (i_t < i_u).all() and (i_u <= i_s).all() and (i_s <= 80).all())
+    assert bool((i_u - i_t <= 4).all()) and set((i_u - i_t).unique().tolist()) == {1, 2, 3, 4}
+    assert int(i_t.min()) == 0 and int(i_t.max()) == 79 and bool((i_s == 80).any()) and bool((i_s == i_u).any())
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def test_ctm_loss_vanishes_for_exact_flow_map():
+    sigmas = teacher_sigmas(80)
+    g = torch.Generator().manual_seed(0)
+    x0 = S0 * torch.randn(4096, 4, 2, generator=g)
+    teacher, exact = GaussianDenoiser(), GaussianFlowMap()
+    loss = ctm_loss(exact, exact, teacher, x0, sigmas=sigmas, max_teacher_steps=4, generator=g)
+    assert loss.shape == (4096,)
+    wrong = GaussianFlowMap(power=0.6)
+    loss_wrong = ctm_loss(wrong, wrong, teacher, x0, sigmas=sigmas, max_teacher_steps=4,
+                          generator=torch.Generator().manual_seed(0))
+    assert loss.mean().item() < 2e-3
+    assert loss_wrong.mean().item() > 20 * loss.mean().item()
+
+
+def test_ctm_loss_gradients_reach_only_the_student():
+    torch.manual_seed(0)
+    teacher = EDMPrecond(MLPDenoiserNet(4, hidden=(16,), embed_dim=8)).requires_grad_(False)
+    student = student_from_teacher(teacher)
+    with torch.no_grad():  # move the student off the target so the loss is informative
+        for p in student.net.s_embed.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    target = frozen_copy(student)
+    loss = ctm_loss(student, target, teacher, torch.randn(8, 2, 2), sigmas=teacher_sigmas(10),
+                    generator=torch.Generator().manual_seed(0))
+    loss.mean().backward()
+    grads = [p.grad for p in student.parameters()]
+    assert all(gr is not None for gr in grads) and sum(gr.abs().sum() for gr in grads) > 0
+    assert all(p.grad is None for p in target.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+class ZeroStudentNet(nn.Module):
+    student = True
+
+    def forward(self, x, c_noise_t, cond=None, c_noise_s=None):
+        self.seen = (c_noise_t, c_noise_s)
+        return torch.zeros_like(x)
+
+
+def test_dsm_loss_uses_the_denoiser_estimate():
+    """With F = 0, g(x, sigma, sigma) = c_skip x is the exact denoiser for data N(0, sd^2): loss ~ 1."""
+    student = CTMPrecond(ZeroStudentNet())
+    g = torch.Generator().manual_seed(0)
+    x0 = SIGMA_DATA * torch.randn(20000, 2, 2, generator=g)
+    loss = dsm_loss(student, x0, generator=g)
+    assert loss.shape == (20000,) and loss.mean().item() == pytest.approx(1.0, rel=0.03)
+    # DSM trains g(x, sigma, sigma) (s = t), not the jump to zero G(x, sigma, 0): regressing
+    # the jump onto x0 would pull one-step samples to the posterior mean and merge the modes.
+    c_noise_t, c_noise_s = student.net.seen
+    assert torch.equal(c_noise_t, c_noise_s)
+
+
+def test_reward_loss_and_ractd_loss_terms():
+    torch.manual_seed(0)
+    teacher = EDMPrecond(MLPDenoiserNet(4, hidden=(16,), embed_dim=8)).requires_grad_(False)
+    student = student_from_teacher(teacher)
+    target = frozen_copy(student)
+    reward_net = nn.Linear(4, 1).requires_grad_(False)
+
+    def reward_fn(x0_hat, cond):
+        return reward_net(x0_hat.reshape(x0_hat.shape[0], -1))  # (B, 1) is accepted
+
+    x0 = torch.randn(8, 2, 2)
+    r = reward_loss(reward_fn, x0, None)
+    assert torch.allclose(r, -reward_net(x0.reshape(8, -1)).squeeze(-1))
+    with pytest.raises(ValueError):
+        reward_loss(lambda x, c: torch.ones(8, 2), x0, None)
+
+    kw = dict(sigmas=teacher_sigmas(10), max_teacher_steps=3)
+    out = ractd_loss(student, target, teacher, reward_fn, x0, None, alpha=1.0, beta=0.5, sigma_r=2.0,
+                     generator=torch.Generator().manual_seed(0), **kw)
+    assert set(out) == {"ctm", "dsm", "reward", "total"}
+    assert all(out[k].shape == (8,) for k in ("ctm", "dsm", "reward")) and out["total"].ndim == 0
+    expected = (out["ctm"] + 0.5 * out["dsm"] + 2.0 * out["reward"]).mean()
+    assert torch.allclose(out["total"], expected)
+    assert bool((out["reward"] != 0).any())
+
+    # plain CTD: reward skipped (zeros) with sigma_r = 0 or no reward model
+    for fn, w in ((reward_fn, 0.0), (None, 1.0)):
+        plain = ractd_loss(student, target, teacher, fn, x0, None, alpha=1.0, beta=1.0, sigma_r=w,
+                           generator=torch.Generator().manual_seed(0), **kw)
+        assert torch.equal(plain["reward"], torch.zeros(8))
+
+    # the reward term alone trains the student through the frozen reward model
+    student.zero_grad()
+    only_r = ractd_loss(student, target, teacher, reward_fn, x0, None, alpha=0.0, beta=0.0, sigma_r=1.0,
+                        generator=torch.Generator().manual_seed(0), **kw)
+    only_r["total"].backward()
+    assert sum(p.grad.abs().sum() for p in student.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None for p in reward_net.parameters())
+
+
+# ----------------------------------------------------------------------------- toy end to end
+
+
+def _mixture(n: int, g: torch.Generator) -> torch.Tensor:
+    """x0 = +-1 (equal odds) + 0.1 noise, shape (n, 1, 1)."""
+    sign = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+    return (sign + 0.1 * torch.randn(n, generator=g)).reshape(n, 1, 1)
+
+
+def _tiny_net(student=False):
+    return MLPDenoiserNet(1, hidden=(64, 64), embed_dim=16, student=student)
+
+
+@pytest.fixture(scope="module")
+def toy_teacher():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    teacher = EDMPrecond(_tiny_net())
+    opt = torch.optim.Adam(teacher.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = edm_loss(teacher, _mixture(256, g), generator=g).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.set_num_threads(n)
+    return teacher.requires_grad_(False).eval()
+
+
+def test_toy_teacher_samples_both_modes(toy_teacher):
+    g = torch.Generator().manual_seed(1)
+    x_T = SIGMA_MAX * torch.randn(2000, 1, 1, generator=g)
+    x, nfe = heun_sample(toy_teacher, x_T, teacher_sigmas(80))
+    x = x.flatten()
+    assert nfe == 159
+    assert 0.35 < (x > 0).float().mean().item() < 0.65
+    assert ((x.abs() - 1).abs() < 0.3).float().mean().item() > 0.9
+
+
+def _distill(teacher, sigma_r: float, steps: int = 300):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(2)
+    student = student_from_teacher(teacher)
+    target = frozen_copy(student)
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    sigmas = teacher_sigmas(18)  # a coarse grid keeps the toy fast
+
+    def reward_fn(x0_hat, cond):  # a smooth bump on the +1 mode, wide enough to reach -1
+        return torch.exp(-0.5 * (x0_hat.reshape(x0_hat.shape[0], -1).mean(dim=1) - 1.0) ** 2)
+
+    for _ in range(steps):
+        losses = ractd_loss(student, target, teacher, reward_fn, _mixture(128, g), None, alpha=1.0, beta=1.0,
+                            sigma_r=sigma_r, sigmas=sigmas, max_teacher_steps=4, generator=g)
+        opt.zero_grad()
+        losses["total"].backward()
+        opt.step()
+        ema_update_(target, student, 0.9)
+    x_T = SIGMA_MAX * torch.randn(4000, 1, 1, generator=g)
+    x, nfe = ctm_sample(student, x_T, student_sigmas(1))
+    assert nfe == 1
+    return x.flatten()
+
+
+def test_toy_reward_aware_student_picks_the_rewarded_mode(toy_teacher):
+    x = _distill(toy_teacher, sigma_r=1.0)
+    assert (x > 0).float().mean().item() >= 0.9
+    assert ((x - 1).abs() < 0.5).float().mean().item() >= 0.9
+
+
+def test_toy_plain_ctd_student_keeps_both_modes(toy_teacher):
+    x = _distill(toy_teacher, sigma_r=0.0)
+    assert (x > 0).float().mean().item() >= 0.25
+    assert (x < 0).float().mean().item() >= 0.25
+    assert x.abs().max().item() < 2.0
