@@ -31,6 +31,6 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> Artifact:
         kind="reward",
         task=spec.name,
         dataset=data.dataset_id,
-        config={"net_kind": type(net).__name__, "net": net.config, "input": data.reward_input, "gamma": spec.gamma, "train": vars(cfg), "preset": opts.preset},
+        config={"net_kind": net.kind, "net": net.config, "input": data.reward_input, "gamma": spec.gamma, "train": vars(cfg), "preset": opts.preset},
         losses=res.losses,
     )

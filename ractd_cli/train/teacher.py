@@ -36,7 +36,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
         kind="inverse-dynamics",
         task=spec.name,
         dataset=data.dataset_id,
-        config={"net_kind": type(net).__name__, "net": net.config, "train": vars(cfg)},
+        config={"net_kind": net.kind, "net": net.config, "train": vars(cfg)},
         losses=res.losses,
     )
 
@@ -51,7 +51,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> list[Artifac
         written.append(inv)
         extra["inverse_dynamics"] = inv.id
     T, D = x_shape(spec)
-    net = make_denoiser_net(opts.net_preset(spec), input_dim=D, global_cond_dim=cond_dim(spec))
+    net = make_denoiser_net(opts.net_preset(spec), input_dim=D, global_cond_dim=cond_dim(spec), horizon=T)
     denoiser = EDMPrecond(net, sigma_data=SIGMA_DATA)
 
     def loss_fn(model, ema, batch, gen):
@@ -75,7 +75,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> list[Artifac
             task=spec.name,
             dataset=data.dataset_id,
             config={
-                "net_kind": type(net).__name__,
+                "net_kind": net.kind,
                 "net": net.config,
                 "sigma_data": SIGMA_DATA,
                 "sigma_min": SIGMA_MIN,
