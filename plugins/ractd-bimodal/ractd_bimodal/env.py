@@ -1,8 +1,9 @@
 """``ractd/Bimodal-v0``: a point in the plane that can end at one of two goals of unequal value.
 
 The point starts uniformly in [-0.05, 0.05]^2 and moves ``SPEED * action`` per step (actions in
-[-1, 1]^2; positions clipped to the arena [-1.5, 1.5]^2). Coming within ``RADIUS`` of goal A (+1, +1)
-pays 1.0 and ends the episode (terminated); goal B (-1, +1) pays 0.5 and ends it; nothing else pays.
+[-1, 1]^2; positions clipped to the arena [-1.5, 1.5]^2). Entering the corner region of goal A
+(+1, +1), x >= 1 - RADIUS and y >= 1 - RADIUS, pays 1.0 and ends the episode (terminated); goal B's
+corner (-1, +1) pays 0.5 and ends it; nothing else pays.
 The time limit (32 steps) truncates. Both goals are equally far from the start, so the two ways to
 finish differ only in value: the data hold both, an offline learner should pick A.
 
@@ -28,6 +29,13 @@ ARENA = 1.5
 MAX_EPISODE_STEPS = 32
 
 
+def in_goal_region(pos: np.ndarray, goal: np.ndarray) -> bool:
+    """The goal's corner region: beyond ``RADIUS`` short of the goal on both axes (away from the
+    start). A corner rather than a disc, so a path that overshoots the goal still counts: the task
+    measures which mode a planner picks, not how precisely it stops."""
+    return bool(pos[1] >= goal[1] - RADIUS and np.sign(goal[0]) * pos[0] >= abs(goal[0]) - RADIUS)
+
+
 class BimodalEnv(gym.Env):
     metadata = {"render_modes": []}
 
@@ -48,9 +56,9 @@ class BimodalEnv(gym.Env):
         a = np.clip(np.asarray(action, dtype=np.float32).reshape(2), -1.0, 1.0)
         self.pos = np.clip(self.pos + SPEED * a, -ARENA, ARENA).astype(np.float32)
         reached = ""
-        if float(np.linalg.norm(self.pos - GOAL_A)) <= RADIUS:
+        if in_goal_region(self.pos, GOAL_A):
             reached = "A"
-        elif float(np.linalg.norm(self.pos - GOAL_B)) <= RADIUS:
+        elif in_goal_region(self.pos, GOAL_B):
             reached = "B"
         reward = REWARD_A if reached == "A" else REWARD_B if reached == "B" else 0.0
         return self.pos.copy(), reward, bool(reached), False, {"reached": reached, "success": reached == "A"}

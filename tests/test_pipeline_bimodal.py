@@ -1,0 +1,102 @@
+"""The whole chain on the two-mode task, through the CLI as a user runs it:
+fetch -> train-teacher -> train-reward -> distill (reward weight 1 and 0) -> rollout.
+
+The data hold both goals in equal parts; goal A pays 1.0, goal B 0.5. The teacher and a plain
+CTD student (reward weight 0) must keep both modes; the RACTD student must pick A."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from ractd_cli.cli import app
+
+runner = CliRunner()
+EPISODES = 50
+
+
+def ractd(*args: str) -> dict:
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    old = os.environ.get("RACTD_CACHE_DIR")
+    os.environ["RACTD_CACHE_DIR"] = str(tmp_path_factory.mktemp("chain-cache"))
+    try:
+        ractd("fetch", "bimodal", "--source", "local", "--steps", "8000")
+        ids = {"teacher": ractd("train-teacher", "--env", "bimodal", "--preset", "tiny")["id"]}
+        ids["reward"] = ractd("train-reward", "--env", "bimodal", "--preset", "tiny")["id"]
+        ids["ractd"] = ractd("distill", "--env", "bimodal", "--preset", "tiny", "--reward-weight", "1")["id"]
+        ids["ctd"] = ractd("distill", "--env", "bimodal", "--preset", "tiny", "--reward-weight", "0", "--steps", "1000")["id"]
+        yield {"cache": os.environ["RACTD_CACHE_DIR"], **ids}
+    finally:
+        if old is None:
+            os.environ.pop("RACTD_CACHE_DIR", None)
+        else:
+            os.environ["RACTD_CACHE_DIR"] = old
+
+
+@pytest.fixture
+def cache(chain, monkeypatch):
+    monkeypatch.setenv("RACTD_CACHE_DIR", chain["cache"])
+    return chain
+
+
+def share_of_high_mode(model: str) -> tuple[float, int]:
+    doc = ractd("rollout", "--env", "bimodal", "--model", model, "--episodes", str(EPISODES), "--seed", "1")
+    returns = [e["return"] for e in doc["per_episode"]]
+    assert len(returns) == EPISODES
+    finished = [r for r in returns if r > 0]
+    return (sum(r == 1.0 for r in finished) / max(len(finished), 1)), len(finished)
+
+
+def test_ractd_student_selects_the_high_return_mode(cache):
+    share, finished = share_of_high_mode(cache["ractd"])
+    assert finished >= 0.9 * EPISODES
+    assert share >= 0.9
+
+
+@pytest.mark.parametrize("which", ["teacher", "ctd"])
+def test_teacher_and_ctd_student_keep_both_modes(cache, which):
+    share, finished = share_of_high_mode(cache[which])
+    assert finished >= 0.8 * EPISODES
+    assert 0.25 <= share <= 0.75
+
+
+def test_student_records_parents_and_weights(cache):
+    doc = ractd("cache", "list", "--kind", "student")
+    by_id = {a["id"]: a for a in doc["artifacts"]}
+    assert by_id[cache["ractd"]]["parents"] == [cache["teacher"], cache["reward"]]
+    assert by_id[cache["ctd"]]["parents"] == [cache["teacher"]]
+
+
+def test_rollout_json_reports_latency_and_nfe(cache):
+    doc = ractd("rollout", "--env", "bimodal", "--model", cache["ractd"], "--episodes", "3")
+    assert doc["nfe"] == 1 and doc["sampler"] == "onestep" and doc["ms_per_action"] > 0
+    doc = ractd("rollout", "--env", "bimodal", "--model", cache["teacher"], "--episodes", "2", "--sampler", "euler", "--nfe", "7")
+    assert doc["nfe"] == 7
+    assert len(doc["per_episode"]) == 2
+
+
+def test_student_sampler_on_teacher_is_a_usage_error(cache):
+    r = runner.invoke(app, ["rollout", "--env", "bimodal", "--model", "teacher", "--sampler", "onestep"])
+    assert r.exit_code == 2 and "does not apply to a teacher" in r.output
+
+
+def test_wrong_task_teacher_is_refused(cache, monkeypatch):
+    r = runner.invoke(app, ["distill", "--env", "maze2d-umaze", "--teacher", cache["teacher"], "--preset", "tiny"])
+    assert r.exit_code == 1
+    assert "trained for task bimodal, not maze2d-umaze" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_missing_teacher_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path / "empty"))
+    r = runner.invoke(app, ["distill", "--env", "bimodal"])
+    assert r.exit_code == 1 and "ractd train-teacher --env bimodal" in r.output
