@@ -133,6 +133,7 @@ def run(
             forward_ms = _forward_ms(planner, cond1, repeats=repeats, sync=sync)
         rec: dict[str, Any] = {
             "method": row.method,
+            "planner": "diffusion",
             "model_id": loaded.art.id,
             "sampler": planner.sampler_name,
             "nfe": planner.nfe_per_plan,
@@ -154,7 +155,7 @@ def run(
     teacher_ms = out_rows[0]["ms_per_action"]
     for r in out_rows:
         r["speedup_vs_teacher"] = teacher_ms / r["ms_per_action"] if r["ms_per_action"] > 0 else math.nan
-    one_step = next((r for r in out_rows if r["nfe"] == 1 and "proposer_id" not in r), None)
+    one_step = next((r for r in out_rows if r["nfe"] == 1 and r["planner"] == "diffusion"), None)
     return {
         "task": spec.name,
         "device": _device_name(dev),

@@ -44,8 +44,7 @@ class _Block(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
         self.ln2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.GELU(), nn.Linear(ff_mult * d_model, d_model))
-        self.drop = nn.Dropout(dropout)
+        self.mlp = nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.GELU(approximate="tanh"), nn.Linear(ff_mult * d_model, d_model))
 
     def forward(self, h: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None):
         """h (B, L, d) -> (B, L, d) and this layer's keys/values (B, heads, L_past + L, d/heads).
@@ -53,8 +52,11 @@ class _Block(nn.Module):
         With ``cache`` (the keys/values of the L_past earlier positions) the L new positions
         attend to every cached one and causally among themselves.
         """
+        # Functional calls on the modules' parameters: generation runs this once per token and
+        # layer, where the per-module call overhead would otherwise dominate a small model.
         B, L, d = h.shape
-        q, k, v = self.qkv(self.ln1(h)).view(B, L, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        x = F.layer_norm(h, (d,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
+        q, k, v = F.linear(x, self.qkv.weight, self.qkv.bias).view(B, L, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
         if L == 1:
@@ -62,10 +64,14 @@ class _Block(nn.Module):
         else:
             past = k.shape[2] - L
             mask = torch.ones(L, k.shape[2], dtype=torch.bool, device=h.device).tril(diagonal=past)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        h = h + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, d)))
-        h = h + self.drop(self.mlp(self.ln2(h)))
-        return h, (k, v)
+        p = self.dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        a = F.linear(a.transpose(1, 2).reshape(B, L, d), self.proj.weight, self.proj.bias)
+        h = h + (F.dropout(a, p, True) if p else a)
+        fc1, fc2 = self.mlp[0], self.mlp[2]
+        x = F.layer_norm(h, (d,), self.ln2.weight, self.ln2.bias, self.ln2.eps)
+        x = F.linear(F.gelu(F.linear(x, fc1.weight, fc1.bias), approximate="tanh"), fc2.weight, fc2.bias)
+        return h + (F.dropout(x, p, True) if p else x), (k, v)
 
 
 class CausalTransformerProposer(nn.Module):
