@@ -1,7 +1,9 @@
 """``ractd bench``: every planner of a task side by side, same teacher, same machine, one run.
 
 Rows: the EDM teacher (Heun, 80 bins), Euler/DDIM and ancestral/DDPM at 15 steps, the CTD
-student (reward weight 0) if one exists, and the RACTD student at 1-4 steps. Per row: NFE,
+student (reward weight 0) if one exists, the RACTD student at 1-4 steps, and, if the task has a
+proposer, the Trajectory Diffuser: the proposal alone (K=0) and refined by K=1 and K=5 Euler
+steps of the same teacher. Per row: NFE,
 per-decision latency at batch 1 (median of >= 50 timed calls after warm-up, with min and max),
 speed-up over the teacher, and the normalised score over rollouts. The bare network forward
 time is reported too, so the sampler loop's overhead is visible.
@@ -23,7 +25,7 @@ from .adapters import EnvAdapter, TaskSpec
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import RactdError
 from .evaluate import RolloutResult, run_episodes
-from .planner import Planner, PlannerPolicy, cond_dim, load_for_planning
+from .planner import DEFAULT_REFINE_SIGMA, Planner, PlannerPolicy, TrajDiffuserPlanner, cond_dim, load_for_planning
 from .train.loop import resolve_device
 
 
@@ -33,6 +35,9 @@ class Row:
     model_id: str
     sampler: str
     nfe_budget: int
+    proposer_id: str | None = None
+    """Set for Trajectory Diffuser rows (``model_id`` is then the refining teacher)."""
+    refine_steps: int | None = None
 
 
 def _latest_student(task: str, *, reward: bool) -> Artifact | None:
@@ -40,6 +45,12 @@ def _latest_student(task: str, *, reward: bool) -> Artifact | None:
         if a.kind == "student" and a.task == task and (a.config.get("reward_weight", 0) > 0) == reward:
             return a
     return None
+
+
+def _latest_proposer(task: str, teacher_id: str) -> Artifact | None:
+    """The newest proposer of ``task`` trained next to ``teacher_id``, else the newest of the task."""
+    props = [a for a in list_artifacts() if a.kind == "proposer" and a.task == task]
+    return next((a for a in props if teacher_id in a.meta.get("parents", [])), props[0] if props else None)
 
 
 def bench_rows(spec: TaskSpec, teacher_id: str | None = None) -> list[Row]:
@@ -58,6 +69,10 @@ def bench_rows(spec: TaskSpec, teacher_id: str | None = None) -> list[Row]:
     if ractd is not None and ractd.meta["parents"][0] == teacher_id:
         rows.append(Row("RACTD student (1 step)", ractd.id, "onestep", 1))
         rows += [Row(f"RACTD student ({k} steps)", ractd.id, "multistep", k) for k in (2, 3, 4)]
+    proposer = _latest_proposer(spec.name, teacher_id)
+    if proposer is not None:
+        rows.append(Row("Trajectory Diffuser proposal (K=0)", teacher_id, "euler", 0, proposer.id, 0))
+        rows += [Row(f"Trajectory Diffuser (K={k} Euler)", teacher_id, "euler", k, proposer.id, k) for k in (1, 5)]
     return rows
 
 
@@ -101,7 +116,13 @@ def run(
     forward_ms = None
     for row in rows:
         loaded = load_for_planning(row.model_id, spec)
-        planner = Planner(loaded.art, spec, sampler=row.sampler, nfe=row.nfe_budget, device=dev, seed=seed)
+        if row.proposer_id is not None:
+            planner = TrajDiffuserPlanner(
+                loaded.teacher, load_artifact(row.proposer_id, kind="proposer", task=spec.name), spec,
+                refine_steps=row.refine_steps, refine_sigma=DEFAULT_REFINE_SIGMA, sampler=row.sampler, device=dev, seed=seed,
+            )
+        else:
+            planner = Planner(loaded.art, spec, sampler=row.sampler, nfe=row.nfe_budget, device=dev, seed=seed)
         lat = time_calls(lambda: planner.plan(cond1), repeats=repeats, warmup=5, sync=sync)
         if first is not None:
             policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
@@ -112,6 +133,7 @@ def run(
             forward_ms = _forward_ms(planner, cond1, repeats=repeats, sync=sync)
         rec: dict[str, Any] = {
             "method": row.method,
+            "planner": "diffusion",
             "model_id": loaded.art.id,
             "sampler": planner.sampler_name,
             "nfe": planner.nfe_per_plan,
@@ -121,6 +143,8 @@ def run(
             "score_mean": None,
             "score_stderr": None,
         }
+        if row.proposer_id is not None:
+            rec.update(planner.describe())
         if not latency_only:
             policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
             res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, show_progress=show_progress)
@@ -131,7 +155,7 @@ def run(
     teacher_ms = out_rows[0]["ms_per_action"]
     for r in out_rows:
         r["speedup_vs_teacher"] = teacher_ms / r["ms_per_action"] if r["ms_per_action"] > 0 else math.nan
-    one_step = next((r for r in out_rows if r["nfe"] == 1), None)
+    one_step = next((r for r in out_rows if r["nfe"] == 1 and r["planner"] == "diffusion"), None)
     return {
         "task": spec.name,
         "device": _device_name(dev),

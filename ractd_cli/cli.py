@@ -280,13 +280,31 @@ def distill(
     _report_artifacts([art], json_)
 
 
+@app.command("train-proposer")
+def train_proposer(
+    env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
+    dataset: Optional[str] = DatasetOpt, json_: bool = JsonOpt,
+) -> None:
+    """Train the Trajectory Diffuser's proposer: a causal transformer that writes the plan the teacher refines."""
+    from .registry import get_task
+    from .train import proposer
+
+    adapter, spec = get_task(env)
+    _report_artifacts([proposer.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset))], json_)
+
+
 # ---------------------------------------------------------------------------------------- rollout
 @app.command()
 def rollout(
     env: str = EnvOpt,
-    model: str = typer.Option("student", "--model", help="Artifact id/path, or `student` / `teacher` (the latest of that kind)."),
-    sampler: Optional[str] = typer.Option(None, help="onestep|multistep (student), heun|euler|ancestral (teacher). Default: onestep / heun."),
+    model: Optional[str] = typer.Option(None, "--model", help="Artifact id/path, or `student` / `teacher` (the latest of that kind). Default: student; with --planner trajdiffuser, the teacher that refines (default: teacher)."),
+    sampler: Optional[str] = typer.Option(None, help="onestep|multistep (student), heun|euler|ancestral (teacher), euler|heun (trajdiffuser refinement). Default: onestep / heun / euler."),
     nfe: Optional[int] = typer.Option(None, "--nfe", help="Network evaluations per plan (default: 1 student, 159 = 80 Heun bins teacher, 15 Euler/ancestral)."),
+    planner: str = typer.Option("diffusion", "--planner", help="diffusion: sample the teacher/student; trajdiffuser: a transformer proposes, the teacher refines."),
+    proposer: Optional[str] = typer.Option(None, "--proposer", help="trajdiffuser: proposer artifact id/path (default: latest for the task)."),
+    refine_steps: Optional[int] = typer.Option(None, "--refine-steps", help="trajdiffuser: teacher steps refining the proposal, K (default 5; 0 = the proposal alone)."),
+    refine_sigma: Optional[float] = typer.Option(None, "--refine-sigma", help="trajdiffuser: noise level (EDM sigma) the proposal is lifted to before refining (default 0.5)."),
     episodes: int = typer.Option(100, help="Evaluation episodes."),
     seed: int = typer.Option(0, help="Seed: episode i uses seed+i, so planners are compared on the same starts."),
     batch: int = typer.Option(50, help="Episodes run in lockstep (planner batch size)."),
@@ -302,14 +320,19 @@ def rollout(
         raise UsageError("--episodes and --batch must be at least 1")
     adapter, spec = get_task(env)
     res = do_rollout(adapter, spec, model, sampler=sampler, nfe=nfe, episodes=episodes, seed=seed, batch=batch,
-                     follow=follow, device=device, show_progress=True)
+                     follow=follow, device=device, show_progress=True, planner=planner, proposer=proposer,
+                     refine_steps=refine_steps, refine_sigma=refine_sigma)
     summary = res.summary()
     if json_:
         summary["per_episode"] = [{"return": e.ret, "score": e.score, "length": e.length, "success": e.success} for e in res.episodes]
         print_json(summary)
         return
     succ = f", success {summary['success_rate']:.0%}" if summary["success_rate"] is not None else ""
-    err.print(f"{spec.name} {summary['model_kind']} {summary['sampler']} (NFE {summary['nfe']}): "
+    what = f"{summary['model_kind']} {summary['sampler']}"
+    if summary.get("planner") == "trajdiffuser":
+        what = (f"trajdiffuser (proposer {summary['proposer_id'][:8]}, K={summary['refine_steps']} {summary['sampler']} "
+                f"steps from sigma {summary['refine_sigma']:g})")
+    err.print(f"{spec.name} {what} (NFE {summary['nfe']}): "
               f"score [bold]{summary['score_mean']:.1f} ± {summary['score_stderr']:.1f}[/] over {summary['episodes']} episodes, "
               f"return {summary['return_mean']:.2f}{succ}, {summary['ms_per_action']:.2f} ms/action, {summary['wall_s']:.1f} s")
 

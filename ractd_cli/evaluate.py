@@ -160,7 +160,7 @@ def run_episodes(
 def rollout(
     adapter: EnvAdapter,
     spec: TaskSpec,
-    model: str = "student",
+    model: str | None = None,
     *,
     sampler: str | None = None,
     nfe: int | None = None,
@@ -170,22 +170,59 @@ def rollout(
     follow: str = "inverse",
     device: str = "auto",
     show_progress: bool = True,
+    planner: str = "diffusion",
+    proposer: str | None = None,
+    refine_steps: int | None = None,
+    refine_sigma: float | None = None,
 ) -> RolloutResult:
-    """Load a teacher or student, plan with ``sampler`` at ``nfe`` evaluations, run the episodes."""
+    """Plan with a teacher or student (``planner="diffusion"``: ``sampler`` at ``nfe`` evaluations)
+    or with the Trajectory Diffuser (``planner="trajdiffuser"``: ``proposer`` refined by the teacher
+    ``model`` in ``refine_steps`` steps from ``refine_sigma``), and run the episodes.
+
+    ``model`` defaults to the latest student for ``diffusion`` and the latest teacher for
+    ``trajdiffuser``; ``proposer`` to the task's latest proposer.
+    """
     from .errors import UsageError
-    from .planner import Planner, PlannerPolicy, load_for_planning
+    from .planner import (
+        DEFAULT_REFINE_SIGMA,
+        DEFAULT_REFINE_STEPS,
+        PLANNERS,
+        Planner,
+        PlannerPolicy,
+        TrajDiffuserPlanner,
+        load_for_planning,
+        load_for_trajdiffuser,
+    )
     from .train.loop import resolve_device
 
     if follow not in ("inverse", "controller"):
         raise UsageError(f"unknown --follow {follow!r}; use inverse or controller")
     if follow == "controller" and not hasattr(adapter, "controller_action"):
         raise UsageError(f"the {spec.name} adapter has no controller; use --follow inverse")
-    loaded = load_for_planning(model, spec)
-    planner = Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=resolve_device(device), seed=seed)
-    policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse, follow=follow)
+    if planner not in PLANNERS:
+        raise UsageError(f"unknown --planner {planner!r}; use one of {', '.join(PLANNERS)}")
+    extra: dict[str, Any] = {}
+    if planner == "trajdiffuser":
+        if nfe is not None:
+            raise UsageError("--nfe does not apply to --planner trajdiffuser; set --refine-steps (and --sampler euler|heun)")
+        loaded, proposer_art = load_for_trajdiffuser(model, proposer, spec)
+        p = TrajDiffuserPlanner(
+            loaded.teacher, proposer_art, spec,
+            refine_steps=DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps,
+            refine_sigma=DEFAULT_REFINE_SIGMA if refine_sigma is None else refine_sigma,
+            sampler=sampler, device=resolve_device(device), seed=seed,
+        )
+        extra = p.describe()
+    else:
+        if proposer is not None or refine_steps is not None or refine_sigma is not None:
+            raise UsageError("--proposer, --refine-steps and --refine-sigma need --planner trajdiffuser")
+        loaded = load_for_planning(model or "student", spec)
+        p = Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=resolve_device(device), seed=seed)
+        extra = {"planner": "diffusion"}
+    policy = PlannerPolicy(p, adapter, inverse=loaded.inverse, follow=follow)
     res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress)
     res.info.update(
-        model_id=loaded.art.id, model_kind=loaded.art.kind, sampler=planner.sampler_name,
-        nfe=planner.nfe_per_plan, device=str(planner.device), follow=follow if spec.planning == "states" else None,
+        model_id=loaded.art.id, model_kind=loaded.art.kind, sampler=p.sampler_name,
+        nfe=p.nfe_per_plan, device=str(p.device), follow=follow if spec.planning == "states" else None, **extra,
     )
     return res

@@ -32,11 +32,19 @@ from .diffusion import (
 )
 from .errors import UsageError
 from .nets import build_net
+from .proposer import build_proposer
 from .train.common import normalizers_from
 
 TEACHER_SAMPLERS = ("heun", "euler", "ancestral")
 STUDENT_SAMPLERS = ("onestep", "multistep")
 DEFAULT_NFE = {"heun": 159, "euler": 15, "ancestral": 15, "onestep": 1, "multistep": 2}
+PLANNERS = ("diffusion", "trajdiffuser")
+REFINE_SAMPLERS = ("euler", "heun")
+DEFAULT_REFINE_STEPS = 5
+DEFAULT_REFINE_SIGMA = 0.5
+"""Noise level (EDM scale) the Trajectory Diffuser's proposal is lifted to before refinement:
+sigma_data, where signal and noise have equal scale, so the teacher can move the proposal to
+the nearest mode of the data without forgetting it."""
 
 
 def cond_dim(spec: TaskSpec) -> int:
@@ -112,6 +120,131 @@ class Planner:
         x = torch.randn(B, self.T, self.D, generator=self.generator, device=self.device) * self.sigmas[0]
         x0, self.nfe_per_plan = self.sample_fn(self.model, x, self.sigmas, cond=cond.to(self.device), generator=self.generator)
         return x0, self.nfe_per_plan
+
+
+def proposer_from(art: Artifact) -> nn.Module:
+    """Rebuild the Trajectory Diffuser proposer stored in a ``proposer`` artifact."""
+    net = build_proposer(art.config["net"], art.config["net_kind"])
+    net.load_state_dict(art.group("net"))
+    return net.eval()
+
+
+def refine_sigmas(refine_sigma: float, steps: int, sigma_min: float, device: torch.device | None = None) -> torch.Tensor:
+    """The grid the refinement walks: ``steps`` steps on a Karras grid from ``refine_sigma`` to 0.
+
+    ``steps`` = 0 or ``refine_sigma`` = 0 gives ``[0]``: no step, the proposal is the plan.
+    """
+    if steps == 0 or refine_sigma == 0:
+        return torch.zeros(1, device=device)
+    return append_zero(karras_sigmas(steps, min(sigma_min, refine_sigma), refine_sigma, device=device))
+
+
+def _renormalize(spec: TaskSpec, cond: torch.Tensor | None, x: torch.Tensor | None, src: dict, dst: dict):
+    """Re-express a normalised cond (layout above) and/or plan x from ``src`` to ``dst`` normalisers."""
+
+    def conv(v: torch.Tensor, name: str) -> torch.Tensor:
+        return dst[name].normalize(src[name].unnormalize(v)) if name in src and name in dst else v
+
+    if cond is not None:
+        if spec.planning == "chunk":
+            cond = conv(cond.reshape(cond.shape[0], spec.history, spec.obs_dim), "state").reshape(cond.shape[0], -1)
+        else:
+            cond = torch.cat([conv(cond[:, : spec.obs_dim], "state"), conv(cond[:, spec.obs_dim :], "goal")], dim=-1)
+    if x is not None:
+        x = conv(x, "action" if spec.planning == "chunk" else "state")
+    return cond, x
+
+
+class TrajDiffuserPlanner:
+    """Trajectory Diffuser (Huang et al.): a transformer proposes, the EDM teacher refines.
+
+    ``plan(cond)``: cond (B, cond_dim) normalised -> x0 (B, T, D) normalised, plus NFE, where
+
+        x_prop = proposer.generate(cond)                            (autoregressive, no NFE)
+        x      = x_prop + refine_sigma * n,  n ~ N(0, I)
+        x0     = sampler(teacher, x, karras(refine_steps, refine_sigma -> 0))
+
+    ``refine_steps`` = 0 (or ``refine_sigma`` = 0) returns the proposal itself. NFE counts
+    teacher calls only (Euler: K, Heun: 2K-1); the proposer's time is in the callers' latency.
+    Drop-in for :class:`Planner` in :class:`PlannerPolicy` and ``bench``.
+    """
+
+    def __init__(
+        self,
+        teacher: Artifact,
+        proposer: Artifact,
+        spec: TaskSpec,
+        *,
+        refine_steps: int = DEFAULT_REFINE_STEPS,
+        refine_sigma: float = DEFAULT_REFINE_SIGMA,
+        sampler: str | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ):
+        sampler = sampler or "euler"
+        if sampler not in REFINE_SAMPLERS:
+            raise UsageError(f"sampler {sampler!r} does not apply to trajdiffuser refinement; use one of {', '.join(REFINE_SAMPLERS)}")
+        if refine_steps < 0:
+            raise UsageError(f"--refine-steps must be >= 0, got {refine_steps}")
+        if not 0 <= refine_sigma <= teacher.config["sigma_max"]:
+            raise UsageError(f"--refine-sigma must be in [0, {teacher.config['sigma_max']:g}], got {refine_sigma:g}")
+        if teacher.kind != "teacher" or proposer.kind != "proposer":
+            raise UsageError(f"trajdiffuser needs a teacher and a proposer, got a {teacher.kind} and a {proposer.kind}")
+        self.art, self.proposer_art, self.spec = teacher, proposer, spec
+        self.T, self.D = x_shape(spec)
+        pc = proposer.config["net"]
+        if (pc["horizon"], pc["x_dim"], pc["cond_dim"]) != (self.T, self.D, cond_dim(spec)):
+            raise UsageError(
+                f"proposer {proposer.id} plans ({pc['horizon']}, {pc['x_dim']}) from cond {pc['cond_dim']}, but {spec.name} "
+                f"needs ({self.T}, {self.D}) from cond {cond_dim(spec)}; retrain it with `ractd train-proposer --env {spec.name}`"
+            )
+        self.device = torch.device(device)
+        self.sampler_name = sampler
+        self.refine_steps, self.refine_sigma = int(refine_steps), float(refine_sigma)
+        self.model = denoiser_from(teacher).to(self.device)
+        self.proposer = proposer_from(proposer).to(self.device)
+        self.sample_fn: Callable = SAMPLERS[sampler]
+        self.sigmas = refine_sigmas(self.refine_sigma, self.refine_steps, teacher.config["sigma_min"], self.device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.norms = normalizers_from(teacher.tensors)
+        self._proposer_norms = normalizers_from(proposer.tensors)
+        self._same_norms = self.norms.keys() == self._proposer_norms.keys() and all(
+            np.array_equal(n.min, self._proposer_norms[k].min) and np.array_equal(n.max, self._proposer_norms[k].max)
+            for k, n in self.norms.items()
+        )
+        self.nfe_per_plan: int | None = None
+
+    @torch.inference_mode()
+    def propose(self, cond: torch.Tensor) -> torch.Tensor:
+        """The proposer's plan (B, T, D), in the teacher's normalisation."""
+        cond = cond.to(self.device)
+        if self._same_norms:
+            return self.proposer.generate(cond)
+        cond_p, _ = _renormalize(self.spec, cond, None, self.norms, self._proposer_norms)
+        _, x = _renormalize(self.spec, None, self.proposer.generate(cond_p), self._proposer_norms, self.norms)
+        return x
+
+    @torch.inference_mode()
+    def refine(self, x_prop: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Noise ``x_prop`` to ``refine_sigma`` and denoise it with the teacher: (x0, NFE)."""
+        if len(self.sigmas) < 2:
+            return x_prop, 0
+        noise = torch.randn(x_prop.shape, generator=self.generator, device=self.device, dtype=x_prop.dtype)
+        return self.sample_fn(self.model, x_prop + self.sigmas[0] * noise, self.sigmas, cond=cond.to(self.device), generator=self.generator)
+
+    @torch.inference_mode()
+    def plan(self, cond: torch.Tensor) -> tuple[torch.Tensor, int]:
+        x0, self.nfe_per_plan = self.refine(self.propose(cond), cond)
+        return x0, self.nfe_per_plan
+
+    def describe(self) -> dict:
+        """What a result should record about this planner."""
+        return {
+            "planner": "trajdiffuser",
+            "proposer_id": self.proposer_art.id,
+            "refine_steps": self.refine_steps,
+            "refine_sigma": self.refine_sigma,
+        }
 
 
 class PlannerPolicy:
@@ -197,3 +330,26 @@ def load_for_planning(ref: str, spec: TaskSpec) -> Loaded:
         inv = load_artifact(inv_id, kind="inverse-dynamics", task=spec.name)
         inverse = load_net(inv)
     return Loaded(art=art, teacher=teacher, inverse=inverse)
+
+
+def load_proposer(ref: str | None, spec: TaskSpec) -> Artifact:
+    """The proposer ``ref`` (id/path; None or ``latest``: the newest for the task)."""
+    from .errors import RactdError
+
+    try:
+        return load_artifact(ref or "latest", kind="proposer", task=spec.name)
+    except RactdError as e:
+        if ref in (None, "latest"):
+            raise RactdError(f"no proposer for {spec.name} in the cache; run `ractd train-proposer --env {spec.name}` first") from e
+        raise
+
+
+def load_for_trajdiffuser(model: str | None, proposer: str | None, spec: TaskSpec) -> tuple[Loaded, Artifact]:
+    """The teacher that refines (``model``: id/path or ``teacher``, default the latest) and the proposer."""
+    loaded = load_for_planning(model or "teacher", spec)
+    if loaded.art.kind != "teacher":
+        raise UsageError(
+            f"--planner trajdiffuser refines with a teacher, and {loaded.art.id} is a {loaded.art.kind}; "
+            f"pass --model teacher or a teacher id (this student's teacher is {loaded.teacher.id})"
+        )
+    return loaded, load_proposer(proposer, spec)

@@ -8,6 +8,16 @@ from ractd_cli import registry
 from ractd_cli.adapters import TaskSpec
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """make test runs two xdist workers on two cores: one intra-op thread each. With torch's
+    default (one per core) the workers oversubscribe the CPU and tiny models run ~100x slower."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path / "cache"))

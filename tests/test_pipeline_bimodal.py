@@ -33,7 +33,7 @@ def chain(tmp_path_factory):
         ids = {"teacher": ractd("train-teacher", "--env", "bimodal", "--preset", "tiny")["id"]}
         ids["reward"] = ractd("train-reward", "--env", "bimodal", "--preset", "tiny")["id"]
         ids["ractd"] = ractd("distill", "--env", "bimodal", "--preset", "tiny", "--reward-weight", "1")["id"]
-        ids["ctd"] = ractd("distill", "--env", "bimodal", "--preset", "tiny", "--reward-weight", "0", "--steps", "1000")["id"]
+        ids["ctd"] = ractd("distill", "--env", "bimodal", "--preset", "tiny", "--reward-weight", "0")["id"]
         yield {"cache": os.environ["RACTD_CACHE_DIR"], **ids}
     finally:
         if old is None:

@@ -17,9 +17,9 @@ from .loop import TrainConfig, resolve_device
 # laptop CPU (minutes per model); ``paper`` uses the paper's network sizes and is meant for a
 # GPU; ``tiny`` exists for tests and smoke runs (seconds).
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"net": "mlp", "teacher": 3000, "reward": 1000, "inverse-dynamics": 1000, "student": 2000, "batch_size": 64, "lr": 1e-3},
-    "quick": {"net": "quick", "teacher": 4000, "reward": 2000, "inverse-dynamics": 2000, "student": 2000, "batch_size": 64, "lr": 5e-4},
-    "paper": {"net": None, "teacher": 200_000, "reward": 50_000, "inverse-dynamics": 50_000, "student": 100_000, "batch_size": 256, "lr": 2e-4},
+    "tiny": {"net": "mlp", "teacher": 3000, "reward": 1000, "inverse-dynamics": 1000, "student": 1000, "proposer": 1000, "batch_size": 64, "lr": 1e-3},
+    "quick": {"net": "quick", "teacher": 4000, "reward": 2000, "inverse-dynamics": 2000, "student": 2000, "proposer": 3000, "batch_size": 64, "lr": 5e-4},
+    "paper": {"net": None, "teacher": 200_000, "reward": 50_000, "inverse-dynamics": 50_000, "student": 100_000, "proposer": 100_000, "batch_size": 256, "lr": 2e-4},
 }
 
 
