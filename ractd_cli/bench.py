@@ -103,6 +103,7 @@ def run(
     repeats: int = 50,
     latency_only: bool = False,
     device: str = "auto",
+    jit: bool = True,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     dev = resolve_device(device)
@@ -122,7 +123,7 @@ def run(
                 refine_steps=row.refine_steps, refine_sigma=DEFAULT_REFINE_SIGMA, sampler=row.sampler, device=dev, seed=seed,
             )
         else:
-            planner = Planner(loaded.art, spec, sampler=row.sampler, nfe=row.nfe_budget, device=dev, seed=seed)
+            planner = Planner(loaded.art, spec, sampler=row.sampler, nfe=row.nfe_budget, device=dev, seed=seed, jit=jit)
         lat = time_calls(lambda: planner.plan(cond1), repeats=repeats, warmup=5, sync=sync)
         if first is not None:
             policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
@@ -137,6 +138,7 @@ def run(
             "model_id": loaded.art.id,
             "sampler": planner.sampler_name,
             "nfe": planner.nfe_per_plan,
+            "jit": planner.jit,
             "ms_per_action": lat["median"],
             "ms_min": lat["min"],
             "ms_max": lat["max"],

@@ -208,6 +208,7 @@ SeedOpt = typer.Option(0, "--seed", help="Seed: the same seed gives the same art
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same configuration from its last checkpoint.")
 DatasetOpt = typer.Option(None, "--dataset", help="Dataset id (default: the one fetched for the task).")
+JitOpt = typer.Option(True, "--jit/--no-jit", help="Run every network call through a traced, frozen TorchScript graph (same math, less Python overhead).")
 EnvOpt = typer.Option(..., "--env", help="Task name (see `ractd envs`).")
 
 
@@ -310,6 +311,7 @@ def rollout(
     batch: int = typer.Option(50, help="Episodes run in lockstep (planner batch size)."),
     follow: str = typer.Option("inverse", help="Open-loop tasks: follow the plan with the inverse-dynamics model or the adapter's controller."),
     device: str = DeviceOpt,
+    jit: bool = JitOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Run a planner in the real environment: normalised score, return, success rate, latency."""
@@ -321,7 +323,7 @@ def rollout(
     adapter, spec = get_task(env)
     res = do_rollout(adapter, spec, model, sampler=sampler, nfe=nfe, episodes=episodes, seed=seed, batch=batch,
                      follow=follow, device=device, show_progress=True, planner=planner, proposer=proposer,
-                     refine_steps=refine_steps, refine_sigma=refine_sigma)
+                     refine_steps=refine_steps, refine_sigma=refine_sigma, jit=jit)
     summary = res.summary()
     if json_:
         summary["per_episode"] = [{"return": e.ret, "score": e.score, "length": e.length, "success": e.success} for e in res.episodes]
@@ -347,6 +349,7 @@ def bench(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: return distribution per method (and planned paths for Maze2d)."),
     seed: int = typer.Option(0, help="Seed of the rollouts (same starts for every method)."),
     device: str = DeviceOpt,
+    jit: bool = JitOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Compare the teacher's samplers and the students on speed and score, on this machine, in one run."""
@@ -357,7 +360,7 @@ def bench(
         raise UsageError("--episodes and --repeats must be at least 1")
     adapter, spec = get_task(env)
     b.require_models(spec)
-    out = b.run(adapter, spec, episodes=episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device)
+    out = b.run(adapter, spec, episodes=episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit)
     results, plans, background = out.pop("_results"), out.pop("_plans"), out.pop("_background")
     if plot is not None:
         from .plots import plot_bench

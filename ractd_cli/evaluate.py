@@ -169,6 +169,7 @@ def rollout(
     batch: int = 50,
     follow: str = "inverse",
     device: str = "auto",
+    jit: bool = True,
     show_progress: bool = True,
     planner: str = "diffusion",
     proposer: str | None = None,
@@ -217,7 +218,7 @@ def rollout(
         if proposer is not None or refine_steps is not None or refine_sigma is not None:
             raise UsageError("--proposer, --refine-steps and --refine-sigma need --planner trajdiffuser")
         loaded = load_for_planning(model or "student", spec)
-        p = Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=resolve_device(device), seed=seed)
+        p = Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=resolve_device(device), seed=seed, jit=jit)
         extra = {"planner": "diffusion"}
     policy = PlannerPolicy(p, adapter, inverse=loaded.inverse, follow=follow)
     res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress)

@@ -92,7 +92,7 @@ class Planner:
     ``plan(cond)``: cond (B, cond_dim) normalised -> x0 (B, T, D) normalised, plus NFE.
     """
 
-    def __init__(self, art: Artifact, spec: TaskSpec, *, sampler: str | None = None, nfe: int | None = None, device: str | torch.device = "cpu", seed: int = 0):
+    def __init__(self, art: Artifact, spec: TaskSpec, *, sampler: str | None = None, nfe: int | None = None, device: str | torch.device = "cpu", seed: int = 0, jit: bool = False):
         self.art, self.spec = art, spec
         self.device = torch.device(device)
         is_student = art.kind == "student"
@@ -113,6 +113,34 @@ class Planner:
         self.norms = normalizers_from(art.tensors)
         self.T, self.D = x_shape(spec)
         self.nfe_per_plan: int | None = None
+        self.jit = jit
+        if jit:
+            try:
+                self._freeze(is_student)
+            except Exception:  # a network TorchScript cannot trace: stay eager, say so in results
+                self.model = student_from(art).to(self.device) if is_student else denoiser_from(art).to(self.device)
+                self.sample_fn = ctm_sample if is_student else SAMPLERS[sampler]
+                self.jit = False
+
+    def _freeze(self, is_student: bool) -> None:
+        """Replace the eager model by a traced, frozen TorchScript graph (same math, less Python).
+
+        Every network call of the sampler goes through the frozen graph, so a teacher and a
+        student compared with ``jit=True`` get the same treatment. For the one-step student the
+        times are constants (t = T, s = sigmas[-1]), so freezing also folds the t/s embeddings.
+        """
+        B = 1
+        x = torch.zeros(B, self.T, self.D, device=self.device)
+        cond = torch.zeros(B, cond_dim(self.spec), device=self.device)
+        sig = torch.ones(B, device=self.device)
+        if is_student and self.sampler_name == "onestep":
+            one = _OneStep(self.model, float(self.sigmas[0]), float(self.sigmas[-1]))
+            frozen = _frozen(one, (x, cond))
+            self.sample_fn = lambda model, x, sigmas, *, cond=None, generator=None: (frozen(x, cond), 1)
+        elif is_student:
+            self.model = _Broadcast(_frozen(self.model, (x, sig, sig * 0.5, cond)), n_times=2)
+        else:
+            self.model = _Broadcast(_frozen(self.model, (x, sig, cond)), n_times=1)
 
     @torch.inference_mode()
     def plan(self, cond: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -120,6 +148,38 @@ class Planner:
         x = torch.randn(B, self.T, self.D, generator=self.generator, device=self.device) * self.sigmas[0]
         x0, self.nfe_per_plan = self.sample_fn(self.model, x, self.sigmas, cond=cond.to(self.device), generator=self.generator)
         return x0, self.nfe_per_plan
+
+
+class _OneStep(nn.Module):
+    """x_T, cond -> G(x_T, T, s_end, cond): the student's one-step plan with its times fixed."""
+
+    def __init__(self, student: nn.Module, T: float, s_end: float):
+        super().__init__()
+        self.student, self.T, self.s_end = student, T, s_end
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        return self.student(x, torch.full((B,), self.T, device=x.device), torch.full((B,), self.s_end, device=x.device), cond)
+
+
+class _Broadcast:
+    """Calls a frozen graph traced with (B,) times, accepting scalar times as the samplers may pass."""
+
+    def __init__(self, frozen, n_times: int):
+        self.frozen, self.n_times = frozen, n_times
+
+    def __call__(self, x, *args):
+        times = [torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0]) for t in args[: self.n_times]]
+        return self.frozen(x, *times, *args[self.n_times :])
+
+
+def _frozen(module: nn.Module, example: tuple) -> torch.jit.ScriptModule:
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module.eval(), example, check_trace=False)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
 
 
 def proposer_from(art: Artifact) -> nn.Module:

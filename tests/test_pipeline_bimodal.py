@@ -100,3 +100,37 @@ def test_missing_teacher_names_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path / "empty"))
     r = runner.invoke(app, ["distill", "--env", "bimodal"])
     assert r.exit_code == 1 and "ractd train-teacher --env bimodal" in r.output
+
+
+def test_bench_json_schema_and_plot(cache, tmp_path):
+    png = tmp_path / "bench.png"
+    doc = ractd("bench", "--env", "bimodal", "--episodes", "3", "--repeats", "3", "--plot", str(png))
+    assert doc["task"] == "bimodal" and doc["device"]
+    methods = {r["method"]: r for r in doc["rows"]}
+    teacher = doc["rows"][0]
+    assert teacher["nfe"] == 159 and teacher["speedup_vs_teacher"] == 1.0
+    assert methods["RACTD student (1 step)"]["nfe"] == 1
+    assert [methods[f"RACTD student ({k} steps)"]["nfe"] for k in (2, 3, 4)] == [2, 3, 4]
+    assert "CTD student (reward weight 0)" in methods
+    for r in doc["rows"]:
+        assert {"method", "nfe", "ms_per_action", "speedup_vs_teacher", "score_mean", "score_stderr"} <= r.keys()
+        assert r["ms_per_action"] > 0 and r["score_mean"] is not None
+    assert doc["forward_ms"] > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_frozen_graph_planner_matches_eager(cache):
+    import torch
+
+    from ractd_cli.planner import Planner, load_for_planning
+    from ractd_cli.registry import get_task
+
+    _, spec = get_task("bimodal")
+    cond = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    for ref, sampler, nfe in [(cache["ractd"], "onestep", 1), (cache["ractd"], "multistep", 3), (cache["teacher"], "heun", 159)]:
+        art = load_for_planning(ref, spec).art
+        eager, _ = Planner(art, spec, sampler=sampler, nfe=nfe, seed=5, jit=False).plan(cond)
+        frozen_planner = Planner(art, spec, sampler=sampler, nfe=nfe, seed=5, jit=True)
+        frozen, n = frozen_planner.plan(cond)
+        assert frozen_planner.jit and n == nfe
+        assert torch.allclose(eager, frozen, atol=1e-5)
