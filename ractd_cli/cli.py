@@ -187,9 +187,11 @@ def fetch(
     if steps is not None and steps < 1:
         raise UsageError(f"--steps must be positive, got {steps}")
     adapter, spec = get_task(task)
-    total = (steps or default_steps(spec)) if source == "local" else None
-    with progress(f"fetch {task} ({source})", total) as advance:
-        dataset_id = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, force=force, progress=advance)
+    if source == "local":
+        with progress(f"generating {task}", steps or default_steps(spec)) as advance:
+            dataset_id = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, force=force, progress=advance)
+    else:  # minari shows its own download progress
+        dataset_id = do_fetch(adapter, spec, source=source, force=force)
     meta = store.read_metadata(dataset_id)
     info = {"task": task, "dataset_id": dataset_id, "path": str(store.dataset_path(dataset_id)), "source": source,
             "episodes": meta.get("total_episodes"), "steps": meta.get("total_steps")}

@@ -30,7 +30,7 @@ from .diffusion import (
     karras_sigmas,
     student_sigmas,
 )
-from .errors import UsageError
+from .errors import RactdError, UsageError
 from .nets import build_net
 from .proposer import build_proposer
 from .train.common import normalizers_from
@@ -378,7 +378,11 @@ class Loaded:
 def load_for_planning(ref: str, spec: TaskSpec) -> Loaded:
     """Resolve ``ref`` (id, path, ``student``/``teacher`` = latest of that kind) for ``spec``."""
     if ref in ("student", "teacher"):
-        art = load_artifact("latest", kind=ref, task=spec.name)
+        try:
+            art = load_artifact("latest", kind=ref, task=spec.name)
+        except RactdError as e:
+            cmd = "distill" if ref == "student" else "train-teacher"
+            raise RactdError(f"no {ref} for {spec.name} in the cache; run `ractd {cmd} --env {spec.name}` first") from e
     else:
         art = load_artifact(ref, task=spec.name)
         if art.kind not in ("student", "teacher"):
