@@ -120,7 +120,7 @@ def run(
         if row.proposer_id is not None:
             planner = TrajDiffuserPlanner(
                 loaded.teacher, load_artifact(row.proposer_id, kind="proposer", task=spec.name), spec,
-                refine_steps=row.refine_steps, refine_sigma=DEFAULT_REFINE_SIGMA, sampler=row.sampler, device=dev, seed=seed,
+                refine_steps=row.refine_steps, refine_sigma=DEFAULT_REFINE_SIGMA, sampler=row.sampler, device=dev, seed=seed, jit=jit,
             )
         else:
             planner = Planner(loaded.art, spec, sampler=row.sampler, nfe=row.nfe_budget, device=dev, seed=seed, jit=jit)

@@ -211,7 +211,7 @@ def rollout(
             loaded.teacher, proposer_art, spec,
             refine_steps=DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps,
             refine_sigma=DEFAULT_REFINE_SIGMA if refine_sigma is None else refine_sigma,
-            sampler=sampler, device=resolve_device(device), seed=seed,
+            sampler=sampler, device=resolve_device(device), seed=seed, jit=jit,
         )
         extra = p.describe()
     else:

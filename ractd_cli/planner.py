@@ -129,18 +129,12 @@ class Planner:
         student compared with ``jit=True`` get the same treatment. For the one-step student the
         times are constants (t = T, s = sigmas[-1]), so freezing also folds the t/s embeddings.
         """
-        B = 1
-        x = torch.zeros(B, self.T, self.D, device=self.device)
-        cond = torch.zeros(B, cond_dim(self.spec), device=self.device)
-        sig = torch.ones(B, device=self.device)
         if is_student and self.sampler_name == "onestep":
-            one = _OneStep(self.model, float(self.sigmas[0]), float(self.sigmas[-1]))
-            frozen = _frozen(one, (x, cond))
+            x, cond = _example(self)[:2]
+            frozen = _frozen(_OneStep(self.model, float(self.sigmas[0]), float(self.sigmas[-1])), (x, cond))
             self.sample_fn = lambda model, x, sigmas, *, cond=None, generator=None: (frozen(x, cond), 1)
-        elif is_student:
-            self.model = _Broadcast(_frozen(self.model, (x, sig, sig * 0.5, cond)), n_times=2)
         else:
-            self.model = _Broadcast(_frozen(self.model, (x, sig, cond)), n_times=1)
+            self.model = frozen_model(self.model, self, n_times=2 if is_student else 1)
 
     @torch.inference_mode()
     def plan(self, cond: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -171,6 +165,18 @@ class _Broadcast:
     def __call__(self, x, *args):
         times = [torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0]) for t in args[: self.n_times]]
         return self.frozen(x, *times, *args[self.n_times :])
+
+
+def _example(planner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch-1 example inputs (x, cond, sigma) for tracing a planner's network."""
+    dev = planner.device
+    return (torch.zeros(1, planner.T, planner.D, device=dev), torch.zeros(1, cond_dim(planner.spec), device=dev), torch.ones(1, device=dev))
+
+
+def frozen_model(model: nn.Module, planner, *, n_times: int) -> "_Broadcast":
+    """A denoiser D(x, sigma, cond) (n_times=1) or student G(x, t, s, cond) (n_times=2) as a frozen graph."""
+    x, cond, sig = _example(planner)
+    return _Broadcast(_frozen(model, (x, *[sig * (1.0 - 0.5 * i) for i in range(n_times)], cond)), n_times=n_times)
 
 
 def _frozen(module: nn.Module, example: tuple) -> torch.jit.ScriptModule:
@@ -240,6 +246,7 @@ class TrajDiffuserPlanner:
         sampler: str | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        jit: bool = False,
     ):
         sampler = sampler or "euler"
         if sampler not in REFINE_SAMPLERS:
@@ -263,6 +270,9 @@ class TrajDiffuserPlanner:
         self.refine_steps, self.refine_sigma = int(refine_steps), float(refine_sigma)
         self.model = denoiser_from(teacher).to(self.device)
         self.proposer = proposer_from(proposer).to(self.device)
+        self.jit = jit
+        if jit:  # the refining teacher gets the same frozen graph as in Planner (the proposer stays eager)
+            self.model = frozen_model(self.model, self, n_times=1)
         self.sample_fn: Callable = SAMPLERS[sampler]
         self.sigmas = refine_sigmas(self.refine_sigma, self.refine_steps, teacher.config["sigma_min"], self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -359,7 +369,8 @@ class PlannerPolicy:
         target = self.plans[:, self.t_in_plan + 1]
         self.t_in_plan += 1
         if self.follow == "controller":
-            return np.stack([self.adapter.controller_action(self.spec.name, states[i], self.norm_s.unnormalize(target[i])) for i in range(n)])
+            # The adapter's extra ``controller_action(state, target_state)`` (batched; see docs/plugins.md).
+            return np.asarray(self.adapter.controller_action(states, self.norm_s.unnormalize(target)), dtype=np.float32)
         with torch.inference_mode():
             s = torch.as_tensor(self.norm_s.normalize(states), dtype=torch.float32, device=self.planner.device)
             a = self.inverse(s, torch.as_tensor(target, dtype=torch.float32, device=self.planner.device))

@@ -36,13 +36,6 @@ from ractd_cli.diffusion import (
 from ractd_cli.nets import ConditionalUnet1D, MLPDenoiserNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threading only adds overhead (and the machine is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 S0 = 0.5

@@ -19,13 +19,6 @@ from ractd_cli.proposer import build_proposer, make_proposer
 from ractd_cli.train.common import normalizer_tensors
 from ractd_cli.train.loop import TrainConfig, train
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add overhead, and oversubscribe a shared 2-core box badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 SPEC = TaskSpec(name="fake-easy", env_id="Fake-v0", obs_dim=3, act_dim=2, planning="chunk", horizon=4)

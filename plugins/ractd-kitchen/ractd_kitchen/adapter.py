@@ -30,7 +30,7 @@ import numpy as np
 
 from ractd_cli.adapters import TaskSpec
 
-from ._episodes import ProgressBatcher, random_policy, rollout
+from ractd_cli.data.recording import ProgressBatcher, random_policy, rollout
 
 ENV_ID = "FrankaKitchen-v1"
 OBS_DIM = 59

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._episodes import EpisodeRecorder, ProgressBatcher, rollout
+from ractd_cli.data.recording import EpisodeRecorder, ProgressBatcher, rollout
 
 
 def available() -> bool:

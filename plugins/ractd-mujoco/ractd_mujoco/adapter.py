@@ -22,7 +22,7 @@ import numpy as np
 from ractd_cli.adapters import TaskSpec
 
 from . import _sac
-from ._episodes import ProgressBatcher, random_policy, rollout
+from ractd_cli.data.recording import ProgressBatcher, random_policy, rollout
 
 DATASETS = ("simple", "medium", "medium-replay", "medium-expert", "expert")
 BEHAVIOURS = ("random", "sac")

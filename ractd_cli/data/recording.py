@@ -1,7 +1,7 @@
 """Recording env steps into Minari ``EpisodeBuffer``s, and a budgeted rollout loop.
 
-The same helper as ``ractd_kitchen._episodes``: each plugin is its own distribution, so each
-carries its copy. Keep the two in step.
+For adapters' ``generate``: shared by the MuJoCo and Kitchen plugins, and available to
+third-party plugins (see docs/plugins.md).
 """
 
 from __future__ import annotations
