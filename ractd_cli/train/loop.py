@@ -106,7 +106,7 @@ def checkpoint_path(name: str, key: str) -> Path:
     return cache_root() / "checkpoints" / f"{name}-{key}.safetensors"
 
 
-def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gen: torch.Generator, history: dict) -> None:
+def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: tuple[torch.Generator, torch.Generator], history: dict) -> None:
     tensors: dict[str, torch.Tensor] = {}
     for k, v in model.state_dict().items():
         tensors[f"model.{k}"] = v
@@ -116,13 +116,14 @@ def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel
     for pid, st in opt_state["state"].items():
         for k, v in st.items():
             tensors[f"opt.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    tensors["rng"] = gen.get_state()
+    tensors["rng.data"] = gens[0].get_state()
+    tensors["rng.noise"] = gens[1].get_state()
     meta = {"step": step, "param_groups": opt_state["param_groups"], "history": history}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     _atomic_write(path, st_save(tensors, metadata={"ractd_checkpoint": json.dumps(meta)}))
 
 
-def _load_checkpoint(path: Path, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gen: torch.Generator, device: torch.device) -> tuple[int, dict]:
+def _load_checkpoint(path: Path, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: tuple[torch.Generator, torch.Generator], device: torch.device) -> tuple[int, dict]:
     from safetensors import safe_open
 
     try:
@@ -139,7 +140,8 @@ def _load_checkpoint(path: Path, model: nn.Module, ema: AveragedModel, opt: torc
             _, pid, name = k.split(".", 2)
             state.setdefault(int(pid), {})[name] = v.to(device) if name != "step" else v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    gen.set_state(tensors["rng"])
+    gens[0].set_state(tensors["rng.data"])
+    gens[1].set_state(tensors["rng.noise"])
     return int(meta["step"]), meta.get("history", {})
 
 
@@ -192,7 +194,9 @@ def train(
     """
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)  # dropout or any module-level randomness
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen_data = torch.Generator().manual_seed(cfg.seed)  # minibatch indices (CPU)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # noise inside the losses (on the device)
+    gens = (gen_data, gen)
     model.to(device).train()
     ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(cfg.ema_decay), use_buffers=True)
     ema.requires_grad_(False)
@@ -203,7 +207,7 @@ def train(
     start, history = 0, {}
     if resume:
         if ckpt.exists():
-            start, history = _load_checkpoint(ckpt, model, ema, opt, gen, device)
+            start, history = _load_checkpoint(ckpt, model, ema, opt, gens, device)
         # no checkpoint of this exact run: start from scratch (said in the progress description)
     sums: dict[str, float] = {}
     count = 0
@@ -214,7 +218,7 @@ def train(
         for step in range(start, cfg.steps):
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_lambda(step)
-            batch = sample_batch(data, cfg.batch_size, gen, device)
+            batch = sample_batch(data, cfg.batch_size, gen_data, device)
             out = loss_fn(model, ema.module, batch, gen)
             loss = out["loss"]
             if not torch.isfinite(loss):
@@ -234,7 +238,7 @@ def train(
             advance(1, loss=float(loss.detach()))
             done = step + 1
             if interrupted() or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps):
-                _save_checkpoint(ckpt, done, model, ema, opt, gen, history)
+                _save_checkpoint(ckpt, done, model, ema, opt, gens, history)
                 if interrupted():
                     raise KeyboardInterrupt
     ckpt.unlink(missing_ok=True)
