@@ -134,3 +134,10 @@ def test_frozen_graph_planner_matches_eager(cache):
         frozen, n = frozen_planner.plan(cond)
         assert frozen_planner.jit and n == nfe
         assert torch.allclose(eager, frozen, atol=1e-5)
+
+
+def test_same_seed_same_artifact_id(cache):
+    a = ractd("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "60", "--seed", "7")
+    b = ractd("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "60", "--seed", "7")
+    c = ractd("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "60", "--seed", "8")
+    assert a["id"] == b["id"] != c["id"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -36,7 +36,6 @@ class TrainOptions:
     resume: bool = False
     show_progress: bool = True
     dataset: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -64,8 +63,9 @@ class TrainOptions:
     def net_preset(self, spec: TaskSpec) -> str:
         return PRESETS[self.preset]["net"] or spec.model_preset
 
-    def with_(self, **kw: Any) -> "TrainOptions":
-        return replace(self, **kw)
+    def seed_init(self) -> None:
+        """Seed torch before building a network, so its initial weights (and the artifact) depend on --seed only."""
+        torch.manual_seed(self.seed)
 
 
 def normalizer_tensors(normalizers: Mapping[str, Normalizer]) -> dict[str, torch.Tensor]:

@@ -82,6 +82,7 @@ def run(
     data = load_task_data(adapter, spec, opts.dataset or teacher_art.meta.get("dataset"))
     teacher = denoiser_from(teacher_art)
     teacher.requires_grad_(False)
+    opts.seed_init()
     student = student_from_teacher(teacher)
     reward_fn = None
     if reward_art is not None:

@@ -28,6 +28,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> Artifact:
     teacher = latest_teacher(spec.name)
     data = load_task_data(adapter, spec, opts.dataset or (teacher.meta.get("dataset") if teacher else None))
     T, D = x_shape(spec)
+    opts.seed_init()
     net = make_proposer(opts.preset, x_dim=D, cond_dim=cond_dim(spec), horizon=T)
 
     def loss_fn(model, ema, batch, gen):

@@ -19,6 +19,7 @@ from .teacher import prefixed
 
 def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> Artifact:
     data = load_task_data(adapter, spec, opts.dataset)
+    opts.seed_init()
     net = RewardMLP(spec.obs_dim + (spec.act_dim if spec.planning == "chunk" else spec.goal_dim))
 
     def loss_fn(model, ema, batch, gen):

@@ -24,6 +24,7 @@ def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 
 def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -> Artifact:
     """Fit a_t = f(s_t, s_{t+1}) on normalised transitions (MSE)."""
+    opts.seed_init()
     net = InverseDynamics(spec.obs_dim, spec.act_dim)
 
     def loss_fn(model, ema, batch, gen):
@@ -51,6 +52,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> list[Artifac
         written.append(inv)
         extra["inverse_dynamics"] = inv.id
     T, D = x_shape(spec)
+    opts.seed_init()
     net = make_denoiser_net(opts.net_preset(spec), input_dim=D, global_cond_dim=cond_dim(spec), horizon=T)
     denoiser = EDMPrecond(net, sigma_data=SIGMA_DATA)
 
