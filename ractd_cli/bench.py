@@ -25,7 +25,7 @@ from .adapters import EnvAdapter, TaskSpec
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import RactdError
 from .evaluate import RolloutResult, run_episodes
-from .planner import DEFAULT_REFINE_SIGMA, Planner, PlannerPolicy, TrajDiffuserPlanner, cond_dim, load_for_planning
+from .planner import DEFAULT_REFINE_SIGMA, Planner, PlannerPolicy, TrajDiffuserPlanner, cond_dim, frozen, load_for_planning
 from .train.loop import resolve_device
 
 
@@ -183,14 +183,17 @@ def _first_start(adapter: EnvAdapter, spec: TaskSpec, seed: int) -> tuple[np.nda
 
 
 def _forward_ms(planner: Planner, cond1: torch.Tensor, *, repeats: int, sync) -> float:
-    """Median time of one bare network forward (no sampler, no scalings) at batch 1."""
+    """Median time of one bare network forward F(x, c_noise_t, cond, c_noise_s) of the student at
+    batch 1: no sampler, no scalings. Frozen like the planners when they are (``--jit``)."""
     net = planner.model.net
     x = torch.zeros(1, planner.T, planner.D, device=planner.device)
     t = torch.full((1,), 1.0, device=planner.device)
+    if planner.jit:
+        net = frozen(net, (x, t, cond1, t))
 
     @torch.inference_mode()
     def fwd():
-        return net(x, t, cond1, t) if getattr(net, "config", {}).get("student") else net(x, t, cond1)
+        return net(x, t, cond1, t)
 
     return time_calls(fwd, repeats=repeats, warmup=5, sync=sync)["median"]
 

@@ -131,8 +131,8 @@ class Planner:
         """
         if is_student and self.sampler_name == "onestep":
             x, cond = _example(self)[:2]
-            frozen = _frozen(_OneStep(self.model, float(self.sigmas[0]), float(self.sigmas[-1])), (x, cond))
-            self.sample_fn = lambda model, x, sigmas, *, cond=None, generator=None: (frozen(x, cond), 1)
+            graph = frozen(_OneStep(self.model, float(self.sigmas[0]), float(self.sigmas[-1])), (x, cond))
+            self.sample_fn = lambda model, x, sigmas, *, cond=None, generator=None: (graph(x, cond), 1)
         else:
             self.model = frozen_model(self.model, self, n_times=2 if is_student else 1)
 
@@ -176,10 +176,10 @@ def _example(planner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def frozen_model(model: nn.Module, planner, *, n_times: int) -> "_Broadcast":
     """A denoiser D(x, sigma, cond) (n_times=1) or student G(x, t, s, cond) (n_times=2) as a frozen graph."""
     x, cond, sig = _example(planner)
-    return _Broadcast(_frozen(model, (x, *[sig * (1.0 - 0.5 * i) for i in range(n_times)], cond)), n_times=n_times)
+    return _Broadcast(frozen(model, (x, *[sig * (1.0 - 0.5 * i) for i in range(n_times)], cond)), n_times=n_times)
 
 
-def _frozen(module: nn.Module, example: tuple) -> torch.jit.ScriptModule:
+def frozen(module: nn.Module, example: tuple) -> torch.jit.ScriptModule:
     import warnings
 
     with warnings.catch_warnings(), torch.no_grad():
