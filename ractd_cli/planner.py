@@ -335,7 +335,6 @@ class PlannerPolicy:
         self.follow = follow
         if self.spec.planning == "states" and follow == "inverse" and inverse is None:
             raise UsageError("this task plans states: it needs an inverse-dynamics model (train-teacher makes one)")
-        self.nfe_calls = 0
 
     def reset(self, n: int) -> None:
         self.history: list[collections.deque] = [collections.deque(maxlen=self.spec.history) for _ in range(n)]

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..adapters import EnvAdapter, TaskSpec
+from ..adapters import TaskSpec
 from ..data.windows import Normalizer
 from ..errors import UsageError
 from .loop import TrainConfig, resolve_device
