@@ -22,8 +22,20 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests $(foreach d,$(PLUGIN_DIRS),$(wildcard $(d)/tests))
 
+# The main job, end to end on CPU. Until the Maze2d quick preset fits the 20-minute budget, it runs
+# the two-mode task: data, teacher, reward model, RACTD and CTD students, then the bench table+plot.
+DEMO_TASK ?= bimodal
+DEMO_PRESET ?= tiny
+RACTD := $(VENV)/bin/ractd
 demo: $(STAMP)
-	$(VENV)/bin/ractd envs
+	$(RACTD) envs
+	$(RACTD) fetch $(DEMO_TASK) --source local
+	$(RACTD) train-teacher --env $(DEMO_TASK) --preset $(DEMO_PRESET)
+	$(RACTD) train-reward --env $(DEMO_TASK) --preset $(DEMO_PRESET)
+	$(RACTD) distill --env $(DEMO_TASK) --preset $(DEMO_PRESET) --reward-weight 0
+	$(RACTD) distill --env $(DEMO_TASK) --preset $(DEMO_PRESET) --reward-weight 1.0
+	mkdir -p out
+	$(RACTD) bench --env $(DEMO_TASK) --episodes 50 --plot out/bench-$(DEMO_TASK).png
 
 clean:
 	rm -rf $(VENV)
