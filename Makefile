@@ -23,7 +23,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests $(foreach d,$(PLUGIN_DIRS),$(wildcard $(d)/tests))
 
 # The main job, end to end on CPU. Until the Maze2d quick preset fits the 20-minute budget, it runs
-# the two-mode task: data, teacher, reward model, RACTD and CTD students, then the bench table+plot.
+# the two-mode task: data, teacher, reward model, CTD and RACTD students, the Trajectory Diffuser
+# proposer, then the bench table and plot.
 DEMO_TASK ?= bimodal
 DEMO_PRESET ?= tiny
 RACTD := $(VENV)/bin/ractd
@@ -34,6 +35,7 @@ demo: $(STAMP)
 	$(RACTD) train-reward --env $(DEMO_TASK) --preset $(DEMO_PRESET)
 	$(RACTD) distill --env $(DEMO_TASK) --preset $(DEMO_PRESET) --reward-weight 0
 	$(RACTD) distill --env $(DEMO_TASK) --preset $(DEMO_PRESET) --reward-weight 1.0
+	$(RACTD) train-proposer --env $(DEMO_TASK) --preset $(DEMO_PRESET)
 	mkdir -p out
 	$(RACTD) bench --env $(DEMO_TASK) --episodes 50 --plot out/bench-$(DEMO_TASK).png
 

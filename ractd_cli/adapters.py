@@ -56,6 +56,10 @@ class TaskSpec:
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     """Reference returns for the normalised score 100*(R-min)/(max-min); None where undefined."""
+    rest_dims: tuple[int, ...] = ()
+    """``states`` planning: state dimensions that are 0 when the agent is at rest (velocities). Past an
+    episode's end a training plan repeats the last state with these dimensions set to 0, so plans that
+    reach the end of their episode (the goal) stop there instead of keeping the last velocity."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Adapter-private defaults (anything the pipeline does not interpret)."""
 

@@ -51,7 +51,8 @@ def default_dataset(spec: TaskSpec) -> str:
 class TaskData:
     """Normalised training data of one task.
 
-    - ``diffusion``: x (B, T, D) plans and cond (B, cond_dim) (layout in ``ractd_cli.planner``).
+    - ``diffusion``: x (B, T, D) plans and cond (B, cond_dim) (layout in ``ractd_cli.planner``); for
+      ``states`` plans the end-of-episode padding has ``spec.rest_dims`` set to 0 (the agent rests).
     - ``reward``: input (B, obs_dim+act_dim) for ``chunk`` = [s_n, a_n], (B, obs_dim+goal_dim)
       for ``states`` = [s_t, goal]; rtg (B,) normalised to [-1, 1].
     - ``transitions``: s, s_next (B, obs_dim), a (B, act_dim), for inverse dynamics.
@@ -88,6 +89,12 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str) -> TaskDa
     R = _t(norms["rtg"].normalize(windows.rtg.reshape(-1, 1))).reshape(-1)
     X = A if spec.planning == "chunk" else S
     x_index = torch.as_tensor(windows.x_index)
+    rest = None  # (dims, normalised values of 0) for the end-of-episode padding of states plans
+    if spec.planning == "states" and spec.rest_dims:
+        dims = torch.as_tensor(list(spec.rest_dims))
+        zero = _t(norms["state"].normalize(np.zeros(spec.obs_dim, np.float32)))
+        rest = (dims, zero[dims])
+        pad = ~torch.as_tensor(windows.x_mask)
     cond_index = torch.as_tensor(windows.cond_index)
     state_index = torch.as_tensor(windows.state_index)
     action_index = torch.as_tensor(windows.action_index)
@@ -95,6 +102,9 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str) -> TaskDa
 
     def diffusion(idx: torch.Tensor) -> Batch:
         x = X[x_index[idx]]
+        if rest is not None:  # past the episode's end: the last state, at rest
+            p = pad[idx]
+            x[..., rest[0]] = torch.where(p[..., None], rest[1], x[..., rest[0]])
         cond = S[cond_index[idx]].flatten(1)  # (B, h*obs_dim)
         if spec.planning == "states":
             cond = torch.cat([cond, G[state_index[idx]]], dim=-1) if G is not None else cond

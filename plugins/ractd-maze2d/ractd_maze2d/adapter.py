@@ -67,6 +67,7 @@ def _spec(maze: str) -> TaskSpec:
         ),
         loss_weights=(1.0, 1.0, 1.0),  # paper Table 9 not available to us: neutral weights
         model_preset="maze2d",
+        rest_dims=(2, 3),  # (vx, vy): a plan that reaches its goal stops there
         ref_min_score=lo,
         ref_max_score=hi,
         extra={
@@ -131,12 +132,25 @@ class Maze2dAdapter:
         return np.asarray(obs["desired_goal"], dtype=np.float32).reshape(2)
 
     def goals(self, task: str, observations: Any) -> np.ndarray | None:
-        """``desired_goal`` of every row. Row 0 is replaced by row 1: in Minari's pointmaze data an
-        episode's first observation still carries the previous episode's goal (the collector starts the
-        new episode with the observation returned by the step that reached the old goal)."""
+        """The goal of every row, relabelled in hindsight: an episode that reached its goal (ended within
+        ``SUCCESS_RADIUS`` of it, where the data's episodes end) is conditioned on the exact position
+        where it ended; any other episode on its ``desired_goal``.
+
+        Why: the data's episodes stop as soon as the point is within 0.45 of the goal, so conditioned on
+        ``desired_goal`` a planner learns plans that stop on the rim of the goal region, and at evaluation
+        (reward for every step inside it) the agent parks at the rim and drifts in and out. Conditioned
+        on where each trajectory really ends, the goal given at evaluation is where the plan ends: the
+        agent stops on the goal. (Diffuser does the same by inpainting the window's last state.)
+
+        ``desired_goal`` row 0 is replaced by row 1: in Minari's pointmaze data an episode's first
+        observation still carries the previous episode's goal (the collector starts the new episode with
+        the observation returned by the step that reached the old goal)."""
         g = np.array(observations["desired_goal"], dtype=np.float32).reshape(-1, 2)
         if len(g) > 1:
             g[0] = g[1]
+        end = self.states(task, observations)[-1, :2]
+        if np.linalg.norm(end - g[-1]) <= SUCCESS_RADIUS:
+            g[:] = end
         return g
 
     def reset_options(self, task: str, episode: int, rng: np.random.Generator) -> dict | None:
@@ -147,17 +161,40 @@ class Maze2dAdapter:
         start = cells[int(rng.integers(len(cells)))]
         return {"goal_cell": np.array(goal), "reset_cell": np.array(start)}
 
+    def _grid(self, task: str) -> list[list[Any]]:
+        from gymnasium_robotics.envs.maze import maps
+
+        return {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE, "large": maps.LARGE_MAZE}[self._task(task).extra["maze"]]
+
     def _free(self, task: str) -> list[tuple[int, int]]:
         if task not in self._free_cells:
-            from gymnasium_robotics.envs.maze import maps
-
-            grid = {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE, "large": maps.LARGE_MAZE}[
-                self._task(task).extra["maze"]
-            ]
             self._free_cells[task] = [
-                (i, j) for i, row in enumerate(grid) for j, v in enumerate(row) if v != 1
+                (i, j) for i, row in enumerate(self._grid(task)) for j, v in enumerate(row) if v != 1
             ]
         return self._free_cells[task]
+
+    @staticmethod
+    def _cell_xy(grid: Sequence[Sequence[Any]], cell: Sequence[int]) -> tuple[float, float]:
+        """Centre (x, y) of a (row, col) cell; gymnasium-robotics' layout, maze_size_scaling 1."""
+        rows, cols = len(grid), len(grid[0])
+        return cell[1] + 0.5 - cols / 2.0, rows / 2.0 - cell[0] - 0.5
+
+    def draw(self, task: str, ax: Any) -> None:
+        """Draw the maze's walls and the evaluation goal cell on a matplotlib ``ax`` (x/y coordinates of
+        the states), for ``ractd bench --plot``."""
+        from matplotlib.patches import Circle, Rectangle
+
+        grid = self._grid(task)
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if v == 1:
+                    x, y = self._cell_xy(grid, (i, j))
+                    ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1.0, 1.0, color="0.75", zorder=0))
+        gx, gy = self._cell_xy(grid, self._task(task).extra["eval_goal_cell"])
+        ax.add_patch(Circle((gx, gy), SUCCESS_RADIUS, color="tab:green", alpha=0.25, zorder=0, label="goal"))
+        rows, cols = len(grid), len(grid[0])
+        ax.set_xlim(-cols / 2.0, cols / 2.0)
+        ax.set_ylim(-rows / 2.0, rows / 2.0)
 
     # -- scores --------------------------------------------------------------------------------------
 
