@@ -56,6 +56,10 @@ class TaskSpec:
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     """Reference returns for the normalised score 100*(R-min)/(max-min); None where undefined."""
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per-task overrides of the training presets, ``{preset: {key: value}}`` with the keys of
+    ``ractd_cli.train.common.PRESETS`` (``net``, steps per model kind, ``batch_size``, ``lr``), e.g. a
+    smaller network and fewer steps on ``quick`` for tasks whose plans are long."""
     rest_dims: tuple[int, ...] = ()
     """``states`` planning: state dimensions that are 0 when the agent is at rest (velocities). Past an
     episode's end a training plan repeats the last state with these dimensions set to 0, so plans that

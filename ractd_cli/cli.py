@@ -311,7 +311,7 @@ def rollout(
     episodes: int = typer.Option(100, help="Evaluation episodes."),
     seed: int = typer.Option(0, help="Seed: episode i uses seed+i, so planners are compared on the same starts."),
     batch: int = typer.Option(50, help="Episodes run in lockstep (planner batch size)."),
-    follow: str = typer.Option("inverse", help="Open-loop tasks: follow the plan with the inverse-dynamics model or the adapter's controller."),
+    follow: Optional[str] = typer.Option(None, help="State-planning tasks: follow the plan with the adapter's controller or the inverse-dynamics model (default: the controller when the adapter has one)."),
     device: str = DeviceOpt,
     jit: bool = JitOpt,
     json_: bool = JsonOpt,

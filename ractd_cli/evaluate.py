@@ -167,7 +167,7 @@ def rollout(
     episodes: int = 100,
     seed: int = 0,
     batch: int = 50,
-    follow: str = "inverse",
+    follow: str | None = None,
     device: str = "auto",
     jit: bool = True,
     show_progress: bool = True,
@@ -196,6 +196,9 @@ def rollout(
     )
     from .train.loop import resolve_device
 
+    from .planner import default_follow
+
+    follow = follow or default_follow(adapter)
     if follow not in ("inverse", "controller"):
         raise UsageError(f"unknown --follow {follow!r}; use inverse or controller")
     if follow == "controller" and not hasattr(adapter, "controller_action"):

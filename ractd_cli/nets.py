@@ -381,6 +381,9 @@ class InverseDynamics(nn.Module):
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     # Small enough to train on a laptop CPU in minutes; for smoke tests and demos.
     "quick": dict(down_dims=(64, 128, 256), embed_dim=64),
+    # For long state plans on a CPU (Maze2d's 128-384 states on ``--preset quick``): the cost of a
+    # U-Net grows with the plan length, so the widths are a quarter of ``quick``'s.
+    "small": dict(down_dims=(16, 32, 64), embed_dim=32),
     # Diffusion Policy's default low-dim U-Net, as used for the MuJoCo/Kitchen action chunks.
     "mujoco": dict(down_dims=(512, 1024, 2048), embed_dim=128),
     # Diffuser's Maze2d temporal U-Net (Janner et al. 2022: dim 32, dim_mults (1, 4, 8)).

@@ -317,22 +317,30 @@ class TrajDiffuserPlanner:
         }
 
 
+def default_follow(adapter: EnvAdapter) -> str:
+    """How ``states`` plans are executed when the user does not say: the adapter's controller if it
+    has one (``controller_action``), else the inverse-dynamics model."""
+    return "controller" if hasattr(adapter, "controller_action") else "inverse"
+
+
 class PlannerPolicy:
     """A :class:`~ractd_cli.evaluate.Policy` that plans with a :class:`Planner`.
 
     ``chunk`` tasks replan every step and execute the first action. ``states`` tasks plan H
-    states, execute them open loop with the inverse-dynamics model a_t = f(s_t, plan_{t+1})
-    (or ``adapter.controller_action`` when ``follow="controller"``), and replan when the plan
-    runs out.
+    states, follow them step by step, and replan when the plan runs out. ``follow``:
+    ``"controller"`` uses the adapter's ``controller_action(state, plan_{t+1})``, which feeds the
+    position error back (Diffuser's Maze2d controller does the same); ``"inverse"`` uses the
+    inverse-dynamics model a_t = f(s_t, plan_{t+1}), which sees no position error, so an open-loop
+    plan's drift is never corrected. ``None`` (default): the controller when the adapter has one.
     """
 
-    def __init__(self, planner: Planner, adapter: EnvAdapter, *, inverse: nn.Module | None = None, follow: str = "inverse"):
+    def __init__(self, planner: Planner, adapter: EnvAdapter, *, inverse: nn.Module | None = None, follow: str | None = None):
         self.planner, self.adapter, self.spec = planner, adapter, planner.spec
         self.norm_s = planner.norms["state"]
         self.norm_a = planner.norms.get("action")
         self.goal_norm = planner.norms.get("goal")
         self.inverse = inverse.to(planner.device).eval() if inverse is not None else None
-        self.follow = follow
+        self.follow = follow or default_follow(adapter)
         if self.spec.planning == "states" and follow == "inverse" and inverse is None:
             raise UsageError("this task plans states: it needs an inverse-dynamics model (train-teacher makes one)")
 

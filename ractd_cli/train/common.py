@@ -15,7 +15,9 @@ from .loop import TrainConfig, resolve_device
 
 # Steps per model kind, batch size, learning rate and network preset. ``quick`` is sized for a
 # laptop CPU (minutes per model); ``paper`` uses the paper's network sizes and is meant for a
-# GPU; ``tiny`` exists for tests and smoke runs (seconds).
+# GPU; ``tiny`` exists for tests and smoke runs (seconds). A task may override any of these
+# values per preset (``TaskSpec.presets``): Maze2d's long state plans use a smaller network and
+# fewer steps on ``quick``.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"net": "mlp", "teacher": 3000, "reward": 1000, "inverse-dynamics": 1000, "student": 1000, "proposer": 1000, "batch_size": 64, "lr": 1e-3},
     "quick": {"net": "quick", "teacher": 4000, "reward": 2000, "inverse-dynamics": 2000, "student": 2000, "proposer": 3000, "batch_size": 64, "lr": 5e-4},
@@ -47,8 +49,16 @@ class TrainOptions:
         if self.lr is not None and not self.lr > 0:
             raise UsageError(f"--lr must be positive, got {self.lr}")
 
-    def config(self, kind: str) -> TrainConfig:
-        p = PRESETS[self.preset]
+    def values(self, spec: TaskSpec | None = None) -> dict[str, Any]:
+        """The preset's values, with the task's overrides (``spec.presets[preset]``) applied."""
+        overrides = spec.presets.get(self.preset, {}) if spec is not None else {}
+        unknown = set(overrides) - set(PRESETS[self.preset])
+        if unknown:
+            raise UsageError(f"task {spec.name} overrides unknown preset keys {sorted(unknown)}")
+        return {**PRESETS[self.preset], **overrides}
+
+    def config(self, kind: str, spec: TaskSpec | None = None) -> TrainConfig:
+        p = self.values(spec)
         steps = self.steps or p[kind]
         return TrainConfig(
             steps=steps,
@@ -61,7 +71,7 @@ class TrainOptions:
         )
 
     def net_preset(self, spec: TaskSpec) -> str:
-        return PRESETS[self.preset]["net"] or spec.model_preset
+        return self.values(spec)["net"] or spec.model_preset
 
     def seed_init(self) -> None:
         """Seed torch before building a network, so its initial weights (and the artifact) depend on --seed only."""

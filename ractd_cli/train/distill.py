@@ -89,7 +89,7 @@ def run(
         reward_net = load_net(reward_art)
         reward_net.requires_grad_(False)
         reward_fn = reward_fn_for(spec, reward_net)
-    cfg = opts.config("student")
+    cfg = opts.config("student", spec)
     device = torch.device(cfg.device)
     teacher.to(device)
     if reward_art is not None:

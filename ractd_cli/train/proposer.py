@@ -34,7 +34,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> Artifact:
     def loss_fn(model, ema, batch, gen):
         return {"loss": ((model(batch["x"], batch["cond"]) - batch["x"]) ** 2).mean()}
 
-    cfg = opts.config("proposer")
+    cfg = opts.config("proposer", spec)
     res = train(
         net,
         loss_fn,

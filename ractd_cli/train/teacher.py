@@ -30,7 +30,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
     def loss_fn(model, ema, batch, gen):
         return {"loss": ((model(batch["s"], batch["s_next"]) - batch["a"]) ** 2).mean()}
 
-    cfg = opts.config("inverse-dynamics")
+    cfg = opts.config("inverse-dynamics", spec)
     res = train(net, loss_fn, data.transitions, cfg, name=f"inverse-dynamics-{spec.name}", run_extra={"dataset": data.dataset_id}, resume=opts.resume, show_progress=opts.show_progress)
     return save_artifact(
         {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
@@ -59,7 +59,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> list[Artifac
     def loss_fn(model, ema, batch, gen):
         return {"loss": edm_loss(model, batch["x"], batch["cond"], generator=gen).mean()}
 
-    cfg = opts.config("teacher")
+    cfg = opts.config("teacher", spec)
     res = train(
         denoiser,
         loss_fn,

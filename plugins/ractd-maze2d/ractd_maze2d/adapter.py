@@ -44,6 +44,11 @@ ALPHA = 1.0 / (1.0 + DT * 1.0 / _MASS)
 BETA = DT * 100.0 / _MASS * ALPHA
 FOLLOW_GAIN = 5.0
 
+# ``--preset quick`` on a 2-core CPU: a plan is 128-384 states, so the U-Net is the ``small`` one
+# (widths 16/32/64) at batch 32, with steps sized so that ``make demo`` (data, inverse dynamics,
+# teacher, reward model, student, bench) fits in 20 minutes on umaze.
+QUICK = {"net": "small", "teacher": 3000, "student": 400, "batch_size": 32, "lr": 1e-3}
+
 
 def _spec(maze: str) -> TaskSpec:
     lo, hi = _REF_SCORES[maze]
@@ -67,6 +72,7 @@ def _spec(maze: str) -> TaskSpec:
         ),
         loss_weights=(1.0, 1.0, 1.0),  # paper Table 9 not available to us: neutral weights
         model_preset="maze2d",
+        presets={"quick": QUICK},
         rest_dims=(2, 3),  # (vx, vy): a plan that reaches its goal stops there
         ref_min_score=lo,
         ref_max_score=hi,
