@@ -376,8 +376,9 @@ class PlannerPolicy:
         target = self.plans[:, self.t_in_plan + 1]
         self.t_in_plan += 1
         if self.follow == "controller":
-            # The adapter's extra ``controller_action(state, target_state)`` (batched; see docs/plugins.md).
-            return np.asarray(self.adapter.controller_action(states, self.norm_s.unnormalize(target)), dtype=np.float32)
+            # The adapter's extra ``controller_action(state, target_state[, goal])`` (batched; see docs/plugins.md).
+            goal = {} if goals is None else {"goal": goals}
+            return np.asarray(self.adapter.controller_action(states, self.norm_s.unnormalize(target), **goal), dtype=np.float32)
         with torch.inference_mode():
             s = torch.as_tensor(self.norm_s.normalize(states), dtype=torch.float32, device=self.planner.device)
             a = self.inverse(s, torch.as_tensor(target, dtype=torch.float32, device=self.planner.device))

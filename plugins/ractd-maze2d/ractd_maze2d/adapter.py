@@ -138,25 +138,18 @@ class Maze2dAdapter:
         return np.asarray(obs["desired_goal"], dtype=np.float32).reshape(2)
 
     def goals(self, task: str, observations: Any) -> np.ndarray | None:
-        """The goal of every row, relabelled in hindsight: an episode that reached its goal (ended within
-        ``SUCCESS_RADIUS`` of it, where the data's episodes end) is conditioned on the exact position
-        where it ended; any other episode on its ``desired_goal``.
+        """``desired_goal`` of every row. Row 0 is replaced by row 1: in Minari's pointmaze data an
+        episode's first observation still carries the previous episode's goal (the collector starts the
+        new episode with the observation returned by the step that reached the old goal).
 
-        Why: the data's episodes stop as soon as the point is within 0.45 of the goal, so conditioned on
-        ``desired_goal`` a planner learns plans that stop on the rim of the goal region, and at evaluation
-        (reward for every step inside it) the agent parks at the rim and drifts in and out. Conditioned
-        on where each trajectory really ends, the goal given at evaluation is where the plan ends: the
-        agent stops on the goal. (Diffuser does the same by inpainting the window's last state.)
-
-        ``desired_goal`` row 0 is replaced by row 1: in Minari's pointmaze data an episode's first
-        observation still carries the previous episode's goal (the collector starts the new episode with
-        the observation returned by the step that reached the old goal)."""
+        Not relabelled in hindsight to the point where an episode ended: episodes end on the rim of
+        the goal region, on the side they came from, so in a dead-end goal cell those points never
+        reach the cell's middle, and the goals evaluation gives (cell centre +- 0.25) would be outside
+        every goal the planner saw. The desired goals cover them; :meth:`controller_action` settles
+        the point on the goal once the plan has arrived."""
         g = np.array(observations["desired_goal"], dtype=np.float32).reshape(-1, 2)
         if len(g) > 1:
             g[0] = g[1]
-        end = self.states(task, observations)[-1, :2]
-        if np.linalg.norm(end - g[-1]) <= SUCCESS_RADIUS:
-            g[:] = end
         return g
 
     def reset_options(self, task: str, episode: int, rng: np.random.Generator) -> dict | None:
@@ -216,7 +209,7 @@ class Maze2dAdapter:
     # -- following a plan ----------------------------------------------------------------------------
 
     @staticmethod
-    def controller_action(state: Any, target_state: Any) -> np.ndarray:
+    def controller_action(state: Any, target_state: Any, goal: Any = None) -> np.ndarray:
         """Action that moves ``state`` (x, y, vx, vy) towards ``target_state``, the next planned state.
 
         Inverts the point mass's one-step dynamics (``v' = ALPHA v + BETA a``) for the velocity
@@ -224,9 +217,19 @@ class Maze2dAdapter:
         position, then clips to [-1, 1]. Same for every maze. Works on (..., 4) arrays; returns float32
         (..., 2). Feed it ``plan[t+1]`` at step t; past the plan's end, the plan's last state (or the
         goal with zero velocity) makes it a go-to-and-stop PD controller.
+
+        With ``goal`` (..., 2), a target inside the goal region (within ``SUCCESS_RADIUS``) is replaced by
+        the goal itself at rest: once the plan has arrived, the point settles on the goal. The data's
+        episodes end on the rim of the goal region, so learnt plans arrive there and stop there, where
+        the point drifts in and out of the region that the evaluation reward pays for; Diffuser gets the
+        same effect by fixing the plan's last state to the goal at rest.
         """
         s = np.asarray(state, dtype=np.float64)
         t = np.asarray(target_state, dtype=np.float64)
+        if goal is not None:
+            g = np.asarray(goal, dtype=np.float64)
+            inside = np.linalg.norm(t[..., 0:2] - g, axis=-1, keepdims=True) <= SUCCESS_RADIUS
+            t = np.where(inside, np.concatenate([np.broadcast_to(g, t[..., 0:2].shape), np.zeros_like(t[..., 2:4])], -1), t)
         v_des = t[..., 2:4] + FOLLOW_GAIN * (t[..., 0:2] - s[..., 0:2])
         return np.clip((v_des - ALPHA * s[..., 2:4]) / BETA, -1.0, 1.0).astype(np.float32)
 
