@@ -142,3 +142,29 @@ def test_goals_fixes_the_stale_first_row_of_minari_episodes():
     obs = {"observation": np.zeros((3, 4)), "desired_goal": np.array([[9.0, 9.0], [1.0, 2.0], [1.0, 2.0]])}
     np.testing.assert_array_equal(a.goals("maze2d-umaze", obs), [[1, 2], [1, 2], [1, 2]])
     assert a.states("maze2d-umaze", obs).shape == (3, 4)
+
+
+def test_controller_settles_on_the_goal_once_the_plan_arrives():
+    a = ractd_maze2d.adapter
+    s = np.array([[0.5, 0.5, 1.0, 0.0], [0.5, 0.5, 1.0, 0.0]])
+    goal = np.array([[1.0, 1.0], [1.0, 1.0]])
+    inside = np.array([0.7, 0.8, 2.0, 0.0])  # within 0.45 of the goal, moving
+    outside = np.array([-0.5, 0.5, -1.0, 0.0])
+    targets = np.stack([inside, outside])
+    got = a.controller_action(s, targets, goal)
+    # inside: as if the target were the goal at rest; outside: the plan's own target
+    np.testing.assert_allclose(got[0], a.controller_action(s[0], np.array([1.0, 1.0, 0.0, 0.0])))
+    np.testing.assert_allclose(got[1], a.controller_action(s[1], outside))
+    np.testing.assert_allclose(a.controller_action(s, targets)[0], a.controller_action(s[0], inside))
+
+
+def test_draw_shows_walls_and_goal():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ractd_maze2d.adapter.draw("maze2d-umaze", ax)
+    assert len(ax.patches) == sum(v == 1 for row in UMAZE for v in row) + 1  # walls + goal
+    assert ax.get_xlim() == (-2.5, 2.5)
+    plt.close(fig)

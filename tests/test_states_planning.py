@@ -1,0 +1,71 @@
+"""State-planning details: rest padding of training plans, per-task preset overrides, default plan follower."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from ractd_cli.adapters import TaskSpec
+from ractd_cli.data import Episode, make_windows
+from ractd_cli.errors import UsageError
+from ractd_cli.planner import default_follow
+from ractd_cli.train.common import PRESETS, TrainOptions
+from ractd_cli.train.data import build_task_data
+
+
+def _spec(**kw) -> TaskSpec:
+    base = dict(name="toy", env_id="Toy-v0", obs_dim=3, act_dim=1, planning="states", horizon=6, goal_dim=1)
+    return TaskSpec(**{**base, **kw})
+
+
+def _episode(T: int) -> Episode:
+    states = np.stack([np.arange(T + 1), np.arange(T + 1) + 0.5, np.full(T + 1, 2.0)], axis=1).astype(np.float32)
+    states[:, 2] += np.arange(T + 1) % 2  # the "velocity" column: 2 or 3, never 0
+    return Episode(states, np.zeros((T, 1), np.float32), np.zeros(T, np.float32), np.zeros(T, bool),
+                   np.eye(T, dtype=bool)[-1], np.full((T + 1, 1), 9.0, np.float32))
+
+
+def test_states_padding_rests_in_rest_dims():
+    eps = [_episode(4), _episode(7)]
+    spec = _spec(rest_dims=(2,))
+    w = make_windows(eps, spec)
+    data = build_task_data(spec, w, "toy")
+    idx = torch.arange(len(w))
+    x = data.normalizers["state"].unnormalize(data.diffusion.gather(idx)["x"])
+    pad = torch.as_tensor(w.x_mask)
+    assert (~pad).any() and pad.any()
+    # past an episode's end: the last position, velocity 0; real rows untouched
+    np.testing.assert_allclose(x[~pad][:, 2], 0.0, atol=1e-5)
+    np.testing.assert_allclose(x[pad].numpy(), w.x_source[w.x_index][w.x_mask], atol=1e-5)
+    np.testing.assert_allclose(x[~pad][:, :2].numpy(), w.x_source[w.x_index][~w.x_mask][:, :2], atol=1e-5)
+    # without rest_dims the padding repeats the last state as it is
+    plain = build_task_data(_spec(), w, "toy")
+    xp = plain.normalizers["state"].unnormalize(plain.diffusion.gather(idx)["x"])
+    np.testing.assert_allclose(xp.numpy(), w.x_source[w.x_index], atol=1e-5)
+
+
+def test_task_preset_overrides():
+    spec = _spec(presets={"quick": {"net": "small", "teacher": 7, "batch_size": 3}})
+    opts = TrainOptions(preset="quick", device="cpu")
+    cfg = opts.config("teacher", spec)
+    assert (cfg.steps, cfg.batch_size, cfg.lr) == (7, 3, PRESETS["quick"]["lr"])
+    assert opts.net_preset(spec) == "small"
+    assert opts.config("reward", spec).steps == PRESETS["quick"]["reward"]
+    # other presets and command-line values are not affected
+    assert TrainOptions(preset="tiny", device="cpu").config("teacher", spec).steps == PRESETS["tiny"]["teacher"]
+    assert TrainOptions(preset="quick", steps=5, batch_size=2, device="cpu").config("teacher", spec).batch_size == 2
+    assert opts.config("teacher").steps == PRESETS["quick"]["teacher"]
+    with pytest.raises(UsageError):
+        opts.config("teacher", replace(spec, presets={"quick": {"teachr": 1}}))
+
+
+def test_default_follow_is_the_adapters_controller_when_there_is_one():
+    class WithController:
+        def controller_action(self, state, target_state, goal=None):
+            return np.zeros(2)
+
+    assert default_follow(WithController()) == "controller"
+    assert default_follow(object()) == "inverse"
