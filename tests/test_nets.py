@@ -145,7 +145,7 @@ def test_build_net_unknown_kind_suggests():
 
 def test_presets():
     assert UNET_PRESETS["mujoco"] == dict(down_dims=(512, 1024, 2048), embed_dim=128)
-    assert set(UNET_PRESETS) == {"quick", "mujoco", "maze2d"}
+    assert set(UNET_PRESETS) == {"quick", "small", "mujoco", "maze2d"}
     net = make_denoiser_net("maze2d", input_dim=4, global_cond_dim=8, student=True)
     assert net.config["down_dims"] == [32, 128, 256] and net.student
     assert net(torch.randn(1, 128, 4), torch.zeros(1), torch.randn(1, 8), torch.zeros(1)).shape == (1, 128, 4)
