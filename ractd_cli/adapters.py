@@ -11,7 +11,11 @@ See ``docs/plugins.md`` for the full guide.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -117,3 +121,13 @@ class EnvAdapter(Protocol):
     def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
         """Whether an evaluation episode succeeded, or None where success is undefined. ``info`` is
         the ``info`` dict of the episode's last step."""
+
+
+def quiet_import(module: str) -> ModuleType:
+    """Import ``module`` with what it prints to stderr while importing swallowed.
+
+    gymnasium-robotics prints a notice about Adroit reward versions on import, on every command;
+    it concerns environments ractd does not use, so adapters import it through this.
+    """
+    with contextlib.redirect_stderr(io.StringIO()):
+        return importlib.import_module(module)

@@ -4,9 +4,10 @@ Rows: the EDM teacher (Heun, 80 bins), Euler/DDIM and ancestral/DDPM at 15 steps
 student (reward weight 0) if one exists, the RACTD student at 1-4 steps, and, if the task has a
 proposer, the Trajectory Diffuser: the proposal alone (K=0) and refined by K=1 and K=5 Euler
 steps of the same teacher. Per row: NFE,
-per-decision latency at batch 1 (median of >= 50 timed calls after warm-up, with min and max),
-speed-up over the teacher, and the normalised score over rollouts. The bare network forward
-time is reported too, so the sampler loop's overhead is visible.
+per-decision latency at batch 1 (median of >= 50 timed calls and >= 1 s of calls after warm-up,
+with min and max), speed-up over the teacher, and the normalised score over rollouts. The bare
+network forward time is reported too, timed alternately with the one-step student so that their
+ratio (the sampler's overhead) is not moved by the machine's speed drifting during the run.
 """
 
 from __future__ import annotations
@@ -76,18 +77,45 @@ def bench_rows(spec: TaskSpec, teacher_id: str | None = None) -> list[Row]:
     return rows
 
 
-def time_calls(fn, *, repeats: int, warmup: int, sync) -> dict[str, float]:
-    """Median/min/max wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
+def time_calls(fn, *, repeats: int, warmup: int, sync, min_seconds: float = 1.0, max_calls: int = 20_000) -> dict[str, float]:
+    """Median/min/max wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls.
+
+    Calls until both ``repeats`` calls and ``min_seconds`` have passed (at most ``max_calls``), so a
+    sub-millisecond planner is timed over as long a window as a slow one and a short burst of
+    machine noise cannot move its median.
+    """
     for _ in range(warmup):
         fn()
     sync()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start < min_seconds and len(times) < max_calls):
         t0 = time.perf_counter()
         fn()
         sync()
         times.append((time.perf_counter() - t0) * 1000.0)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "calls": len(times)}
+
+
+def time_paired(fa, fb, *, repeats: int, warmup: int, sync, min_seconds: float = 1.0) -> tuple[float, float, float]:
+    """Median ms of ``fa`` and of ``fb`` timed alternately, and the median of the per-pair ratios a/b.
+
+    Alternating the two makes their ratio immune to the machine getting faster or slower over the
+    run, which timing them one after the other is not.
+    """
+    for _ in range(warmup):
+        fa(), fb()
+    sync()
+    ta: list[float] = []
+    tb: list[float] = []
+    start = time.perf_counter()
+    while len(ta) < repeats or time.perf_counter() - start < min_seconds:
+        for fn, times in ((fa, ta), (fb, tb)):
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(ta), statistics.median(tb), statistics.median(a / b for a, b in zip(ta, tb))
 
 
 def _sync_for(device: torch.device):
@@ -114,7 +142,7 @@ def run(
     results: dict[str, RolloutResult] = {}
     plans: dict[str, np.ndarray] = {}
     first = _first_start(adapter, spec, seed) if spec.planning == "states" else None
-    forward_ms = None
+    forward_ms = overhead = None
     for row in rows:
         loaded = load_for_planning(row.model_id, spec)
         if row.proposer_id is not None:
@@ -130,8 +158,10 @@ def run(
             policy.reset(1)
             x0, _ = planner.plan(policy._cond(first[0][None], first[1][None], np.arange(1)))
             plans[row.method] = planner.norms["state"].unnormalize(x0[0].cpu().numpy())
-        if forward_ms is None and loaded.art.kind == "student":
-            forward_ms = _forward_ms(planner, cond1, repeats=repeats, sync=sync)
+        if forward_ms is None and loaded.art.kind == "student" and planner.nfe_budget == 1:
+            _, forward_ms, overhead = time_paired(
+                lambda: planner.plan(cond1), _bare_forward(planner, cond1), repeats=repeats, warmup=5, sync=sync
+            )
         rec: dict[str, Any] = {
             "method": row.method,
             "planner": "diffusion",
@@ -142,6 +172,7 @@ def run(
             "ms_per_action": lat["median"],
             "ms_min": lat["min"],
             "ms_max": lat["max"],
+            "timed_calls": lat["calls"],
             "score_mean": None,
             "score_stderr": None,
         }
@@ -157,14 +188,13 @@ def run(
     teacher_ms = out_rows[0]["ms_per_action"]
     for r in out_rows:
         r["speedup_vs_teacher"] = teacher_ms / r["ms_per_action"] if r["ms_per_action"] > 0 else math.nan
-    one_step = next((r for r in out_rows if r["nfe"] == 1 and r["planner"] == "diffusion"), None)
     return {
         "task": spec.name,
         "device": _device_name(dev),
         "episodes": 0 if latency_only else episodes,
         "rows": out_rows,
         "forward_ms": forward_ms,
-        "forward_overhead": (one_step["ms_per_action"] / forward_ms) if (one_step and forward_ms) else None,
+        "forward_overhead": overhead,
         "_results": results,
         "_plans": plans,
         "_background": (lambda ax: adapter.draw(spec.name, ax)) if hasattr(adapter, "draw") else None,
@@ -182,9 +212,9 @@ def _first_start(adapter: EnvAdapter, spec: TaskSpec, seed: int) -> tuple[np.nda
         env.close()
 
 
-def _forward_ms(planner: Planner, cond1: torch.Tensor, *, repeats: int, sync) -> float:
-    """Median time of one bare network forward F(x, c_noise_t, cond, c_noise_s) of the student at
-    batch 1: no sampler, no scalings. Frozen like the planners when they are (``--jit``)."""
+def _bare_forward(planner: Planner, cond1: torch.Tensor):
+    """One bare network forward F(x, c_noise_t, cond, c_noise_s) of the student at batch 1: no
+    sampler, no scalings, no noise draw. Frozen like the planners when they are (``--jit``)."""
     net = planner.model.net
     x = torch.zeros(1, planner.T, planner.D, device=planner.device)
     t = torch.full((1,), 1.0, device=planner.device)
@@ -195,7 +225,7 @@ def _forward_ms(planner: Planner, cond1: torch.Tensor, *, repeats: int, sync) ->
     def fwd():
         return net(x, t, cond1, t)
 
-    return time_calls(fwd, repeats=repeats, warmup=5, sync=sync)["median"]
+    return fwd
 
 
 def _device_name(dev: torch.device) -> str:

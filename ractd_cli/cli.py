@@ -346,7 +346,7 @@ def rollout(
 def bench(
     env: str = EnvOpt,
     episodes: int = typer.Option(20, help="Rollout episodes per method (scores); ignored with --latency-only."),
-    repeats: int = typer.Option(50, help="Timed planner calls per method at batch 1 (after 5 warm-up calls)."),
+    repeats: int = typer.Option(50, help="Least number of timed planner calls per method at batch 1 (after 5 warm-up calls; fast planners are called for at least 1 s)."),
     latency_only: bool = typer.Option(False, "--latency-only", help="Only time the planners; skip the rollouts."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: return distribution per method (and planned paths for Maze2d)."),
     seed: int = typer.Option(0, help="Seed of the rollouts (same starts for every method)."),

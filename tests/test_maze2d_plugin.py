@@ -168,3 +168,14 @@ def test_draw_shows_walls_and_goal():
     assert len(ax.patches) == sum(v == 1 for row in UMAZE for v in row) + 1  # walls + goal
     assert ax.get_xlim() == (-2.5, 2.5)
     plt.close(fig)
+
+
+def test_gymnasium_robotics_import_notice_is_not_shown(tmp_path):
+    """gymnasium-robotics prints an Adroit notice on import; a maze command must not show it."""
+    import subprocess
+    import sys
+
+    code = "from ractd_maze2d import adapter; adapter.make_env('maze2d-umaze', seed=0).close()"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Adroit" not in res.stderr

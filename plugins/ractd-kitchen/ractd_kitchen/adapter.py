@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import gymnasium as gym
 import numpy as np
 
-from ractd_cli.adapters import TaskSpec
+from ractd_cli.adapters import TaskSpec, quiet_import
 
 from ractd_cli.data.recording import ProgressBatcher, random_policy, rollout
 
@@ -148,7 +148,7 @@ class KitchenAdapter:
 
     def make_raw_env(self, task: str) -> Any:
         """FrankaKitchen-v1 exactly as the dataset's env: raw per-step task-count reward."""
-        import gymnasium_robotics
+        gymnasium_robotics = quiet_import("gymnasium_robotics")
 
         gym.register_envs(gymnasium_robotics)
         return gym.make(ENV_ID, **env_kwargs(self._task(task).extra["dataset"]))

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ractd_cli.adapters import TaskSpec
+from ractd_cli.adapters import TaskSpec, quiet_import
 
 from .planner import GridPlanner, WaypointController
 
@@ -113,7 +113,7 @@ class Maze2dAdapter:
         start cells through ``reset(options=adapter.reset_options(...))``.
         """
         import gymnasium as gym
-        import gymnasium_robotics
+        gymnasium_robotics = quiet_import("gymnasium_robotics")
 
         gym.register_envs(gymnasium_robotics)
         spec = self._task(task)
@@ -161,8 +161,7 @@ class Maze2dAdapter:
         return {"goal_cell": np.array(goal), "reset_cell": np.array(start)}
 
     def _grid(self, task: str) -> list[list[Any]]:
-        from gymnasium_robotics.envs.maze import maps
-
+        maps = quiet_import("gymnasium_robotics.envs.maze.maps")
         return {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE, "large": maps.LARGE_MAZE}[self._task(task).extra["maze"]]
 
     def _free(self, task: str) -> list[tuple[int, int]]:
@@ -247,7 +246,7 @@ class Maze2dAdapter:
         same observation with the new goal. The last, unfinished segment is kept, truncated.
         """
         import gymnasium as gym
-        import gymnasium_robotics
+        gymnasium_robotics = quiet_import("gymnasium_robotics")
         from minari.data_collector import EpisodeBuffer
 
         gym.register_envs(gymnasium_robotics)
