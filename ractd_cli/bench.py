@@ -156,6 +156,7 @@ def run(
         if first is not None:
             policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
             policy.reset(1)
+            planner.reseed()
             x0, _ = planner.plan(policy._cond(first[0][None], first[1][None], np.arange(1)))
             plans[row.method] = planner.norms["state"].unnormalize(x0[0].cpu().numpy())
         if forward_ms is None and loaded.art.kind == "student" and planner.nfe_budget == 1:
@@ -179,6 +180,7 @@ def run(
         if row.proposer_id is not None:
             rec.update(planner.describe())
         if not latency_only:
+            planner.reseed()  # however many timing calls ran: the same episodes as `ractd rollout --seed`
             policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
             res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, show_progress=show_progress)
             s = res.summary()

@@ -109,6 +109,7 @@ class Planner:
         self.model = (student_from(art) if is_student else denoiser_from(art)).to(self.device)
         self.sample_fn: Callable = ctm_sample if is_student else SAMPLERS[sampler]
         self.sigmas = sigma_grid(sampler, nfe, art.config, self.device)
+        self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.norms = normalizers_from(art.tensors)
         self.T, self.D = x_shape(spec)
@@ -135,6 +136,10 @@ class Planner:
             self.sample_fn = lambda model, x, sigmas, *, cond=None, generator=None: (graph(x, cond), 1)
         else:
             self.model = frozen_model(self.model, self, n_times=2 if is_student else 1)
+
+    def reseed(self) -> None:
+        """Restart the noise stream at ``seed``: plans from here on are those of a fresh planner."""
+        self.generator.manual_seed(self.seed)
 
     @torch.inference_mode()
     def plan(self, cond: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -275,6 +280,7 @@ class TrajDiffuserPlanner:
             self.model = frozen_model(self.model, self, n_times=1)
         self.sample_fn: Callable = SAMPLERS[sampler]
         self.sigmas = refine_sigmas(self.refine_sigma, self.refine_steps, teacher.config["sigma_min"], self.device)
+        self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.norms = normalizers_from(teacher.tensors)
         self._proposer_norms = normalizers_from(proposer.tensors)
@@ -301,6 +307,8 @@ class TrajDiffuserPlanner:
             return x_prop, 0
         noise = torch.randn(x_prop.shape, generator=self.generator, device=self.device, dtype=x_prop.dtype)
         return self.sample_fn(self.model, x_prop + self.sigmas[0] * noise, self.sigmas, cond=cond.to(self.device), generator=self.generator)
+
+    reseed = Planner.reseed
 
     @torch.inference_mode()
     def plan(self, cond: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -104,7 +104,7 @@ def test_missing_teacher_names_the_command(tmp_path, monkeypatch):
 
 def test_bench_json_schema_and_plot(cache, tmp_path):
     png = tmp_path / "bench.png"
-    doc = ractd("bench", "--env", "bimodal", "--episodes", "3", "--repeats", "3", "--plot", str(png))
+    doc = ractd("bench", "--env", "bimodal", "--episodes", "12", "--repeats", "3", "--seed", "2", "--plot", str(png))
     assert doc["task"] == "bimodal" and doc["device"]
     methods = {r["method"]: r for r in doc["rows"]}
     teacher = doc["rows"][0]
@@ -117,6 +117,11 @@ def test_bench_json_schema_and_plot(cache, tmp_path):
         assert r["ms_per_action"] > 0 and r["score_mean"] is not None
     assert doc["forward_ms"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # However many calls the latency timer made, a row's episodes are those `ractd rollout` plays
+    # with the same seed (the CTD student and the teacher keep both modes, so the noise matters).
+    for method, model in (("CTD student (reward weight 0)", cache["ctd"]), ("EDM teacher (Heun, 80 bins)", cache["teacher"])):
+        roll = ractd("rollout", "--env", "bimodal", "--model", model, "--episodes", "12", "--seed", "2")
+        assert (methods[method]["score_mean"], methods[method]["score_stderr"]) == (roll["score_mean"], roll["score_stderr"]), method
 
 
 def test_frozen_graph_planner_matches_eager(cache):
