@@ -21,7 +21,7 @@ def plot_bench(out: Mapping[str, Any], results: Mapping[str, RolloutResult], spe
 
     plans = plans or {}
     ncols = 2 if plans else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(7 * ncols, 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=(7 * ncols + (2.5 if plans else 0), 4.5), squeeze=False)
     ax = axes[0, 0]
     methods = [r["method"] for r in out["rows"] if r["method"] in results]
     if methods:
@@ -39,12 +39,13 @@ def plot_bench(out: Mapping[str, Any], results: Mapping[str, RolloutResult], spe
         ax2 = axes[0, 1]
         if background is not None:
             background(ax2)
-        for name, xy in plans.items():
-            ax2.plot(xy[:, 0], xy[:, 1], "-", lw=1.5, label=_short(name))
+        colors = plt.get_cmap("tab10" if len(plans) <= 10 else "tab20").colors
+        for i, (name, xy) in enumerate(plans.items()):
+            ax2.plot(xy[:, 0], xy[:, 1], "-", lw=1.5, color=colors[i % len(colors)], label=_short(name))
             ax2.plot(xy[0, 0], xy[0, 1], "o", color="black", ms=4)
         ax2.set_aspect("equal")
         ax2.set_title("planned paths from the first evaluation start")
-        ax2.legend(fontsize=7, loc="best")
+        ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # beside the maze, not on it
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
