@@ -90,10 +90,7 @@ def time_calls(fn, *, repeats: int, warmup: int, sync, min_seconds: float = 1.0,
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < repeats or (time.perf_counter() - start < min_seconds and len(times) < max_calls):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1000.0)
+        times.append(_ms(fn, sync))
     return {"median": statistics.median(times), "min": min(times), "max": max(times), "calls": len(times)}
 
 
@@ -110,12 +107,17 @@ def time_paired(fa, fb, *, repeats: int, warmup: int, sync, min_seconds: float =
     tb: list[float] = []
     start = time.perf_counter()
     while len(ta) < repeats or time.perf_counter() - start < min_seconds:
-        for fn, times in ((fa, ta), (fb, tb)):
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times.append((time.perf_counter() - t0) * 1000.0)
+        ta.append(_ms(fa, sync))
+        tb.append(_ms(fb, sync))
     return statistics.median(ta), statistics.median(tb), statistics.median(a / b for a, b in zip(ta, tb))
+
+
+def _ms(fn, sync) -> float:
+    """Wall time of one ``fn()`` in milliseconds, device work included (``sync``)."""
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return (time.perf_counter() - t0) * 1000.0
 
 
 def _sync_for(device: torch.device):

@@ -118,13 +118,12 @@ class Planner:
         if jit:
             try:
                 self._freeze(is_student)
-            except Exception:  # a network TorchScript cannot trace: stay eager, say so in results
-                self.model = student_from(art).to(self.device) if is_student else denoiser_from(art).to(self.device)
-                self.sample_fn = ctm_sample if is_student else SAMPLERS[sampler]
+            except Exception:  # a network TorchScript cannot trace: stay eager (_freeze changed nothing), say so in results
                 self.jit = False
 
     def _freeze(self, is_student: bool) -> None:
         """Replace the eager model by a traced, frozen TorchScript graph (same math, less Python).
+        Assigns only once the graph is built, so a failed trace leaves the eager planner intact.
 
         Every network call of the sampler goes through the frozen graph, so a teacher and a
         student compared with ``jit=True`` get the same treatment. For the one-step student the

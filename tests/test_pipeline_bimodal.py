@@ -141,6 +141,27 @@ def test_frozen_graph_planner_matches_eager(cache):
         assert torch.allclose(eager, frozen, atol=1e-5)
 
 
+def test_planner_stays_eager_when_tracing_fails(cache, monkeypatch):
+    import torch
+
+    from ractd_cli import planner as planner_mod
+    from ractd_cli.registry import get_task
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("cannot trace")
+
+    monkeypatch.setattr(planner_mod, "frozen", fail)
+    _, spec = get_task("bimodal")
+    cond = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    for ref, sampler, nfe in [(cache["ractd"], "onestep", 1), (cache["teacher"], "euler", 15)]:
+        art = planner_mod.load_for_planning(ref, spec).art
+        p = planner_mod.Planner(art, spec, sampler=sampler, nfe=nfe, seed=5, jit=True)
+        x, n = p.plan(cond)
+        eager, _ = planner_mod.Planner(art, spec, sampler=sampler, nfe=nfe, seed=5, jit=False).plan(cond)
+        assert not p.jit and n == nfe
+        assert torch.equal(x, eager)
+
+
 def test_same_seed_same_artifact_id(cache):
     a = ractd("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "60", "--seed", "7")
     b = ractd("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "60", "--seed", "7")
