@@ -348,7 +348,7 @@ class PlannerPolicy:
         self.goal_norm = planner.norms.get("goal")
         self.inverse = inverse.to(planner.device).eval() if inverse is not None else None
         self.follow = follow or default_follow(adapter)
-        if self.spec.planning == "states" and follow == "inverse" and inverse is None:
+        if self.spec.planning == "states" and self.follow == "inverse" and inverse is None:
             raise UsageError("this task plans states: it needs an inverse-dynamics model (train-teacher makes one)")
 
     def reset(self, n: int) -> None:

@@ -69,3 +69,16 @@ def test_default_follow_is_the_adapters_controller_when_there_is_one():
 
     assert default_follow(WithController()) == "controller"
     assert default_follow(object()) == "inverse"
+
+
+def test_states_policy_without_controller_or_inverse_model_is_refused():
+    """The default follower of an adapter without a controller is the inverse-dynamics model, so
+    a states planner with neither must be refused up front, also when ``follow`` is left unset."""
+    from types import SimpleNamespace
+
+    from ractd_cli.planner import PlannerPolicy
+
+    planner = SimpleNamespace(spec=_spec(), norms={"state": None}, device=torch.device("cpu"))
+    for follow in (None, "inverse"):
+        with pytest.raises(UsageError, match="inverse-dynamics"):
+            PlannerPolicy(planner, object(), inverse=None, follow=follow)
