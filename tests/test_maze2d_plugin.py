@@ -81,8 +81,10 @@ def test_local_generation_reaches_goals_and_minari_reads_it(tmp_path, monkeypatc
     monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
     a = ractd_maze2d.adapter
     spec = a.tasks["maze2d-umaze"]
-    did = fetch(a, spec, source="local", steps=3000, seed=0, force=False)
+    reported: list[int] = []
+    did = fetch(a, spec, source="local", steps=3000, seed=0, force=False, progress=reported.append)
     assert did == "ractd/maze2d-umaze/local-v0"
+    assert sum(reported) == 3000  # the progress bar ends full
     meta = read_metadata(did)
     assert meta["ractd"]["generator"]["goals_reached"] >= 15  # ~242 per 20k steps on umaze
     assert meta["ref_min_score"] == 13.49 and meta["ref_max_score"] == 218.70

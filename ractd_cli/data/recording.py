@@ -19,7 +19,7 @@ def _stack(items: list[Any]) -> Any:
     first = items[0]
     if isinstance(first, dict):
         return {key: _stack([item[key] for item in items]) for key in first}
-    return np.stack([np.array(item, copy=True) for item in items])
+    return np.stack(items)  # the leaves are already private copies (``_copy``); stacking copies again anyway
 
 
 class EpisodeRecorder:

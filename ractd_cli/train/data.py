@@ -89,12 +89,11 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str) -> TaskDa
     R = _t(norms["rtg"].normalize(windows.rtg.reshape(-1, 1))).reshape(-1)
     X = A if spec.planning == "chunk" else S
     x_index = torch.as_tensor(windows.x_index)
-    rest = None  # (dims, normalised values of 0) for the end-of-episode padding of states plans
+    rest = None  # (dims, their normalised 0, padded rows) for the end-of-episode padding of states plans
     if spec.planning == "states" and spec.rest_dims:
         dims = torch.as_tensor(list(spec.rest_dims))
         zero = _t(norms["state"].normalize(np.zeros(spec.obs_dim, np.float32)))
-        rest = (dims, zero[dims])
-        pad = ~torch.as_tensor(windows.x_mask)
+        rest = (dims, zero[dims], ~torch.as_tensor(windows.x_mask))
     cond_index = torch.as_tensor(windows.cond_index)
     state_index = torch.as_tensor(windows.state_index)
     action_index = torch.as_tensor(windows.action_index)
@@ -103,8 +102,8 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str) -> TaskDa
     def diffusion(idx: torch.Tensor) -> Batch:
         x = X[x_index[idx]]
         if rest is not None:  # past the episode's end: the last state, at rest
-            p = pad[idx]
-            x[..., rest[0]] = torch.where(p[..., None], rest[1], x[..., rest[0]])
+            dims, zero, pad = rest
+            x[..., dims] = torch.where(pad[idx][..., None], zero, x[..., dims])
         cond = S[cond_index[idx]].flatten(1)  # (B, h*obs_dim)
         if spec.planning == "states":
             cond = torch.cat([cond, G[state_index[idx]]], dim=-1) if G is not None else cond

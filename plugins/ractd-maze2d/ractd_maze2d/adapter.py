@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ractd_cli.adapters import TaskSpec, quiet_import
+from ractd_cli.data.recording import ProgressBatcher
 
 from .planner import GridPlanner, WaypointController
 
@@ -267,7 +268,7 @@ class Maze2dAdapter:
         obs_vec[0], goal_vec[0] = obs["observation"], obs["desired_goal"]
         next_goal: dict[int, np.ndarray] = {}  # step -> goal the next episode starts with
 
-        t0, reported = time.perf_counter(), 0
+        t0, batcher = time.perf_counter(), ProgressBatcher(progress, every=1000)
         for n in range(steps):
             o, g = obs_vec[n].tolist(), u.goal.tolist()  # u.goal: already the new goal after an arrival
             ax, ay = controller.action_xy(o[0], o[1], o[2], o[3], g[0], g[1])
@@ -279,12 +280,9 @@ class Maze2dAdapter:
             if info["success"]:
                 reached[n] = True
                 next_goal[n] = np.array(u.goal, dtype=np.float64)
-            if progress is not None and (n + 1) % 1000 == 0:
-                progress(n + 1 - reported)
-                reported = n + 1
+            batcher.step()
         elapsed = time.perf_counter() - t0
-        if progress is not None and reported < steps:
-            progress(steps - reported)
+        batcher.flush()
 
         # cut the run into episodes at every step that reached the goal
         ends = list(np.flatnonzero(reached) + 1)
