@@ -384,11 +384,13 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
     # For long state plans on a CPU (Maze2d's 128-384 states on ``--preset quick``): the cost of a
     # U-Net grows with the plan length, so the widths are a quarter of ``quick``'s.
     "small": dict(down_dims=(16, 32, 64), embed_dim=32),
-    # Diffusion Policy's default low-dim U-Net, as used for the MuJoCo/Kitchen action chunks.
+    # The RACTD paper's MuJoCo U-Net (Table 7: step embedding 128, kernel 5; Diffusion Policy's
+    # default low-dim U-Net), also used for the Kitchen action chunks.
     "mujoco": dict(down_dims=(512, 1024, 2048), embed_dim=128),
-    # Diffuser's Maze2d temporal U-Net (Janner et al. 2022: dim 32, dim_mults (1, 4, 8)).
-    # The RACTD paper's own table of Maze2d sizes was not available; this is Diffuser's size.
-    "maze2d": dict(down_dims=(32, 128, 256), embed_dim=32),
+    # The RACTD paper's Maze2d U-Nets (Table 6: step embedding 256, kernel 5), one per maze.
+    "maze2d-umaze": dict(down_dims=(256, 512, 1024), embed_dim=256),
+    "maze2d-medium": dict(down_dims=(512, 1024, 2048), embed_dim=256),
+    "maze2d-large": dict(down_dims=(256, 512, 1024, 2048), embed_dim=256),
 }
 
 MLP_PRESET: dict[str, Any] = dict(hidden=(256, 256, 256), embed_dim=32)

@@ -19,20 +19,22 @@ from ractd_cli.diffusion import (
     ctm_sample,
     dsm_loss,
     edm_loss,
-    ema_update_,
     euler_step,
-    frozen_copy,
     heun_sample,
     heun_step,
     karras_sigmas,
     ractd_loss,
     reward_loss,
     sample_ctm_times,
+    sample_dsm_sigma,
+    stop_gradient,
     student_from_teacher,
     student_sigmas,
     teacher_sigmas,
     teacher_solve,
 )
+from ractd_cli.diffusion.ctm import S_EMBED_FLOOR
+from ractd_cli.diffusion.edm import c_noise
 from ractd_cli.nets import ConditionalUnet1D, MLPDenoiserNet
 
 
@@ -133,30 +135,47 @@ def test_student_from_teacher_rejects_mismatched_nets():
         student_from_teacher(teacher, lambda: ConditionalUnet1D(3, 5, down_dims=(16, 64), embed_dim=16, student=True))
 
 
-def test_frozen_copy_and_ema():
+def test_stop_gradient_is_the_current_student_without_parameter_gradients():
+    torch.manual_seed(0)
     student = CTMPrecond(MLPDenoiserNet(2, hidden=(8,), embed_dim=4, student=True))
-    target = frozen_copy(student)
-    assert all(not p.requires_grad for p in target.parameters())
-    assert all(p.requires_grad for p in student.parameters())
-    with torch.no_grad():
-        for p in student.parameters():
-            p.add_(1.0)
-    before = [p.clone() for p in target.parameters()]
-    ema_update_(target, student, 0.75)
-    for p_t, p_0, p_s in zip(target.parameters(), before, student.parameters()):
-        assert torch.allclose(p_t, 0.75 * p_0 + 0.25 * p_s)
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    x, t, s = torch.randn(5, 1, 2), torch.full((5,), 3.0), torch.full((5,), 0.5)
+    for _ in range(3):  # after every optimiser step the target is exactly the student's new weights
+        G_sg = stop_gradient(student)
+        assert torch.equal(G_sg(x, t, s), student(x, t, s))
+        student(x, t, s).pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    # gradients flow through the target's input, never into its parameters
+    x_in = x.clone().requires_grad_(True)
+    stop_gradient(student)(x_in, t, s).sum().backward()
+    assert x_in.grad is not None and x_in.grad.abs().sum() > 0
+    assert all(p.grad is None for p in student.parameters())
 
 
 # ----------------------------------------------------------------------------- grids and sampling
 
 
 def test_student_sigmas():
-    one = student_sigmas(1)
-    assert one.tolist() == [SIGMA_MAX, 0.0]
-    three = student_sigmas(3)
-    assert three.shape == (4,) and three[0].item() == SIGMA_MAX and three[-1].item() == 0.0
-    assert bool((three[:-1] > three[1:]).all()) and three[2].item() > 0.002
+    assert student_sigmas(1).tolist() == [SIGMA_MAX, 0.0]
+    # the authors' chain: re-noise to 27, then to 54 (paper Table 5)
+    assert student_sigmas(2).tolist() == [SIGMA_MAX, 27.0, 0.0]
+    assert student_sigmas(3).tolist() == [SIGMA_MAX, 27.0, 54.0, 0.0]
+    four = student_sigmas(4)
+    assert four.shape == (5,) and four[0].item() == SIGMA_MAX and four[-1].item() == 0.0
+    assert bool((four[:-1] > four[1:]).all()) and four[3].item() > 0.002
     assert torch.equal(teacher_sigmas(80), append_zero(karras_sigmas(80)))
+
+
+def test_dsm_sigmas_half_on_the_upper_curve_half_lognormal():
+    sigma = sample_dsm_sigma(20001, 0.02, SIGMA_MAX, generator=torch.Generator().manual_seed(0))
+    upper, lower = sigma[:10001], sigma[10001:]
+    # xi ~ U[0, 0.7] on the rho = 7 curve from 80 to 0.02: sigma in [0.76, 80], covering the range
+    assert upper.min().item() >= 0.758 and upper.max().item() <= SIGMA_MAX
+    assert upper.min().item() < 0.8 and upper.max().item() > 75
+    # EDM's log-normal: ln sigma ~ N(-1.2, 1.2^2)
+    assert lower.log().mean().item() == pytest.approx(-1.2, abs=0.05)
+    assert lower.log().std().item() == pytest.approx(1.2, abs=0.05)
 
 
 def test_ctm_sample_with_exact_flow_map():
@@ -210,13 +229,15 @@ def test_ctm_loss_vanishes_for_exact_flow_map():
     g = torch.Generator().manual_seed(0)
     x0 = S0 * torch.randn(4096, 4, 2, generator=g)
     teacher, exact = GaussianDenoiser(), GaussianFlowMap()
-    loss = ctm_loss(exact, exact, teacher, x0, sigmas=sigmas, max_teacher_steps=4, generator=g)
-    assert loss.shape == (4096,)
-    wrong = GaussianFlowMap(power=0.6)
-    loss_wrong = ctm_loss(wrong, wrong, teacher, x0, sigmas=sigmas, max_teacher_steps=4,
-                          generator=torch.Generator().manual_seed(0))
-    assert loss.mean().item() < 2e-3
-    assert loss_wrong.mean().item() > 20 * loss.mean().item()
+    for distance, small in (("l2", 2e-3), ("huber", 2e-3)):
+        loss = ctm_loss(exact, teacher, x0, sigmas=sigmas, max_teacher_steps=4, generator=torch.Generator().manual_seed(0),
+                        distance=distance)
+        assert loss.shape == (4096,)
+        wrong = GaussianFlowMap(power=0.6)
+        loss_wrong = ctm_loss(wrong, teacher, x0, sigmas=sigmas, max_teacher_steps=4,
+                              generator=torch.Generator().manual_seed(0), distance=distance)
+        assert loss.mean().item() < small
+        assert loss_wrong.mean().item() > 20 * loss.mean().item()
 
 
 def test_ctm_loss_gradients_reach_only_the_student():
@@ -226,13 +247,11 @@ def test_ctm_loss_gradients_reach_only_the_student():
     with torch.no_grad():  # move the student off the target so the loss is informative
         for p in student.net.s_embed.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    target = frozen_copy(student)
-    loss = ctm_loss(student, target, teacher, torch.randn(8, 2, 2), sigmas=teacher_sigmas(10),
+    loss = ctm_loss(student, teacher, torch.randn(8, 2, 2), sigmas=teacher_sigmas(10),
                     generator=torch.Generator().manual_seed(0))
     loss.mean().backward()
     grads = [p.grad for p in student.parameters()]
     assert all(gr is not None for gr in grads) and sum(gr.abs().sum() for gr in grads) > 0
-    assert all(p.grad is None for p in target.parameters())
     assert all(p.grad is None for p in teacher.parameters())
 
 
@@ -244,24 +263,39 @@ class ZeroStudentNet(nn.Module):
         return torch.zeros_like(x)
 
 
-def test_dsm_loss_uses_the_denoiser_estimate():
-    """With F = 0, g(x, sigma, sigma) = c_skip x is the exact denoiser for data N(0, sd^2): loss ~ 1."""
+def test_dsm_loss_regresses_the_one_step_jump():
+    """eq. 7: d(x0, G(x_t, t, 0)). With F = 0, G(x, sigma, 0) = c_skip x is the exact posterior mean
+    for data N(0, sd^2), so the lambda-weighted squared error is 1 in expectation."""
     student = CTMPrecond(ZeroStudentNet())
     g = torch.Generator().manual_seed(0)
     x0 = SIGMA_DATA * torch.randn(20000, 2, 2, generator=g)
-    loss = dsm_loss(student, x0, generator=g)
-    assert loss.shape == (20000,) and loss.mean().item() == pytest.approx(1.0, rel=0.03)
-    # DSM trains g(x, sigma, sigma) (s = t), not the jump to zero G(x, sigma, 0): regressing
-    # the jump onto x0 would pull one-step samples to the posterior mean and merge the modes.
+    loss = dsm_loss(student, x0, generator=g, distance="l2")
+    assert loss.shape == (20000,) and loss.mean().item() == pytest.approx(1.0, rel=0.05)
+    # the network was asked for the jump to s = 0 (embedded at the floor), from the sampled t
     c_noise_t, c_noise_s = student.net.seen
-    assert torch.equal(c_noise_t, c_noise_s)
+    assert torch.allclose(c_noise_s, c_noise(torch.tensor(S_EMBED_FLOOR)).expand_as(c_noise_s))
+    assert bool((c_noise_t > c_noise_s).all())
+    huber = dsm_loss(student, x0, generator=torch.Generator().manual_seed(0))  # default: pseudo-Huber
+    assert huber.shape == (20000,) and bool((huber >= 0).all())
+
+
+def test_dsm_gradient_reaches_the_jump_to_zero():
+    """The DSM gradient reaches G(x, t, 0): the s-embedding is trained at s = 0 (only the jump
+    to zero sees that s), and the loss falls when the student's G(., ., 0) moves towards x0."""
+    torch.manual_seed(0)
+    teacher = EDMPrecond(MLPDenoiserNet(4, hidden=(16,), embed_dim=8)).requires_grad_(False)
+    student = student_from_teacher(teacher)
+    x0 = torch.randn(64, 2, 2)
+    loss = dsm_loss(student, x0, generator=torch.Generator().manual_seed(0)).mean()
+    loss.backward()
+    s_grad = sum(p.grad.abs().sum() for p in student.net.s_embed.parameters())
+    assert s_grad > 0
 
 
 def test_reward_loss_and_ractd_loss_terms():
     torch.manual_seed(0)
     teacher = EDMPrecond(MLPDenoiserNet(4, hidden=(16,), embed_dim=8)).requires_grad_(False)
     student = student_from_teacher(teacher)
-    target = frozen_copy(student)
     reward_net = nn.Linear(4, 1).requires_grad_(False)
 
     def reward_fn(x0_hat, cond):
@@ -274,7 +308,7 @@ def test_reward_loss_and_ractd_loss_terms():
         reward_loss(lambda x, c: torch.ones(8, 2), x0, None)
 
     kw = dict(sigmas=teacher_sigmas(10), max_teacher_steps=3)
-    out = ractd_loss(student, target, teacher, reward_fn, x0, None, alpha=1.0, beta=0.5, sigma_r=2.0,
+    out = ractd_loss(student, teacher, reward_fn, x0, None, alpha=1.0, beta=0.5, sigma_r=2.0,
                      generator=torch.Generator().manual_seed(0), **kw)
     assert set(out) == {"ctm", "dsm", "reward", "total"}
     assert all(out[k].shape == (8,) for k in ("ctm", "dsm", "reward")) and out["total"].ndim == 0
@@ -284,13 +318,13 @@ def test_reward_loss_and_ractd_loss_terms():
 
     # plain CTD: reward skipped (zeros) with sigma_r = 0 or no reward model
     for fn, w in ((reward_fn, 0.0), (None, 1.0)):
-        plain = ractd_loss(student, target, teacher, fn, x0, None, alpha=1.0, beta=1.0, sigma_r=w,
+        plain = ractd_loss(student, teacher, fn, x0, None, alpha=1.0, beta=1.0, sigma_r=w,
                            generator=torch.Generator().manual_seed(0), **kw)
         assert torch.equal(plain["reward"], torch.zeros(8))
 
     # the reward term alone trains the student through the frozen reward model
     student.zero_grad()
-    only_r = ractd_loss(student, target, teacher, reward_fn, x0, None, alpha=0.0, beta=0.0, sigma_r=1.0,
+    only_r = ractd_loss(student, teacher, reward_fn, x0, None, alpha=0.0, beta=0.0, sigma_r=1.0,
                         generator=torch.Generator().manual_seed(0), **kw)
     only_r["total"].backward()
     assert sum(p.grad.abs().sum() for p in student.parameters() if p.grad is not None) > 0
@@ -337,11 +371,10 @@ def test_toy_teacher_samples_both_modes(toy_teacher):
     assert ((x.abs() - 1).abs() < 0.3).float().mean().item() > 0.9
 
 
-def _distill(teacher, sigma_r: float, steps: int = 300):
+def _distill(teacher, sigma_r: float, steps: int = 300, dsm_target: str = "jump"):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(2)
     student = student_from_teacher(teacher)
-    target = frozen_copy(student)
     opt = torch.optim.Adam(student.parameters(), lr=1e-3)
     sigmas = teacher_sigmas(18)  # a coarse grid keeps the toy fast
 
@@ -349,12 +382,11 @@ def _distill(teacher, sigma_r: float, steps: int = 300):
         return torch.exp(-0.5 * (x0_hat.reshape(x0_hat.shape[0], -1).mean(dim=1) - 1.0) ** 2)
 
     for _ in range(steps):
-        losses = ractd_loss(student, target, teacher, reward_fn, _mixture(128, g), None, alpha=1.0, beta=1.0,
-                            sigma_r=sigma_r, sigmas=sigmas, max_teacher_steps=4, generator=g)
+        losses = ractd_loss(student, teacher, reward_fn, _mixture(128, g), None, alpha=1.0, beta=1.0,
+                            sigma_r=sigma_r, sigmas=sigmas, max_teacher_steps=4, generator=g, dsm_target=dsm_target)
         opt.zero_grad()
         losses["total"].backward()
         opt.step()
-        ema_update_(target, student, 0.9)
     x_T = SIGMA_MAX * torch.randn(4000, 1, 1, generator=g)
     x, nfe = ctm_sample(student, x_T, student_sigmas(1))
     assert nfe == 1
@@ -367,8 +399,16 @@ def test_toy_reward_aware_student_picks_the_rewarded_mode(toy_teacher):
     assert ((x - 1).abs() < 0.5).float().mean().item() >= 0.9
 
 
-def test_toy_plain_ctd_student_keeps_both_modes(toy_teacher):
-    x = _distill(toy_teacher, sigma_r=0.0)
+def test_toy_plain_ctd_student_with_denoiser_dsm_keeps_both_modes(toy_teacher):
+    x = _distill(toy_teacher, sigma_r=0.0, dsm_target="denoiser")
     assert (x > 0).float().mean().item() >= 0.25
     assert (x < 0).float().mean().item() >= 0.25
     assert x.abs().max().item() < 2.0
+
+
+def test_toy_plain_ctd_student_with_the_papers_dsm_is_pulled_between_the_modes(toy_teacher):
+    """eq. 7 regresses the jump G(x_t, t, 0) onto x0, whose minimiser at large t is the posterior
+    mean: on two equally likely modes at +-1 a plain CTD student ends up between them. The reward
+    term is what moves it onto a mode (the test above)."""
+    x = _distill(toy_teacher, sigma_r=0.0)
+    assert (x.abs() < 0.5).float().mean().item() >= 0.5

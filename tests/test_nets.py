@@ -139,13 +139,17 @@ def test_config_round_trip(kind, config, inputs):
 def test_build_net_unknown_kind_suggests():
     with pytest.raises(ValueError, match="did you mean 'unet1d'"):
         build_net("unet1", {})
-    with pytest.raises(ValueError, match="did you mean 'maze2d'"):
-        make_denoiser_net("maze2", 4, 8)
+    with pytest.raises(ValueError, match="did you mean 'maze2d-umaze'"):
+        make_denoiser_net("maze2d-umaz", 4, 8)
 
 
 def test_presets():
     assert UNET_PRESETS["mujoco"] == dict(down_dims=(512, 1024, 2048), embed_dim=128)
-    assert set(UNET_PRESETS) == {"quick", "small", "mujoco", "maze2d"}
-    net = make_denoiser_net("maze2d", input_dim=4, global_cond_dim=8, student=True)
-    assert net.config["down_dims"] == [32, 128, 256] and net.student
-    assert net(torch.randn(1, 128, 4), torch.zeros(1), torch.randn(1, 8), torch.zeros(1)).shape == (1, 128, 4)
+    # paper Table 6, one U-Net per maze (step embedding 256)
+    assert UNET_PRESETS["maze2d-umaze"] == dict(down_dims=(256, 512, 1024), embed_dim=256)
+    assert UNET_PRESETS["maze2d-medium"] == dict(down_dims=(512, 1024, 2048), embed_dim=256)
+    assert UNET_PRESETS["maze2d-large"] == dict(down_dims=(256, 512, 1024, 2048), embed_dim=256)
+    assert set(UNET_PRESETS) == {"quick", "small", "mujoco", "maze2d-umaze", "maze2d-medium", "maze2d-large"}
+    net = make_denoiser_net("small", input_dim=4, global_cond_dim=6, student=True)
+    assert net.student
+    assert net(torch.randn(1, 128, 4), torch.zeros(1), torch.randn(1, 6), torch.zeros(1)).shape == (1, 128, 4)

@@ -5,23 +5,28 @@ Nothing here knows about environments or datasets.
 """
 
 from .ctm import (
+    CHAIN_SIGMAS,
+    DSM_TARGETS,
+    DSM_XI_MAX,
     MAX_TEACHER_STEPS,
     S_EMBED_FLOOR,
+    STUDENT_SIGMA_MIN,
     CTMPrecond,
     ctm_loss,
     ctm_sample,
     dsm_loss,
-    ema_update_,
-    frozen_copy,
     ractd_loss,
     reward_loss,
     sample_ctm_times,
+    sample_dsm_sigma,
+    stop_gradient,
     student_from_teacher,
     student_sigmas,
     teacher_sigmas,
     teacher_solve,
 )
 from .edm import (
+    DISTANCES,
     NUM_BINS,
     P_MEAN,
     P_STD,
@@ -56,7 +61,7 @@ from .samplers import (
 
 __all__ = [
     # edm
-    "SIGMA_MIN", "SIGMA_MAX", "SIGMA_DATA", "RHO", "P_MEAN", "P_STD", "NUM_BINS",
+    "SIGMA_MIN", "SIGMA_MAX", "SIGMA_DATA", "RHO", "P_MEAN", "P_STD", "NUM_BINS", "DISTANCES",
     "karras_sigmas", "append_zero", "edm_scalings", "c_noise", "loss_weight", "pseudo_huber",
     "pseudo_huber_c", "sample_training_sigma", "denoising_distance", "EDMPrecond", "edm_loss",
     "batch_sigma", "append_dims",
@@ -64,7 +69,8 @@ __all__ = [
     "SAMPLERS", "heun_sample", "euler_sample", "ancestral_sample", "heun_step", "euler_step",
     "ancestral_step_sigmas", "to_d",
     # ctm / ractd
-    "CTMPrecond", "student_from_teacher", "frozen_copy", "ema_update_", "student_sigmas",
+    "CTMPrecond", "student_from_teacher", "stop_gradient", "student_sigmas", "sample_dsm_sigma",
     "teacher_sigmas", "ctm_sample", "teacher_solve", "sample_ctm_times", "ctm_loss", "dsm_loss",
-    "reward_loss", "ractd_loss", "S_EMBED_FLOOR", "MAX_TEACHER_STEPS",
+    "reward_loss", "ractd_loss", "S_EMBED_FLOOR", "MAX_TEACHER_STEPS", "STUDENT_SIGMA_MIN",
+    "CHAIN_SIGMAS", "DSM_XI_MAX", "DSM_TARGETS",
 ]

@@ -16,7 +16,6 @@ so G(x, t, t) = x for every network, and G(x, t, 0) = g(x, t, 0).  Times are EDM
 
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import torch
@@ -45,11 +44,15 @@ from .samplers import heun_step
 __all__ = [
     "S_EMBED_FLOOR",
     "MAX_TEACHER_STEPS",
+    "STUDENT_SIGMA_MIN",
+    "CHAIN_SIGMAS",
+    "DSM_XI_MAX",
     "CTMPrecond",
     "student_from_teacher",
-    "frozen_copy",
-    "ema_update_",
+    "stop_gradient",
     "student_sigmas",
+    "sample_dsm_sigma",
+    "DSM_TARGETS",
     "teacher_sigmas",
     "ctm_sample",
     "teacher_solve",
@@ -65,9 +68,21 @@ S_EMBED_FLOOR = 1e-5
 network sees c_noise(max(s, S_EMBED_FLOOR)) instead (ln(1e-5)/4 = -2.88, clear of the EDM range
 [ln(0.002)/4, ln(80)/4] = [-1.55, 1.10]).  The same floor guards t = 0, where G is the identity."""
 
-MAX_TEACHER_STEPS = 4
-"""Default cap on teacher Heun steps t -> u per CTM loss sample (DESIGN: "u at most a few
-teacher steps after t")."""
+MAX_TEACHER_STEPS = 1
+"""Teacher Heun steps t -> u per CTM loss sample: u is the next bin after t (RACTD's code:
+``ode_steps_max: 1`` in every student config)."""
+
+STUDENT_SIGMA_MIN = 0.02
+"""Smallest noise level of the student's 80-bin CTM grid and DSM noise levels (RACTD's code:
+``time_min: 0.02`` of the CTM scheduler; paper App. B.1: "CTM scheduler also with 80 bins")."""
+
+CHAIN_SIGMAS = (27.0, 54.0)
+"""Noise levels a k-step student re-noises its estimate to after the first jump from T (RACTD's
+code: ``chaining_times: ['D', 27, 54]``, sigmas taken as they are; paper Table 5)."""
+
+DSM_XI_MAX = 0.7
+"""DSM noise levels: half the batch sits on the EDM curve at xi ~ U[0, 0.7] (sigma in [0.76, 80]
+for sigma_min 0.02), the other half is EDM's log-normal (RACTD's code: time sampler ``ctm_dsm``)."""
 
 
 def _G_ratio(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -137,20 +152,14 @@ def student_from_teacher(
     return CTMPrecond(net, sigma_data=teacher.sigma_data)
 
 
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A deep copy with ``requires_grad=False`` in eval mode: the stop-gradient target network."""
-    target = copy.deepcopy(module)
-    target.requires_grad_(False)
-    return target.eval()
+def stop_gradient(module: nn.Module) -> Callable[..., torch.Tensor]:
+    """G_sg(theta): ``module`` called with its parameters detached (RACTD eq. 5-6).
 
-
-@torch.no_grad()
-def ema_update_(target: nn.Module, source: nn.Module, decay: float) -> None:
-    """target <- decay * target + (1 - decay) * source, parameter-wise (buffers copied)."""
-    for p_t, p_s in zip(target.parameters(), source.parameters()):
-        p_t.lerp_(p_s, 1.0 - decay)
-    for b_t, b_s in zip(target.buffers(), source.buffers()):
-        b_t.copy_(b_s)
+    The same weights as the student at every step -- not a lagging copy -- through which no
+    gradient reaches the parameters; gradients still flow through the *inputs*.
+    """
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    return lambda *args: torch.func.functional_call(module, params, args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,12 +187,39 @@ def student_sigmas(
 ) -> torch.Tensor:
     """A k-step student grid [T, t_1, ..., t_{k-1}, 0], shape (k+1,).
 
-    The intermediate times are the first k points of a (k+1)-point EDM grid (eq. 5), so they
-    are spread like the teacher's steps; k = 1 gives [sigma_max, 0].
+    k = 1: [T, 0].  k = 2, 3: the authors' chain, t_i from :data:`CHAIN_SIGMAS` ([T, 27, 0] and
+    [T, 27, 54, 0]; paper Table 5).  k >= 4 (beyond what the paper used): the first k points of a
+    (k+1)-point EDM grid (eq. 5), spread like the teacher's steps.
     """
     if k < 1:
         raise ValueError(f"student_sigmas needs k >= 1, got {k}")
+    if k <= len(CHAIN_SIGMAS) + 1:
+        chain = [sigma_max, *CHAIN_SIGMAS[: k - 1], 0.0]
+        return torch.tensor(chain, dtype=torch.float32, device=device)
     return append_zero(karras_sigmas(k + 1, sigma_min, sigma_max, rho, device=device)[:-1])
+
+
+def sample_dsm_sigma(
+    batch: int,
+    sigma_min: float = STUDENT_SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rho: float = RHO,
+    *,
+    generator: torch.Generator | None = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The DSM loss's noise levels, (B,) (RACTD's ``ctm_dsm`` time sampler, see :data:`DSM_XI_MAX`):
+
+        first ceil(B/2):  sigma = (sigma_max^(1/rho) + xi (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
+                          xi ~ U[0, 0.7]  (the upper part of the EDM curve, where one-step jumps start);
+        last floor(B/2):  ln sigma ~ N(P_mean, P_std^2)  (EDM's training distribution).
+    """
+    n_upper = (batch + 1) // 2
+    xi = DSM_XI_MAX * torch.rand(n_upper, generator=generator, device=device, dtype=dtype)
+    upper = (sigma_max ** (1 / rho) + xi * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    lower = sample_training_sigma(batch - n_upper, generator=generator, device=device, dtype=dtype)
+    return torch.cat([upper.clamp(sigma_min, sigma_max), lower])
 
 
 @torch.no_grad()
@@ -259,7 +295,6 @@ def sample_ctm_times(
 
 def ctm_loss(
     student: CTMPrecond,
-    target: CTMPrecond,
     teacher: nn.Module,
     x0: torch.Tensor,
     cond: torch.Tensor | None = None,
@@ -267,19 +302,19 @@ def ctm_loss(
     sigmas: torch.Tensor,
     max_teacher_steps: int = MAX_TEACHER_STEPS,
     generator: torch.Generator | None = None,
-    c: float | None = None,
+    distance: str = "huber",
 ) -> torch.Tensor:
-    """CTM soft-consistency distillation loss per sample, (B,) (CTM; RACTD L_CTM):
+    """CTM soft-consistency distillation loss per sample, (B,) (RACTD eq. 5-6):
 
         t > u >= s on the grid ``sigmas`` (descending, ending in 0), x_t = x0 + t eps,
-        x_u   = Heun solve of the teacher from t to u (no grad),
+        x_u   = Solver(x_t, t, u; phi), Heun steps of the teacher (no grad),
         pred  = G_sg(G_theta(x_t, t, s), s, 0),
         tgt   = G_sg(G_sg(x_u, u, s), s, 0)     (no grad),
-        loss  = pseudo_huber(pred, tgt; c).
+        loss  = d(pred, tgt)   (pseudo-Huber or squared error, unweighted as in RACTD's code).
 
-    ``target`` (G_sg) is a frozen copy / EMA of the student with requires_grad False; gradients
-    reach the student's parameters through target's *input* only.  Comparing both after the
-    final jump to 0 measures the discrepancy in clean-data space (CTM's choice).
+    G_sg is the student itself with its parameters detached (:func:`stop_gradient`): the
+    current weights, so gradients reach the student's parameters through G_sg's *input* only.
+    Comparing both after the final jump to 0 measures the discrepancy in clean-data space.
     ``generator`` (on x0's device) drives the times and the noise.
     """
     B = x0.shape[0]
@@ -289,12 +324,22 @@ def ctm_loss(
     zero = torch.zeros_like(s)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = x0 + append_dims(t, x0.ndim) * eps
+    G_sg = stop_gradient(student)
 
     with torch.no_grad():
         x_u = teacher_solve(teacher, x_t, sigmas, i_t, i_u, cond)
-        tgt = target(target(x_u, u, s, cond), s, zero, cond)
-    pred = target(student(x_t, t, s, cond), s, zero, cond)
-    return pseudo_huber(pred, tgt, c)
+        tgt = G_sg(G_sg(x_u, u, s, cond), s, zero, cond)
+    pred = G_sg(student(x_t, t, s, cond), s, zero, cond)
+    if distance == "huber":
+        return pseudo_huber(pred, tgt)
+    if distance == "l2":
+        return (pred - tgt).reshape(B, -1).pow(2).mean(dim=1)
+    raise ValueError(f"unknown distance {distance!r} (choose 'huber' or 'l2')")
+
+
+DSM_TARGETS = ("jump", "denoiser")
+"""What L_DSM regresses onto x0: ``jump`` = G(x_t, t, 0) (RACTD eq. 7, the default) or ``denoiser`` =
+g(x_t, t, t) at EDM's log-normal noise levels (CTM's auxiliary DSM; a deviation, opt-in)."""
 
 
 def dsm_loss(
@@ -302,31 +347,40 @@ def dsm_loss(
     x0: torch.Tensor,
     cond: torch.Tensor | None = None,
     *,
+    sigma_min: float = STUDENT_SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
     generator: torch.Generator | None = None,
-    P_mean: float = P_MEAN,
-    P_std: float = P_STD,
-    distance: str = "l2",
+    distance: str = "huber",
+    target: str = "jump",
 ) -> torch.Tensor:
-    """Denoising score matching on the student, per sample (B,) (CTM's auxiliary DSM; RACTD L_DSM):
+    """Denoising score matching on the student, per sample (B,):
 
-        sigma ~ lognormal(P_mean, P_std),  x = x0 + sigma n,
-        loss = lambda(sigma) d(g_theta(x, sigma, sigma), x0)     (EDM weighting, see edm_loss).
+    ``target="jump"`` (RACTD eq. 7, default):
+        sigma ~ :func:`sample_dsm_sigma`,  x_sigma = x0 + sigma n,
+        loss = lambda(sigma) d(x0, G_theta(x_sigma, sigma, 0))     (EDM weighting, as edm_loss).
+    G(x, sigma, 0) is the jump to clean data that one-step sampling uses and the reward scores;
+    half the sigmas come from the upper part of the curve, where sampling starts. Its minimiser
+    is the posterior mean E[x0 | x_sigma], which at large sigma lies between the data's modes.
 
-    The student's denoiser estimate is g(x, sigma, sigma) (the s -> t limit of g),
-    as in CTM.  Regressing the *jump to zero* G(x, sigma, 0) onto x0 instead would pull
-    one-step samples towards the posterior mean E[x0 | x] and average the data's modes.
+    ``target="denoiser"`` (CTM's auxiliary DSM): sigma ~ EDM's log-normal, loss =
+    lambda(sigma) d(x0, g_theta(x_sigma, sigma, sigma)); trains the denoiser head, not the jump.
     """
-    sigma = sample_training_sigma(
-        x0.shape[0], P_mean=P_mean, P_std=P_std, generator=generator, device=x0.device, dtype=x0.dtype
-    )
-    n = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if target not in DSM_TARGETS:
+        raise ValueError(f"unknown DSM target {target!r} (choose from {', '.join(DSM_TARGETS)})")
+    kw = dict(generator=generator, device=x0.device, dtype=x0.dtype)
+    if target == "jump":
+        sigma = sample_dsm_sigma(x0.shape[0], sigma_min, sigma_max, **kw)
+    else:
+        sigma = sample_training_sigma(x0.shape[0], **kw)
+    n = torch.randn(x0.shape, **kw)
     x = x0 + append_dims(sigma, x0.ndim) * n
-    denoised = student.g(x, sigma, sigma, cond)
-    return denoising_distance(denoised, x0, sigma, sigma_data=student.sigma_data, distance=distance)
+    s = torch.zeros_like(sigma) if target == "jump" else sigma
+    x0_hat = student(x, sigma, s, cond) if target == "jump" else student.g(x, sigma, s, cond)
+    return denoising_distance(x0_hat, x0, sigma, sigma_data=student.sigma_data, distance=distance)
 
 
 def reward_loss(reward_fn: Callable, x0_hat: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-    """L_Reward = -R(x0_hat, cond), per sample (B,) (RACTD).
+    """L_Reward = -R(x0_hat, cond), per sample (B,) (RACTD eq. 8).
 
     ``reward_fn(x0_hat, cond)`` is a frozen differentiable reward model wrapped by the pipeline
     (e.g. R_psi(s_n, first action of x0_hat)), returning (B,) or (B, 1).  Gradients flow through
@@ -341,7 +395,6 @@ def reward_loss(reward_fn: Callable, x0_hat: torch.Tensor, cond: torch.Tensor | 
 
 def ractd_loss(
     student: CTMPrecond,
-    target: CTMPrecond,
     teacher: nn.Module,
     reward_fn: Callable | None,
     x0: torch.Tensor,
@@ -353,22 +406,30 @@ def ractd_loss(
     sigmas: torch.Tensor,
     max_teacher_steps: int = MAX_TEACHER_STEPS,
     generator: torch.Generator | None = None,
+    distance: str = "huber",
+    dsm_target: str = "jump",
 ) -> dict[str, torch.Tensor]:
-    """The RACTD objective L = alpha L_CTM + beta L_DSM + sigma_r L_Reward (Duan et al. 2025).
+    """The RACTD objective L = alpha L_CTM + beta L_DSM + sigma_r L_Reward (RACTD eq. 9).
 
-    Returns per-sample (B,) tensors 'ctm', 'dsm', 'reward' and the scalar 'total' (their
-    weighted sum averaged over the batch).  The reward term scores the student's one-step
-    sample x0_hat = G(x_T, T, 0), x_T = T eps with T = sigmas[0].  A term whose weight is 0 is
-    not computed and reported as zeros; with ``reward_fn=None`` or ``sigma_r == 0`` this is
-    plain CTD (CTM + DSM distillation).
+    Returns per-sample (B,) tensors 'ctm', 'dsm', 'reward' (unweighted) and the scalar 'total'
+    (their weighted sum averaged over the batch).  ``sigmas`` is the student's 80-bin grid ending
+    in 0; DSM draws its noise levels between its smallest positive and largest entries.  The
+    reward term scores the one-step sample x0_hat = G(x_T, T, 0), x_T = T eps with T = sigmas[0]
+    (eq. 8).  A term whose weight is 0 is not computed and reported as zeros; with
+    ``reward_fn=None`` or ``sigma_r == 0`` this is plain CTD (CTM + DSM distillation).
     """
     zeros = x0.new_zeros(x0.shape[0])
     ctm = (
-        ctm_loss(student, target, teacher, x0, cond, sigmas=sigmas, max_teacher_steps=max_teacher_steps,
-                 generator=generator)
+        ctm_loss(student, teacher, x0, cond, sigmas=sigmas, max_teacher_steps=max_teacher_steps,
+                 generator=generator, distance=distance)
         if alpha != 0 else zeros
     )
-    dsm = dsm_loss(student, x0, cond, generator=generator) if beta != 0 else zeros
+    sigma_min, sigma_max = float(sigmas[-2]), float(sigmas[0])
+    dsm = (
+        dsm_loss(student, x0, cond, sigma_min=sigma_min, sigma_max=sigma_max, generator=generator, distance=distance,
+                 target=dsm_target)
+        if beta != 0 else zeros
+    )
     if reward_fn is not None and sigma_r != 0:
         T = sigmas[0].to(x0)
         x_T = T * torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)

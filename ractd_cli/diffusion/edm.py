@@ -25,6 +25,7 @@ __all__ = [
     "P_MEAN",
     "P_STD",
     "NUM_BINS",
+    "DISTANCES",
     "karras_sigmas",
     "append_zero",
     "edm_scalings",
@@ -141,26 +142,34 @@ def loss_weight(sigma: torch.Tensor, sigma_data: float = SIGMA_DATA) -> torch.Te
 # --------------------------------------------------------------------------------------------
 
 
-def pseudo_huber_c(d: int) -> float:
-    """Default pseudo-Huber constant c = 0.00054 sqrt(d) for data of dimensionality d.
+DISTANCES = ("huber", "l2")
+"""The distances d of the EDM, CTM and DSM losses: ``huber`` (the paper's, default) or ``l2``."""
 
-    From Song & Dhariwal 2023, "Improved techniques for training consistency models" (iCT), who
-    chose c = 0.00054 sqrt(d) (d = number of data dimensions, e.g. 3*64*64 for images) so that c
-    scales with the typical norm of a d-dimensional difference.
+
+def pseudo_huber_c(d: int) -> float:
+    """The pseudo-Huber constant c = 0.00054 sqrt(d) for data of d = T*D elements per sample.
+
+    From Song & Dhariwal 2023 (iCT), used by Consistency Policy (Prasad et al. 2024) and RACTD's
+    code as ``delta = -1`` (their default for the teacher, CTM and DSM losses).
     """
     return 0.00054 * math.sqrt(d)
 
 
-def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float | None = None) -> torch.Tensor:
-    """Per-sample pseudo-Huber distance sqrt(||a - b||^2 + c^2) - c over all non-batch dims: (B,).
+def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Pseudo-Huber distance per sample, (B,), in the element-wise form of Consistency Policy
+    (Prasad et al. 2024), which RACTD trains its teacher and student with (paper Sec. 2.2):
 
-    ``c`` defaults to :func:`pseudo_huber_c` (d = number of elements per sample).  Behaves like
-    ||a-b||^2 / (2c) for small differences and like ||a-b|| for large ones.
+        e = (a - b)^2 elementwise,  d = mean over elements of  w * (sqrt(e^2 + c^2) - c),
+
+    c = :func:`pseudo_huber_c` of the per-sample element count, ``weight`` (B,) an optional
+    per-sample weight such as lambda(sigma).  Note e is the *squared* error, squared again under
+    the root (their code's form): ~ (a-b)^4 / 2c for tiny errors, ~ (a-b)^2 once |a-b|^2 >> c.
     """
-    diff = (a - b).reshape(a.shape[0], -1)
+    e = (a - b).reshape(a.shape[0], -1).pow(2)
     if c is None:
-        c = pseudo_huber_c(diff.shape[1])
-    return torch.sqrt(diff.pow(2).sum(dim=1) + c * c) - c
+        c = pseudo_huber_c(e.shape[1])
+    d = (torch.sqrt(e * e + c * c) - c).mean(dim=1)
+    return d if weight is None else weight * d
 
 
 def denoising_distance(
@@ -169,29 +178,22 @@ def denoising_distance(
     sigma: torch.Tensor,
     *,
     sigma_data: float = SIGMA_DATA,
-    distance: str = "l2",
+    distance: str = "huber",
 ) -> torch.Tensor:
-    """lambda(sigma)-weighted distance between a denoiser output and the clean data: (B,).
+    """lambda(sigma) d(denoised, x0) per sample, (B,), lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2
+    (EDM's weighting; RACTD's code applies it as "karras" weights to both the teacher's loss and the
+    student's DSM loss):
 
-    With r = (D - x0) / c_out(sigma) = F - F_target, the residual in the raw network's output
-    space, ||r||^2 = lambda(sigma) ||D - x0||^2 because lambda = 1 / c_out^2 (EDM):
-
-    * ``"l2"``:    mean over elements of lambda(sigma) (D - x0)^2 -- EDM's loss exactly.
-    * ``"huber"``: pseudo_huber(r, 0) = sqrt(||r||^2 + c^2) - c -- the weighting is applied
-      *inside* the distance, i.e. pseudo-Huber on sqrt(lambda)-scaled outputs, so that for small
-      residuals it is proportional to EDM's weighted L2 (||r||^2 / 2c) while large residuals
-      grow only linearly.  Note: unlike squared L2, its minimiser is a (geometric) median, not
-      the posterior mean E[x0 | x] that the probability-flow ODE needs; "l2" is the default.
+    * ``"huber"`` (default, the paper's): lambda(sigma) times :func:`pseudo_huber`.
+    * ``"l2"``: lambda(sigma) times the mean squared error -- EDM's loss exactly.
     """
     sigma = batch_sigma(sigma, x0)
-    if distance == "l2":
-        weight = append_dims(loss_weight(sigma, sigma_data), x0.ndim)
-        return (weight * (denoised - x0) ** 2).reshape(x0.shape[0], -1).mean(dim=1)
+    weight = loss_weight(sigma, sigma_data)
     if distance == "huber":
-        _, c_out, _ = edm_scalings(sigma, sigma_data)
-        r = (denoised - x0) / append_dims(c_out, x0.ndim)
-        return pseudo_huber(r, torch.zeros_like(r))
-    raise ValueError(f"unknown distance {distance!r} (choose 'l2' or 'huber')")
+        return pseudo_huber(denoised, x0, weight=weight)
+    if distance == "l2":
+        return weight * (denoised - x0).reshape(x0.shape[0], -1).pow(2).mean(dim=1)
+    raise ValueError(f"unknown distance {distance!r} (choose from {', '.join(DISTANCES)})")
 
 
 def sample_training_sigma(
@@ -241,15 +243,15 @@ def edm_loss(
     P_mean: float = P_MEAN,
     P_std: float = P_STD,
     sigma_data: float = SIGMA_DATA,
-    distance: str = "l2",
+    distance: str = "huber",
 ) -> torch.Tensor:
-    """EDM training loss per sample, (B,) (EDM eq. 2 and Table 1):
+    """EDM training loss per sample, (B,) (EDM eq. 2 and Table 1; RACTD eq. 4):
 
         sigma ~ lognormal(P_mean, P_std),  x = x0 + sigma * n,
         loss = lambda(sigma) d(D(x; sigma), x0),  lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2.
 
-    ``distance`` is "l2" (default, EDM's squared L2, whose minimiser is the posterior mean the
-    samplers need) or "huber" (pseudo-Huber in F-space); see :func:`denoising_distance`.
+    ``distance`` is "huber" (default: RACTD trains its teacher with pseudo-Huber) or "l2" (EDM's
+    squared error); see :func:`denoising_distance`.
     ``generator`` drives both sigma and the noise n.
     """
     sigma = sample_training_sigma(

@@ -1,9 +1,10 @@
-"""``ractd distill``: the one-step RACTD student, L = alpha L_CTM + beta L_DSM + sigma L_Reward.
+"""``ractd distill``: the one-step RACTD student, L = alpha L_CTM + beta L_DSM + sigma L_Reward (eq. 9).
 
 The student G(x_t, t, s) is initialised from the teacher's weights (its new s-embedding starts
-at zero, so at step 0 it equals a DDIM step of the teacher). The CTM target network is the
-student's EMA. The reward model is frozen; its gradient flows into the student through the
-student's one-step sample x0_hat = G(x_T, T, 0).
+at zero, so at step 0 it equals a DDIM step of the teacher). The CTM target is the student
+itself under a stop-gradient (eq. 5-6). The reward model is frozen; its gradient flows into the
+student through the student's one-step sample x0_hat = G(x_T, T, 0) (eq. 8). The saved weights
+are the training loop's EMA of the student, as in RACTD's code (``use_ema: true``).
 """
 
 from __future__ import annotations
@@ -15,46 +16,45 @@ from torch import nn
 
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact, save_artifact
-from ..diffusion import append_zero, karras_sigmas, ractd_loss, student_from_teacher
+from ..diffusion import DISTANCES, DSM_TARGETS, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, ractd_loss, student_from_teacher, teacher_sigmas
 from ..errors import RactdError, UsageError
 from ..planner import denoiser_from, load_net
 from .common import TrainOptions
 from .loop import train
 from .teacher import prefixed
 
-NUM_BINS = 80
-MAX_TEACHER_STEPS = 4
-REWARD_SCALE = 0.02
-"""kappa in L_Reward = -kappa * R_psi. R_psi predicts the return-to-go normalised to [-1, 1],
-while the CTM loss of a converged student is O(1e-2); kappa = 0.02 puts a full-range reward
-difference at the size of the distillation loss, so ``--reward-weight 1.0`` trades them evenly on
-every task. (Measured on ``bimodal``, tiny preset: effective weight 1.0 made the student exploit
-R_psi off the data and reach no goal; 0.02 sent 96% of episodes to the high-return goal.)"""
-
 
 def reward_fn_for(spec: TaskSpec, reward_net: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """kappa * R(x0_hat, cond) -> (B,), R in normalised return-to-go units (see ``train/reward.py``).
+    """R(x0_hat, cond) -> (B,), in the reward model's units: the return-to-go normalised to [-1, 1]
+    (see ``train/reward.py``), so ``--reward-weight`` is the paper's sigma with no hidden scale.
 
     ``chunk``: R_psi(s_n, a_hat_n) with s_n the last state of the history and a_hat_n the first
-    planned action. ``states``: mean over the plan of R_psi(s_t, goal). The plan is clamped to the
-    data's normalised range [-1, 1] first: outside it R_psi is an extrapolation the student
-    would otherwise exploit (unbounded "reward" for out-of-range actions).
+    planned action (eq. 8). ``states``: the mean over the plan of R_psi(s_t, goal), which stays in
+    [-1, 1] whatever the horizon. The plan is not clamped: a clamp would zero the gradient of any
+    element outside [-1, 1], exactly where the student most needs pulling back.
     """
     if spec.planning == "chunk":
 
         def reward(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
             s_n = cond[:, -spec.obs_dim :]
-            return REWARD_SCALE * reward_net(torch.cat([s_n, x0_hat[:, 0].clamp(-1.0, 1.0)], dim=-1))
+            return reward_net(torch.cat([s_n, x0_hat[:, 0]], dim=-1))
 
         return reward
 
     def reward_states(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         B, H, _ = x0_hat.shape
         goal = cond[:, spec.obs_dim :].unsqueeze(1).expand(B, H, spec.goal_dim)
-        x = torch.cat([x0_hat.clamp(-1.0, 1.0), goal], dim=-1)
-        return REWARD_SCALE * reward_net(x.reshape(B * H, -1)).reshape(B, H).mean(1)
+        x = torch.cat([x0_hat, goal], dim=-1)
+        return reward_net(x.reshape(B * H, -1)).reshape(B, H).mean(1)
 
     return reward_states
+
+
+def loss_terms(losses: dict[str, float], alpha: float, beta: float, sigma_r: float) -> dict[str, float]:
+    """The three weighted terms' mean magnitudes over the last stretch of training:
+    alpha L_CTM, beta L_DSM and sigma |L_Reward| (the paper keeps them within one order of magnitude)."""
+    return {"ctm": alpha * losses.get("ctm", 0.0), "dsm": beta * losses.get("dsm", 0.0),
+            "reward": sigma_r * losses.get("reward_abs", 0.0)}
 
 
 def run(
@@ -67,12 +67,18 @@ def run(
     alpha: float | None = None,
     beta: float | None = None,
     reward_weight: float | None = None,
+    distance: str = "huber",
+    dsm_target: str = "jump",
 ) -> Artifact:
     from .data import load_task_data
 
     for name, v in (("--ctm-weight", alpha), ("--dsm-weight", beta), ("--reward-weight", reward_weight)):
         if v is not None and v < 0:
             raise UsageError(f"{name} must be >= 0, got {v}")
+    if distance not in DISTANCES:
+        raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
+    if dsm_target not in DSM_TARGETS:
+        raise UsageError(f"unknown --dsm-target {dsm_target!r}; use one of {', '.join(DSM_TARGETS)}")
     d_alpha, d_beta, d_sigma = spec.loss_weights
     alpha = d_alpha if alpha is None else alpha
     beta = d_beta if beta is None else beta
@@ -94,19 +100,22 @@ def run(
     teacher.to(device)
     if reward_art is not None:
         reward_net.to(device)
-    sigmas = append_zero(karras_sigmas(NUM_BINS, teacher_art.config["sigma_min"], teacher_art.config["sigma_max"], device=device))
+    # The student's 80-bin CTM grid, sigma in [0.02, 80] (paper App. B.1; RACTD's code).
+    sigmas = teacher_sigmas(NUM_BINS, STUDENT_SIGMA_MIN, teacher_art.config["sigma_max"], device=device)
 
-    def loss_fn(model, ema, batch, gen):
+    def loss_fn(model, ema, batch, gen):  # the CTM target is sg(model), not the EMA
         out = ractd_loss(
-            model, ema, teacher, reward_fn, batch["x"], batch["cond"],
-            alpha=alpha, beta=beta, sigma_r=sigma_r, sigmas=sigmas, max_teacher_steps=MAX_TEACHER_STEPS, generator=gen,
+            model, teacher, reward_fn, batch["x"], batch["cond"],
+            alpha=alpha, beta=beta, sigma_r=sigma_r, sigmas=sigmas, max_teacher_steps=MAX_TEACHER_STEPS,
+            generator=gen, distance=distance, dsm_target=dsm_target,
         )
-        return {"loss": out["total"], **{k: v.mean() for k, v in out.items() if k != "total"}}
+        return {"loss": out["total"], **{k: v.mean() for k, v in out.items() if k != "total"},
+                "reward_abs": out["reward"].abs().mean()}
 
     parents = [teacher_art.id] + ([reward_art.id] if reward_art is not None else [])
     res = train(
         student, loss_fn, data.diffusion, cfg,
-        name=f"student-{spec.name}", run_extra={"parents": parents, "weights": [alpha, beta, sigma_r]},
+        name=f"student-{spec.name}", run_extra={"parents": parents, "weights": [alpha, beta, sigma_r], "distance": distance, "dsm_target": dsm_target},
         resume=opts.resume, show_progress=opts.show_progress,
     )
     norm = {k: v for k, v in teacher_art.tensors.items() if k.startswith("norm.")}
@@ -123,8 +132,12 @@ def run(
             "ctm_weight": alpha,
             "dsm_weight": beta,
             "reward_weight": sigma_r,
+            "distance": distance,
+            "ctm_target": "stop-gradient student",
+            "dsm_target": dsm_target,
             "max_teacher_steps": MAX_TEACHER_STEPS,
-            "reward_scale": REWARD_SCALE,
+            "student_sigma_min": STUDENT_SIGMA_MIN,
+            "loss_terms": loss_terms(res.losses, alpha, beta, sigma_r),
             "train": vars(cfg),
             "preset": opts.preset,
         },

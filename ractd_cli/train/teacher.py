@@ -10,7 +10,8 @@ import torch
 
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, save_artifact
-from ..diffusion import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMPrecond, edm_loss
+from ..diffusion import DISTANCES, SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMPrecond, edm_loss
+from ..errors import UsageError
 from ..nets import InverseDynamics, make_denoiser_net
 from ..planner import cond_dim, x_shape
 from .common import TrainOptions, normalizer_tensors
@@ -42,8 +43,13 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
     )
 
 
-def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> list[Artifact]:
-    """Train (inverse dynamics and) the teacher; return the artifacts written, teacher last."""
+def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber") -> list[Artifact]:
+    """Train (inverse dynamics and) the teacher; return the artifacts written, teacher last.
+
+    ``distance``: d of the EDM loss (eq. 4), ``huber`` (the paper's pseudo-Huber) or ``l2``.
+    """
+    if distance not in DISTANCES:
+        raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
     data = load_task_data(adapter, spec, opts.dataset)
     written: list[Artifact] = []
     extra = {}
@@ -57,7 +63,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> list[Artifac
     denoiser = EDMPrecond(net, sigma_data=SIGMA_DATA)
 
     def loss_fn(model, ema, batch, gen):
-        return {"loss": edm_loss(model, batch["x"], batch["cond"], generator=gen).mean()}
+        return {"loss": edm_loss(model, batch["x"], batch["cond"], generator=gen, distance=distance).mean()}
 
     cfg = opts.config("teacher", spec)
     res = train(
@@ -66,7 +72,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> list[Artifac
         data.diffusion,
         cfg,
         name=f"teacher-{spec.name}",
-        run_extra={"dataset": data.dataset_id, "net": net.config},
+        run_extra={"dataset": data.dataset_id, "net": net.config, "distance": distance},
         resume=opts.resume,
         show_progress=opts.show_progress,
     )
@@ -84,6 +90,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> list[Artifac
                 "sigma_max": SIGMA_MAX,
                 "planning": spec.planning,
                 "horizon": T,
+                "distance": distance,
                 "train": vars(cfg),
                 "preset": opts.preset,
             },
