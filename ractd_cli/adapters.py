@@ -20,10 +20,13 @@ from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_
 
 import numpy as np
 
+from .errors import UsageError
+
 Planning = Literal["chunk", "states"]
 """``chunk``: closed loop, x = c future actions given h past states; execute the first action, replan.
 ``states``: open loop, x = H future states given the current state and the goal; actions come
-from an inverse-dynamics model a_t = f(s_t, s_{t+1}) (or a controller following the plan)."""
+from an inverse-dynamics model a_t = f(s_t, s_{t+1}) (or from the adapter's optional ``track_action`` /
+``controller_action`` following the plan; see :class:`ractd_cli.planner.PlannerPolicy`)."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,13 @@ class TaskSpec:
     """Name of the paper-size network preset for ``--preset paper``."""
     ref_min_score: float | None = None
     ref_max_score: float | None = None
-    """Reference returns for the normalised score 100*(R-min)/(max-min); None where undefined."""
+    """Minari's reference returns, written into the metadata of a locally generated dataset (what
+    ``minari.get_normalized_score`` reads); None: none written. Scoring uses ``ref_scores``."""
+    ref_scores: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Score scales: ``{scale: (min, max)}`` reference returns (random, expert) of the normalised score
+    100*(R-min)/(max-min), e.g. ``{"d4rl": (23.85, 161.86), "minari": (13.49, 218.70)}``. ``rollout``
+    and ``bench`` pick one with ``--score-scale`` (default ``d4rl``, the paper's; a task without it
+    uses its first scale). See :func:`resolve_score_scale` and :func:`normalize_return`."""
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-task overrides of the training presets, ``{preset: {key: value}}`` with the keys of
     ``ractd_cli.train.common.PRESETS`` (``net``, steps per model kind, ``batch_size``, ``lr``), e.g. a
@@ -115,12 +124,64 @@ class EnvAdapter(Protocol):
         (JSON-serialisable) is kept under ``metadata["ractd"]["generator"]``.
         """
 
-    def normalized_score(self, task: str, episode_return: float) -> float:
-        """Normalised score x100 of one episode's undiscounted return."""
+    def normalized_score(self, task: str, episode_return: float, scale: str | None = None) -> float:
+        """Normalised score x100 of one episode's undiscounted return on the score scale ``scale``
+        (a key of the spec's ``ref_scores``; None: ``d4rl``, or the task's first scale without it).
+        An unknown scale raises :class:`~ractd_cli.errors.UsageError`; :func:`normalize_return`
+        does all of this for a spec."""
 
     def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
         """Whether an evaluation episode succeeded, or None where success is undefined. ``info`` is
         the ``info`` dict of the episode's last step."""
+
+
+DEFAULT_SCORE_SCALE = "d4rl"
+"""The paper's scale: D4RL's reference returns (random and expert policy)."""
+
+
+def resolve_score_scale(spec: TaskSpec, scale: str | None = None) -> str:
+    """The score scale ``scale`` of ``spec``, checked: a UsageError naming the task's scales if it has
+    no such scale. None: ``d4rl`` where the task defines it, else its first scale."""
+    scales = list(spec.ref_scores)
+    if scale is None:
+        if not scales:
+            raise UsageError(f"{spec.name} defines no score scale (its TaskSpec.ref_scores is empty)")
+        return DEFAULT_SCORE_SCALE if DEFAULT_SCORE_SCALE in scales else scales[0]
+    if scale not in scales:
+        raise UsageError(f"{spec.name} has no score scale {scale!r}; its scales: {', '.join(scales) or 'none'}")
+    return scale
+
+
+def normalize_return(spec: TaskSpec, episode_return: float, scale: str | None = None) -> float:
+    """100 * (R - min) / (max - min) with the reference returns of ``spec`` on ``scale`` (see :func:`resolve_score_scale`)."""
+    lo, hi = spec.ref_scores[resolve_score_scale(spec, scale)]
+    return 100.0 * (float(episode_return) - lo) / (hi - lo)
+
+
+def spec_dict(spec: TaskSpec) -> dict[str, Any]:
+    """A task's spec as JSON-ready data (``ractd envs --json``): what a script needs to read its defaults."""
+    alpha, beta, sigma = spec.loss_weights
+    return {
+        "name": spec.name,
+        "env_id": spec.env_id,
+        "obs_dim": spec.obs_dim,
+        "act_dim": spec.act_dim,
+        "planning": spec.planning,
+        "horizon": spec.horizon,
+        "history": spec.history,
+        "goal_dim": spec.goal_dim,
+        "gamma": spec.gamma,
+        "termination_penalty": spec.termination_penalty,
+        "max_episode_steps": spec.max_episode_steps,
+        "minari_ids": list(spec.minari_ids),
+        "local_generation": spec.local_generation,
+        "loss_weights": {"ctm": alpha, "dsm": beta, "reward": sigma},
+        "model_preset": spec.model_preset,
+        "presets": {name: dict(over) for name, over in spec.presets.items()},
+        "score_scales": {name: {"min": float(lo), "max": float(hi)} for name, (lo, hi) in spec.ref_scores.items()},
+        "default_score_scale": resolve_score_scale(spec) if spec.ref_scores else None,
+        "rest_dims": list(spec.rest_dims),
+    }
 
 
 def quiet_import(module: str) -> ModuleType:

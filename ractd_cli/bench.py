@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .adapters import EnvAdapter, TaskSpec
+from .adapters import EnvAdapter, TaskSpec, resolve_score_scale
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import RactdError
 from .evaluate import RolloutResult, run_episodes
-from .planner import DEFAULT_REFINE_SIGMA, Planner, PlannerPolicy, TrajDiffuserPlanner, cond_dim, frozen, load_for_planning
+from .planner import DEFAULT_REFINE_SIGMA, Planner, PlannerPolicy, TrajDiffuserPlanner, check_follow, cond_dim, frozen, load_for_planning
 from .train.loop import resolve_device
 
 
@@ -135,7 +135,17 @@ def run(
     device: str = "auto",
     jit: bool = True,
     show_progress: bool = True,
+    follow: str | None = None,
+    replan: bool = False,
+    snap_goal: bool = False,
+    score_scale: str | None = None,
 ) -> dict[str, Any]:
+    """Time and score every row of :func:`bench_rows`. Every row's ``states`` plans are executed the
+    same way (``follow``, ``replan``, ``snap_goal``: see :class:`~ractd_cli.planner.PlannerPolicy`) and
+    scored on ``score_scale`` (default ``d4rl``); each row records all four."""
+    follow = check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)
+    score_scale = resolve_score_scale(spec, score_scale)
+    following = dict(follow=follow, replan=replan, snap_goal=snap_goal)
     dev = resolve_device(device)
     sync = _sync_for(dev)
     rows = bench_rows(spec)
@@ -154,9 +164,9 @@ def run(
             )
         else:
             planner = Planner(loaded.art, spec, sampler=row.sampler, nfe=row.nfe_budget, device=dev, seed=seed, jit=jit)
+        policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse, **following)
         lat = time_calls(lambda: planner.plan(cond1), repeats=repeats, warmup=5, sync=sync)
         if first is not None:
-            policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
             policy.reset(1)
             planner.reseed()
             x0, _ = planner.plan(policy._cond(first[0][None], first[1][None], np.arange(1)))
@@ -171,6 +181,7 @@ def run(
             "model_id": loaded.art.id,
             "sampler": planner.sampler_name,
             "nfe": planner.nfe_per_plan,
+            "nfe_paper": getattr(planner, "nfe_paper", planner.nfe_per_plan),
             "jit": planner.jit,
             "ms_per_action": lat["median"],
             "ms_min": lat["min"],
@@ -179,12 +190,12 @@ def run(
             "score_mean": None,
             "score_stderr": None,
         }
+        rec.update(policy.describe(), score_scale=score_scale)
         if row.proposer_id is not None:
             rec.update(planner.describe())
         if not latency_only:
             planner.reseed()  # however many timing calls ran: the same episodes as `ractd rollout --seed`
-            policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
-            res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, show_progress=show_progress)
+            res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, show_progress=show_progress, score_scale=score_scale)
             s = res.summary()
             rec.update(score_mean=s["score_mean"], score_stderr=s["score_stderr"], success_rate=s["success_rate"])
             results[row.method] = res
@@ -196,6 +207,10 @@ def run(
         "task": spec.name,
         "device": _device_name(dev),
         "episodes": 0 if latency_only else episodes,
+        "score_scale": score_scale,
+        "follow": follow,
+        "replan": replan if follow else None,
+        "snap_goal": snap_goal if follow else None,
         "rows": out_rows,
         "forward_ms": forward_ms,
         "forward_overhead": overhead,

@@ -82,11 +82,16 @@ def _root(
 # --------------------------------------------------------------------------------------------- envs
 @app.command()
 def envs(json_: bool = JsonOpt) -> None:
-    """List the installed environment adapters (entry-point group `ractd.envs`) and their tasks."""
+    """List the installed environment adapters (entry-point group `ractd.envs`) and their tasks.
+
+    With --json each adapter also carries `specs`: every task's spec as data (dimensions, planning,
+    horizon, history, goal_dim, gamma, loss weights, score scales, presets), for scripts."""
+    from .adapters import spec_dict
     from .registry import plugins
 
     rows = [
-        {"name": p.name, "distribution": p.distribution, "version": p.version, "tasks": p.tasks, "error": p.error}
+        {"name": p.name, "distribution": p.distribution, "version": p.version, "tasks": p.tasks, "error": p.error,
+         "specs": {t: spec_dict(p.adapter.tasks[t]) for t in p.tasks}}
         for p in plugins().values()
     ]
     if json_:
@@ -210,8 +215,13 @@ SeedOpt = typer.Option(0, "--seed", help="Seed: the same seed gives the same art
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same configuration from its last checkpoint.")
 DatasetOpt = typer.Option(None, "--dataset", help="Dataset id (default: the one fetched for the task).")
+FollowOpt = typer.Option(None, "--follow", help="State-planning tasks: how the one open-loop plan per episode is executed. inverse (default, the RACTD paper's): the inverse-dynamics model a_t = f(s_t, s*_{t+1}) of the plan s*; track: the adapter's tracking rule a = (p*-p) + (v*-v); controller: the adapter's PD controller.")
+ReplanOpt = typer.Option(False, "--replan", help="State-planning tasks: plan again whenever the plan runs out (default: hold the plan's last state, at rest).")
+SnapGoalOpt = typer.Option(False, "--snap-goal", help="With --follow controller: give the controller the goal, which snaps a target near it to the goal at rest (default off: the follower sees only the plan).")
+ScoreScaleOpt = typer.Option(None, "--score-scale", help="Reference returns of the normalised score: d4rl (default, the paper's) or minari (Maze2d); a task without d4rl uses its own (see `ractd envs --json`).")
 JitOpt = typer.Option(True, "--jit/--no-jit", help="Run every network call through a traced, frozen TorchScript graph (same math, less Python overhead).")
 EnvOpt = typer.Option(..., "--env", help="Task name (see `ractd envs`).")
+DistanceOpt = typer.Option("huber", "--distance", help="d of the loss: huber (the paper's element-wise pseudo-Huber, c = 0.00054 sqrt(T*D)) or l2 (squared error).")
 
 
 def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset):
@@ -223,7 +233,8 @@ def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset)
 
 def _report_artifacts(arts, json_: bool) -> None:
     docs = [{"id": a.id, "kind": a.kind, "task": a.task, "path": str(a.path), "losses": a.meta.get("losses", {}),
-             "parents": a.meta.get("parents", [])} for a in arts]
+             "parents": a.meta.get("parents", []),
+             **({"loss_terms": a.config["loss_terms"]} if "loss_terms" in a.config else {})} for a in arts]
     if json_:
         print_json(docs[-1] if len(docs) == 1 else {"artifacts": docs})
         return
@@ -236,14 +247,15 @@ def _report_artifacts(arts, json_: bool) -> None:
 def train_teacher(
     env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
-    dataset: Optional[str] = DatasetOpt, json_: bool = JsonOpt,
+    dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt, json_: bool = JsonOpt,
 ) -> None:
     """Train the EDM diffusion teacher (and, for open-loop tasks, the inverse-dynamics model)."""
     from .registry import get_task
     from .train import teacher
 
     adapter, spec = get_task(env)
-    arts = teacher.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset))
+    arts = teacher.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset),
+                       distance=distance)
     _report_artifacts(arts, json_)
 
 
@@ -264,23 +276,35 @@ def train_reward(
 @app.command()
 def distill(
     env: str = EnvOpt,
-    reward_weight: Optional[float] = typer.Option(None, "--reward-weight", help="sigma, weight of -R_psi(s, a_hat) (default: the task's; 0 gives plain CTD)."),
+    reward_weight: Optional[float] = typer.Option(None, "--reward-weight", help="sigma of eq. 9, weight of -R_psi(s, a_hat) with R_psi in [-1, 1] (default: the task's, paper Table 9 for MuJoCo; see `ractd envs --json`; 0 gives plain CTD)."),
     ctm_weight: Optional[float] = typer.Option(None, "--ctm-weight", help="alpha, weight of the CTM loss (default: the task's)."),
     dsm_weight: Optional[float] = typer.Option(None, "--dsm-weight", help="beta, weight of the student's DSM loss (default: the task's)."),
     teacher_ref: str = typer.Option("latest", "--teacher", help="Teacher artifact id/path (default: latest for the task)."),
     reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path (default: latest for the task)."),
     preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
-    dataset: Optional[str] = DatasetOpt, json_: bool = JsonOpt,
+    dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt,
+    dsm_target: str = typer.Option("jump", "--dsm-target", help="What L_DSM regresses onto x0: jump = G(x_t, t, 0) (the paper's eq. 7) or denoiser = g(x_t, t, t) (CTM's auxiliary DSM; a deviation, recorded in the artifact)."),
+    json_: bool = JsonOpt,
 ) -> None:
-    """Distill the one-step student: alpha*CTM + beta*DSM + sigma*Reward, initialised from the teacher."""
+    """Distill the one-step student: alpha*CTM + beta*DSM + sigma*Reward (RACTD eq. 9), initialised from the teacher.
+
+    The CTM target is the stop-gradient student (eq. 5-6), DSM regresses the one-step jump
+    G(x_t, t, 0) (eq. 7), and the reward term scores G(x_T, T, 0) (eq. 8). At the end it prints each
+    weighted term's mean magnitude over the last 10% of steps (also kept in the artifact).
+    """
     from .registry import get_task
     from .train import distill as d
 
     adapter, spec = get_task(env)
     art = d.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset),
-                teacher_ref=teacher_ref, reward_ref=reward_ref, alpha=ctm_weight, beta=dsm_weight, reward_weight=reward_weight)
+                teacher_ref=teacher_ref, reward_ref=reward_ref, alpha=ctm_weight, beta=dsm_weight, reward_weight=reward_weight,
+                distance=distance, dsm_target=dsm_target)
     _report_artifacts([art], json_)
+    if not json_:
+        terms = art.config["loss_terms"]
+        err.print("weighted loss terms (mean magnitude, last 10% of steps): "
+                  + "  ".join(f"{k} {v:.3g}" for k, v in terms.items()))
 
 
 @app.command("train-proposer")
@@ -303,7 +327,7 @@ def rollout(
     env: str = EnvOpt,
     model: Optional[str] = typer.Option(None, "--model", help="Artifact id/path, or `student` / `teacher` (the latest of that kind). Default: student; with --planner trajdiffuser, the teacher that refines (default: teacher)."),
     sampler: Optional[str] = typer.Option(None, help="onestep|multistep (student), heun|euler|ancestral (teacher), euler|heun (trajdiffuser refinement). Default: onestep / heun / euler."),
-    nfe: Optional[int] = typer.Option(None, "--nfe", help="Network evaluations per plan (default: 1 student, 159 = 80 Heun bins teacher, 15 Euler/ancestral)."),
+    nfe: Optional[int] = typer.Option(None, "--nfe", help="Network calls per plan (default: 1 student; 159 = 80 Heun bins teacher, which the paper counts as NFE 80; 15 Euler/ancestral). A student with --nfe k > 1 samples in k steps (the authors' chain: re-noise to sigma 27, then 54)."),
     planner: str = typer.Option("diffusion", "--planner", help="diffusion: sample the teacher/student; trajdiffuser: a transformer proposes, the teacher refines."),
     proposer: Optional[str] = typer.Option(None, "--proposer", help="trajdiffuser: proposer artifact id/path (default: latest for the task)."),
     refine_steps: Optional[int] = typer.Option(None, "--refine-steps", help="trajdiffuser: teacher steps refining the proposal, K (default 5; 0 = the proposal alone)."),
@@ -311,7 +335,10 @@ def rollout(
     episodes: int = typer.Option(100, help="Evaluation episodes."),
     seed: int = typer.Option(0, help="Seed: episode i uses seed+i, so planners are compared on the same starts."),
     batch: int = typer.Option(50, help="Episodes run in lockstep (planner batch size)."),
-    follow: Optional[str] = typer.Option(None, help="State-planning tasks: follow the plan with the adapter's controller or the inverse-dynamics model (default: the controller when the adapter has one)."),
+    follow: Optional[str] = FollowOpt,
+    replan: bool = ReplanOpt,
+    snap_goal: bool = SnapGoalOpt,
+    score_scale: Optional[str] = ScoreScaleOpt,
     device: str = DeviceOpt,
     jit: bool = JitOpt,
     json_: bool = JsonOpt,
@@ -324,7 +351,7 @@ def rollout(
         raise UsageError("--episodes and --batch must be at least 1")
     adapter, spec = get_task(env)
     res = do_rollout(adapter, spec, model, sampler=sampler, nfe=nfe, episodes=episodes, seed=seed, batch=batch,
-                     follow=follow, device=device, show_progress=True, planner=planner, proposer=proposer,
+                     follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, device=device, show_progress=True, planner=planner, proposer=proposer,
                      refine_steps=refine_steps, refine_sigma=refine_sigma, jit=jit)
     summary = res.summary()
     if json_:
@@ -336,9 +363,18 @@ def rollout(
     if summary.get("planner") == "trajdiffuser":
         what = (f"trajdiffuser (proposer {summary['proposer_id'][:8]}, K={summary['refine_steps']} {summary['sampler']} "
                 f"steps from sigma {summary['refine_sigma']:g})")
-    err.print(f"{spec.name} {what} (NFE {summary['nfe']}): "
-              f"score [bold]{summary['score_mean']:.1f} ± {summary['score_stderr']:.1f}[/] over {summary['episodes']} episodes, "
+    nfe = f"NFE {summary['nfe_paper']}, {summary['nfe']} network calls" if summary["nfe_paper"] != summary["nfe"] else f"NFE {summary['nfe']}"
+    err.print(f"{spec.name} {what} ({nfe}{_following(summary)}): "
+              f"{summary['score_scale']} score [bold]{summary['score_mean']:.1f} ± {summary['score_stderr']:.1f}[/] over {summary['episodes']} episodes, "
               f"return {summary['return_mean']:.2f}{succ}, {summary['ms_per_action']:.2f} ms/action, {summary['wall_s']:.1f} s")
+
+
+def _following(doc: dict) -> str:
+    """', follow inverse, one plan per episode' (and so on) for a states task's result, '' for a chunk task's."""
+    if not doc.get("follow"):
+        return ""
+    replan = "replan when the plan runs out" if doc["replan"] else "one plan per episode"
+    return f", follow {doc['follow']}, {replan}" + (", goal snapping" if doc["snap_goal"] else "")
 
 
 # ------------------------------------------------------------------------------------------ bench
@@ -350,19 +386,27 @@ def bench(
     latency_only: bool = typer.Option(False, "--latency-only", help="Only time the planners; skip the rollouts."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: return distribution per method (and planned paths for Maze2d)."),
     seed: int = typer.Option(0, help="Seed of the rollouts (same starts for every method)."),
+    follow: Optional[str] = FollowOpt,
+    replan: bool = ReplanOpt,
+    snap_goal: bool = SnapGoalOpt,
+    score_scale: Optional[str] = ScoreScaleOpt,
     device: str = DeviceOpt,
     jit: bool = JitOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Compare the teacher's samplers and the students on speed and score, on this machine, in one run."""
     from . import bench as b
+    from .adapters import resolve_score_scale
     from .registry import get_task
 
     if episodes < 1 or repeats < 1:
         raise UsageError("--episodes and --repeats must be at least 1")
     adapter, spec = get_task(env)
+    b.check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before "no models"
+    resolve_score_scale(spec, score_scale)
     b.require_models(spec)
-    out = b.run(adapter, spec, episodes=episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit)
+    out = b.run(adapter, spec, episodes=episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit,
+                follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale)
     results, plans, background = out.pop("_results"), out.pop("_plans"), out.pop("_background")
     if plot is not None:
         from .plots import plot_bench
@@ -372,12 +416,13 @@ def bench(
     if json_:
         print_json(out)
         return
-    table = Table(title=f"ractd bench {spec.name} on {out['device']}" + ("" if latency_only else f", {episodes} episodes"))
-    for col in ("method", "NFE", "ms/decision (median)", "min-max", "speed-up", "score"):
+    table = Table(title=f"ractd bench {spec.name} on {out['device']}" + _following(out)
+                  + ("" if latency_only else f", {episodes} episodes, {out['score_scale']} scores"))
+    for col in ("method", "NFE (paper)", "network calls", "ms/decision (median)", "min-max", "speed-up", f"score ({out['score_scale']})"):
         table.add_column(col, justify="right" if col != "method" else "left")
     for r in out["rows"]:
         score = "-" if r["score_mean"] is None else f"{r['score_mean']:.1f} ± {r['score_stderr']:.1f}"
-        table.add_row(r["method"], str(r["nfe"]), f"{r['ms_per_action']:.2f}", f"{r['ms_min']:.2f}-{r['ms_max']:.2f}",
+        table.add_row(r["method"], str(r["nfe_paper"]), str(r["nfe"]), f"{r['ms_per_action']:.2f}", f"{r['ms_min']:.2f}-{r['ms_max']:.2f}",
                       f"{r['speedup_vs_teacher']:.1f}x", score)
     err.print(table)
     if out["forward_ms"]:

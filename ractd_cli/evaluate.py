@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .adapters import EnvAdapter, TaskSpec
+from .adapters import EnvAdapter, TaskSpec, resolve_score_scale
 from .ui import progress
 
 
@@ -95,12 +95,16 @@ def run_episodes(
     seed: int = 0,
     batch: int = 50,
     show_progress: bool = True,
+    score_scale: str | None = None,
 ) -> RolloutResult:
     """Run ``episodes`` evaluation episodes of ``spec`` under ``policy``, ``batch`` at a time.
 
     Episode i is reset with seed ``seed + i`` and the adapter's ``reset_options`` for i, so a
-    given seed evaluates every planner on the same start states and goals.
+    given seed evaluates every planner on the same start states and goals. Scores are normalised
+    on ``score_scale`` (a key of ``spec.ref_scores``; None: ``d4rl`` where defined), recorded in
+    the result's ``info["score_scale"]``.
     """
+    score_scale = resolve_score_scale(spec, score_scale)
     timed = TimedPolicy(policy)
     results: list[EpisodeResult] = []
     steps_taken = 0
@@ -143,7 +147,7 @@ def run_episodes(
                     results.append(
                         EpisodeResult(
                             ret=float(returns[i]),
-                            score=float(adapter.normalized_score(spec.name, float(returns[i]))),
+                            score=float(adapter.normalized_score(spec.name, float(returns[i]), scale=score_scale)),
                             length=int(lengths[i]),
                             success=adapter.success(spec.name, float(returns[i]), infos[i]),
                         )
@@ -153,7 +157,8 @@ def run_episodes(
                 for env in envs:
                     env.close()
     return RolloutResult(
-        task=spec.name, episodes=results, wall_s=time.perf_counter() - t_start, plan_s=timed.seconds, actions=steps_taken
+        task=spec.name, episodes=results, wall_s=time.perf_counter() - t_start, plan_s=timed.seconds, actions=steps_taken,
+        info={"score_scale": score_scale},
     )
 
 
@@ -168,6 +173,9 @@ def rollout(
     seed: int = 0,
     batch: int = 50,
     follow: str | None = None,
+    replan: bool = False,
+    snap_goal: bool = False,
+    score_scale: str | None = None,
     device: str = "auto",
     jit: bool = True,
     show_progress: bool = True,
@@ -181,11 +189,14 @@ def rollout(
     ``model`` in ``refine_steps`` steps from ``refine_sigma``), and run the episodes.
 
     ``model`` defaults to the latest student for ``diffusion`` and the latest teacher for
-    ``trajdiffuser``; ``proposer`` to the task's latest proposer.
+    ``trajdiffuser``; ``proposer`` to the task's latest proposer. ``states`` plans are executed by
+    ``follow`` (default ``inverse``; ``replan``, ``snap_goal``: see :class:`~ractd_cli.planner.PlannerPolicy`),
+    scores normalised on ``score_scale`` (default ``d4rl``); all four are recorded in ``info``.
     """
     from .errors import UsageError
     from .planner import (
         DEFAULT_REFINE_SIGMA,
+        check_follow,
         DEFAULT_REFINE_STEPS,
         PLANNERS,
         Planner,
@@ -196,13 +207,8 @@ def rollout(
     )
     from .train.loop import resolve_device
 
-    from .planner import default_follow
-
-    follow = follow or default_follow(adapter)
-    if follow not in ("inverse", "controller"):
-        raise UsageError(f"unknown --follow {follow!r}; use inverse or controller")
-    if follow == "controller" and not hasattr(adapter, "controller_action"):
-        raise UsageError(f"the {spec.name} adapter has no controller; use --follow inverse")
+    follow = check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)
+    score_scale = resolve_score_scale(spec, score_scale)
     if planner not in PLANNERS:
         raise UsageError(f"unknown --planner {planner!r}; use one of {', '.join(PLANNERS)}")
     extra: dict[str, Any] = {}
@@ -223,10 +229,11 @@ def rollout(
         loaded = load_for_planning(model or "student", spec)
         p = Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=resolve_device(device), seed=seed, jit=jit)
         extra = {"planner": "diffusion"}
-    policy = PlannerPolicy(p, adapter, inverse=loaded.inverse, follow=follow)
-    res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress)
+    policy = PlannerPolicy(p, adapter, inverse=loaded.inverse, follow=follow, replan=replan, snap_goal=snap_goal)
+    res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress,
+                       score_scale=score_scale)
     res.info.update(
         model_id=loaded.art.id, model_kind=loaded.art.kind, sampler=p.sampler_name,
-        nfe=p.nfe_per_plan, device=str(p.device), follow=follow if spec.planning == "states" else None, **extra,
+        nfe=p.nfe_per_plan, nfe_paper=getattr(p, 'nfe_paper', p.nfe_per_plan), device=str(p.device), **policy.describe(), **extra,
     )
     return res

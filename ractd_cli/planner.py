@@ -2,7 +2,8 @@
 
 Everything here is env-agnostic: the adapter's :class:`~ractd_cli.adapters.TaskSpec` says
 whether a plan is an action chunk (closed loop: execute the first action, replan) or a state
-sequence (open loop: follow it with the inverse-dynamics model or the adapter's controller).
+sequence (open loop: one plan per episode, followed by the inverse-dynamics model, the adapter's
+tracking rule or its controller; see :class:`PlannerPolicy`).
 
 Conditioning layout (normalised to [-1, 1]):
 - ``chunk``:  cond = s_{n-h+1..n} flattened, shape (B, h*obs_dim); x = actions (B, c, act_dim).
@@ -96,12 +97,12 @@ class Planner:
         self.art, self.spec = art, spec
         self.device = torch.device(device)
         is_student = art.kind == "student"
-        sampler = sampler or ("onestep" if is_student else "heun")
+        sampler = sampler or ("heun" if not is_student else "multistep" if (nfe or 1) > 1 else "onestep")
         allowed = STUDENT_SAMPLERS if is_student else TEACHER_SAMPLERS
         if sampler not in allowed:
             raise UsageError(f"sampler {sampler!r} does not apply to a {art.kind}; use one of {', '.join(allowed)}")
-        if sampler == "onestep":
-            nfe = 1
+        if sampler == "onestep" and nfe not in (None, 1):
+            raise UsageError(f"--sampler onestep takes exactly one step, not --nfe {nfe}; use --sampler multistep for k steps")
         nfe = nfe or DEFAULT_NFE[sampler]
         if nfe < 1:
             raise UsageError(f"--nfe must be at least 1, got {nfe}")
@@ -135,6 +136,13 @@ class Planner:
             self.sample_fn = lambda model, x, sigmas, *, cond=None, generator=None: (graph(x, cond), 1)
         else:
             self.model = frozen_model(self.model, self, n_times=2 if is_student else 1)
+
+    @property
+    def nfe_paper(self) -> int:
+        """NFE the way the paper counts it: Heun over N bins is "N" (80 for the teacher, Tables 2-3,
+        11), though it makes 2N - 1 network calls (``nfe_per_plan``); every other sampler makes one
+        call per step, so both counts agree."""
+        return len(self.sigmas) - 1 if self.sampler_name == "heun" else self.nfe_budget
 
     def reseed(self) -> None:
         """Restart the noise stream at ``seed``: plans from here on are those of a fresh planner."""
@@ -324,36 +332,88 @@ class TrajDiffuserPlanner:
         }
 
 
-def default_follow(adapter: EnvAdapter) -> str:
-    """How ``states`` plans are executed when the user does not say: the adapter's controller if it
-    has one (``controller_action``), else the inverse-dynamics model."""
-    return "controller" if hasattr(adapter, "controller_action") else "inverse"
+FOLLOWERS = ("inverse", "track", "controller")
+"""How a ``states`` plan is executed (``rollout``/``bench --follow``); see :class:`PlannerPolicy`."""
+DEFAULT_FOLLOW = "inverse"
+"""The RACTD paper's execution: one open-loop plan per episode, followed by inverse dynamics."""
+_FOLLOW_HOOKS = {"track": "track_action", "controller": "controller_action"}
+"""The optional adapter method each follower other than ``inverse`` needs (docs/plugins.md)."""
+
+
+def check_follow(adapter: EnvAdapter, spec: TaskSpec, follow: str | None = None, *, replan: bool = False, snap_goal: bool = False) -> str | None:
+    """Check the plan-following options for ``spec`` and return the follower (None: ``chunk`` tasks,
+    which execute their plans' first action and have no follower). One-line UsageErrors for a
+    follower the adapter lacks, ``--snap-goal`` without ``--follow controller``, and any of the
+    options on a ``chunk`` task. ``follow`` None: :data:`DEFAULT_FOLLOW`."""
+    if spec.planning != "states":
+        if follow is not None or replan or snap_goal:
+            raise UsageError(f"--follow, --replan and --snap-goal apply to state-planning tasks; {spec.name} plans action chunks")
+        return None
+    follow = follow or DEFAULT_FOLLOW
+    if follow not in FOLLOWERS:
+        raise UsageError(f"unknown --follow {follow!r}; use one of {', '.join(FOLLOWERS)}")
+    hook = _FOLLOW_HOOKS.get(follow)
+    if hook is not None and not hasattr(adapter, hook):
+        raise UsageError(f"--follow {follow} needs the adapter method {hook}, which {spec.name}'s adapter lacks; use --follow inverse")
+    if snap_goal and follow != "controller":
+        raise UsageError(f"--snap-goal hands the goal to the adapter's controller: it needs --follow controller, not --follow {follow}")
+    if snap_goal and not spec.goal_dim:
+        raise UsageError(f"--snap-goal needs a goal, and {spec.name} has none")
+    return follow
 
 
 class PlannerPolicy:
     """A :class:`~ractd_cli.evaluate.Policy` that plans with a :class:`Planner`.
 
-    ``chunk`` tasks replan every step and execute the first action. ``states`` tasks plan H
-    states, follow them step by step, and replan when the plan runs out. ``follow``:
-    ``"controller"`` uses the adapter's ``controller_action(state, plan_{t+1})``, which feeds the
-    position error back (Diffuser's Maze2d controller does the same); ``"inverse"`` uses the
-    inverse-dynamics model a_t = f(s_t, plan_{t+1}), which sees no position error, so an open-loop
-    plan's drift is never corrected. ``None`` (default): the controller when the adapter has one.
+    ``chunk`` tasks replan every step and execute the first action (``follow``, ``replan`` and
+    ``snap_goal`` do not apply). ``states`` tasks make ONE open-loop plan ``plan`` (n, H, obs_dim)
+    per episode from the start state and the goal and follow it step by step: at step t the target
+    is ``plan[t+1]``; past the plan's end it is the plan's last state with its rest dims
+    (``spec.rest_dims``, the velocities) set to 0, i.e. hold the last planned state. ``follow``:
+
+    - ``"inverse"`` (default, the RACTD paper's): the inverse-dynamics model
+      a_t = f(s_t, target). Sees only the state and the plan, never the goal; no position error is
+      fed back, so an open-loop plan's drift is never corrected.
+    - ``"track"``: the adapter's ``track_action(state, target)``, the RACTD authors' tracking rule
+      (Maze2d: a = (p* - p) + (v* - v)).
+    - ``"controller"``: the adapter's ``controller_action(state, target[, goal])``, a PD controller
+      (Maze2d: inverts the point mass's dynamics). With ``snap_goal`` it also gets the goal, and
+      snaps a target near it to the goal itself: goal information the plan never had, so opt-in.
+
+    ``replan``: plan again from the current state (and goal) whenever the plan runs out, instead
+    of holding its last state. Followers the adapter lacks are refused (:func:`check_follow`).
     """
 
-    def __init__(self, planner: Planner, adapter: EnvAdapter, *, inverse: nn.Module | None = None, follow: str | None = None):
+    def __init__(
+        self,
+        planner: Planner,
+        adapter: EnvAdapter,
+        *,
+        inverse: nn.Module | None = None,
+        follow: str | None = None,
+        replan: bool = False,
+        snap_goal: bool = False,
+    ):
         self.planner, self.adapter, self.spec = planner, adapter, planner.spec
         self.norm_s = planner.norms["state"]
         self.norm_a = planner.norms.get("action")
         self.goal_norm = planner.norms.get("goal")
         self.inverse = inverse.to(planner.device).eval() if inverse is not None else None
-        self.follow = follow or default_follow(adapter)
-        if self.spec.planning == "states" and self.follow == "inverse" and inverse is None:
-            raise UsageError("this task plans states: it needs an inverse-dynamics model (train-teacher makes one)")
+        self.follow = check_follow(adapter, self.spec, follow, replan=replan, snap_goal=snap_goal)
+        states = self.spec.planning == "states"
+        self.replan = bool(replan) if states else None
+        self.snap_goal = bool(snap_goal) if states else None
+        if self.follow == "inverse" and inverse is None:
+            raise UsageError("this task plans states: it needs an inverse-dynamics model (train-teacher makes one), or --follow track|controller")
+
+    def describe(self) -> dict:
+        """How plans are executed, for results: ``follow``, ``replan``, ``snap_goal`` (None for ``chunk`` tasks)."""
+        return {"follow": self.follow, "replan": self.replan, "snap_goal": self.snap_goal}
 
     def reset(self, n: int) -> None:
         self.history: list[collections.deque] = [collections.deque(maxlen=self.spec.history) for _ in range(n)]
-        self.plans: np.ndarray | None = None  # (n, H, obs_dim) normalised, for states planning
+        self.plans: np.ndarray | None = None  # (n, H, obs_dim) in env units, for states planning
+        self.hold: np.ndarray | None = None  # (n, obs_dim): the plans' last states at rest
         self.t_in_plan = 0
 
     def _cond(self, states: np.ndarray, goals: np.ndarray | None, rows: np.ndarray) -> torch.Tensor:
@@ -376,19 +436,26 @@ class PlannerPolicy:
             x0, _ = self.planner.plan(self._cond(states, goals, rows))
             actions[rows] = self.norm_a.unnormalize(x0[:, 0].cpu().numpy())
             return actions
-        if self.plans is None or self.t_in_plan >= self.spec.horizon - 1:
-            x0, _ = self.planner.plan(self._cond(states, goals, np.arange(n)))
-            self.plans = x0.cpu().numpy()
+        H = self.spec.horizon
+        if self.plans is None or (self.replan and self.t_in_plan >= H - 1):
+            x0, _ = self.planner.plan(self._cond(states, goals, np.arange(n)))  # the only place the goal is read
+            self.plans = np.asarray(self.norm_s.unnormalize(x0.cpu().numpy()), dtype=np.float32)
+            self.hold = self.plans[:, -1].copy()
+            self.hold[:, list(self.spec.rest_dims)] = 0.0
             self.t_in_plan = 0
-        target = self.plans[:, self.t_in_plan + 1]
+        target = self.plans[:, self.t_in_plan + 1] if self.t_in_plan < H - 1 else self.hold  # (n, obs_dim)
         self.t_in_plan += 1
+        if self.follow == "track":
+            # The adapter's extra ``track_action(state, target_state)`` (batched; see docs/plugins.md).
+            return np.asarray(self.adapter.track_action(states, target), dtype=np.float32)
         if self.follow == "controller":
             # The adapter's extra ``controller_action(state, target_state[, goal])`` (batched; see docs/plugins.md).
-            goal = {} if goals is None else {"goal": goals}
-            return np.asarray(self.adapter.controller_action(states, self.norm_s.unnormalize(target), **goal), dtype=np.float32)
+            goal = {"goal": goals} if self.snap_goal and goals is not None else {}
+            return np.asarray(self.adapter.controller_action(states, target, **goal), dtype=np.float32)
         with torch.inference_mode():
-            s = torch.as_tensor(self.norm_s.normalize(states), dtype=torch.float32, device=self.planner.device)
-            a = self.inverse(s, torch.as_tensor(target, dtype=torch.float32, device=self.planner.device))
+            dev = self.planner.device
+            s = torch.as_tensor(self.norm_s.normalize(states), dtype=torch.float32, device=dev)
+            a = self.inverse(s, torch.as_tensor(self.norm_s.normalize(target), dtype=torch.float32, device=dev))
         return self.norm_a.unnormalize(a.cpu().numpy())
 
 

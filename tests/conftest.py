@@ -53,7 +53,7 @@ class FakeAdapter:
     def generate(self, task, *, steps, seed, progress=None):
         return [], {}
 
-    def normalized_score(self, task, episode_return):
+    def normalized_score(self, task, episode_return, scale=None):
         return 100.0 * episode_return
 
     def success(self, task, episode_return, info):

@@ -31,6 +31,40 @@ def test_envs_json_lists_fake_adapter(fake_adapter):
     assert fake["distribution"] == "ractd-fake" and fake["tasks"] == ["fake-easy", "fake-hard"]
 
 
+def test_envs_json_shows_each_tasks_spec_as_data(fake_adapter):
+    r = runner.invoke(app, ["envs", "--json"])
+    assert r.exit_code == 0
+    fake = [a for a in json.loads(r.stdout)["adapters"] if a["name"] == "fake"][0]
+    assert {"name", "distribution", "version", "tasks", "error", "specs"} <= fake.keys()
+    assert sorted(fake["specs"]) == fake["tasks"]
+    s = fake["specs"]["fake-easy"]
+    assert (s["name"], s["env_id"], s["obs_dim"], s["act_dim"], s["planning"], s["horizon"]) == ("fake-easy", "Fake-v0", 3, 2, "chunk", 4)
+    assert (s["history"], s["goal_dim"], s["gamma"]) == (1, 0, 0.99)
+    assert s["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 1.0}
+    assert s["score_scales"] == {} and s["default_score_scale"] is None
+    assert s["model_preset"] == "mujoco" and s["presets"] == {}
+
+
+def test_envs_json_specs_of_the_installed_plugins():
+    registry.reset()
+    doc = json.loads(runner.invoke(app, ["envs", "--json"]).stdout)
+    specs = {t: s for a in doc["adapters"] for t, s in a.get("specs", {}).items()}
+    if "maze2d-umaze" not in specs or "hopper-medium" not in specs:
+        pytest.skip("plugins not installed in this environment (make test installs them)")
+    maze = specs["maze2d-umaze"]
+    assert (maze["planning"], maze["horizon"], maze["goal_dim"], maze["obs_dim"]) == ("states", 128, 2, 4)
+    assert maze["score_scales"] == {"d4rl": {"min": 23.85, "max": 161.86}, "minari": {"min": 13.49, "max": 218.70}}
+    assert maze["default_score_scale"] == "d4rl"
+    assert specs["hopper-medium"]["score_scales"] == {"d4rl": {"min": -20.272305, "max": 3234.3}}
+    for task, s in specs.items():  # the data are the specs themselves
+        spec = registry.get_task(task)[1]
+        assert (s["model_preset"], s["gamma"], s["history"], s["horizon"]) == (spec.model_preset, spec.gamma, spec.history, spec.horizon)
+        assert (s["loss_weights"]["ctm"], s["loss_weights"]["dsm"], s["loss_weights"]["reward"]) == tuple(spec.loss_weights)
+        assert s["presets"] == {k: dict(v) for k, v in spec.presets.items()}
+    if "bimodal" in specs:
+        assert specs["bimodal"]["default_score_scale"] == "bimodal"
+
+
 def test_installed_plugins_come_from_three_distributions():
     registry.reset()
     doc = json.loads(runner.invoke(app, ["envs", "--json"]).stdout)

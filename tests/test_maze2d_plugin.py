@@ -38,12 +38,43 @@ def test_grid_planner_finds_the_way_round_the_u():
     assert p.path((1, 3), (3, 3)) == [(2, 3), (3, 3)]
 
 
-def test_normalized_score_uses_minari_reference_scores():
+D4RL_REFS = {"umaze": (23.85, 161.86), "medium": (13.13, 277.39), "large": (6.7, 273.99)}
+MINARI_REFS = {"umaze": (13.49, 218.70), "medium": (17.66, 361.05), "large": (3.55, 462.26)}
+
+
+@pytest.mark.parametrize("maze", ["umaze", "medium", "large"])
+def test_normalized_score_uses_d4rl_references_by_default(maze):
+    """D4RL's maze2d-v1 reference returns (the paper's scale) map to exactly 0 and 100."""
+    a, task = ractd_maze2d.adapter, f"maze2d-{maze}"
+    lo, hi = D4RL_REFS[maze]
+    assert a.tasks[task].ref_scores == {"d4rl": D4RL_REFS[maze], "minari": MINARI_REFS[maze]}
+    assert a.normalized_score(task, lo) == 0.0
+    assert a.normalized_score(task, hi) == 100.0
+    assert a.normalized_score(task, lo, scale="d4rl") == 0.0 and a.normalized_score(task, hi, "d4rl") == 100.0
+    assert a.normalized_score(task, (lo + hi) / 2) == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("maze", ["umaze", "medium", "large"])
+def test_normalized_score_on_minari_scale_differs(maze):
+    a, task = ractd_maze2d.adapter, f"maze2d-{maze}"
+    lo, hi = MINARI_REFS[maze]
+    assert a.normalized_score(task, lo, scale="minari") == pytest.approx(0.0, abs=1e-9)
+    assert a.normalized_score(task, hi, scale="minari") == pytest.approx(100.0)
+    assert a.normalized_score(task, 100.0, scale="minari") != pytest.approx(a.normalized_score(task, 100.0))
+    # Minari's references stay the ones written into local datasets' metadata
+    assert (a.tasks[task].ref_min_score, a.tasks[task].ref_max_score) == (lo, hi)
+
+
+def test_unknown_score_scale_is_a_one_line_usage_error():
+    from ractd_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="its scales: d4rl, minari") as e:
+        ractd_maze2d.adapter.normalized_score("maze2d-umaze", 50.0, scale="d5rl")
+    assert "\n" not in str(e.value)
+
+
+def test_success():
     a = ractd_maze2d.adapter
-    assert a.normalized_score("maze2d-umaze", 13.49) == pytest.approx(0.0)
-    assert a.normalized_score("maze2d-umaze", 218.70) == pytest.approx(100.0)
-    assert a.normalized_score("maze2d-large", (3.55 + 462.26) / 2) == pytest.approx(50.0)
-    assert a.normalized_score("maze2d-medium", 17.66 + 0.1 * (361.05 - 17.66)) == pytest.approx(10.0)
     assert a.success("maze2d-umaze", 0.0, {}) is False
     assert a.success("maze2d-umaze", 3.0, {}) is True
 
@@ -72,7 +103,7 @@ def test_controller_reaches_the_goal_in_eval_env():
     a = ractd_maze2d.adapter
     ref = a.estimate_reference_scores("maze2d-umaze", episodes=2, seed=0)
     assert ref["controller"] > 100  # stays at the goal for most of the 300 steps
-    assert a.normalized_score("maze2d-umaze", ref["controller"]) > 40
+    assert a.normalized_score("maze2d-umaze", ref["controller"], scale="minari") > 40
 
 
 def test_local_generation_reaches_goals_and_minari_reads_it(tmp_path, monkeypatch):
@@ -137,6 +168,17 @@ def test_controller_action_follows_a_recorded_trajectory():
     # batched use
     assert a.controller_action(states[:5], states[1:6]).shape == (5, 2)
     env.close()
+
+
+def test_track_action_is_the_ractd_tracking_rule():
+    """a = (p* - p) + (v* - v), batched, unclipped (the env loop clips)."""
+    a = ractd_maze2d.adapter
+    s = np.array([[0.5, 0.5, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    t = np.array([[0.7, 0.1, 0.0, 2.0], [3.0, -1.0, 0.5, 0.5]])
+    got = a.track_action(s, t)
+    assert got.dtype == np.float32 and got.shape == (2, 2)
+    np.testing.assert_allclose(got, [[0.2 - 1.0, -0.4 + 2.0], [3.5, -0.5]], rtol=1e-6)
+    np.testing.assert_allclose(a.track_action(s[0], t[0]), got[0])
 
 
 def test_goals_fixes_the_stale_first_row_of_minari_episodes():

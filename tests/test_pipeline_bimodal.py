@@ -32,7 +32,8 @@ def chain(tmp_path_factory):
         ractd("fetch", "bimodal", "--source", "local", "--steps", "8000")
         ids = {"teacher": ractd("train-teacher", "--env", "bimodal", "--preset", "tiny")["id"]}
         ids["reward"] = ractd("train-reward", "--env", "bimodal", "--preset", "tiny")["id"]
-        ids["ractd"] = ractd("distill", "--env", "bimodal", "--preset", "tiny", "--reward-weight", "1")["id"]
+        doc = ractd("distill", "--env", "bimodal", "--preset", "tiny")  # the task's default weights (1, 1, 1)
+        ids["ractd"], ids["ractd_terms"] = doc["id"], doc["loss_terms"]
         ids["ctd"] = ractd("distill", "--env", "bimodal", "--preset", "tiny", "--reward-weight", "0")["id"]
         yield {"cache": os.environ["RACTD_CACHE_DIR"], **ids}
     finally:
@@ -67,6 +68,14 @@ def test_teacher_and_ctd_student_keep_both_modes(cache, which):
     share, finished = share_of_high_mode(cache[which])
     assert finished >= 0.8 * EPISODES
     assert 0.25 <= share <= 0.75
+
+
+def test_default_weights_keep_the_three_terms_within_an_order_of_magnitude(cache):
+    """Paper App. B.3: the weights keep alpha L_CTM, beta L_DSM and sigma |L_Reward| within one order
+    of magnitude; the artifact records each term's mean magnitude over the last stretch of training."""
+    terms = cache["ractd_terms"]
+    assert set(terms) == {"ctm", "dsm", "reward"} and min(terms.values()) > 0
+    assert max(terms.values()) / min(terms.values()) <= 10.0, terms
 
 
 def test_student_records_parents_and_weights(cache):

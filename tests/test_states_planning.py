@@ -1,4 +1,4 @@
-"""State-planning details: rest padding of training plans, per-task preset overrides, default plan follower."""
+"""State-planning details: rest padding of training plans, per-task preset overrides, plan followers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from ractd_cli.adapters import TaskSpec
 from ractd_cli.data import Episode, make_windows
 from ractd_cli.errors import UsageError
-from ractd_cli.planner import default_follow
+from ractd_cli.planner import DEFAULT_FOLLOW, check_follow
 from ractd_cli.train.common import PRESETS, TrainOptions
 from ractd_cli.train.data import build_task_data
 
@@ -62,13 +62,19 @@ def test_task_preset_overrides():
         opts.config("teacher", replace(spec, presets={"quick": {"teachr": 1}}))
 
 
-def test_default_follow_is_the_adapters_controller_when_there_is_one():
+def test_default_follow_is_inverse_dynamics_also_when_the_adapter_has_a_controller():
     class WithController:
         def controller_action(self, state, target_state, goal=None):
             return np.zeros(2)
 
-    assert default_follow(WithController()) == "controller"
-    assert default_follow(object()) == "inverse"
+        def track_action(self, state, target_state):
+            return np.zeros(2)
+
+    assert DEFAULT_FOLLOW == "inverse"
+    assert check_follow(WithController(), _spec()) == "inverse"
+    assert check_follow(object(), _spec()) == "inverse"
+    assert check_follow(WithController(), _spec(), "controller", replan=True, snap_goal=True) == "controller"
+    assert check_follow(WithController(), _spec(planning="chunk")) is None
 
 
 def test_states_policy_without_controller_or_inverse_model_is_refused():

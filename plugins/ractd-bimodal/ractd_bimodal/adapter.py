@@ -2,7 +2,7 @@
 
 Closed-loop chunk planning (h = 1, c = 8). The local dataset holds two families of noisy scripted
 paths in equal parts, one to each goal; no remote dataset exists. Normalised score = 100 * return
-(A: 100, B: 50, neither: 0). ``success`` = goal A reached.
+(A: 100, B: 50, neither: 0), on its own score scale ``bimodal`` (there is no D4RL one). ``success`` = goal A reached.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ractd_cli.adapters import TaskSpec
+from ractd_cli.adapters import TaskSpec, normalize_return
 
 from . import env as benv
 
@@ -33,6 +33,7 @@ SPEC = TaskSpec(
     model_preset="tiny",
     ref_min_score=0.0,
     ref_max_score=1.0,
+    ref_scores={"bimodal": (0.0, 1.0)},
     extra={"local_steps": 10_000, "goals": {"A": benv.GOAL_A.tolist(), "B": benv.GOAL_B.tolist()}},
 )
 
@@ -82,8 +83,9 @@ class BimodalAdapter:
     def reset_options(self, task: str, episode: int, rng: np.random.Generator) -> dict | None:
         return None  # the env draws its own start near the origin
 
-    def normalized_score(self, task: str, episode_return: float) -> float:
-        return 100.0 * float(episode_return)
+    def normalized_score(self, task: str, episode_return: float, scale: str | None = None) -> float:
+        """100 * return on the task's own scale ``bimodal`` (the default; the only one)."""
+        return normalize_return(self._task(task), episode_return, scale)
 
     def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
         """Goal A (the better one) reached."""

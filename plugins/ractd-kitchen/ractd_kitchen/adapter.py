@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import gymnasium as gym
 import numpy as np
 
-from ractd_cli.adapters import TaskSpec, quiet_import
+from ractd_cli.adapters import TaskSpec, normalize_return, quiet_import
 
 from ractd_cli.data.recording import ProgressBatcher, random_policy, rollout
 
@@ -95,6 +95,7 @@ def _spec(dataset: str) -> TaskSpec:
         # task counts) are not on the 0..4 scale; normalized_score handles the scale itself.
         ref_min_score=None,
         ref_max_score=None,
+        ref_scores={"d4rl": (0.0, float(N_TASKS))},  # D4RL's kitchen scale: 0..4 tasks completed
         extra={"dataset": dataset, "targets": TARGETS[dataset], "d4rl_name": f"kitchen-{dataset}-v0"},
     )
 
@@ -258,11 +259,14 @@ class KitchenAdapter:
             )
         return int(round(n))
 
-    def normalized_score(self, task: str, episode_return: float, *, info: Mapping[str, Any] | None = None) -> float:
-        """100 * (tasks completed) / 4. ``episode_return`` is an episode's return in the
-        :meth:`make_env` env (= tasks completed); the optional ``info`` (the episode's final info,
-        beyond the protocol) takes precedence when it carries ``episode_task_completions``."""
-        return 100.0 * self.tasks_completed(task, episode_return, info) / N_TASKS
+    def normalized_score(
+        self, task: str, episode_return: float, scale: str | None = None, *, info: Mapping[str, Any] | None = None
+    ) -> float:
+        """100 * (tasks completed) / 4, D4RL's kitchen scale (``d4rl``, the only one). ``episode_return``
+        is an episode's return in the :meth:`make_env` env (= tasks completed); the optional ``info``
+        (the episode's final info, beyond the protocol) takes precedence when it carries
+        ``episode_task_completions``."""
+        return normalize_return(self._task(task), self.tasks_completed(task, episode_return, info), scale)
 
     def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
         """All four target tasks completed."""

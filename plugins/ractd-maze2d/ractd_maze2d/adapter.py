@@ -6,8 +6,9 @@ and use the Minari datasets ``D4RL/pointmaze/{umaze,medium,large}-v2``.
 - State: ``obs["observation"]`` = (x, y, vx, vy); goal: ``obs["desired_goal"]`` = (x, y).
 - Evaluation env: ``continuing_task=True, reset_target=False`` (the goal stays put; the sparse reward
   pays 1 for every step within 0.45 of it), time limit 300 / 600 / 800 steps, one fixed goal cell per
-  task and a uniformly drawn start cell per episode (:meth:`Maze2dAdapter.reset_options`). This is the
-  env Minari's reference scores were computed on, so ``normalized_score`` uses those.
+  task and a uniformly drawn start cell per episode (:meth:`Maze2dAdapter.reset_options`).
+- Scores: ``normalized_score`` uses D4RL's maze2d-v1 reference returns by default (scale ``d4rl``, the
+  RACTD paper's), or Minari's, computed on this very env (scale ``minari``); see ``_REF_SCORES``.
 - Local data (``fetch --source local``): Minari's pointmaze recipe, see :meth:`Maze2dAdapter.generate`.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ractd_cli.adapters import TaskSpec, quiet_import
+from ractd_cli.adapters import TaskSpec, normalize_return, quiet_import
 from ractd_cli.data.recording import ProgressBatcher
 
 from .planner import GridPlanner, WaypointController
@@ -30,9 +31,16 @@ _EVAL_GOAL_CELLS = {"umaze": (1, 1), "medium": (6, 6), "large": (7, 9)}
 _ENV_IDS = {"umaze": "PointMaze_UMaze-v3", "medium": "PointMaze_Medium-v3", "large": "PointMaze_Large-v3"}
 _HORIZONS = {"umaze": 128, "medium": 256, "large": 384}
 _MAX_STEPS = {"umaze": 300, "medium": 600, "large": 800}
-# Minari's published reference scores of D4RL/pointmaze/*-v2 (random policy / waypoint controller on
-# the evaluation env above).
-_REF_SCORES = {"umaze": (13.49, 218.70), "medium": (17.66, 361.05), "large": (3.55, 462.26)}
+# Reference returns (random policy, expert) per score scale:
+# - "d4rl": D4RL's maze2d-{umaze,medium,large}-v1 REF_MIN_SCORE / REF_MAX_SCORE, the scale the RACTD
+#   paper (and Diffuser) report. Computed on D4RL's mujoco-py maze2d env (other time limits), so a
+#   score here is on the paper's scale, not a reproduction of its env.
+# - "minari": Minari's published reference scores of D4RL/pointmaze/*-v2 (random policy / waypoint
+#   controller on the evaluation env above); also written into locally generated datasets' metadata.
+_REF_SCORES = {
+    "d4rl": {"umaze": (23.85, 161.86), "medium": (13.13, 277.39), "large": (6.7, 273.99)},
+    "minari": {"umaze": (13.49, 218.70), "medium": (17.66, 361.05), "large": (3.55, 462.26)},
+}
 
 ACTION_NOISE_STD = 0.5
 SUCCESS_RADIUS = 0.45
@@ -52,7 +60,7 @@ QUICK = {"net": "small", "teacher": 3000, "student": 400, "batch_size": 32, "lr"
 
 
 def _spec(maze: str) -> TaskSpec:
-    lo, hi = _REF_SCORES[maze]
+    lo, hi = _REF_SCORES["minari"][maze]
     env_id = _ENV_IDS[maze]
     return TaskSpec(
         name=f"maze2d-{maze}",
@@ -72,11 +80,12 @@ def _spec(maze: str) -> TaskSpec:
             f"Q-iteration waypoints + PD controller with N(0, {ACTION_NOISE_STD}^2) action noise"
         ),
         loss_weights=(1.0, 1.0, 1.0),  # paper Table 9 not available to us: neutral weights
-        model_preset="maze2d",
+        model_preset=f"maze2d-{maze}",  # paper Table 6
         presets={"quick": QUICK},
         rest_dims=(2, 3),  # (vx, vy): a plan that reaches its goal stops there
-        ref_min_score=lo,
+        ref_min_score=lo,  # Minari's, for the dataset metadata
         ref_max_score=hi,
+        ref_scores={scale: refs[maze] for scale, refs in _REF_SCORES.items()},
         extra={
             "maze": maze,
             "eval_goal_cell": _EVAL_GOAL_CELLS[maze],
@@ -89,8 +98,8 @@ def _spec(maze: str) -> TaskSpec:
 class Maze2dAdapter:
     """:class:`ractd_cli.adapters.EnvAdapter` for PointMaze (see the module docstring).
 
-    Extra, beyond the protocol: :meth:`controller_action` (follow a planned state sequence) and
-    :meth:`estimate_reference_scores`.
+    Extra, beyond the protocol: :meth:`track_action` and :meth:`controller_action` (follow a planned
+    state sequence: ``rollout --follow track|controller``) and :meth:`estimate_reference_scores`.
     """
 
     name = "maze2d"
@@ -146,8 +155,8 @@ class Maze2dAdapter:
         Not relabelled in hindsight to the point where an episode ended: episodes end on the rim of
         the goal region, on the side they came from, so in a dead-end goal cell those points never
         reach the cell's middle, and the goals evaluation gives (cell centre +- 0.25) would be outside
-        every goal the planner saw. The desired goals cover them; :meth:`controller_action` settles
-        the point on the goal once the plan has arrived."""
+        every goal the planner saw. The desired goals cover them; with ``--follow controller
+        --snap-goal``, :meth:`controller_action` settles the point on the goal once the plan has arrived."""
         g = np.array(observations["desired_goal"], dtype=np.float32).reshape(-1, 2)
         if len(g) > 1:
             g[0] = g[1]
@@ -197,16 +206,25 @@ class Maze2dAdapter:
 
     # -- scores --------------------------------------------------------------------------------------
 
-    def normalized_score(self, task: str, episode_return: float) -> float:
-        spec = self._task(task)
-        assert spec.ref_min_score is not None and spec.ref_max_score is not None
-        return 100.0 * (episode_return - spec.ref_min_score) / (spec.ref_max_score - spec.ref_min_score)
+    def normalized_score(self, task: str, episode_return: float, scale: str | None = None) -> float:
+        """100 * (R - random) / (expert - random) on ``scale``: ``d4rl`` (default; D4RL's maze2d-v1
+        references, the paper's) or ``minari`` (Minari's, for this env)."""
+        return normalize_return(self._task(task), episode_return, scale)
 
     def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
         """Reached the goal at least once: the sparse reward pays only within 0.45 of the goal."""
         return bool(episode_return > 0)
 
     # -- following a plan ----------------------------------------------------------------------------
+
+    @staticmethod
+    def track_action(state: Any, target_state: Any) -> np.ndarray:
+        """The RACTD authors' tracking rule (their Maze2d env runner), ``rollout --follow track``:
+        a = (p* - p) + (v* - v) for ``state`` (x, y, vx, vy) and the next planned state ``target_state``.
+        Works on (..., 4) arrays; returns float32 (..., 2), unclipped (the env loop clips to [-1, 1])."""
+        s = np.asarray(state, dtype=np.float64)
+        t = np.asarray(target_state, dtype=np.float64)
+        return ((t[..., 0:2] - s[..., 0:2]) + (t[..., 2:4] - s[..., 2:4])).astype(np.float32)
 
     @staticmethod
     def controller_action(state: Any, target_state: Any, goal: Any = None) -> np.ndarray:
@@ -218,7 +236,8 @@ class Maze2dAdapter:
         (..., 2). Feed it ``plan[t+1]`` at step t; past the plan's end, the plan's last state (or the
         goal with zero velocity) makes it a go-to-and-stop PD controller.
 
-        With ``goal`` (..., 2), a target inside the goal region (within ``SUCCESS_RADIUS``) is replaced by
+        With ``goal`` (..., 2) (``rollout --follow controller --snap-goal``; off by default, since it
+        hands the follower goal information the plan never had), a target inside the goal region (within ``SUCCESS_RADIUS``) is replaced by
         the goal itself at rest: once the plan has arrived, the point settles on the goal. The data's
         episodes end on the rim of the goal region, so learnt plans arrive there and stop there, where
         the point drifts in and out of the region that the evaluation reward pays for; Diffuser gets the
