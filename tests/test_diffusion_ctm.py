@@ -26,6 +26,7 @@ from ractd_cli.diffusion import (
     ractd_loss,
     reward_loss,
     sample_ctm_times,
+    one_step_jumps,
     sample_dsm_sigma,
     stop_gradient,
     student_from_teacher,
@@ -331,6 +332,30 @@ def test_reward_loss_and_ractd_loss_terms():
     assert all(p.grad is None for p in reward_net.parameters())
 
 
+def test_reward_scores_the_jumps_the_dsm_term_anchors():
+    """eq. 7-8 as RACTD's code computes them: one set of jumps x0_hat = G(x_sigma, sigma, 0) per step,
+    regressed onto x0 by L_DSM and scored by L_Reward (so the reward cannot pull on a time that the
+    DSM term never sees)."""
+    torch.manual_seed(0)
+    teacher = EDMPrecond(MLPDenoiserNet(4, hidden=(16,), embed_dim=8)).requires_grad_(False)
+    student = student_from_teacher(teacher)
+    seen = []
+
+    def reward_fn(x0_hat, cond):
+        seen.append(x0_hat.detach())
+        return x0_hat.reshape(x0_hat.shape[0], -1).mean(dim=1)
+
+    x0, sigmas = torch.randn(8, 2, 2), teacher_sigmas(10, 0.02)
+    out = ractd_loss(student, teacher, reward_fn, x0, None, alpha=0.0, beta=1.0, sigma_r=1.0, sigmas=sigmas,
+                     generator=torch.Generator().manual_seed(3))
+    sigma, x0_hat = one_step_jumps(student, x0, None, sigma_min=0.02, sigma_max=float(sigmas[0]),
+                                   generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(seen[0], x0_hat)
+    assert torch.allclose(out["reward"], -x0_hat.reshape(8, -1).mean(dim=1))
+    assert torch.allclose(out["dsm"], dsm_loss(student, x0, None, sigma_min=0.02, sigma_max=float(sigmas[0]),
+                                                generator=torch.Generator().manual_seed(3)))
+
+
 # ----------------------------------------------------------------------------- toy end to end
 
 
@@ -393,10 +418,15 @@ def _distill(teacher, sigma_r: float, steps: int = 300, dsm_target: str = "jump"
     return x.flatten()
 
 
-def test_toy_reward_aware_student_picks_the_rewarded_mode(toy_teacher):
-    x = _distill(toy_teacher, sigma_r=1.0)
-    assert (x > 0).float().mean().item() >= 0.9
-    assert ((x - 1).abs() < 0.5).float().mean().item() >= 0.9
+def test_toy_reward_moves_the_one_step_student_towards_the_rewarded_mode(toy_teacher):
+    """The larger sigma, the further the one-step samples move towards the rewarded +1 mode; a strong
+    reward puts (nearly) all of them on its side. (With the paper's DSM on the jump, a plain CTD
+    student sits between the modes, see below, so sigma = 1 only starts the move on this 1-D toy.)"""
+    x = {w: _distill(toy_teacher, sigma_r=w) for w in (0.0, 1.0, 10.0)}
+    means = [x[w].mean().item() for w in (0.0, 1.0, 10.0)]
+    assert means[0] < means[1] < means[2]
+    assert (x[1.0] > 0).float().mean().item() > (x[0.0] > 0).float().mean().item() + 0.05
+    assert (x[10.0] > 0).float().mean().item() >= 0.9
 
 
 def test_toy_plain_ctd_student_with_denoiser_dsm_keeps_both_modes(toy_teacher):

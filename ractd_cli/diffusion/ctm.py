@@ -53,6 +53,7 @@ __all__ = [
     "student_sigmas",
     "sample_dsm_sigma",
     "DSM_TARGETS",
+    "one_step_jumps",
     "teacher_sigmas",
     "ctm_sample",
     "teacher_solve",
@@ -342,6 +343,27 @@ DSM_TARGETS = ("jump", "denoiser")
 g(x_t, t, t) at EDM's log-normal noise levels (CTM's auxiliary DSM; a deviation, opt-in)."""
 
 
+def one_step_jumps(
+    student: CTMPrecond,
+    x0: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    *,
+    sigma_min: float = STUDENT_SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's one-step jumps from noised data: (sigma (B,), x0_hat = G(x_sigma, sigma, 0)).
+
+    sigma ~ :func:`sample_dsm_sigma`, x_sigma = x0 + sigma n. These are the predictions L_DSM
+    regresses onto x0 (eq. 7) and L_Reward scores (eq. 8): the reward pulls on the very jumps the DSM
+    term anchors to the data, as in RACTD's code (its reward model reads the DSM branch's ``pred``).
+    """
+    kw = dict(generator=generator, device=x0.device, dtype=x0.dtype)
+    sigma = sample_dsm_sigma(x0.shape[0], sigma_min, sigma_max, **kw)
+    x = x0 + append_dims(sigma, x0.ndim) * torch.randn(x0.shape, **kw)
+    return sigma, student(x, sigma, torch.zeros_like(sigma), cond)
+
+
 def dsm_loss(
     student: CTMPrecond,
     x0: torch.Tensor,
@@ -355,8 +377,7 @@ def dsm_loss(
 ) -> torch.Tensor:
     """Denoising score matching on the student, per sample (B,):
 
-    ``target="jump"`` (RACTD eq. 7, default):
-        sigma ~ :func:`sample_dsm_sigma`,  x_sigma = x0 + sigma n,
+    ``target="jump"`` (RACTD eq. 7, default): with (sigma, x0_hat) from :func:`one_step_jumps`,
         loss = lambda(sigma) d(x0, G_theta(x_sigma, sigma, 0))     (EDM weighting, as edm_loss).
     G(x, sigma, 0) is the jump to clean data that one-step sampling uses and the reward scores;
     half the sigmas come from the upper part of the curve, where sampling starts. Its minimiser
@@ -365,17 +386,15 @@ def dsm_loss(
     ``target="denoiser"`` (CTM's auxiliary DSM): sigma ~ EDM's log-normal, loss =
     lambda(sigma) d(x0, g_theta(x_sigma, sigma, sigma)); trains the denoiser head, not the jump.
     """
-    if target not in DSM_TARGETS:
-        raise ValueError(f"unknown DSM target {target!r} (choose from {', '.join(DSM_TARGETS)})")
-    kw = dict(generator=generator, device=x0.device, dtype=x0.dtype)
     if target == "jump":
-        sigma = sample_dsm_sigma(x0.shape[0], sigma_min, sigma_max, **kw)
-    else:
+        sigma, x0_hat = one_step_jumps(student, x0, cond, sigma_min=sigma_min, sigma_max=sigma_max, generator=generator)
+    elif target == "denoiser":
+        kw = dict(generator=generator, device=x0.device, dtype=x0.dtype)
         sigma = sample_training_sigma(x0.shape[0], **kw)
-    n = torch.randn(x0.shape, **kw)
-    x = x0 + append_dims(sigma, x0.ndim) * n
-    s = torch.zeros_like(sigma) if target == "jump" else sigma
-    x0_hat = student(x, sigma, s, cond) if target == "jump" else student.g(x, sigma, s, cond)
+        x = x0 + append_dims(sigma, x0.ndim) * torch.randn(x0.shape, **kw)
+        x0_hat = student.g(x, sigma, sigma, cond)
+    else:
+        raise ValueError(f"unknown DSM target {target!r} (choose from {', '.join(DSM_TARGETS)})")
     return denoising_distance(x0_hat, x0, sigma, sigma_data=student.sigma_data, distance=distance)
 
 
@@ -413,10 +432,11 @@ def ractd_loss(
 
     Returns per-sample (B,) tensors 'ctm', 'dsm', 'reward' (unweighted) and the scalar 'total'
     (their weighted sum averaged over the batch).  ``sigmas`` is the student's 80-bin grid ending
-    in 0; DSM draws its noise levels between its smallest positive and largest entries.  The
-    reward term scores the one-step sample x0_hat = G(x_T, T, 0), x_T = T eps with T = sigmas[0]
-    (eq. 8).  A term whose weight is 0 is not computed and reported as zeros; with
-    ``reward_fn=None`` or ``sigma_r == 0`` this is plain CTD (CTM + DSM distillation).
+    in 0; the one-step jumps x0_hat = G(x_sigma, sigma, 0) (:func:`one_step_jumps`, sigma between
+    the grid's smallest positive and largest entries) are drawn once: L_DSM regresses them onto x0
+    (eq. 7) and L_Reward = -R(x0_hat) scores them (eq. 8), as RACTD's code does. A term whose weight
+    is 0 is not computed and reported as zeros; with ``reward_fn=None`` or ``sigma_r == 0`` this is
+    plain CTD (CTM + DSM distillation).
     """
     zeros = x0.new_zeros(x0.shape[0])
     ctm = (
@@ -424,18 +444,16 @@ def ractd_loss(
                  generator=generator, distance=distance)
         if alpha != 0 else zeros
     )
-    sigma_min, sigma_max = float(sigmas[-2]), float(sigmas[0])
-    dsm = (
-        dsm_loss(student, x0, cond, sigma_min=sigma_min, sigma_max=sigma_max, generator=generator, distance=distance,
-                 target=dsm_target)
-        if beta != 0 else zeros
-    )
-    if reward_fn is not None and sigma_r != 0:
-        T = sigmas[0].to(x0)
-        x_T = T * torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x0_hat = student(x_T, T, torch.zeros_like(T), cond)
-        reward = reward_loss(reward_fn, x0_hat, cond)
-    else:
-        reward = zeros
+    jump_range = dict(sigma_min=float(sigmas[-2]), sigma_max=float(sigmas[0]))
+    with_reward = reward_fn is not None and sigma_r != 0
+    dsm = reward = zeros
+    if with_reward or (beta != 0 and dsm_target == "jump"):
+        sigma, x0_hat = one_step_jumps(student, x0, cond, generator=generator, **jump_range)
+        if beta != 0 and dsm_target == "jump":
+            dsm = denoising_distance(x0_hat, x0, sigma, sigma_data=student.sigma_data, distance=distance)
+        if with_reward:
+            reward = reward_loss(reward_fn, x0_hat, cond)
+    if beta != 0 and dsm_target != "jump":
+        dsm = dsm_loss(student, x0, cond, generator=generator, distance=distance, target=dsm_target, **jump_range)
     total = (alpha * ctm + beta * dsm + sigma_r * reward).mean()
     return {"ctm": ctm, "dsm": dsm, "reward": reward, "total": total}
