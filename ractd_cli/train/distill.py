@@ -3,7 +3,8 @@
 The student G(x_t, t, s) is initialised from the teacher's weights (its new s-embedding starts
 at zero, so at step 0 it equals a DDIM step of the teacher). The CTM target is the student
 itself under a stop-gradient (eq. 5-6). The reward model is frozen; its gradient flows into the
-student through the student's one-step sample x0_hat = G(x_T, T, 0) (eq. 8). The saved weights
+student through the one-step jumps x0_hat = G(x_t, t, 0) that L_DSM also regresses (eq. 7-8; see
+``ractd_cli.diffusion.ctm.ractd_loss``). The saved weights
 are the training loop's EMA of the student, as in RACTD's code (``use_ema: true``).
 """
 
