@@ -284,7 +284,6 @@ def distill(
     preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
     dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt,
-    dsm_target: str = typer.Option("jump", "--dsm-target", help="What L_DSM regresses onto x0: jump = G(x_t, t, 0) (the paper's eq. 7) or denoiser = g(x_t, t, t) (CTM's auxiliary DSM; a deviation, recorded in the artifact)."),
     json_: bool = JsonOpt,
 ) -> None:
     """Distill the one-step student: alpha*CTM + beta*DSM + sigma*Reward (RACTD eq. 9), initialised from the teacher.
@@ -299,7 +298,7 @@ def distill(
     adapter, spec = get_task(env)
     art = d.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset),
                 teacher_ref=teacher_ref, reward_ref=reward_ref, alpha=ctm_weight, beta=dsm_weight, reward_weight=reward_weight,
-                distance=distance, dsm_target=dsm_target)
+                distance=distance)
     _report_artifacts([art], json_)
     if not json_:
         terms = art.config["loss_terms"]

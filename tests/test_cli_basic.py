@@ -56,6 +56,14 @@ def test_envs_json_specs_of_the_installed_plugins():
     assert maze["score_scales"] == {"d4rl": {"min": 23.85, "max": 161.86}, "minari": {"min": 13.49, "max": 218.70}}
     assert maze["default_score_scale"] == "d4rl"
     assert specs["hopper-medium"]["score_scales"] == {"d4rl": {"min": -20.272305, "max": 3234.3}}
+    assert maze["model_preset"] == "maze2d-umaze" and specs["maze2d-large"]["model_preset"] == "maze2d-large"
+    # Maze2d's reward weight was chosen from measured loss-term magnitudes (docs/results.md)
+    assert maze["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 0.3}
+    # paper Table 9 as the MuJoCo defaults
+    assert specs["hopper-medium"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 3.0}
+    assert specs["hopper-medium-expert"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 0.0}
+    assert specs["walker2d-medium-expert"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 0.2}
+    assert specs["halfcheetah-medium-replay"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 1.0}
     for task, s in specs.items():  # the data are the specs themselves
         spec = registry.get_task(task)[1]
         assert (s["model_preset"], s["gamma"], s["history"], s["horizon"]) == (spec.model_preset, spec.gamma, spec.history, spec.horizon)

@@ -6,7 +6,6 @@ Nothing here knows about environments or datasets.
 
 from .ctm import (
     CHAIN_SIGMAS,
-    DSM_TARGETS,
     DSM_XI_MAX,
     MAX_TEACHER_STEPS,
     S_EMBED_FLOOR,
@@ -73,5 +72,5 @@ __all__ = [
     "CTMPrecond", "student_from_teacher", "stop_gradient", "student_sigmas", "sample_dsm_sigma",
     "teacher_sigmas", "ctm_sample", "teacher_solve", "sample_ctm_times", "ctm_loss", "dsm_loss",
     "reward_loss", "ractd_loss", "S_EMBED_FLOOR", "MAX_TEACHER_STEPS", "STUDENT_SIGMA_MIN",
-    "CHAIN_SIGMAS", "DSM_XI_MAX", "DSM_TARGETS", "one_step_jumps",
+    "CHAIN_SIGMAS", "DSM_XI_MAX", "one_step_jumps",
 ]

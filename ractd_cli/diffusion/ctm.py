@@ -52,7 +52,6 @@ __all__ = [
     "stop_gradient",
     "student_sigmas",
     "sample_dsm_sigma",
-    "DSM_TARGETS",
     "one_step_jumps",
     "teacher_sigmas",
     "ctm_sample",
@@ -338,11 +337,6 @@ def ctm_loss(
     raise ValueError(f"unknown distance {distance!r} (choose 'huber' or 'l2')")
 
 
-DSM_TARGETS = ("jump", "denoiser")
-"""What L_DSM regresses onto x0: ``jump`` = G(x_t, t, 0) (RACTD eq. 7, the default) or ``denoiser`` =
-g(x_t, t, t) at EDM's log-normal noise levels (CTM's auxiliary DSM; a deviation, opt-in)."""
-
-
 def one_step_jumps(
     student: CTMPrecond,
     x0: torch.Tensor,
@@ -373,28 +367,19 @@ def dsm_loss(
     sigma_max: float = SIGMA_MAX,
     generator: torch.Generator | None = None,
     distance: str = "huber",
-    target: str = "jump",
 ) -> torch.Tensor:
-    """Denoising score matching on the student, per sample (B,):
+    """Denoising score matching on the student's one-step jump, per sample (B,) (RACTD eq. 7):
+    with (sigma, x0_hat) from :func:`one_step_jumps`,
 
-    ``target="jump"`` (RACTD eq. 7, default): with (sigma, x0_hat) from :func:`one_step_jumps`,
         loss = lambda(sigma) d(x0, G_theta(x_sigma, sigma, 0))     (EDM weighting, as edm_loss).
+
     G(x, sigma, 0) is the jump to clean data that one-step sampling uses and the reward scores;
     half the sigmas come from the upper part of the curve, where sampling starts. Its minimiser
     is the posterior mean E[x0 | x_sigma], which at large sigma lies between the data's modes.
-
-    ``target="denoiser"`` (CTM's auxiliary DSM): sigma ~ EDM's log-normal, loss =
-    lambda(sigma) d(x0, g_theta(x_sigma, sigma, sigma)); trains the denoiser head, not the jump.
+    (CTM's own auxiliary DSM regresses the denoiser head g(x, sigma, sigma) instead; measured on
+    maze2d-umaze, the reward then exploits the unanchored jumps: 0% success. Not offered.)
     """
-    if target == "jump":
-        sigma, x0_hat = one_step_jumps(student, x0, cond, sigma_min=sigma_min, sigma_max=sigma_max, generator=generator)
-    elif target == "denoiser":
-        kw = dict(generator=generator, device=x0.device, dtype=x0.dtype)
-        sigma = sample_training_sigma(x0.shape[0], **kw)
-        x = x0 + append_dims(sigma, x0.ndim) * torch.randn(x0.shape, **kw)
-        x0_hat = student.g(x, sigma, sigma, cond)
-    else:
-        raise ValueError(f"unknown DSM target {target!r} (choose from {', '.join(DSM_TARGETS)})")
+    sigma, x0_hat = one_step_jumps(student, x0, cond, sigma_min=sigma_min, sigma_max=sigma_max, generator=generator)
     return denoising_distance(x0_hat, x0, sigma, sigma_data=student.sigma_data, distance=distance)
 
 
@@ -426,7 +411,6 @@ def ractd_loss(
     max_teacher_steps: int = MAX_TEACHER_STEPS,
     generator: torch.Generator | None = None,
     distance: str = "huber",
-    dsm_target: str = "jump",
 ) -> dict[str, torch.Tensor]:
     """The RACTD objective L = alpha L_CTM + beta L_DSM + sigma_r L_Reward (RACTD eq. 9).
 
@@ -444,16 +428,14 @@ def ractd_loss(
                  generator=generator, distance=distance)
         if alpha != 0 else zeros
     )
-    jump_range = dict(sigma_min=float(sigmas[-2]), sigma_max=float(sigmas[0]))
-    with_reward = reward_fn is not None and sigma_r != 0
     dsm = reward = zeros
-    if with_reward or (beta != 0 and dsm_target == "jump"):
-        sigma, x0_hat = one_step_jumps(student, x0, cond, generator=generator, **jump_range)
-        if beta != 0 and dsm_target == "jump":
+    with_reward = reward_fn is not None and sigma_r != 0
+    if beta != 0 or with_reward:
+        sigma, x0_hat = one_step_jumps(student, x0, cond, sigma_min=float(sigmas[-2]), sigma_max=float(sigmas[0]),
+                                       generator=generator)
+        if beta != 0:
             dsm = denoising_distance(x0_hat, x0, sigma, sigma_data=student.sigma_data, distance=distance)
         if with_reward:
             reward = reward_loss(reward_fn, x0_hat, cond)
-    if beta != 0 and dsm_target != "jump":
-        dsm = dsm_loss(student, x0, cond, generator=generator, distance=distance, target=dsm_target, **jump_range)
     total = (alpha * ctm + beta * dsm + sigma_r * reward).mean()
     return {"ctm": ctm, "dsm": dsm, "reward": reward, "total": total}

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact, save_artifact
-from ..diffusion import DISTANCES, DSM_TARGETS, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, ractd_loss, student_from_teacher, teacher_sigmas
+from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, ractd_loss, student_from_teacher, teacher_sigmas
 from ..errors import RactdError, UsageError
 from ..planner import denoiser_from, load_net
 from .common import TrainOptions
@@ -69,7 +69,6 @@ def run(
     beta: float | None = None,
     reward_weight: float | None = None,
     distance: str = "huber",
-    dsm_target: str = "jump",
 ) -> Artifact:
     from .data import load_task_data
 
@@ -78,8 +77,6 @@ def run(
             raise UsageError(f"{name} must be >= 0, got {v}")
     if distance not in DISTANCES:
         raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
-    if dsm_target not in DSM_TARGETS:
-        raise UsageError(f"unknown --dsm-target {dsm_target!r}; use one of {', '.join(DSM_TARGETS)}")
     d_alpha, d_beta, d_sigma = spec.loss_weights
     alpha = d_alpha if alpha is None else alpha
     beta = d_beta if beta is None else beta
@@ -108,7 +105,7 @@ def run(
         out = ractd_loss(
             model, teacher, reward_fn, batch["x"], batch["cond"],
             alpha=alpha, beta=beta, sigma_r=sigma_r, sigmas=sigmas, max_teacher_steps=MAX_TEACHER_STEPS,
-            generator=gen, distance=distance, dsm_target=dsm_target,
+            generator=gen, distance=distance,
         )
         return {"loss": out["total"], **{k: v.mean() for k, v in out.items() if k != "total"},
                 "reward_abs": out["reward"].abs().mean()}
@@ -116,7 +113,7 @@ def run(
     parents = [teacher_art.id] + ([reward_art.id] if reward_art is not None else [])
     res = train(
         student, loss_fn, data.diffusion, cfg,
-        name=f"student-{spec.name}", run_extra={"parents": parents, "weights": [alpha, beta, sigma_r], "distance": distance, "dsm_target": dsm_target},
+        name=f"student-{spec.name}", run_extra={"parents": parents, "weights": [alpha, beta, sigma_r], "distance": distance},
         resume=opts.resume, show_progress=opts.show_progress,
     )
     norm = {k: v for k, v in teacher_art.tensors.items() if k.startswith("norm.")}
@@ -135,7 +132,7 @@ def run(
             "reward_weight": sigma_r,
             "distance": distance,
             "ctm_target": "stop-gradient student",
-            "dsm_target": dsm_target,
+            "dsm_target": "G(x_t, t, 0)",
             "max_teacher_steps": MAX_TEACHER_STEPS,
             "student_sigma_min": STUDENT_SIGMA_MIN,
             "loss_terms": loss_terms(res.losses, alpha, beta, sigma_r),
