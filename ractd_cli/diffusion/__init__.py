@@ -39,6 +39,7 @@ from .edm import (
     append_zero,
     batch_sigma,
     c_noise,
+    clean_distance,
     denoising_distance,
     edm_loss,
     edm_scalings,
@@ -63,7 +64,7 @@ __all__ = [
     # edm
     "SIGMA_MIN", "SIGMA_MAX", "SIGMA_DATA", "RHO", "P_MEAN", "P_STD", "NUM_BINS", "DISTANCES",
     "karras_sigmas", "append_zero", "edm_scalings", "c_noise", "loss_weight", "pseudo_huber",
-    "pseudo_huber_c", "sample_training_sigma", "denoising_distance", "EDMPrecond", "edm_loss",
+    "pseudo_huber_c", "sample_training_sigma", "denoising_distance", "clean_distance", "EDMPrecond", "edm_loss",
     "batch_sigma", "append_dims",
     # samplers
     "SAMPLERS", "heun_sample", "euler_sample", "ancestral_sample", "heun_step", "euler_step",

@@ -33,10 +33,10 @@ from .edm import (
     append_zero,
     batch_sigma,
     c_noise,
+    clean_distance,
     denoising_distance,
     edm_scalings,
     karras_sigmas,
-    pseudo_huber,
     sample_training_sigma,
 )
 from .samplers import heun_step
@@ -330,11 +330,7 @@ def ctm_loss(
         x_u = teacher_solve(teacher, x_t, sigmas, i_t, i_u, cond)
         tgt = G_sg(G_sg(x_u, u, s, cond), s, zero, cond)
     pred = G_sg(student(x_t, t, s, cond), s, zero, cond)
-    if distance == "huber":
-        return pseudo_huber(pred, tgt)
-    if distance == "l2":
-        return (pred - tgt).reshape(B, -1).pow(2).mean(dim=1)
-    raise ValueError(f"unknown distance {distance!r} (choose 'huber' or 'l2')")
+    return clean_distance(pred, tgt, distance)
 
 
 def one_step_jumps(

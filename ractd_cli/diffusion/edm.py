@@ -35,6 +35,7 @@ __all__ = [
     "pseudo_huber_c",
     "sample_training_sigma",
     "denoising_distance",
+    "clean_distance",
     "EDMPrecond",
     "edm_loss",
     "batch_sigma",
@@ -172,6 +173,17 @@ def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float | None = None, weigh
     return d if weight is None else weight * d
 
 
+def clean_distance(a: torch.Tensor, b: torch.Tensor, distance: str = "huber", weight: torch.Tensor | None = None) -> torch.Tensor:
+    """d(a, b) per sample, (B,), in clean-data space, optionally times a per-sample ``weight`` (B,):
+    ``"huber"`` is :func:`pseudo_huber` (the paper's d), ``"l2"`` the mean squared error."""
+    if distance == "huber":
+        return pseudo_huber(a, b, weight=weight)
+    if distance == "l2":
+        d = (a - b).reshape(a.shape[0], -1).pow(2).mean(dim=1)
+        return d if weight is None else weight * d
+    raise ValueError(f"unknown distance {distance!r} (choose from {', '.join(DISTANCES)})")
+
+
 def denoising_distance(
     denoised: torch.Tensor,
     x0: torch.Tensor,
@@ -182,18 +194,8 @@ def denoising_distance(
 ) -> torch.Tensor:
     """lambda(sigma) d(denoised, x0) per sample, (B,), lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2
     (EDM's weighting; RACTD's code applies it as "karras" weights to both the teacher's loss and the
-    student's DSM loss):
-
-    * ``"huber"`` (default, the paper's): lambda(sigma) times :func:`pseudo_huber`.
-    * ``"l2"``: lambda(sigma) times the mean squared error -- EDM's loss exactly.
-    """
-    sigma = batch_sigma(sigma, x0)
-    weight = loss_weight(sigma, sigma_data)
-    if distance == "huber":
-        return pseudo_huber(denoised, x0, weight=weight)
-    if distance == "l2":
-        return weight * (denoised - x0).reshape(x0.shape[0], -1).pow(2).mean(dim=1)
-    raise ValueError(f"unknown distance {distance!r} (choose from {', '.join(DISTANCES)})")
+    student's DSM loss). ``distance``: see :func:`clean_distance` ("l2" gives EDM's loss exactly)."""
+    return clean_distance(denoised, x0, distance, weight=loss_weight(batch_sigma(sigma, x0), sigma_data))
 
 
 def sample_training_sigma(
