@@ -24,18 +24,20 @@ test: $(STAMP)
 
 # The main job, end to end on a CPU (under 20 minutes on 2 cores, the install included): Maze2d
 # umaze data generated here (Minari's pointmaze recipe), inverse dynamics and the EDM teacher, the
-# reward model, the one-step RACTD student (all `--preset quick`), then the bench table (teacher
-# samplers and student, latency and score) and its plot. Re-running reuses the dataset.
+# reward model, a plain CTD and the one-step RACTD student at the task's default reward weight (all
+# `--preset quick`), then the bench table over 100 episodes (teacher samplers and students, latency
+# and score) and its plot. Re-running reuses the dataset.
 DEMO_TASK ?= maze2d-umaze
 DEMO_STEPS ?= 100000
-DEMO_EPISODES ?= 20
+DEMO_EPISODES ?= 100
 RACTD := $(VENV)/bin/ractd
 demo: $(STAMP)
 	$(RACTD) envs
 	$(RACTD) fetch $(DEMO_TASK) --source local --steps $(DEMO_STEPS)
 	$(RACTD) train-teacher --env $(DEMO_TASK)
 	$(RACTD) train-reward --env $(DEMO_TASK)
-	$(RACTD) distill --env $(DEMO_TASK) --reward-weight 1.0
+	$(RACTD) distill --env $(DEMO_TASK) --reward-weight 0
+	$(RACTD) distill --env $(DEMO_TASK)
 	mkdir -p out
 	$(RACTD) bench --env $(DEMO_TASK) --episodes $(DEMO_EPISODES) --plot out/bench-$(DEMO_TASK).png
 
