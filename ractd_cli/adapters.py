@@ -26,7 +26,7 @@ Planning = Literal["chunk", "states"]
 """``chunk``: closed loop, x = c future actions given h past states; execute the first action, replan.
 ``states``: open loop, x = H future states given the current state and the goal; actions come
 from an inverse-dynamics model a_t = f(s_t, s_{t+1}) (or from the adapter's optional ``track_action`` /
-``controller_action`` following the plan; see :class:`ractd_cli.planner.PlannerPolicy`)."""
+``controller_action`` following the plan; see :class:`ractd_cli.evaluate.PlannerPolicy`)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,16 @@ class TaskSpec:
     reach the end of their episode (the goal) stop there instead of keeping the last velocity."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Adapter-private defaults (anything the pipeline does not interpret)."""
+
+    @property
+    def x_shape(self) -> tuple[int, int]:
+        """(T, D) of one plan x: (c, act_dim) action chunks, or (H, obs_dim) state plans."""
+        return (self.horizon, self.act_dim) if self.planning == "chunk" else (self.horizon, self.obs_dim)
+
+    @property
+    def cond_dim(self) -> int:
+        """Size of the conditioning vector: h past states (chunks), or [s_n, goal] (state plans)."""
+        return self.history * self.obs_dim if self.planning == "chunk" else self.obs_dim + self.goal_dim
 
 
 @runtime_checkable

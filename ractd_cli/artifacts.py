@@ -81,7 +81,7 @@ def _content_id(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) ->
     return h.hexdigest()[:ID_LEN]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -127,7 +127,7 @@ def save_artifact(
     meta["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     data = st_save(cpu, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
     path = (directory or models_dir()) / f"{kind}-{task}-{meta['id']}.safetensors"
-    _atomic_write(path, data)
+    atomic_write(path, data)
     return Artifact(path=path, meta=meta, tensors=cpu)
 
 

@@ -25,9 +25,9 @@ import torch
 from .adapters import EnvAdapter, TaskSpec, resolve_score_scale
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import RactdError
-from .evaluate import RolloutResult, run_episodes
-from .planner import DEFAULT_REFINE_SIGMA, Planner, PlannerPolicy, TrajDiffuserPlanner, check_follow, cond_dim, frozen, load_for_planning
-from .train.loop import resolve_device
+from .evaluate import PlannerPolicy, RolloutResult, check_follow, run_episodes
+from .models import resolve_device
+from .planner import DEFAULT_REFINE_SIGMA, Planner, TrajDiffuserPlanner, frozen, load_for_planning
 
 
 @dataclass
@@ -141,7 +141,7 @@ def run(
     score_scale: str | None = None,
 ) -> dict[str, Any]:
     """Time and score every row of :func:`bench_rows`. Every row's ``states`` plans are executed the
-    same way (``follow``, ``replan``, ``snap_goal``: see :class:`~ractd_cli.planner.PlannerPolicy`) and
+    same way (``follow``, ``replan``, ``snap_goal``: see :class:`~ractd_cli.evaluate.PlannerPolicy`) and
     scored on ``score_scale`` (default ``d4rl``); each row records all four."""
     follow = check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)
     score_scale = resolve_score_scale(spec, score_scale)
@@ -149,7 +149,7 @@ def run(
     dev = resolve_device(device)
     sync = _sync_for(dev)
     rows = bench_rows(spec)
-    cond1 = torch.zeros(1, cond_dim(spec), device=dev)
+    cond1 = torch.zeros(1, spec.cond_dim, device=dev)
     out_rows: list[dict[str, Any]] = []
     results: dict[str, RolloutResult] = {}
     plans: dict[str, np.ndarray] = {}
@@ -169,7 +169,7 @@ def run(
         if first is not None:
             policy.reset(1)
             planner.reseed()
-            x0, _ = planner.plan(policy._cond(first[0][None], first[1][None], np.arange(1)))
+            x0, _ = planner.plan(policy.cond(first[0][None], first[1][None], np.arange(1)))
             plans[row.method] = planner.norms["state"].unnormalize(x0[0].cpu().numpy())
         if forward_ms is None and loaded.art.kind == "student" and planner.nfe_budget == 1:
             _, forward_ms, overhead = time_paired(
@@ -181,7 +181,7 @@ def run(
             "model_id": loaded.art.id,
             "sampler": planner.sampler_name,
             "nfe": planner.nfe_per_plan,
-            "nfe_paper": getattr(planner, "nfe_paper", planner.nfe_per_plan),
+            "nfe_paper": planner.nfe_paper,
             "jit": planner.jit,
             "ms_per_action": lat["median"],
             "ms_min": lat["min"],

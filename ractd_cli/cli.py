@@ -396,12 +396,13 @@ def bench(
     """Compare the teacher's samplers and the students on speed and score, on this machine, in one run."""
     from . import bench as b
     from .adapters import resolve_score_scale
+    from .evaluate import check_follow
     from .registry import get_task
 
     if episodes < 1 or repeats < 1:
         raise UsageError("--episodes and --repeats must be at least 1")
     adapter, spec = get_task(env)
-    b.check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before "no models"
+    check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before "no models"
     resolve_score_scale(spec, score_scale)
     b.require_models(spec)
     out = b.run(adapter, spec, episodes=episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit,

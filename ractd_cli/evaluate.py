@@ -12,9 +12,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import collections
+
 import numpy as np
+import torch
+from torch import nn
 
 from .adapters import EnvAdapter, TaskSpec, resolve_score_scale
+from .errors import UsageError
+from .models import resolve_device
+from .planner import (
+    DEFAULT_REFINE_SIGMA,
+    DEFAULT_REFINE_STEPS,
+    PLANNERS,
+    Planner,
+    TrajDiffuserPlanner,
+    load_for_planning,
+    load_for_trajdiffuser,
+)
 from .ui import progress
 
 
@@ -28,6 +43,133 @@ class Policy(Protocol):
         """states (n, obs_dim), goals (n, goal_dim) or None, active (n,) bool -> actions (n, act_dim).
 
         Rows of inactive episodes are ignored by the caller (the policy may skip them)."""
+
+
+FOLLOWERS = ("inverse", "track", "controller")
+"""How a ``states`` plan is executed (``rollout``/``bench --follow``); see :class:`PlannerPolicy`."""
+DEFAULT_FOLLOW = "inverse"
+"""The RACTD paper's execution: one open-loop plan per episode, followed by inverse dynamics."""
+_FOLLOW_HOOKS = {"track": "track_action", "controller": "controller_action"}
+"""The optional adapter method each follower other than ``inverse`` needs (docs/plugins.md)."""
+
+
+def check_follow(adapter: EnvAdapter, spec: TaskSpec, follow: str | None = None, *, replan: bool = False, snap_goal: bool = False) -> str | None:
+    """Check the plan-following options for ``spec`` and return the follower (None: ``chunk`` tasks,
+    which execute their plans' first action and have no follower). One-line UsageErrors for a
+    follower the adapter lacks, ``--snap-goal`` without ``--follow controller``, and any of the
+    options on a ``chunk`` task. ``follow`` None: :data:`DEFAULT_FOLLOW`."""
+    if spec.planning != "states":
+        if follow is not None or replan or snap_goal:
+            raise UsageError(f"--follow, --replan and --snap-goal apply to state-planning tasks; {spec.name} plans action chunks")
+        return None
+    follow = follow or DEFAULT_FOLLOW
+    if follow not in FOLLOWERS:
+        raise UsageError(f"unknown --follow {follow!r}; use one of {', '.join(FOLLOWERS)}")
+    hook = _FOLLOW_HOOKS.get(follow)
+    if hook is not None and not hasattr(adapter, hook):
+        raise UsageError(f"--follow {follow} needs the adapter method {hook}, which {spec.name}'s adapter lacks; use --follow inverse")
+    if snap_goal and follow != "controller":
+        raise UsageError(f"--snap-goal hands the goal to the adapter's controller: it needs --follow controller, not --follow {follow}")
+    if snap_goal and not spec.goal_dim:
+        raise UsageError(f"--snap-goal needs a goal, and {spec.name} has none")
+    return follow
+
+
+class PlannerPolicy:
+    """A :class:`~ractd_cli.evaluate.Policy` that plans with a :class:`Planner`.
+
+    ``chunk`` tasks replan every step and execute the first action (``follow``, ``replan`` and
+    ``snap_goal`` do not apply). ``states`` tasks make ONE open-loop plan ``plan`` (n, H, obs_dim)
+    per episode from the start state and the goal and follow it step by step: at step t the target
+    is ``plan[t+1]``; past the plan's end it is the plan's last state with its rest dims
+    (``spec.rest_dims``, the velocities) set to 0, i.e. hold the last planned state. ``follow``:
+
+    - ``"inverse"`` (default, the RACTD paper's): the inverse-dynamics model
+      a_t = f(s_t, target). Sees only the state and the plan, never the goal; no position error is
+      fed back, so an open-loop plan's drift is never corrected.
+    - ``"track"``: the adapter's ``track_action(state, target)``, the RACTD authors' tracking rule
+      (Maze2d: a = (p* - p) + (v* - v)).
+    - ``"controller"``: the adapter's ``controller_action(state, target[, goal])``, a PD controller
+      (Maze2d: inverts the point mass's dynamics). With ``snap_goal`` it also gets the goal, and
+      snaps a target near it to the goal itself: goal information the plan never had, so opt-in.
+
+    ``replan``: plan again from the current state (and goal) whenever the plan runs out, instead
+    of holding its last state. Followers the adapter lacks are refused (:func:`check_follow`).
+    """
+
+    def __init__(
+        self,
+        planner: Planner,
+        adapter: EnvAdapter,
+        *,
+        inverse: nn.Module | None = None,
+        follow: str | None = None,
+        replan: bool = False,
+        snap_goal: bool = False,
+    ):
+        self.planner, self.adapter, self.spec = planner, adapter, planner.spec
+        self.norm_s = planner.norms["state"]
+        self.norm_a = planner.norms.get("action")
+        self.goal_norm = planner.norms.get("goal")
+        self.inverse = inverse.to(planner.device).eval() if inverse is not None else None
+        self.follow = check_follow(adapter, self.spec, follow, replan=replan, snap_goal=snap_goal)
+        states = self.spec.planning == "states"
+        self.replan = bool(replan) if states else None
+        self.snap_goal = bool(snap_goal) if states else None
+        if self.follow == "inverse" and inverse is None:
+            raise UsageError("this task plans states: it needs an inverse-dynamics model (train-teacher makes one), or --follow track|controller")
+
+    def describe(self) -> dict:
+        """How plans are executed, for results: ``follow``, ``replan``, ``snap_goal`` (None for ``chunk`` tasks)."""
+        return {"follow": self.follow, "replan": self.replan, "snap_goal": self.snap_goal}
+
+    def reset(self, n: int) -> None:
+        self.history: list[collections.deque] = [collections.deque(maxlen=self.spec.history) for _ in range(n)]
+        self.plans: np.ndarray | None = None  # (n, H, obs_dim) in env units, for states planning
+        self.hold: np.ndarray | None = None  # (n, obs_dim): the plans' last states at rest
+        self.t_in_plan = 0
+
+    def cond(self, states: np.ndarray, goals: np.ndarray | None, rows: np.ndarray) -> torch.Tensor:
+        s = self.norm_s.normalize(states[rows])
+        if self.spec.planning == "chunk":
+            for i, r in enumerate(rows):
+                h = self.history[r]
+                h.append(s[i])
+                while len(h) < h.maxlen:
+                    h.appendleft(s[i])
+            return torch.as_tensor(np.stack([np.concatenate(self.history[r]) for r in rows]), dtype=torch.float32)
+        g = self.goal_norm.normalize(goals[rows]) if self.goal_norm is not None else goals[rows]
+        return torch.as_tensor(np.concatenate([s, g], axis=-1), dtype=torch.float32)
+
+    def act(self, states: np.ndarray, goals: np.ndarray | None, active: np.ndarray) -> np.ndarray:
+        n = states.shape[0]
+        actions = np.zeros((n, self.spec.act_dim), dtype=np.float32)
+        rows = np.flatnonzero(active)
+        if self.spec.planning == "chunk":
+            x0, _ = self.planner.plan(self.cond(states, goals, rows))
+            actions[rows] = self.norm_a.unnormalize(x0[:, 0].cpu().numpy())
+            return actions
+        H = self.spec.horizon
+        if self.plans is None or (self.replan and self.t_in_plan >= H - 1):
+            x0, _ = self.planner.plan(self.cond(states, goals, np.arange(n)))  # the only place the goal is read
+            self.plans = np.asarray(self.norm_s.unnormalize(x0.cpu().numpy()), dtype=np.float32)
+            self.hold = self.plans[:, -1].copy()
+            self.hold[:, list(self.spec.rest_dims)] = 0.0
+            self.t_in_plan = 0
+        target = self.plans[:, self.t_in_plan + 1] if self.t_in_plan < H - 1 else self.hold  # (n, obs_dim)
+        self.t_in_plan += 1
+        if self.follow == "track":
+            # The adapter's extra ``track_action(state, target_state)`` (batched; see docs/plugins.md).
+            return np.asarray(self.adapter.track_action(states, target), dtype=np.float32)
+        if self.follow == "controller":
+            # The adapter's extra ``controller_action(state, target_state[, goal])`` (batched; see docs/plugins.md).
+            goal = {"goal": goals} if self.snap_goal and goals is not None else {}
+            return np.asarray(self.adapter.controller_action(states, target, **goal), dtype=np.float32)
+        with torch.inference_mode():
+            dev = self.planner.device
+            s = torch.as_tensor(self.norm_s.normalize(states), dtype=torch.float32, device=dev)
+            a = self.inverse(s, torch.as_tensor(self.norm_s.normalize(target), dtype=torch.float32, device=dev))
+        return self.norm_a.unnormalize(a.cpu().numpy())
 
 
 @dataclass
@@ -193,19 +335,6 @@ def rollout(
     ``follow`` (default ``inverse``; ``replan``, ``snap_goal``: see :class:`~ractd_cli.planner.PlannerPolicy`),
     scores normalised on ``score_scale`` (default ``d4rl``); all four are recorded in ``info``.
     """
-    from .errors import UsageError
-    from .planner import (
-        DEFAULT_REFINE_SIGMA,
-        check_follow,
-        DEFAULT_REFINE_STEPS,
-        PLANNERS,
-        Planner,
-        PlannerPolicy,
-        TrajDiffuserPlanner,
-        load_for_planning,
-        load_for_trajdiffuser,
-    )
-    from .train.loop import resolve_device
 
     follow = check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)
     score_scale = resolve_score_scale(spec, score_scale)
@@ -234,6 +363,6 @@ def rollout(
                        score_scale=score_scale)
     res.info.update(
         model_id=loaded.art.id, model_kind=loaded.art.kind, sampler=p.sampler_name,
-        nfe=p.nfe_per_plan, nfe_paper=getattr(p, 'nfe_paper', p.nfe_per_plan), device=str(p.device), **policy.describe(), **extra,
+        nfe=p.nfe_per_plan, nfe_paper=p.nfe_paper, device=str(p.device), **policy.describe(), **extra,
     )
     return res

@@ -3,7 +3,7 @@
 Everything here is env-agnostic: the adapter's :class:`~ractd_cli.adapters.TaskSpec` says
 whether a plan is an action chunk (closed loop: execute the first action, replan) or a state
 sequence (open loop: one plan per episode, followed by the inverse-dynamics model, the adapter's
-tracking rule or its controller; see :class:`PlannerPolicy`).
+tracking rule or its controller; see :class:`ractd_cli.evaluate.PlannerPolicy`).
 
 Conditioning layout (normalised to [-1, 1]):
 - ``chunk``:  cond = s_{n-h+1..n} flattened, shape (B, h*obs_dim); x = actions (B, c, act_dim).
@@ -12,7 +12,6 @@ Conditioning layout (normalised to [-1, 1]):
 
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass
 from typing import Callable
 
@@ -20,21 +19,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapters import EnvAdapter, TaskSpec
+from .adapters import TaskSpec
 from .artifacts import Artifact, load_artifact
 from .diffusion import (
     SAMPLERS,
-    CTMPrecond,
-    EDMPrecond,
     append_zero,
     ctm_sample,
     karras_sigmas,
     student_sigmas,
 )
 from .errors import RactdError, UsageError
-from .nets import build_net
-from .proposer import build_proposer
-from .train.common import normalizers_from
+from .models import denoiser_from, load_net, normalizers_from, proposer_from, student_from
 
 TEACHER_SAMPLERS = ("heun", "euler", "ancestral")
 STUDENT_SAMPLERS = ("onestep", "multistep")
@@ -46,31 +41,6 @@ DEFAULT_REFINE_SIGMA = 0.5
 """Noise level (EDM scale) the Trajectory Diffuser's proposal is lifted to before refinement:
 sigma_data, where signal and noise have equal scale, so the teacher can move the proposal to
 the nearest mode of the data without forgetting it."""
-
-
-def cond_dim(spec: TaskSpec) -> int:
-    return spec.history * spec.obs_dim if spec.planning == "chunk" else spec.obs_dim + spec.goal_dim
-
-
-def x_shape(spec: TaskSpec) -> tuple[int, int]:
-    """(T, D) of one plan."""
-    return (spec.horizon, spec.act_dim) if spec.planning == "chunk" else (spec.horizon, spec.obs_dim)
-
-
-def load_net(art: Artifact, prefix: str = "net") -> nn.Module:
-    """Rebuild the network stored in an artifact (config ``<prefix>_kind``/``<prefix>``) with its weights."""
-    cfg = art.config
-    net = build_net(cfg[f"{prefix}_kind"], cfg[prefix])
-    net.load_state_dict(art.group(prefix))
-    return net.eval()
-
-
-def denoiser_from(art: Artifact) -> EDMPrecond:
-    return EDMPrecond(load_net(art), sigma_data=art.config["sigma_data"]).eval()
-
-
-def student_from(art: Artifact) -> CTMPrecond:
-    return CTMPrecond(load_net(art), sigma_data=art.config["sigma_data"]).eval()
 
 
 def sigma_grid(sampler: str, nfe: int, cfg: dict, device: torch.device | None = None) -> torch.Tensor:
@@ -113,7 +83,7 @@ class Planner:
         self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.norms = normalizers_from(art.tensors)
-        self.T, self.D = x_shape(spec)
+        self.T, self.D = spec.x_shape
         self.nfe_per_plan: int | None = None
         self.jit = jit
         if jit:
@@ -182,7 +152,7 @@ class _Broadcast:
 def _example(planner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batch-1 example inputs (x, cond, sigma) for tracing a planner's network."""
     dev = planner.device
-    return (torch.zeros(1, planner.T, planner.D, device=dev), torch.zeros(1, cond_dim(planner.spec), device=dev), torch.ones(1, device=dev))
+    return (torch.zeros(1, planner.T, planner.D, device=dev), torch.zeros(1, planner.spec.cond_dim, device=dev), torch.ones(1, device=dev))
 
 
 def frozen_model(model: nn.Module, planner, *, n_times: int) -> "_Broadcast":
@@ -198,13 +168,6 @@ def frozen(module: nn.Module, example: tuple) -> torch.jit.ScriptModule:
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module.eval(), example, check_trace=False)
         return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-
-
-def proposer_from(art: Artifact) -> nn.Module:
-    """Rebuild the Trajectory Diffuser proposer stored in a ``proposer`` artifact."""
-    net = build_proposer(art.config["net"], art.config["net_kind"])
-    net.load_state_dict(art.group("net"))
-    return net.eval()
 
 
 def refine_sigmas(refine_sigma: float, steps: int, sigma_min: float, device: torch.device | None = None) -> torch.Tensor:
@@ -244,7 +207,7 @@ class TrajDiffuserPlanner:
 
     ``refine_steps`` = 0 (or ``refine_sigma`` = 0) returns the proposal itself. NFE counts
     teacher calls only (Euler: K, Heun: 2K-1); the proposer's time is in the callers' latency.
-    Drop-in for :class:`Planner` in :class:`PlannerPolicy` and ``bench``.
+    Drop-in for :class:`Planner` in :class:`~ractd_cli.evaluate.PlannerPolicy` and ``bench``.
     """
 
     def __init__(
@@ -270,12 +233,12 @@ class TrajDiffuserPlanner:
         if teacher.kind != "teacher" or proposer.kind != "proposer":
             raise UsageError(f"trajdiffuser needs a teacher and a proposer, got a {teacher.kind} and a {proposer.kind}")
         self.art, self.proposer_art, self.spec = teacher, proposer, spec
-        self.T, self.D = x_shape(spec)
+        self.T, self.D = spec.x_shape
         pc = proposer.config["net"]
-        if (pc["horizon"], pc["x_dim"], pc["cond_dim"]) != (self.T, self.D, cond_dim(spec)):
+        if (pc["horizon"], pc["x_dim"], pc["cond_dim"]) != (self.T, self.D, spec.cond_dim):
             raise UsageError(
                 f"proposer {proposer.id} plans ({pc['horizon']}, {pc['x_dim']}) from cond {pc['cond_dim']}, but {spec.name} "
-                f"needs ({self.T}, {self.D}) from cond {cond_dim(spec)}; retrain it with `ractd train-proposer --env {spec.name}`"
+                f"needs ({self.T}, {self.D}) from cond {spec.cond_dim}; retrain it with `ractd train-proposer --env {spec.name}`"
             )
         self.device = torch.device(device)
         self.sampler_name = sampler
@@ -317,6 +280,11 @@ class TrajDiffuserPlanner:
 
     reseed = Planner.reseed
 
+    @property
+    def nfe_paper(self) -> int:
+        """Teacher steps K, as the paper counts NFE (Heun makes 2K - 1 calls, Euler K)."""
+        return self.refine_steps if len(self.sigmas) > 1 else 0
+
     @torch.inference_mode()
     def plan(self, cond: torch.Tensor) -> tuple[torch.Tensor, int]:
         x0, self.nfe_per_plan = self.refine(self.propose(cond), cond)
@@ -330,133 +298,6 @@ class TrajDiffuserPlanner:
             "refine_steps": self.refine_steps,
             "refine_sigma": self.refine_sigma,
         }
-
-
-FOLLOWERS = ("inverse", "track", "controller")
-"""How a ``states`` plan is executed (``rollout``/``bench --follow``); see :class:`PlannerPolicy`."""
-DEFAULT_FOLLOW = "inverse"
-"""The RACTD paper's execution: one open-loop plan per episode, followed by inverse dynamics."""
-_FOLLOW_HOOKS = {"track": "track_action", "controller": "controller_action"}
-"""The optional adapter method each follower other than ``inverse`` needs (docs/plugins.md)."""
-
-
-def check_follow(adapter: EnvAdapter, spec: TaskSpec, follow: str | None = None, *, replan: bool = False, snap_goal: bool = False) -> str | None:
-    """Check the plan-following options for ``spec`` and return the follower (None: ``chunk`` tasks,
-    which execute their plans' first action and have no follower). One-line UsageErrors for a
-    follower the adapter lacks, ``--snap-goal`` without ``--follow controller``, and any of the
-    options on a ``chunk`` task. ``follow`` None: :data:`DEFAULT_FOLLOW`."""
-    if spec.planning != "states":
-        if follow is not None or replan or snap_goal:
-            raise UsageError(f"--follow, --replan and --snap-goal apply to state-planning tasks; {spec.name} plans action chunks")
-        return None
-    follow = follow or DEFAULT_FOLLOW
-    if follow not in FOLLOWERS:
-        raise UsageError(f"unknown --follow {follow!r}; use one of {', '.join(FOLLOWERS)}")
-    hook = _FOLLOW_HOOKS.get(follow)
-    if hook is not None and not hasattr(adapter, hook):
-        raise UsageError(f"--follow {follow} needs the adapter method {hook}, which {spec.name}'s adapter lacks; use --follow inverse")
-    if snap_goal and follow != "controller":
-        raise UsageError(f"--snap-goal hands the goal to the adapter's controller: it needs --follow controller, not --follow {follow}")
-    if snap_goal and not spec.goal_dim:
-        raise UsageError(f"--snap-goal needs a goal, and {spec.name} has none")
-    return follow
-
-
-class PlannerPolicy:
-    """A :class:`~ractd_cli.evaluate.Policy` that plans with a :class:`Planner`.
-
-    ``chunk`` tasks replan every step and execute the first action (``follow``, ``replan`` and
-    ``snap_goal`` do not apply). ``states`` tasks make ONE open-loop plan ``plan`` (n, H, obs_dim)
-    per episode from the start state and the goal and follow it step by step: at step t the target
-    is ``plan[t+1]``; past the plan's end it is the plan's last state with its rest dims
-    (``spec.rest_dims``, the velocities) set to 0, i.e. hold the last planned state. ``follow``:
-
-    - ``"inverse"`` (default, the RACTD paper's): the inverse-dynamics model
-      a_t = f(s_t, target). Sees only the state and the plan, never the goal; no position error is
-      fed back, so an open-loop plan's drift is never corrected.
-    - ``"track"``: the adapter's ``track_action(state, target)``, the RACTD authors' tracking rule
-      (Maze2d: a = (p* - p) + (v* - v)).
-    - ``"controller"``: the adapter's ``controller_action(state, target[, goal])``, a PD controller
-      (Maze2d: inverts the point mass's dynamics). With ``snap_goal`` it also gets the goal, and
-      snaps a target near it to the goal itself: goal information the plan never had, so opt-in.
-
-    ``replan``: plan again from the current state (and goal) whenever the plan runs out, instead
-    of holding its last state. Followers the adapter lacks are refused (:func:`check_follow`).
-    """
-
-    def __init__(
-        self,
-        planner: Planner,
-        adapter: EnvAdapter,
-        *,
-        inverse: nn.Module | None = None,
-        follow: str | None = None,
-        replan: bool = False,
-        snap_goal: bool = False,
-    ):
-        self.planner, self.adapter, self.spec = planner, adapter, planner.spec
-        self.norm_s = planner.norms["state"]
-        self.norm_a = planner.norms.get("action")
-        self.goal_norm = planner.norms.get("goal")
-        self.inverse = inverse.to(planner.device).eval() if inverse is not None else None
-        self.follow = check_follow(adapter, self.spec, follow, replan=replan, snap_goal=snap_goal)
-        states = self.spec.planning == "states"
-        self.replan = bool(replan) if states else None
-        self.snap_goal = bool(snap_goal) if states else None
-        if self.follow == "inverse" and inverse is None:
-            raise UsageError("this task plans states: it needs an inverse-dynamics model (train-teacher makes one), or --follow track|controller")
-
-    def describe(self) -> dict:
-        """How plans are executed, for results: ``follow``, ``replan``, ``snap_goal`` (None for ``chunk`` tasks)."""
-        return {"follow": self.follow, "replan": self.replan, "snap_goal": self.snap_goal}
-
-    def reset(self, n: int) -> None:
-        self.history: list[collections.deque] = [collections.deque(maxlen=self.spec.history) for _ in range(n)]
-        self.plans: np.ndarray | None = None  # (n, H, obs_dim) in env units, for states planning
-        self.hold: np.ndarray | None = None  # (n, obs_dim): the plans' last states at rest
-        self.t_in_plan = 0
-
-    def _cond(self, states: np.ndarray, goals: np.ndarray | None, rows: np.ndarray) -> torch.Tensor:
-        s = self.norm_s.normalize(states[rows])
-        if self.spec.planning == "chunk":
-            for i, r in enumerate(rows):
-                h = self.history[r]
-                h.append(s[i])
-                while len(h) < h.maxlen:
-                    h.appendleft(s[i])
-            return torch.as_tensor(np.stack([np.concatenate(self.history[r]) for r in rows]), dtype=torch.float32)
-        g = self.goal_norm.normalize(goals[rows]) if self.goal_norm is not None else goals[rows]
-        return torch.as_tensor(np.concatenate([s, g], axis=-1), dtype=torch.float32)
-
-    def act(self, states: np.ndarray, goals: np.ndarray | None, active: np.ndarray) -> np.ndarray:
-        n = states.shape[0]
-        actions = np.zeros((n, self.spec.act_dim), dtype=np.float32)
-        rows = np.flatnonzero(active)
-        if self.spec.planning == "chunk":
-            x0, _ = self.planner.plan(self._cond(states, goals, rows))
-            actions[rows] = self.norm_a.unnormalize(x0[:, 0].cpu().numpy())
-            return actions
-        H = self.spec.horizon
-        if self.plans is None or (self.replan and self.t_in_plan >= H - 1):
-            x0, _ = self.planner.plan(self._cond(states, goals, np.arange(n)))  # the only place the goal is read
-            self.plans = np.asarray(self.norm_s.unnormalize(x0.cpu().numpy()), dtype=np.float32)
-            self.hold = self.plans[:, -1].copy()
-            self.hold[:, list(self.spec.rest_dims)] = 0.0
-            self.t_in_plan = 0
-        target = self.plans[:, self.t_in_plan + 1] if self.t_in_plan < H - 1 else self.hold  # (n, obs_dim)
-        self.t_in_plan += 1
-        if self.follow == "track":
-            # The adapter's extra ``track_action(state, target_state)`` (batched; see docs/plugins.md).
-            return np.asarray(self.adapter.track_action(states, target), dtype=np.float32)
-        if self.follow == "controller":
-            # The adapter's extra ``controller_action(state, target_state[, goal])`` (batched; see docs/plugins.md).
-            goal = {"goal": goals} if self.snap_goal and goals is not None else {}
-            return np.asarray(self.adapter.controller_action(states, target, **goal), dtype=np.float32)
-        with torch.inference_mode():
-            dev = self.planner.device
-            s = torch.as_tensor(self.norm_s.normalize(states), dtype=torch.float32, device=dev)
-            a = self.inverse(s, torch.as_tensor(self.norm_s.normalize(target), dtype=torch.float32, device=dev))
-        return self.norm_a.unnormalize(a.cpu().numpy())
 
 
 @dataclass

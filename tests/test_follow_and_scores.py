@@ -17,7 +17,7 @@ from ractd_cli.adapters import TaskSpec, normalize_return, resolve_score_scale
 from ractd_cli.cli import app
 from ractd_cli.data import Normalizer
 from ractd_cli.errors import UsageError
-from ractd_cli.planner import PlannerPolicy, check_follow
+from ractd_cli.evaluate import PlannerPolicy, check_follow
 
 runner = CliRunner()
 H = 4

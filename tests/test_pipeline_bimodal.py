@@ -93,8 +93,20 @@ def test_rollout_json_reports_latency_and_nfe(cache):
     doc = ractd("rollout", "--env", "bimodal", "--model", cache["ractd"], "--episodes", "3")
     assert doc["nfe"] == 1 and doc["sampler"] == "onestep" and doc["ms_per_action"] > 0
     doc = ractd("rollout", "--env", "bimodal", "--model", cache["teacher"], "--episodes", "2", "--sampler", "euler", "--nfe", "7")
-    assert doc["nfe"] == 7
+    assert doc["nfe"] == 7 and doc["nfe_paper"] == 7
     assert len(doc["per_episode"]) == 2
+    # Heun over 80 bins: the paper's NFE 80, beside the 159 network calls it makes
+    doc = ractd("rollout", "--env", "bimodal", "--model", cache["teacher"], "--episodes", "1")
+    assert (doc["sampler"], doc["nfe"], doc["nfe_paper"]) == ("heun", 159, 80)
+
+
+def test_student_nfe_k_samples_k_steps(cache):
+    """`--model student --nfe 3` used to run one step silently."""
+    doc = ractd("rollout", "--env", "bimodal", "--model", cache["ractd"], "--episodes", "1", "--nfe", "3")
+    assert (doc["sampler"], doc["nfe"]) == ("multistep", 3)
+    r = runner.invoke(app, ["rollout", "--env", "bimodal", "--model", cache["ractd"], "--episodes", "1",
+                            "--sampler", "onestep", "--nfe", "3"])
+    assert r.exit_code == 2 and "multistep" in r.output
 
 
 def test_student_sampler_on_teacher_is_a_usage_error(cache):

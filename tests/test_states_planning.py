@@ -11,7 +11,7 @@ import torch
 from ractd_cli.adapters import TaskSpec
 from ractd_cli.data import Episode, make_windows
 from ractd_cli.errors import UsageError
-from ractd_cli.planner import DEFAULT_FOLLOW, check_follow
+from ractd_cli.evaluate import DEFAULT_FOLLOW, check_follow
 from ractd_cli.train.common import PRESETS, TrainOptions
 from ractd_cli.train.data import build_task_data
 
@@ -82,7 +82,7 @@ def test_states_policy_without_controller_or_inverse_model_is_refused():
     a states planner with neither must be refused up front, also when ``follow`` is left unset."""
     from types import SimpleNamespace
 
-    from ractd_cli.planner import PlannerPolicy
+    from ractd_cli.evaluate import PlannerPolicy
 
     planner = SimpleNamespace(spec=_spec(), norms={"state": None}, device=torch.device("cpu"))
     for follow in (None, "inverse"):

@@ -23,8 +23,6 @@ from torch import nn
 
 from .edm import (
     NUM_BINS,
-    P_MEAN,
-    P_STD,
     RHO,
     SIGMA_DATA,
     SIGMA_MAX,

@@ -1,17 +1,16 @@
-"""What the three training pipelines share: presets, options, the task's data, normalisers."""
+"""What the training pipelines share: presets and the options every training command takes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-import numpy as np
 import torch
 
 from ..adapters import TaskSpec
-from ..data.windows import Normalizer
 from ..errors import UsageError
-from .loop import TrainConfig, resolve_device
+from ..models import resolve_device
+from .loop import TrainConfig
 
 # Steps per model kind, batch size, learning rate and network preset. ``quick`` is sized for a
 # laptop CPU (minutes per model); ``paper`` uses the paper's network sizes and is meant for a
@@ -76,22 +75,3 @@ class TrainOptions:
     def seed_init(self) -> None:
         """Seed torch before building a network, so its initial weights (and the artifact) depend on --seed only."""
         torch.manual_seed(self.seed)
-
-
-def normalizer_tensors(normalizers: Mapping[str, Normalizer]) -> dict[str, torch.Tensor]:
-    """Flatten normalisers into artifact tensors ``norm.<name>.<field>``."""
-    out = {}
-    for name, n in normalizers.items():
-        for k, v in n.state_dict().items():
-            out[f"norm.{name}.{k}"] = torch.as_tensor(np.asarray(v), dtype=torch.float32)
-    return out
-
-
-def normalizers_from(tensors: Mapping[str, torch.Tensor]) -> dict[str, Normalizer]:
-    """Inverse of :func:`normalizer_tensors`."""
-    groups: dict[str, dict[str, np.ndarray]] = {}
-    for k, v in tensors.items():
-        if k.startswith("norm."):
-            _, name, fld = k.split(".", 2)
-            groups.setdefault(name, {})[fld] = v.numpy()
-    return {name: Normalizer.from_state_dict(d) for name, d in groups.items()}

@@ -51,7 +51,7 @@ def default_dataset(spec: TaskSpec) -> str:
 class TaskData:
     """Normalised training data of one task.
 
-    - ``diffusion``: x (B, T, D) plans and cond (B, cond_dim) (layout in ``ractd_cli.planner``); for
+    - ``diffusion``: x (B, T, D) plans and cond (B, cond_dim) (layout: ``TaskSpec.x_shape``, ``TaskSpec.cond_dim``); for
       ``states`` plans the end-of-episode padding has ``spec.rest_dims`` set to 0 (the agent rests).
     - ``reward``: input (B, obs_dim+act_dim) for ``chunk`` = [s_n, a_n], (B, obs_dim+goal_dim)
       for ``states`` = [s_t, goal]; rtg (B,) normalised to [-1, 1].

@@ -19,10 +19,9 @@ from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact, save_artifact
 from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, ractd_loss, student_from_teacher, teacher_sigmas
 from ..errors import RactdError, UsageError
-from ..planner import denoiser_from, load_net
+from ..models import denoiser_from, load_net, prefixed
 from .common import TrainOptions
 from .loop import train
-from .teacher import prefixed
 
 
 def reward_fn_for(spec: TaskSpec, reward_net: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

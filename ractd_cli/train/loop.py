@@ -28,8 +28,8 @@ from safetensors.torch import save as st_save
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from ..artifacts import _atomic_write
-from ..errors import RactdError, UsageError
+from ..artifacts import atomic_write
+from ..errors import RactdError
 from ..paths import cache_root
 from ..ui import progress
 
@@ -67,17 +67,6 @@ class TrainResult:
     losses: dict[str, float] = field(default_factory=dict)
     """Mean of each logged quantity over the last 10% of steps."""
     resumed_from: int = 0
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but CUDA is not available; use --device cpu or auto")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise UsageError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
 
 
 def _lr_lambda(warmup: int, steps: int) -> Callable[[int], float]:
@@ -120,7 +109,7 @@ def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel
     tensors["rng.noise"] = gens[1].get_state()
     meta = {"step": step, "param_groups": opt_state["param_groups"], "history": history}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _atomic_write(path, st_save(tensors, metadata={"ractd_checkpoint": json.dumps(meta)}))
+    atomic_write(path, st_save(tensors, metadata={"ractd_checkpoint": json.dumps(meta)}))
 
 
 def _load_checkpoint(path: Path, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: tuple[torch.Generator, torch.Generator], device: torch.device) -> tuple[int, dict]:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, list_artifacts, save_artifact
-from ..planner import cond_dim, x_shape
 from ..proposer import make_proposer
-from .common import TrainOptions, normalizer_tensors
+from ..models import normalizer_tensors, prefixed
+from .common import TrainOptions
 from .data import load_task_data
 from .loop import train
-from .teacher import prefixed
 
 
 def latest_teacher(task: str) -> Artifact | None:
@@ -27,9 +26,9 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> Artifact:
     """Train the proposer for ``spec`` and save it as a ``proposer`` artifact."""
     teacher = latest_teacher(spec.name)
     data = load_task_data(adapter, spec, opts.dataset or (teacher.meta.get("dataset") if teacher else None))
-    T, D = x_shape(spec)
+    T, D = spec.x_shape
     opts.seed_init()
-    net = make_proposer(opts.preset, x_dim=D, cond_dim=cond_dim(spec), horizon=T)
+    net = make_proposer(opts.preset, x_dim=D, cond_dim=spec.cond_dim, horizon=T)
 
     def loss_fn(model, ema, batch, gen):
         return {"loss": ((model(batch["x"], batch["cond"]) - batch["x"]) ** 2).mean()}

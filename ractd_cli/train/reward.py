@@ -11,10 +11,10 @@ from __future__ import annotations
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, save_artifact
 from ..nets import RewardMLP
-from .common import TrainOptions, normalizer_tensors
+from ..models import normalizer_tensors, prefixed
+from .common import TrainOptions
 from .data import load_task_data
 from .loop import train
-from .teacher import prefixed
 
 
 def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> Artifact:

@@ -6,21 +6,15 @@ first, through the same loop, as its own artifact; the teacher records its id.
 
 from __future__ import annotations
 
-import torch
-
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, save_artifact
 from ..diffusion import DISTANCES, SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMPrecond, edm_loss
 from ..errors import UsageError
 from ..nets import InverseDynamics, make_denoiser_net
-from ..planner import cond_dim, x_shape
-from .common import TrainOptions, normalizer_tensors
+from ..models import normalizer_tensors, prefixed
+from .common import TrainOptions
 from .data import TaskData, load_task_data
 from .loop import train
-
-
-def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in state.items()}
 
 
 def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -> Artifact:
@@ -57,9 +51,9 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
         inv = train_inverse_dynamics(spec, data, opts)
         written.append(inv)
         extra["inverse_dynamics"] = inv.id
-    T, D = x_shape(spec)
+    T, D = spec.x_shape
     opts.seed_init()
-    net = make_denoiser_net(opts.net_preset(spec), input_dim=D, global_cond_dim=cond_dim(spec), horizon=T)
+    net = make_denoiser_net(opts.net_preset(spec), input_dim=D, global_cond_dim=spec.cond_dim, horizon=T)
     denoiser = EDMPrecond(net, sigma_data=SIGMA_DATA)
 
     def loss_fn(model, ema, batch, gen):
