@@ -6,8 +6,8 @@ holds one key, ``ractd``, whose value is a JSON document::
     {"id": ..., "kind": "teacher", "task": "maze2d-umaze", "dataset": ..., "config": {...},
      "parents": [ids...], "ractd_version": ..., "created": ISO-8601, ...extra}
 
-The id is a content hash (sha256 of the tensors and the metadata except ``id`` and
-``created``), so training twice with the same seed gives the same id, and loading re-hashes the
+The id is a content hash (sha256 of the tensors and the metadata except ``id``, ``created`` and
+``made_on``), so training twice with the same seed gives the same id, and loading re-hashes the
 file to detect corruption. Writes are atomic: temporary file in the same directory, fsync,
 rename. Nothing is ever unpickled.
 """
@@ -68,9 +68,13 @@ class Artifact:
         return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
 
 
+UNHASHED = ("id", "created", "made_on")
+"""Metadata outside the content id: when and on what an artifact was made do not change what it is."""
+
+
 def _content_id(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> str:
     h = hashlib.sha256()
-    stable = {k: v for k, v in meta.items() if k not in ("id", "created")}
+    stable = {k: v for k, v in meta.items() if k not in UNHASHED}
     h.update(json.dumps(stable, sort_keys=True).encode())
     for name in sorted(tensors):
         t = tensors[name]
@@ -93,6 +97,18 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def made_on() -> dict[str, Any]:
+    """What decides whether a training run reproduces bit for bit: torch's version, its CPU kernel
+    family and thread count (CPU kernels sum in a thread-count-dependent order), and CUDA if used.
+    Recorded in every artifact beside (not inside) its content id."""
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
 
 
 def save_artifact(
@@ -125,6 +141,7 @@ def save_artifact(
     }
     meta["id"] = _content_id(cpu, meta)
     meta["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    meta["made_on"] = made_on()
     data = st_save(cpu, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
     path = (directory or models_dir()) / f"{kind}-{task}-{meta['id']}.safetensors"
     atomic_write(path, data)

@@ -183,6 +183,7 @@ def run(
             "nfe": planner.nfe_per_plan,
             "nfe_paper": planner.nfe_paper,
             "jit": planner.jit,
+            "jit_error": planner.jit_error,
             "ms_per_action": lat["median"],
             "ms_min": lat["min"],
             "ms_max": lat["max"],

@@ -211,7 +211,7 @@ PresetOpt = typer.Option("quick", "--preset", help="quick: CPU-sized (minutes); 
 StepsOpt = typer.Option(None, "--steps", help="Gradient steps (default: from the preset).")
 BatchOpt = typer.Option(None, "--batch-size", help="Minibatch size (default: from the preset).")
 LrOpt = typer.Option(None, "--lr", help="Peak AdamW learning rate (default: from the preset).")
-SeedOpt = typer.Option(0, "--seed", help="Seed: the same seed gives the same artifact on CPU.")
+SeedOpt = typer.Option(0, "--seed", help="Seed: the same seed, data and options give the same artifact (bit-identical weights, same id) on the same CPU type, torch version and thread count (OMP_NUM_THREADS), whatever the interruptions (--resume); another thread count or CPU may change the last bits and so the id. The artifact records these in `made_on`.")
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same configuration from its last checkpoint.")
 DatasetOpt = typer.Option(None, "--dataset", help="Dataset id (default: the one fetched for the task).")
@@ -353,6 +353,8 @@ def rollout(
                      follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, device=device, show_progress=True, planner=planner, proposer=proposer,
                      refine_steps=refine_steps, refine_sigma=refine_sigma, jit=jit)
     summary = res.summary()
+    if summary["jit_error"]:
+        err.print(f"note: the frozen TorchScript graph could not be built ({summary['jit_error']}); the planner ran eager")
     if json_:
         summary["per_episode"] = [{"return": e.ret, "score": e.score, "length": e.length, "success": e.success} for e in res.episodes]
         print_json(summary)

@@ -363,6 +363,7 @@ def rollout(
                        score_scale=score_scale)
     res.info.update(
         model_id=loaded.art.id, model_kind=loaded.art.kind, sampler=p.sampler_name,
-        nfe=p.nfe_per_plan, nfe_paper=p.nfe_paper, device=str(p.device), **policy.describe(), **extra,
+        nfe=p.nfe_per_plan, nfe_paper=p.nfe_paper, device=str(p.device), jit=p.jit, jit_error=p.jit_error,
+        **policy.describe(), **extra,
     )
     return res

@@ -86,11 +86,13 @@ class Planner:
         self.T, self.D = spec.x_shape
         self.nfe_per_plan: int | None = None
         self.jit = jit
+        self.jit_error: str | None = None
+        """Why the TorchScript freeze failed (the planner then runs eager and ``jit`` is False)."""
         if jit:
             try:
                 self._freeze(is_student)
-            except Exception:  # a network TorchScript cannot trace: stay eager (_freeze changed nothing), say so in results
-                self.jit = False
+            except Exception as e:  # a network TorchScript cannot trace: stay eager (_freeze changed nothing)
+                self.jit, self.jit_error = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
     def _freeze(self, is_student: bool) -> None:
         """Replace the eager model by a traced, frozen TorchScript graph (same math, less Python).
@@ -246,6 +248,7 @@ class TrajDiffuserPlanner:
         self.model = denoiser_from(teacher).to(self.device)
         self.proposer = proposer_from(proposer).to(self.device)
         self.jit = jit
+        self.jit_error: str | None = None
         if jit:  # the refining teacher gets the same frozen graph as in Planner (the proposer stays eager)
             self.model = frozen_model(self.model, self, n_times=1)
         self.sample_fn: Callable = SAMPLERS[sampler]

@@ -183,8 +183,14 @@ def test_planner_stays_eager_when_tracing_fails(cache, monkeypatch):
         p = planner_mod.Planner(art, spec, sampler=sampler, nfe=nfe, seed=5, jit=True)
         x, n = p.plan(cond)
         eager, _ = planner_mod.Planner(art, spec, sampler=sampler, nfe=nfe, seed=5, jit=False).plan(cond)
-        assert not p.jit and n == nfe
+        assert not p.jit and n == nfe and p.jit_error == "RuntimeError: cannot trace"
         assert torch.equal(x, eager)
+    # the command line says so and records it
+    r = runner.invoke(app, ["rollout", "--env", "bimodal", "--model", cache["ractd"], "--episodes", "1", "--json"])
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    assert doc["jit"] is False and doc["jit_error"] == "RuntimeError: cannot trace"
+    assert "ran eager" in r.stderr
 
 
 def test_same_seed_same_artifact_id(cache):
@@ -192,3 +198,14 @@ def test_same_seed_same_artifact_id(cache):
     b = ractd("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "60", "--seed", "7")
     c = ractd("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "60", "--seed", "8")
     assert a["id"] == b["id"] != c["id"]
+    # the denoiser too, at this (one) thread count; the artifact says what it was made on
+    t1 = ractd("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "40", "--seed", "7")
+    t2 = ractd("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "40", "--seed", "7")
+    assert t1["id"] == t2["id"]
+    import torch
+
+    from ractd_cli.artifacts import load_artifact
+
+    made_on = load_artifact(t1["id"]).meta["made_on"]
+    assert made_on["threads"] == torch.get_num_threads() and made_on["torch"] == torch.__version__
+    assert made_on["cpu_capability"] == torch.backends.cpu.get_cpu_capability()

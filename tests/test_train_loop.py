@@ -62,6 +62,27 @@ def test_resume_after_interrupt_matches_uninterrupted(monkeypatch):
     assert not checkpoint_path("t", _cfg().run_key({})).exists()  # cleaned up after success
 
 
+def test_interrupt_in_the_last_tenth_then_resume_reports_the_same_losses():
+    """The artifact's ``losses`` are means over the last 10% of steps: their running sums are
+    checkpointed, so a run stopped and resumed inside that stretch reports the same figures (and
+    the same seed gives the same artifact, whatever the interruptions)."""
+    cfg = _cfg(checkpoint_every=5)  # 60 steps, the tail starts at step 54, checkpoints at 55
+    full = train(_model(), _loss, _data(), cfg, name="tail", show_progress=False)
+    calls = {"n": 0}
+
+    def interrupting_loss(model, ema, batch, gen):
+        calls["n"] += 1
+        if calls["n"] == 58:
+            raise KeyboardInterrupt
+        return _loss(model, ema, batch, gen)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_model(), interrupting_loss, _data(), cfg, name="tail", show_progress=False)
+    res = train(_model(), _loss, _data(), cfg, name="tail", resume=True, show_progress=False)
+    assert res.resumed_from == 55
+    assert res.losses == full.losses
+
+
 def test_nan_loss_stops_with_clear_error():
     def nan_loss(model, ema, batch, gen):
         return {"loss": model(batch["x"]).sum() * float("nan")}

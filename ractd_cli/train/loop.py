@@ -95,7 +95,7 @@ def checkpoint_path(name: str, key: str) -> Path:
     return cache_root() / "checkpoints" / f"{name}-{key}.safetensors"
 
 
-def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: tuple[torch.Generator, torch.Generator], history: dict) -> None:
+def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: tuple[torch.Generator, torch.Generator], tail: dict) -> None:
     tensors: dict[str, torch.Tensor] = {}
     for k, v in model.state_dict().items():
         tensors[f"model.{k}"] = v
@@ -107,7 +107,7 @@ def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel
             tensors[f"opt.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
     tensors["rng.data"] = gens[0].get_state()
     tensors["rng.noise"] = gens[1].get_state()
-    meta = {"step": step, "param_groups": opt_state["param_groups"], "history": history}
+    meta = {"step": step, "param_groups": opt_state["param_groups"], "tail": tail}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write(path, st_save(tensors, metadata={"ractd_checkpoint": json.dumps(meta)}))
 
@@ -131,7 +131,7 @@ def _load_checkpoint(path: Path, model: nn.Module, ema: AveragedModel, opt: torc
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     gens[0].set_state(tensors["rng.data"])
     gens[1].set_state(tensors["rng.noise"])
-    return int(meta["step"]), meta.get("history", {})
+    return int(meta["step"]), meta.get("tail", {"sums": {}, "count": 0})
 
 
 @contextlib.contextmanager
@@ -193,13 +193,14 @@ def train(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_lambda = _lr_lambda(cfg.warmup, cfg.steps)
     ckpt = checkpoint_path(name, cfg.run_key(run_extra or {}))
-    start, history = 0, {}
+    # Running sums of every logged quantity over the last 10% of steps (the artifact's ``losses``),
+    # checkpointed with the rest, so an interrupted run reports what an uninterrupted one does.
+    start, tail = 0, {"sums": {}, "count": 0}
     if resume:
         if ckpt.exists():
-            start, history = _load_checkpoint(ckpt, model, ema, opt, gens, device)
+            start, tail = _load_checkpoint(ckpt, model, ema, opt, gens, device)
         # no checkpoint of this exact run: start from scratch (said in the progress description)
-    sums: dict[str, float] = {}
-    count = 0
+    sums: dict[str, float] = tail["sums"]
     tail_from = int(cfg.steps * 0.9)
     desc = f"{name}" + (f" (resumed at {start})" if start else "")
     with _interrupt_flag() as interrupted, progress(desc, cfg.steps, disable=not show_progress) as advance:
@@ -223,13 +224,13 @@ def train(
             if step >= tail_from:
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
-                count += 1
+                tail["count"] += 1
             advance(1, loss=float(loss.detach()))
             done = step + 1
             if interrupted() or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps):
-                _save_checkpoint(ckpt, done, model, ema, opt, gens, history)
+                _save_checkpoint(ckpt, done, model, ema, opt, gens, tail)
                 if interrupted():
                     raise KeyboardInterrupt
     ckpt.unlink(missing_ok=True)
-    losses = {k: v / max(count, 1) for k, v in sums.items()}
+    losses = {k: v / max(tail["count"], 1) for k, v in sums.items()}
     return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start)
