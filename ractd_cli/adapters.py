@@ -71,7 +71,7 @@ class TaskSpec:
     uses its first scale). See :func:`resolve_score_scale` and :func:`normalize_return`."""
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-task overrides of the training presets, ``{preset: {key: value}}`` with the keys of
-    ``ractd_cli.train.common.PRESETS`` (``net``, steps per model kind, ``batch_size``, ``lr``), e.g. a
+    ``ractd_cli.presets.PRESETS`` (``net``, steps per model kind, ``batch_size``, ``lr``), e.g. a
     smaller network and fewer steps on ``quick`` for tasks whose plans are long."""
     rest_dims: tuple[int, ...] = ()
     """``states`` planning: state dimensions that are 0 when the agent is at rest (velocities). Past an

@@ -87,15 +87,16 @@ def envs(json_: bool = JsonOpt) -> None:
     With --json each adapter also carries `specs`: every task's spec as data (dimensions, planning,
     horizon, history, goal_dim, gamma, loss weights, score scales, presets), for scripts."""
     from .adapters import spec_dict
-    from .registry import plugins
+    from .registry import collisions, plugins
 
     rows = [
         {"name": p.name, "distribution": p.distribution, "version": p.version, "tasks": p.tasks, "error": p.error,
          "specs": {t: spec_dict(p.adapter.tasks[t]) for t in p.tasks}}
         for p in plugins().values()
     ]
+    clashes = collisions()
     if json_:
-        print_json({"adapters": rows})
+        print_json({"adapters": rows, "collisions": clashes})
         return
     table = Table(title="ractd environment adapters")
     for col in ("adapter", "distribution", "version", "tasks"):
@@ -104,6 +105,8 @@ def envs(json_: bool = JsonOpt) -> None:
         tasks = ", ".join(r["tasks"]) if r["error"] is None else f"[red]failed to load: {r['error']}[/]"
         table.add_row(r["name"], r["distribution"], r["version"], tasks)
     err.print(table)
+    for task, who in clashes.items():
+        err.print(f"[red]task {task} is declared by {' and '.join(who)}: the name is refused until one is uninstalled[/]")
     if not rows:
         err.print("no adapters installed: `pip install -e plugins/ractd-maze2d` (or any ractd plugin)")
 

@@ -34,6 +34,7 @@ __all__ = [
     "RewardMLP",
     "InverseDynamics",
     "UNET_PRESETS",
+    "DENOISER_PRESETS",
     "make_denoiser_net",
     "init_student_from_teacher",
     "build_net",
@@ -394,6 +395,9 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 MLP_PRESET: dict[str, Any] = dict(hidden=(256, 256, 256), embed_dim=32)
+
+DENOISER_PRESETS: tuple[str, ...] = (*UNET_PRESETS, "mlp")
+"""Every name :func:`make_denoiser_net` builds."""
 
 
 def make_denoiser_net(

@@ -1,8 +1,10 @@
 """The env-adapter registry: plugins register under the entry-point group ``ractd.envs``.
 
-Loading is lazy (on first use) and happens once per process. A plugin that fails to import is
+Loading is lazy (on first use) and happens once per process. A plugin that fails to import, lacks
+a method of the adapter protocol or declares a bad task (unknown network or preset override) is
 recorded with its error and reported by ``ractd envs``; it never breaks the CLI or the other
-plugins. Unknown task names get a "did you mean" and the list of known tasks.
+plugins. Two plugins declaring the same task name are both listed, and the name is refused.
+Unknown task names get a "did you mean" and the list of known tasks.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ from typing import Any
 
 from .adapters import EnvAdapter, TaskSpec
 from .errors import UsageError
+from .presets import task_preset_problems
+
+REQUIRED_METHODS = ("make_env", "state", "states", "goals", "goal", "reset_options", "generate", "normalized_score", "success")
+"""What every adapter must have (``ractd_cli.adapters.EnvAdapter``)."""
+OPTIONAL_HOOKS = ("track_action", "controller_action", "draw")
+"""What an adapter may add: ``rollout --follow track|controller`` and the maze drawing of ``bench --plot``."""
 
 GROUP = "ractd.envs"
 
@@ -49,10 +57,28 @@ def _load_entry_point(ep: Any) -> Plugin:
             adapter = adapter()  # a factory
         if not hasattr(getattr(adapter, "tasks", None), "items"):
             raise TypeError("adapter has no `tasks` mapping")
+        problems = adapter_problems(adapter)
+        if problems:
+            raise TypeError("; ".join(problems))
         plugin.adapter = adapter
     except Exception as e:  # a broken plugin must not break the CLI
         plugin.error = f"{type(e).__name__}: {e}".splitlines()[0]
     return plugin
+
+
+def adapter_problems(adapter: Any) -> list[str]:
+    """What keeps an adapter from working ([] when nothing does): a missing protocol method, a
+    non-callable optional hook, a task whose key is not its name, a bad network or preset override."""
+    problems = [f"adapter lacks the method {m}()" for m in REQUIRED_METHODS if not callable(getattr(adapter, m, None))]
+    problems += [f"adapter hook {h} is not callable" for h in OPTIONAL_HOOKS if hasattr(adapter, h) and not callable(getattr(adapter, h))]
+    for key, spec in adapter.tasks.items():
+        if not isinstance(spec, TaskSpec) or spec.name != key:
+            problems.append(f"task {key!r} must map to a TaskSpec named {key!r}")
+            continue
+        if spec.planning not in ("chunk", "states"):
+            problems.append(f"task {key}: planning {spec.planning!r} is neither 'chunk' nor 'states'")
+        problems += task_preset_problems(spec.name, spec.model_preset, spec.presets)
+    return problems
 
 
 def plugins() -> dict[str, Plugin]:
@@ -80,17 +106,31 @@ def reset() -> None:
     _plugins = None
 
 
-def all_tasks() -> dict[str, tuple[EnvAdapter, TaskSpec]]:
-    out: dict[str, tuple[EnvAdapter, TaskSpec]] = {}
+def task_owners() -> dict[str, list[Plugin]]:
+    """Every task name with the plugins that declare it (more than one: a collision)."""
+    owners: dict[str, list[Plugin]] = {}
     for p in plugins().values():
         if p.adapter is not None:
-            for name, spec in p.adapter.tasks.items():
-                out.setdefault(name, (p.adapter, spec))
-    return out
+            for name in p.adapter.tasks:
+                owners.setdefault(name, []).append(p)
+    return owners
+
+
+def collisions() -> dict[str, list[str]]:
+    """Task names declared by more than one plugin -> "plugin (distribution)" of each."""
+    return {t: [f"{p.name} ({p.distribution})" for p in ps] for t, ps in task_owners().items() if len(ps) > 1}
+
+
+def all_tasks() -> dict[str, tuple[EnvAdapter, TaskSpec]]:
+    """Every task declared by exactly one plugin (a colliding name belongs to none)."""
+    return {t: (ps[0].adapter, ps[0].adapter.tasks[t]) for t, ps in task_owners().items() if len(ps) == 1}
 
 
 def get_task(task: str) -> tuple[EnvAdapter, TaskSpec]:
     """The adapter and spec of ``task``; a UsageError with "did you mean" for an unknown name."""
+    clash = collisions().get(task)
+    if clash:
+        raise UsageError(f"task {task!r} is declared by {' and '.join(clash)}; uninstall one of them (see `ractd envs`)")
     tasks = all_tasks()
     if task in tasks:
         return tasks[task]

@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 from ractd_cli import __version__, registry
 from ractd_cli.artifacts import save_artifact
 from ractd_cli.cli import app
+from ractd_cli.errors import UsageError
 
 runner = CliRunner()
 
@@ -129,3 +130,78 @@ def test_runtime_error_is_one_line_exit_1():
 def test_usage_error_exit_2():
     r = runner.invoke(app, ["cache", "list", "--bogus"])
     assert r.exit_code == 2
+
+
+def _entry_point(name: str, adapter, dist: str):
+    class Dist:
+        version = "0.0"
+
+    Dist.name = dist
+
+    class EP:
+        def load(self):
+            return adapter
+
+    EP.name, EP.dist = name, Dist()
+    return EP()
+
+
+def test_adapter_missing_a_protocol_method_is_reported_at_load(fake_adapter):
+    class NoSuccess(type(fake_adapter)):
+        success = None
+
+    p = registry._load_entry_point(_entry_point("nosuccess", NoSuccess(), "ractd-nosuccess"))
+    assert p.adapter is None and "success()" in p.error
+
+
+def test_bad_task_presets_are_reported_at_load(fake_adapter):
+    """A task naming an unknown network or a misspelt preset key is caught when plugins load
+    (`ractd envs` shows it), not as an internal error mid-training."""
+    from dataclasses import replace
+
+    for bad, words in (({"model_preset": "tiny"}, "model_preset 'tiny'"),
+                       ({"presets": {"quick": {"teachr": 5}}}, "did you mean 'teacher'"),
+                       ({"presets": {"quik": {}}}, "did you mean 'quick'"),
+                       ({"presets": {"quick": {"net": "huge"}}}, "network 'huge'")):
+        adapter = type(fake_adapter)()
+        adapter.tasks = {k: replace(s, **bad) for k, s in fake_adapter.tasks.items()}
+        p = registry._load_entry_point(_entry_point("bad", adapter, "ractd-bad"))
+        assert p.adapter is None and words in p.error, p.error
+
+
+def test_every_installed_tasks_presets_build(fake_adapter):
+    """Each preset of every installed task resolves (the overrides validate) to a network that builds."""
+    from ractd_cli.nets import make_denoiser_net
+    from ractd_cli.presets import PRESETS
+    from ractd_cli.train.common import TrainOptions
+
+    registry.reset()
+    for task, (_, spec) in registry.all_tasks().items():
+        for name in PRESETS:
+            net = TrainOptions(preset=name, device="cpu").net_preset(spec)
+            if name != "paper":  # paper-size networks are too large to build in a unit test
+                T, D = spec.x_shape
+                make_denoiser_net(net, input_dim=D, global_cond_dim=spec.cond_dim, horizon=T)
+
+
+def test_two_plugins_declaring_one_task_are_both_listed_and_the_name_refused(fake_adapter):
+    registry.plugins()["twin"] = registry._load_entry_point(_entry_point("twin", type(fake_adapter)(), "ractd-twin"))
+    clash = registry.collisions()
+    assert set(clash) == set(fake_adapter.tasks) and any("ractd-twin" in w for w in clash["fake-easy"])
+    with pytest.raises(UsageError, match="ractd-fake.*ractd-twin|ractd-twin.*ractd-fake"):
+        registry.get_task("fake-easy")
+    r = runner.invoke(app, ["envs", "--json"])
+    assert r.exit_code == 0 and "fake-easy" in json.loads(r.stdout)["collisions"]
+    r = runner.invoke(app, ["train-teacher", "--env", "fake-easy", "--preset", "tiny"])
+    assert r.exit_code == 2 and "uninstall one" in r.output
+
+
+def test_bimodal_paper_preset_builds_its_network():
+    """`ractd train-teacher --env bimodal --preset paper` died with "unknown preset 'tiny'"."""
+    registry.reset()
+    tasks = registry.all_tasks()
+    if "bimodal" not in tasks:
+        pytest.skip("bimodal plugin not installed")
+    from ractd_cli.train.common import TrainOptions
+
+    assert TrainOptions(preset="paper", device="cpu").net_preset(tasks["bimodal"][1]) == "mlp"

@@ -15,9 +15,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ractd_cli"
 
 # (layer, modules): a module may import its own layer or lower ones, never a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("errors", "paths", "ui", "artifacts", "adapters", "registry")),
-    ("math, networks, data", ("diffusion", "nets", "proposer", "data")),
+    ("base", ("errors", "paths", "ui", "artifacts", "adapters")),
+    ("math, networks, data", ("diffusion", "nets", "proposer", "data", "presets")),
     ("models", ("models",)),
+    ("plugins", ("registry",)),
     ("training", ("train",)),
     ("planning", ("planner",)),
     ("evaluation", ("evaluate",)),

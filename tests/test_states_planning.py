@@ -12,7 +12,8 @@ from ractd_cli.adapters import TaskSpec
 from ractd_cli.data import Episode, make_windows
 from ractd_cli.errors import UsageError
 from ractd_cli.evaluate import DEFAULT_FOLLOW, check_follow
-from ractd_cli.train.common import PRESETS, TrainOptions
+from ractd_cli.presets import PRESETS
+from ractd_cli.train.common import TrainOptions
 from ractd_cli.train.data import build_task_data
 
 
@@ -51,13 +52,13 @@ def test_task_preset_overrides():
     spec = _spec(presets={"quick": {"net": "small", "teacher": 7, "batch_size": 3}})
     opts = TrainOptions(preset="quick", device="cpu")
     cfg = opts.config("teacher", spec)
-    assert (cfg.steps, cfg.batch_size, cfg.lr) == (7, 3, PRESETS["quick"]["lr"])
+    assert (cfg.steps, cfg.batch_size, cfg.lr) == (7, 3, PRESETS["quick"].lr)
     assert opts.net_preset(spec) == "small"
-    assert opts.config("reward", spec).steps == PRESETS["quick"]["reward"]
+    assert opts.config("reward", spec).steps == PRESETS["quick"].steps["reward"]
     # other presets and command-line values are not affected
-    assert TrainOptions(preset="tiny", device="cpu").config("teacher", spec).steps == PRESETS["tiny"]["teacher"]
+    assert TrainOptions(preset="tiny", device="cpu").config("teacher", spec).steps == PRESETS["tiny"].steps["teacher"]
     assert TrainOptions(preset="quick", steps=5, batch_size=2, device="cpu").config("teacher", spec).batch_size == 2
-    assert opts.config("teacher").steps == PRESETS["quick"]["teacher"]
+    assert opts.config("teacher").steps == PRESETS["quick"].steps["teacher"]
     with pytest.raises(UsageError):
         opts.config("teacher", replace(spec, presets={"quick": {"teachr": 1}}))
 
