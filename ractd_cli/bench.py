@@ -167,9 +167,8 @@ def run(
         policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse, **following)
         lat = time_calls(lambda: planner.plan(cond1), repeats=repeats, warmup=5, sync=sync)
         if first is not None:
-            policy.reset(1)
-            planner.reseed()
-            x0, _ = planner.plan(policy.cond(first[0][None], first[1][None], np.arange(1)))
+            policy.reset(1, [0])  # episode 0's own noise stream: the plan its rollout follows
+            x0, _ = planner.plan(policy.cond(first[0][None], first[1][None], np.arange(1)), policy.noise)
             plans[row.method] = planner.norms["state"].unnormalize(x0[0].cpu().numpy())
         if forward_ms is None and loaded.art.kind == "student" and planner.nfe_budget == 1:
             _, forward_ms, overhead = time_paired(
@@ -195,7 +194,8 @@ def run(
         if row.proposer_id is not None:
             rec.update(planner.describe())
         if not latency_only:
-            planner.reseed()  # however many timing calls ran: the same episodes as `ractd rollout --seed`
+            # each episode plans from its own (seed, episode) noise stream, however many timing calls
+            # ran: the same episodes as `ractd rollout --seed`, at any batch size
             res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, show_progress=show_progress, score_scale=score_scale)
             s = res.summary()
             rec.update(score_mean=s["score_mean"], score_stderr=s["score_stderr"], success_rate=s["success_rate"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import collections
 
@@ -36,8 +36,9 @@ from .ui import progress
 class Policy(Protocol):
     """What the env loop drives: batched, stateful across the steps of one batch of episodes."""
 
-    def reset(self, n: int) -> None:
-        """Start ``n`` new episodes."""
+    def reset(self, n: int, episodes: Sequence[int] | None = None) -> None:
+        """Start ``n`` new episodes; ``episodes`` are their indices in the evaluation (for
+        per-episode randomness that does not depend on the batching)."""
 
     def act(self, states: np.ndarray, goals: np.ndarray | None, active: np.ndarray) -> np.ndarray:
         """states (n, obs_dim), goals (n, goal_dim) or None, active (n,) bool -> actions (n, act_dim).
@@ -123,7 +124,11 @@ class PlannerPolicy:
         """How plans are executed, for results: ``follow``, ``replan``, ``snap_goal`` (None for ``chunk`` tasks)."""
         return {"follow": self.follow, "replan": self.replan, "snap_goal": self.snap_goal}
 
-    def reset(self, n: int) -> None:
+    def reset(self, n: int, episodes: Sequence[int] | None = None) -> None:
+        """Start ``n`` episodes. With their indices ``episodes``, each plans with its own noise
+        stream seeded by (planner seed, episode), so its plans are the same at any ``--batch``;
+        without, the planner's single stream is shared by the batch."""
+        self.noise = self.planner.noise_streams(episodes) if episodes is not None else None
         self.history: list[collections.deque] = [collections.deque(maxlen=self.spec.history) for _ in range(n)]
         self.plans: np.ndarray | None = None  # (n, H, obs_dim) in env units, for states planning
         self.hold: np.ndarray | None = None  # (n, obs_dim): the plans' last states at rest
@@ -146,12 +151,12 @@ class PlannerPolicy:
         actions = np.zeros((n, self.spec.act_dim), dtype=np.float32)
         rows = np.flatnonzero(active)
         if self.spec.planning == "chunk":
-            x0, _ = self.planner.plan(self.cond(states, goals, rows))
+            x0, _ = self.planner.plan(self.cond(states, goals, rows), None if self.noise is None else self.noise[rows])
             actions[rows] = self.norm_a.unnormalize(x0[:, 0].cpu().numpy())
             return actions
         H = self.spec.horizon
         if self.plans is None or (self.replan and self.t_in_plan >= H - 1):
-            x0, _ = self.planner.plan(self.cond(states, goals, np.arange(n)))  # the only place the goal is read
+            x0, _ = self.planner.plan(self.cond(states, goals, np.arange(n)), self.noise)  # the only place the goal is read
             self.plans = np.asarray(self.norm_s.unnormalize(x0.cpu().numpy()), dtype=np.float32)
             self.hold = self.plans[:, -1].copy()
             self.hold[:, list(self.spec.rest_dims)] = 0.0
@@ -218,8 +223,8 @@ class TimedPolicy:
         self.policy = policy
         self.seconds = 0.0
 
-    def reset(self, n: int) -> None:
-        self.policy.reset(n)
+    def reset(self, n: int, episodes: Sequence[int] | None = None) -> None:
+        self.policy.reset(n, episodes)
 
     def act(self, states, goals, active):
         t0 = time.perf_counter()
@@ -261,7 +266,7 @@ def run_episodes(
                     env.reset(seed=seed + first + i, options=adapter.reset_options(spec.name, first + i, rng))[0]
                     for i, env in enumerate(envs)
                 ]
-                timed.reset(n)
+                timed.reset(n, range(first, first + n))
                 active = np.ones(n, dtype=bool)
                 returns = np.zeros(n)
                 lengths = np.zeros(n, dtype=int)

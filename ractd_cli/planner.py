@@ -23,13 +23,21 @@ from .adapters import TaskSpec
 from .artifacts import Artifact, load_artifact
 from .diffusion import (
     SAMPLERS,
+    StackedRandomGenerator,
     append_zero,
     ctm_sample,
     karras_sigmas,
+    randn_like,
     student_sigmas,
 )
 from .errors import RactdError, UsageError
 from .models import denoiser_from, load_net, normalizers_from, proposer_from, student_from
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """The seed of evaluation episode ``episode``'s noise stream under ``--seed seed``."""
+    return int(np.random.SeedSequence([int(seed), int(episode)]).generate_state(1, dtype=np.uint64)[0])
+
 
 TEACHER_SAMPLERS = ("heun", "euler", "ancestral")
 STUDENT_SAMPLERS = ("onestep", "multistep")
@@ -116,15 +124,18 @@ class Planner:
         call per step, so both counts agree."""
         return len(self.sigmas) - 1 if self.sampler_name == "heun" else self.nfe_budget
 
-    def reseed(self) -> None:
-        """Restart the noise stream at ``seed``: plans from here on are those of a fresh planner."""
-        self.generator.manual_seed(self.seed)
+    def noise_streams(self, episodes) -> StackedRandomGenerator:
+        """One noise stream per episode, seeded by (``seed``, episode): pass it to :meth:`plan` and an
+        episode's plans do not depend on which or how many episodes share its batch."""
+        return StackedRandomGenerator(self.device, [episode_seed(self.seed, e) for e in episodes])
 
     @torch.inference_mode()
-    def plan(self, cond: torch.Tensor) -> tuple[torch.Tensor, int]:
-        B = cond.shape[0]
-        x = torch.randn(B, self.T, self.D, generator=self.generator, device=self.device) * self.sigmas[0]
-        x0, self.nfe_per_plan = self.sample_fn(self.model, x, self.sigmas, cond=cond.to(self.device), generator=self.generator)
+    def plan(self, cond: torch.Tensor, generator: StackedRandomGenerator | None = None) -> tuple[torch.Tensor, int]:
+        """cond (B, cond_dim) -> (x0 (B, T, D), NFE); noise from ``generator`` (one stream per row, see
+        :meth:`noise_streams`) or, without it, from the planner's own stream."""
+        generator = generator if generator is not None else self.generator
+        x = randn_like(torch.empty(cond.shape[0], self.T, self.D, device=self.device), generator) * self.sigmas[0]
+        x0, self.nfe_per_plan = self.sample_fn(self.model, x, self.sigmas, cond=cond.to(self.device), generator=generator)
         return x0, self.nfe_per_plan
 
 
@@ -274,14 +285,15 @@ class TrajDiffuserPlanner:
         return x
 
     @torch.inference_mode()
-    def refine(self, x_prop: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def refine(self, x_prop: torch.Tensor, cond: torch.Tensor, generator: StackedRandomGenerator | None = None) -> tuple[torch.Tensor, int]:
         """Noise ``x_prop`` to ``refine_sigma`` and denoise it with the teacher: (x0, NFE)."""
         if len(self.sigmas) < 2:
             return x_prop, 0
-        noise = torch.randn(x_prop.shape, generator=self.generator, device=self.device, dtype=x_prop.dtype)
-        return self.sample_fn(self.model, x_prop + self.sigmas[0] * noise, self.sigmas, cond=cond.to(self.device), generator=self.generator)
+        generator = generator if generator is not None else self.generator
+        noise = randn_like(x_prop, generator)
+        return self.sample_fn(self.model, x_prop + self.sigmas[0] * noise, self.sigmas, cond=cond.to(self.device), generator=generator)
 
-    reseed = Planner.reseed
+    noise_streams = Planner.noise_streams
 
     @property
     def nfe_paper(self) -> int:
@@ -289,8 +301,8 @@ class TrajDiffuserPlanner:
         return self.refine_steps if len(self.sigmas) > 1 else 0
 
     @torch.inference_mode()
-    def plan(self, cond: torch.Tensor) -> tuple[torch.Tensor, int]:
-        x0, self.nfe_per_plan = self.refine(self.propose(cond), cond)
+    def plan(self, cond: torch.Tensor, generator: StackedRandomGenerator | None = None) -> tuple[torch.Tensor, int]:
+        x0, self.nfe_per_plan = self.refine(self.propose(cond), cond, generator)
         return x0, self.nfe_per_plan
 
     def describe(self) -> dict:

@@ -157,6 +157,29 @@ def test_stop_gradient_is_the_current_student_without_parameter_gradients():
 # ----------------------------------------------------------------------------- grids and sampling
 
 
+def test_stacked_generator_gives_each_row_its_own_stream():
+    """A row's noise depends on its own seed only, not on the batch it is drawn in (EDM's
+    StackedRandomGenerator); a view on some rows advances exactly those rows' streams."""
+    from ractd_cli.diffusion import StackedRandomGenerator, randn_like
+
+    seeds = [11, 12, 13, 14]
+    whole = StackedRandomGenerator("cpu", seeds)
+    first = randn_like(torch.empty(4, 3, 2), whole)
+    alone = torch.stack([torch.randn(3, 2, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    assert torch.equal(first, alone)
+    split = StackedRandomGenerator("cpu", seeds)
+    a, b = randn_like(torch.empty(1, 3, 2), split[[2]]), randn_like(torch.empty(3, 3, 2), split[[0, 1, 3]])
+    assert torch.equal(a[0], first[2]) and torch.equal(b, first[[0, 1, 3]])
+    # the views advanced the shared streams: the next draw is every row's second draw
+    second = torch.stack([
+        (lambda g: (torch.randn(3, 2, generator=g), torch.randn(3, 2, generator=g))[1])(torch.Generator().manual_seed(s))
+        for s in seeds
+    ])
+    assert torch.equal(randn_like(torch.empty(4, 3, 2), split), second)
+    with pytest.raises(ValueError):
+        randn_like(torch.empty(3, 3, 2), whole)
+
+
 def test_student_sigmas():
     assert student_sigmas(1).tolist() == [SIGMA_MAX, 0.0]
     # the authors' chain: re-noise to 27, then to 54 (paper Table 5)

@@ -39,7 +39,10 @@ class FakePlanner:
             "goal": Normalizer(-np.full(2, 5.0), np.full(2, 5.0)),
         }
 
-    def plan(self, cond: torch.Tensor):
+    def noise_streams(self, episodes):
+        return list(episodes)
+
+    def plan(self, cond: torch.Tensor, generator=None):
         self.calls += 1
         n = cond.shape[0]
         k = np.arange(H, dtype=np.float32)

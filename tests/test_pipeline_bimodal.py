@@ -100,6 +100,17 @@ def test_rollout_json_reports_latency_and_nfe(cache):
     assert (doc["sampler"], doc["nfe"], doc["nfe_paper"]) == ("heun", 159, 80)
 
 
+@pytest.mark.parametrize("model", ["ractd", "teacher"])
+def test_rollout_does_not_depend_on_the_batch_size(cache, model):
+    """Each episode plans from its own (seed, episode) noise stream (the teacher row also draws fresh
+    noise at every replanning step): --batch 7 and --batch 50 give the very same episodes."""
+    args = ["rollout", "--env", "bimodal", "--model", cache[model], "--episodes", "20", "--seed", "4"]
+    if model == "teacher":
+        args += ["--sampler", "ancestral", "--nfe", "6"]
+    a, b = ractd(*args, "--batch", "7"), ractd(*args, "--batch", "50")
+    assert a["per_episode"] == b["per_episode"]
+
+
 def test_student_nfe_k_samples_k_steps(cache):
     """`--model student --nfe 3` used to run one step silently."""
     doc = ractd("rollout", "--env", "bimodal", "--model", cache["ractd"], "--episodes", "1", "--nfe", "3")
@@ -143,9 +154,10 @@ def test_bench_json_schema_and_plot(cache, tmp_path):
     assert doc["forward_ms"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # However many calls the latency timer made, a row's episodes are those `ractd rollout` plays
-    # with the same seed (the CTD student and the teacher keep both modes, so the noise matters).
+    # with the same seed, at any batch size (the CTD student and the teacher keep both modes, so
+    # the noise matters).
     for method, model in (("CTD student (reward weight 0)", cache["ctd"]), ("EDM teacher (Heun, 80 bins)", cache["teacher"])):
-        roll = ractd("rollout", "--env", "bimodal", "--model", model, "--episodes", "12", "--seed", "2")
+        roll = ractd("rollout", "--env", "bimodal", "--model", model, "--episodes", "12", "--seed", "2", "--batch", "5")
         assert (methods[method]["score_mean"], methods[method]["score_stderr"]) == (roll["score_mean"], roll["score_stderr"]), method
 
 

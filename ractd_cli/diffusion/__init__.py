@@ -51,6 +51,8 @@ from .edm import (
 )
 from .samplers import (
     SAMPLERS,
+    StackedRandomGenerator,
+    randn_like,
     ancestral_sample,
     ancestral_step_sigmas,
     euler_sample,
@@ -67,7 +69,7 @@ __all__ = [
     "pseudo_huber_c", "sample_training_sigma", "denoising_distance", "clean_distance", "EDMPrecond", "edm_loss",
     "batch_sigma", "append_dims",
     # samplers
-    "SAMPLERS", "heun_sample", "euler_sample", "ancestral_sample", "heun_step", "euler_step",
+    "SAMPLERS", "StackedRandomGenerator", "randn_like", "heun_sample", "euler_sample", "ancestral_sample", "heun_step", "euler_step",
     "ancestral_step_sigmas", "to_d",
     # ctm / ractd
     "CTMPrecond", "student_from_teacher", "stop_gradient", "student_sigmas", "sample_dsm_sigma",

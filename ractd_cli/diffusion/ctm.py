@@ -37,7 +37,7 @@ from .edm import (
     karras_sigmas,
     sample_training_sigma,
 )
-from .samplers import heun_step
+from .samplers import heun_step, randn_like
 
 __all__ = [
     "S_EMBED_FLOOR",
@@ -232,7 +232,7 @@ def ctm_sample(student: CTMPrecond, x, sigmas, *, cond=None, generator=None) -> 
     x = student(x, sigmas[0], end, cond)
     nfe = 1
     for t_i in sigmas[1:-1]:
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = randn_like(x, generator)
         x = x + (t_i**2 - end**2).sqrt() * noise
         x = student(x, t_i, end, cond)
         nfe += 1

@@ -8,7 +8,9 @@ All samplers share one signature,
 * ``x`` (B, ...) is the initial noise already scaled by ``sigmas[0]``;
 * ``sigmas`` (N+1,) is the full descending grid the sampler walks, usually ending in 0
   (``append_zero(karras_sigmas(80))``);
-* ``nfe`` counts batched calls of ``model``.
+* ``nfe`` counts batched calls of ``model``;
+* ``generator`` is a ``torch.Generator`` or a :class:`StackedRandomGenerator` (one per sample, so
+  a sample's noise does not depend on the batch it is in); draw with :func:`randn_like`.
 
 The probability-flow ODE in EDM's parameterisation (sigma(t) = t, s(t) = 1) is
 dx/dsigma = (x - D(x; sigma)) / sigma  (EDM Sec. 2, with sigma(t) = t).
@@ -23,6 +25,8 @@ import torch
 from .edm import append_dims, batch_sigma
 
 __all__ = [
+    "StackedRandomGenerator",
+    "randn_like",
     "to_d",
     "euler_step",
     "heun_step",
@@ -34,6 +38,39 @@ __all__ = [
 ]
 
 Denoiser = Callable[..., torch.Tensor]
+
+
+class StackedRandomGenerator:
+    """One ``torch.Generator`` per sample, as in EDM's ``generate.py``: row i's noise comes from its
+    own stream only, so it is the same whatever the batch size or the other rows.
+
+    ``seeds`` (one int per row) seed the streams; ``stacked[rows]`` is a view on some of them
+    (same generator objects, so drawing through it advances those rows' streams).
+    """
+
+    def __init__(self, device: torch.device | str, seeds=None, *, generators: list[torch.Generator] | None = None):
+        if generators is None:
+            generators = [torch.Generator(device=device).manual_seed(int(s) % (1 << 63)) for s in seeds]
+        self.device, self.generators = torch.device(device), generators
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def __getitem__(self, rows) -> "StackedRandomGenerator":
+        return StackedRandomGenerator(self.device, generators=[self.generators[int(r)] for r in rows])
+
+    def randn(self, shape, *, device=None, dtype=None) -> torch.Tensor:
+        """(B, ...) standard normal noise, row i from stream i (B must equal the number of streams)."""
+        if shape[0] != len(self.generators):
+            raise ValueError(f"{len(self.generators)} noise streams for a batch of {shape[0]}")
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in self.generators])
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | StackedRandomGenerator | None = None) -> torch.Tensor:
+    """Standard normal noise of x's shape, device and dtype, from ``generator`` (one stream, or one per row)."""
+    if isinstance(generator, StackedRandomGenerator):
+        return generator.randn(x.shape, device=x.device, dtype=x.dtype)
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
@@ -122,7 +159,7 @@ def ancestral_sample(model: Denoiser, x, sigmas, *, cond=None, generator=None) -
         x, n = euler_step(model, x, sigma_from, sigma_down, cond)
         nfe += n
         if float(sigma_to) > 0:
-            x = x + sigma_up * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + sigma_up * randn_like(x, generator)
     return x, nfe
 
 
