@@ -8,7 +8,7 @@ PLUGINS := $(wildcard plugins/*/pyproject.toml)
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test lint demo clean
 
 $(STAMP): pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests $(foreach d,$(PLUGIN_DIRS),$(wildcard $(d)/tests))
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ractd_cli plugins tests
 
 # The main job, end to end on a CPU (under 20 minutes on 2 cores, the install included): Maze2d
 # umaze data generated here (Minari's pointmaze recipe), inverse dynamics and the EDM teacher, the

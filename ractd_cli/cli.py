@@ -346,8 +346,8 @@ def rollout(
     json_: bool = JsonOpt,
 ) -> None:
     """Run a planner in the real environment: normalised score, return, success rate, latency."""
-    from .registry import get_task
     from .evaluate import rollout as do_rollout
+    from .registry import get_task
 
     if episodes < 1 or batch < 1:
         raise UsageError("--episodes and --batch must be at least 1")

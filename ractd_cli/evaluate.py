@@ -7,12 +7,11 @@ reported latency is planner wall time divided by the number of actions it produc
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
-
-import collections
 
 import numpy as np
 import torch

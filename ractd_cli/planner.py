@@ -71,7 +71,10 @@ class Planner:
     ``plan(cond)``: cond (B, cond_dim) normalised -> x0 (B, T, D) normalised, plus NFE.
     """
 
-    def __init__(self, art: Artifact, spec: TaskSpec, *, sampler: str | None = None, nfe: int | None = None, device: str | torch.device = "cpu", seed: int = 0, jit: bool = False):
+    def __init__(
+        self, art: Artifact, spec: TaskSpec, *, sampler: str | None = None, nfe: int | None = None,
+        device: str | torch.device = "cpu", seed: int = 0, jit: bool = False,
+    ):
         self.art, self.spec = art, spec
         self.device = torch.device(device)
         is_student = art.kind == "student"

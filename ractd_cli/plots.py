@@ -12,7 +12,10 @@ from .adapters import TaskSpec
 from .evaluate import RolloutResult
 
 
-def plot_bench(out: Mapping[str, Any], results: Mapping[str, RolloutResult], spec: TaskSpec, path: Path, plans: Mapping[str, np.ndarray] | None = None, background=None) -> Path:
+def plot_bench(
+    out: Mapping[str, Any], results: Mapping[str, RolloutResult], spec: TaskSpec, path: Path,
+    plans: Mapping[str, np.ndarray] | None = None, background=None,
+) -> Path:
     """Write the bench figure to ``path`` (PNG) atomically enough: into a temp name, then rename."""
     import matplotlib
 

@@ -23,10 +23,10 @@ from ractd_cli.diffusion import (
     heun_sample,
     heun_step,
     karras_sigmas,
+    one_step_jumps,
     ractd_loss,
     reward_loss,
     sample_ctm_times,
-    one_step_jumps,
     sample_dsm_sigma,
     stop_gradient,
     student_from_teacher,
@@ -37,9 +37,6 @@ from ractd_cli.diffusion import (
 from ractd_cli.diffusion.ctm import S_EMBED_FLOOR
 from ractd_cli.diffusion.edm import c_noise
 from ractd_cli.nets import ConditionalUnet1D, MLPDenoiserNet
-
-
-
 
 S0 = 0.5
 

@@ -34,8 +34,6 @@ from ractd_cli.diffusion import (
 )
 
 
-
-
 class GaussianDenoiser(torch.nn.Module):
     """Exact D(x; sigma) for data ~ N(0, s0^2 I); counts its calls."""
 

@@ -90,7 +90,7 @@ def test_one_open_loop_plan_per_episode_that_never_reads_the_goal(follow):
     for later in (lambda t: real, lambda t: np.full((2, 2), np.nan, np.float32), lambda t: real + 7 * t):
         planner = FakePlanner(spec)
         policy = PlannerPolicy(planner, Followers(), inverse=Difference(), follow=follow)
-        actions.append(_run(policy, lambda t: real if t == 0 else later(t)))
+        actions.append(_run(policy, lambda t, later=later: real if t == 0 else later(t)))
         assert planner.calls == 1  # one plan, however long the episode runs
     np.testing.assert_array_equal(actions[0], actions[1])
     np.testing.assert_array_equal(actions[0], actions[2])

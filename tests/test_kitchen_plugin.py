@@ -7,9 +7,9 @@ from importlib.metadata import entry_points
 
 import numpy as np
 import pytest
+from ractd_kitchen import adapter
 
 from ractd_cli.adapters import EnvAdapter
-from ractd_kitchen import adapter
 
 TARGETS = {
     "kitchen-complete": {"microwave", "kettle", "light switch", "slide cabinet"},

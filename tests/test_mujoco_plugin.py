@@ -7,9 +7,9 @@ from importlib.metadata import entry_points
 
 import numpy as np
 import pytest
+from ractd_mujoco import adapter
 
 from ractd_cli.adapters import EnvAdapter
-from ractd_mujoco import adapter
 
 BODIES = {
     # body: (env_id, obs_dim, act_dim, gamma, D4RL ref min, D4RL ref max)

@@ -21,8 +21,6 @@ from ractd_cli.nets import (
 )
 
 
-
-
 def test_sinusoidal_pos_emb():
     emb = SinusoidalPosEmb(16)
     out = emb(torch.tensor([0.0, 1.0, -2.5]))

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from ractd_cli.cli import app
 
 runner = CliRunner()
+pytestmark = pytest.mark.slow
 EPISODES = 50
 
 

@@ -13,13 +13,11 @@ from ractd_cli.adapters import TaskSpec
 from ractd_cli.artifacts import save_artifact
 from ractd_cli.data.windows import Normalizer
 from ractd_cli.diffusion import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN
-from ractd_cli.nets import make_denoiser_net
 from ractd_cli.models import normalizer_tensors, proposer_from
+from ractd_cli.nets import make_denoiser_net
 from ractd_cli.planner import TrajDiffuserPlanner, _renormalize, refine_sigmas
 from ractd_cli.proposer import build_proposer, make_proposer
 from ractd_cli.train.loop import TrainConfig, train
-
-
 
 SPEC = TaskSpec(name="fake-easy", env_id="Fake-v0", obs_dim=3, act_dim=2, planning="chunk", horizon=4)
 

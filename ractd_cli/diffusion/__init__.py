@@ -52,13 +52,13 @@ from .edm import (
 from .samplers import (
     SAMPLERS,
     StackedRandomGenerator,
-    randn_like,
     ancestral_sample,
     ancestral_step_sigmas,
     euler_sample,
     euler_step,
     heun_sample,
     heun_step,
+    randn_like,
     to_d,
 )
 

@@ -95,7 +95,11 @@ def checkpoint_path(name: str, key: str) -> Path:
     return cache_root() / "checkpoints" / f"{name}-{key}.safetensors"
 
 
-def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: tuple[torch.Generator, torch.Generator], tail: dict) -> None:
+Generators = tuple[torch.Generator, torch.Generator]
+"""(minibatch indices, loss noise)."""
+
+
+def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: Generators, tail: dict) -> None:
     tensors: dict[str, torch.Tensor] = {}
     for k, v in model.state_dict().items():
         tensors[f"model.{k}"] = v
@@ -112,7 +116,9 @@ def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel
     atomic_write(path, st_save(tensors, metadata={"ractd_checkpoint": json.dumps(meta)}))
 
 
-def _load_checkpoint(path: Path, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: tuple[torch.Generator, torch.Generator], device: torch.device) -> tuple[int, dict]:
+def _load_checkpoint(
+    path: Path, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: Generators, device: torch.device
+) -> tuple[int, dict]:
     from safetensors import safe_open
 
     try:

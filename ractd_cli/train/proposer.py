@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, list_artifacts, save_artifact
-from ..proposer import make_proposer
 from ..models import normalizer_tensors, prefixed
+from ..proposer import make_proposer
 from .common import TrainOptions
 from .data import load_task_data
 from .loop import train

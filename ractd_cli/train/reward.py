@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, save_artifact
-from ..nets import RewardMLP
 from ..models import normalizer_tensors, prefixed
+from ..nets import RewardMLP
 from .common import TrainOptions
 from .data import load_task_data
 from .loop import train
@@ -26,7 +26,8 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> Artifact:
         return {"loss": ((model(batch["input"]) - batch["rtg"]) ** 2).mean()}
 
     cfg = opts.config("reward", spec)
-    res = train(net, loss_fn, data.reward, cfg, name=f"reward-{spec.name}", run_extra={"dataset": data.dataset_id, "net": net.config}, resume=opts.resume, show_progress=opts.show_progress)
+    res = train(net, loss_fn, data.reward, cfg, name=f"reward-{spec.name}", run_extra={"dataset": data.dataset_id, "net": net.config},
+                resume=opts.resume, show_progress=opts.show_progress)
     return save_artifact(
         {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
         kind="reward",

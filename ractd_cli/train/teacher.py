@@ -10,8 +10,8 @@ from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, save_artifact
 from ..diffusion import DISTANCES, SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMPrecond, edm_loss
 from ..errors import UsageError
-from ..nets import InverseDynamics, make_denoiser_net
 from ..models import normalizer_tensors, prefixed
+from ..nets import InverseDynamics, make_denoiser_net
 from .common import TrainOptions
 from .data import TaskData, load_task_data
 from .loop import train
@@ -26,7 +26,8 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
         return {"loss": ((model(batch["s"], batch["s_next"]) - batch["a"]) ** 2).mean()}
 
     cfg = opts.config("inverse-dynamics", spec)
-    res = train(net, loss_fn, data.transitions, cfg, name=f"inverse-dynamics-{spec.name}", run_extra={"dataset": data.dataset_id}, resume=opts.resume, show_progress=opts.show_progress)
+    res = train(net, loss_fn, data.transitions, cfg, name=f"inverse-dynamics-{spec.name}", run_extra={"dataset": data.dataset_id},
+                resume=opts.resume, show_progress=opts.show_progress)
     return save_artifact(
         {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
         kind="inverse-dynamics",

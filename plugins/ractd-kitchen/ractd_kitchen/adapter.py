@@ -29,7 +29,6 @@ import gymnasium as gym
 import numpy as np
 
 from ractd_cli.adapters import TaskSpec, normalize_return, quiet_import
-
 from ractd_cli.data.recording import ProgressBatcher, random_policy, rollout
 
 ENV_ID = "FrankaKitchen-v1"

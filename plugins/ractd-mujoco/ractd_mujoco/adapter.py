@@ -20,9 +20,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ractd_cli.adapters import TaskSpec, normalize_return
+from ractd_cli.data.recording import ProgressBatcher, random_policy, rollout
 
 from . import _sac
-from ractd_cli.data.recording import ProgressBatcher, random_policy, rollout
 
 DATASETS = ("simple", "medium", "medium-replay", "medium-expert", "expert")
 BEHAVIOURS = ("random", "sac")
