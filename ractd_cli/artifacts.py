@@ -177,6 +177,16 @@ def list_artifacts(directory: Path | None = None) -> list[Artifact]:
     return out
 
 
+MADE_BY = {
+    "teacher": "train-teacher",
+    "inverse-dynamics": "train-teacher",
+    "reward": "train-reward",
+    "student": "distill",
+    "proposer": "train-proposer",
+}
+"""The command that makes each artifact kind (named when ``latest`` of a kind is missing)."""
+
+
 def resolve(ref: str | Path, *, kind: str | None = None, task: str | None = None, directory: Path | None = None) -> Path:
     """Find an artifact file by path, by id (or unique id prefix), or as ``latest`` of kind for task."""
     p = Path(ref)
@@ -187,7 +197,9 @@ def resolve(ref: str | Path, *, kind: str | None = None, task: str | None = None
     if ref == "latest":
         cands = [a for a in arts if (kind is None or a.kind == kind) and (task is None or a.task == task)]
         if not cands:
-            what = f"{kind or 'artifact'}" + (f" for task {task}" if task else "")
+            what = f"{kind or 'artifact'}" + (f" for {task}" if task else "")
+            if kind in MADE_BY and task:
+                raise RactdError(f"no {what} in the cache; run `ractd {MADE_BY[kind]} --env {task}` first")
             raise RactdError(f"no {what} in the cache; train one first (see `ractd --help`)")
         return cands[0].path
     matches = [a for a in arts if a.id.startswith(ref) or a.path.name == ref or a.path.stem == ref]

@@ -30,7 +30,7 @@ from .diffusion import (
     randn_like,
     student_sigmas,
 )
-from .errors import RactdError, UsageError
+from .errors import UsageError
 from .models import denoiser_from, load_net, normalizers_from, proposer_from, student_from
 
 
@@ -330,11 +330,7 @@ class Loaded:
 def load_for_planning(ref: str, spec: TaskSpec) -> Loaded:
     """Resolve ``ref`` (id, path, ``student``/``teacher`` = latest of that kind) for ``spec``."""
     if ref in ("student", "teacher"):
-        try:
-            art = load_artifact("latest", kind=ref, task=spec.name)
-        except RactdError as e:
-            cmd = "distill" if ref == "student" else "train-teacher"
-            raise RactdError(f"no {ref} for {spec.name} in the cache; run `ractd {cmd} --env {spec.name}` first") from e
+        art = load_artifact("latest", kind=ref, task=spec.name)
     else:
         art = load_artifact(ref, task=spec.name)
         if art.kind not in ("student", "teacher"):
@@ -350,14 +346,7 @@ def load_for_planning(ref: str, spec: TaskSpec) -> Loaded:
 
 def load_proposer(ref: str | None, spec: TaskSpec) -> Artifact:
     """The proposer ``ref`` (id/path; None or ``latest``: the newest for the task)."""
-    from .errors import RactdError
-
-    try:
-        return load_artifact(ref or "latest", kind="proposer", task=spec.name)
-    except RactdError as e:
-        if ref in (None, "latest"):
-            raise RactdError(f"no proposer for {spec.name} in the cache; run `ractd train-proposer --env {spec.name}` first") from e
-        raise
+    return load_artifact(ref or "latest", kind="proposer", task=spec.name)
 
 
 def load_for_trajdiffuser(model: str | None, proposer: str | None, spec: TaskSpec) -> tuple[Loaded, Artifact]:

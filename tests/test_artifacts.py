@@ -37,8 +37,10 @@ def test_resolve_by_prefix_path_and_latest():
     assert resolve(a.id[:6]) == a.path
     assert resolve(str(a.path)) == a.path
     assert resolve("latest", kind="teacher", task="fake-easy") == a.path
-    with pytest.raises(RactdError, match="train one first"):
+    with pytest.raises(RactdError, match="run `ractd distill --env fake-easy` first"):
         resolve("latest", kind="student", task="fake-easy")
+    with pytest.raises(RactdError, match="train one first"):
+        resolve("latest", kind="student")
 
 
 def test_wrong_kind_or_task_refused():

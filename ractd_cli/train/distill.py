@@ -18,7 +18,7 @@ from torch import nn
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact, save_artifact
 from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, ractd_loss, student_from_teacher, teacher_sigmas
-from ..errors import RactdError, UsageError
+from ..errors import UsageError
 from ..models import denoiser_from, load_net, prefixed
 from .common import TrainOptions
 from .loop import train
@@ -80,8 +80,8 @@ def run(
     alpha = d_alpha if alpha is None else alpha
     beta = d_beta if beta is None else beta
     sigma_r = d_sigma if reward_weight is None else reward_weight
-    teacher_art = _need(teacher_ref, "teacher", spec, "ractd train-teacher")
-    reward_art = _need(reward_ref, "reward", spec, "ractd train-reward") if sigma_r > 0 else None
+    teacher_art = load_artifact(teacher_ref, kind="teacher", task=spec.name)
+    reward_art = load_artifact(reward_ref, kind="reward", task=spec.name) if sigma_r > 0 else None
     data = load_task_data(adapter, spec, opts.dataset or teacher_art.meta.get("dataset"))
     teacher = denoiser_from(teacher_art)
     teacher.requires_grad_(False)
@@ -140,12 +140,3 @@ def run(
         },
         losses=res.losses,
     )
-
-
-def _need(ref: str, kind: str, spec: TaskSpec, cmd: str) -> Artifact:
-    try:
-        return load_artifact(ref, kind=kind, task=spec.name)
-    except RactdError as e:
-        if ref == "latest":
-            raise RactdError(f"no {kind} for {spec.name} in the cache; run `{cmd} --env {spec.name}` first") from e
-        raise
