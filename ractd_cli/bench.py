@@ -18,7 +18,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from .adapters import EnvAdapter, TaskSpec, resolve_score_scale
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .evaluate import PlannerPolicy, RolloutResult, check_follow, run_episodes
 from .models import resolve_device
-from .planner import DEFAULT_REFINE_SIGMA, Planner, TrajDiffuserPlanner, frozen, load_for_planning
+from .planner import Planner, build_planner, frozen, load_for_planning
 
 
 @dataclass
@@ -75,6 +75,20 @@ def bench_rows(spec: TaskSpec, teacher_id: str | None = None) -> list[Row]:
         rows.append(Row("Trajectory Diffuser proposal (K=0)", teacher_id, "euler", 0, proposer.id, 0))
         rows += [Row(f"Trajectory Diffuser (K={k} Euler)", teacher_id, "euler", k, proposer.id, k) for k in (1, 5)]
     return rows
+
+
+@dataclass
+class BenchResult:
+    """What ``bench`` measured: ``doc`` is the JSON document (rows and run-wide fields), the rest
+    feeds the plot."""
+
+    doc: dict[str, Any]
+    results: dict[str, RolloutResult]
+    """Each scored row's rollouts, by method name."""
+    plans: dict[str, np.ndarray]
+    """State tasks: each row's plan from the first evaluation start, in env units, by method name."""
+    background: Callable[[Any], None] | None = None
+    """Draws the task's map on a matplotlib axis (the adapter's ``draw``), when it has one."""
 
 
 def time_calls(fn, *, repeats: int, warmup: int, sync, min_seconds: float = 1.0, max_calls: int = 20_000) -> dict[str, float]:
@@ -139,7 +153,7 @@ def run(
     replan: bool = False,
     snap_goal: bool = False,
     score_scale: str | None = None,
-) -> dict[str, Any]:
+) -> BenchResult:
     """Time and score every row of :func:`bench_rows`. Every row's ``states`` plans are executed the
     same way (``follow``, ``replan``, ``snap_goal``: see :class:`~ractd_cli.evaluate.PlannerPolicy`) and
     scored on ``score_scale`` (default ``d4rl``); each row records all four."""
@@ -157,13 +171,11 @@ def run(
     forward_ms = overhead = None
     for row in rows:
         loaded = load_for_planning(row.model_id, spec)
-        if row.proposer_id is not None:
-            planner = TrajDiffuserPlanner(
-                loaded.teacher, load_artifact(row.proposer_id, kind="proposer", task=spec.name), spec,
-                refine_steps=row.refine_steps, refine_sigma=DEFAULT_REFINE_SIGMA, sampler=row.sampler, device=dev, seed=seed, jit=jit,
-            )
-        else:
-            planner = Planner(loaded.art, spec, sampler=row.sampler, nfe=row.nfe_budget, device=dev, seed=seed, jit=jit)
+        proposer = load_artifact(row.proposer_id, kind="proposer", task=spec.name) if row.proposer_id is not None else None
+        planner = build_planner(
+            loaded, spec, proposer=proposer, sampler=row.sampler, nfe=None if proposer else row.nfe_budget,
+            refine_steps=row.refine_steps, device=dev, seed=seed, jit=jit,
+        )
         policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse, **following)
         plan1 = functools.partial(planner.plan, cond1)  # this row's planner at batch 1, for the timers
         lat = time_calls(plan1, repeats=repeats, warmup=5, sync=sync)
@@ -205,7 +217,7 @@ def run(
     teacher_ms = out_rows[0]["ms_per_action"]
     for r in out_rows:
         r["speedup_vs_teacher"] = teacher_ms / r["ms_per_action"] if r["ms_per_action"] > 0 else math.nan
-    return {
+    doc = {
         "task": spec.name,
         "device": _device_name(dev),
         "episodes": 0 if latency_only else episodes,
@@ -216,10 +228,9 @@ def run(
         "rows": out_rows,
         "forward_ms": forward_ms,
         "forward_overhead": overhead,
-        "_results": results,
-        "_plans": plans,
-        "_background": (lambda ax: adapter.draw(spec.name, ax)) if hasattr(adapter, "draw") else None,
     }
+    background = (lambda ax: adapter.draw(spec.name, ax)) if hasattr(adapter, "draw") else None
+    return BenchResult(doc=doc, results=results, plans=plans, background=background)
 
 
 def _first_start(adapter: EnvAdapter, spec: TaskSpec, seed: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -412,12 +412,12 @@ def bench(
     b.require_models(spec)
     out = b.run(adapter, spec, episodes=episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit,
                 follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale)
-    results, plans, background = out.pop("_results"), out.pop("_plans"), out.pop("_background")
     if plot is not None:
         from .plots import plot_bench
 
-        plot_bench(out, results, spec, plot, plans=plans, background=background)
-        out["plot"] = str(plot)
+        plot_bench(out.doc, out.results, spec, plot, plans=out.plans, background=out.background)
+        out.doc["plot"] = str(plot)
+    out = out.doc
     if json_:
         print_json(out)
         return

@@ -20,15 +20,7 @@ from torch import nn
 from .adapters import EnvAdapter, TaskSpec, resolve_score_scale
 from .errors import UsageError
 from .models import resolve_device
-from .planner import (
-    DEFAULT_REFINE_SIGMA,
-    DEFAULT_REFINE_STEPS,
-    PLANNERS,
-    Planner,
-    TrajDiffuserPlanner,
-    load_for_planning,
-    load_for_trajdiffuser,
-)
+from .planner import PLANNERS, Planner, build_planner, load_for_planning, load_for_trajdiffuser
 from .ui import progress
 
 
@@ -344,24 +336,17 @@ def rollout(
     score_scale = resolve_score_scale(spec, score_scale)
     if planner not in PLANNERS:
         raise UsageError(f"unknown --planner {planner!r}; use one of {', '.join(PLANNERS)}")
-    extra: dict[str, Any] = {}
     if planner == "trajdiffuser":
         if nfe is not None:
             raise UsageError("--nfe does not apply to --planner trajdiffuser; set --refine-steps (and --sampler euler|heun)")
         loaded, proposer_art = load_for_trajdiffuser(model, proposer, spec)
-        p = TrajDiffuserPlanner(
-            loaded.teacher, proposer_art, spec,
-            refine_steps=DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps,
-            refine_sigma=DEFAULT_REFINE_SIGMA if refine_sigma is None else refine_sigma,
-            sampler=sampler, device=resolve_device(device), seed=seed, jit=jit,
-        )
-        extra = p.describe()
     else:
         if proposer is not None or refine_steps is not None or refine_sigma is not None:
             raise UsageError("--proposer, --refine-steps and --refine-sigma need --planner trajdiffuser")
-        loaded = load_for_planning(model or "student", spec)
-        p = Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=resolve_device(device), seed=seed, jit=jit)
-        extra = {"planner": "diffusion"}
+        loaded, proposer_art = load_for_planning(model or "student", spec), None
+    p = build_planner(loaded, spec, proposer=proposer_art, sampler=sampler, nfe=nfe, refine_steps=refine_steps,
+                      refine_sigma=refine_sigma, device=resolve_device(device), seed=seed, jit=jit)
+    extra = p.describe() if proposer_art is not None else {"planner": "diffusion"}
     policy = PlannerPolicy(p, adapter, inverse=loaded.inverse, follow=follow, replan=replan, snap_goal=snap_goal)
     res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress,
                        score_scale=score_scale)

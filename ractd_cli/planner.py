@@ -344,6 +344,36 @@ def load_for_planning(ref: str, spec: TaskSpec) -> Loaded:
     return Loaded(art=art, teacher=teacher, inverse=inverse)
 
 
+def build_planner(
+    loaded: Loaded,
+    spec: TaskSpec,
+    *,
+    proposer: Artifact | None = None,
+    sampler: str | None = None,
+    nfe: int | None = None,
+    refine_steps: int | None = None,
+    refine_sigma: float | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    jit: bool = True,
+) -> Planner | TrajDiffuserPlanner:
+    """The one way ``rollout`` and ``bench`` make a planner: with a ``proposer``, the Trajectory
+    Diffuser refining with ``loaded``'s teacher (``refine_steps``/``refine_sigma``, defaults 5 and
+    0.5); without, ``loaded.art`` (teacher or student) sampled by ``sampler`` at ``nfe``."""
+    if proposer is not None:
+        if nfe is not None:
+            raise UsageError("--nfe does not apply to --planner trajdiffuser; set --refine-steps (and --sampler euler|heun)")
+        return TrajDiffuserPlanner(
+            loaded.teacher, proposer, spec,
+            refine_steps=DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps,
+            refine_sigma=DEFAULT_REFINE_SIGMA if refine_sigma is None else refine_sigma,
+            sampler=sampler, device=device, seed=seed, jit=jit,
+        )
+    if refine_steps is not None or refine_sigma is not None:
+        raise UsageError("--proposer, --refine-steps and --refine-sigma need --planner trajdiffuser")
+    return Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=device, seed=seed, jit=jit)
+
+
 def load_proposer(ref: str | None, spec: TaskSpec) -> Artifact:
     """The proposer ``ref`` (id/path; None or ``latest``: the newest for the task)."""
     return load_artifact(ref or "latest", kind="proposer", task=spec.name)
