@@ -133,6 +133,23 @@ def test_wrong_task_teacher_is_refused(cache, monkeypatch):
     assert "Traceback" not in r.output
 
 
+def test_distill_refuses_data_the_teacher_was_not_trained_on(cache):
+    """The student lives in its teacher's normalised space and R_psi in its own data's: a reward model
+    fitted on other data, or --dataset other than the teacher's, is refused before any training."""
+    from ractd_cli.artifacts import load_artifact, save_artifact
+
+    real = load_artifact(cache["reward"])
+    other = save_artifact(real.tensors, kind="reward", task="bimodal", dataset="ractd/bimodal/other-v0",
+                          config=real.config)
+    try:
+        r = runner.invoke(app, ["distill", "--env", "bimodal", "--preset", "tiny", "--reward", other.id])
+        assert r.exit_code == 2 and "train-reward --env bimodal --dataset ractd/bimodal/local-v0" in r.output
+    finally:
+        other.path.unlink()
+    r = runner.invoke(app, ["distill", "--env", "bimodal", "--preset", "tiny", "--dataset", "ractd/bimodal/other-v0"])
+    assert r.exit_code == 2 and "drop --dataset" in r.output
+
+
 def test_missing_teacher_names_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path / "empty"))
     r = runner.invoke(app, ["distill", "--env", "bimodal"])

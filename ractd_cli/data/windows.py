@@ -107,6 +107,10 @@ class Normalizer:
 
     __call__ = normalize
 
+    def same_as(self, other: "Normalizer") -> bool:
+        """Whether both map values identically (same min and max)."""
+        return np.array_equal(self.min, other.min) and np.array_equal(self.max, other.max)
+
     def state_dict(self) -> dict[str, Any]:
         import torch
 

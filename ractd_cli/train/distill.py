@@ -19,7 +19,7 @@ from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact, save_artifact
 from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, ractd_loss, student_from_teacher, teacher_sigmas
 from ..errors import UsageError
-from ..models import denoiser_from, load_net, prefixed
+from ..models import denoiser_from, load_net, normalizers_from, prefixed
 from .common import TrainOptions
 from .loop import train
 
@@ -82,7 +82,20 @@ def run(
     sigma_r = d_sigma if reward_weight is None else reward_weight
     teacher_art = load_artifact(teacher_ref, kind="teacher", task=spec.name)
     reward_art = load_artifact(reward_ref, kind="reward", task=spec.name) if sigma_r > 0 else None
-    data = load_task_data(adapter, spec, opts.dataset or teacher_art.meta.get("dataset"))
+    dataset = teacher_art.meta.get("dataset")
+    # The student lives in its teacher's normalised space (it ships the teacher's normalisers), and
+    # R_psi reads plans in the space of the data it was fitted on: all three must be one dataset.
+    if opts.dataset and opts.dataset != dataset:
+        raise UsageError(f"teacher {teacher_art.id} was trained on {dataset}, not {opts.dataset}; the student is distilled "
+                         f"on its teacher's data: drop --dataset, or train a teacher on {opts.dataset} first")
+    if reward_art is not None and reward_art.meta.get("dataset") != dataset:
+        raise UsageError(f"reward model {reward_art.id} was fitted on {reward_art.meta.get('dataset')} and teacher {teacher_art.id} "
+                         f"on {dataset}; run `ractd train-reward --env {spec.name} --dataset {dataset}` (or pass --reward)")
+    data = load_task_data(adapter, spec, dataset)
+    stored = normalizers_from(teacher_art.tensors)
+    if any(not stored[k].same_as(n) for k, n in data.normalizers.items() if k in stored):
+        raise RactdError(f"dataset {dataset} changed since teacher {teacher_art.id} was trained on it (other normalisers); "
+                         f"retrain the teacher or fetch the dataset it was trained on")
     teacher = denoiser_from(teacher_art)
     teacher.requires_grad_(False)
     opts.seed_init()
