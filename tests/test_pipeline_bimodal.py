@@ -148,6 +148,15 @@ def test_distill_refuses_data_the_teacher_was_not_trained_on(cache):
         other.path.unlink()
     r = runner.invoke(app, ["distill", "--env", "bimodal", "--preset", "tiny", "--dataset", "ractd/bimodal/other-v0"])
     assert r.exit_code == 2 and "drop --dataset" in r.output
+    # a teacher whose stored normalisers are not those of its dataset today
+    teacher = load_artifact(cache["teacher"])
+    tensors = {k: (v + 1.0 if k == "norm.state.max" else v) for k, v in teacher.tensors.items()}
+    moved = save_artifact(tensors, kind="teacher", task="bimodal", dataset=teacher.meta["dataset"], config=teacher.config)
+    try:
+        r = runner.invoke(app, ["distill", "--env", "bimodal", "--preset", "tiny", "--teacher", moved.id, "--reward-weight", "0"])
+        assert r.exit_code == 1 and "changed since teacher" in r.output
+    finally:
+        moved.path.unlink()
 
 
 def test_missing_teacher_names_the_command(tmp_path, monkeypatch):

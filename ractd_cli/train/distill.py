@@ -18,7 +18,7 @@ from torch import nn
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact, save_artifact
 from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, ractd_loss, student_from_teacher, teacher_sigmas
-from ..errors import UsageError
+from ..errors import RactdError, UsageError
 from ..models import denoiser_from, load_net, normalizers_from, prefixed
 from .common import TrainOptions
 from .loop import train
