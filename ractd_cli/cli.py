@@ -108,7 +108,8 @@ def envs(json_: bool = JsonOpt) -> None:
     for task, who in clashes.items():
         err.print(f"[red]task {task} is declared by {' and '.join(who)}: the name is refused until one is uninstalled[/]")
     if not rows:
-        err.print("no adapters installed: `pip install -e plugins/ractd-maze2d` (or any ractd plugin)")
+        err.print("no adapters installed: tasks come from plugins (the `ractd.envs` entry point). In a checkout of ractd: "
+                  "`pip install -e plugins/ractd-maze2d` (or any folder under plugins/); docs/plugins.md shows how to write one")
 
 
 # -------------------------------------------------------------------------------------------- cache
