@@ -75,8 +75,6 @@ def adapter_problems(adapter: Any) -> list[str]:
         if not isinstance(spec, TaskSpec) or spec.name != key:
             problems.append(f"task {key!r} must map to a TaskSpec named {key!r}")
             continue
-        if spec.planning not in ("chunk", "states"):
-            problems.append(f"task {key}: planning {spec.planning!r} is neither 'chunk' nor 'states'")
         problems += task_preset_problems(spec.name, spec.model_preset, spec.presets)
     return problems
 

@@ -25,6 +25,8 @@ H = 4
 
 def _spec(**kw) -> TaskSpec:
     base = dict(name="toy", env_id="Toy-v0", obs_dim=4, act_dim=2, planning="states", horizon=H, goal_dim=2, rest_dims=(2, 3))
+    if kw.get("planning") == "chunk":  # action chunks condition on past states, never on a goal
+        base.update(goal_dim=0, rest_dims=())
     return TaskSpec(**{**base, **kw})
 
 

@@ -75,7 +75,7 @@ def test_default_follow_is_inverse_dynamics_also_when_the_adapter_has_a_controll
     assert check_follow(WithController(), _spec()) == "inverse"
     assert check_follow(object(), _spec()) == "inverse"
     assert check_follow(WithController(), _spec(), "controller", replan=True, snap_goal=True) == "controller"
-    assert check_follow(WithController(), _spec(planning="chunk")) is None
+    assert check_follow(WithController(), _spec(planning="chunk", goal_dim=0)) is None
 
 
 def test_states_policy_without_controller_or_inverse_model_is_refused():
@@ -89,3 +89,17 @@ def test_states_policy_without_controller_or_inverse_model_is_refused():
     for follow in (None, "inverse"):
         with pytest.raises(UsageError, match="inverse-dynamics"):
             PlannerPolicy(planner, object(), inverse=None, follow=follow)
+
+
+def test_task_spec_refuses_what_it_could_only_plan_wrongly():
+    """A chunk task with a goal would silently drop the goal; other impossible specs are refused too."""
+    with pytest.raises(ValueError, match="goal"):
+        TaskSpec(name="t", env_id="E", obs_dim=3, act_dim=2, planning="chunk", horizon=4, goal_dim=2)
+    with pytest.raises(ValueError, match="neither"):
+        TaskSpec(name="t", env_id="E", obs_dim=3, act_dim=2, planning="actions", horizon=4)
+    with pytest.raises(ValueError, match="history 1"):
+        TaskSpec(name="t", env_id="E", obs_dim=3, act_dim=2, planning="states", horizon=4, history=2)
+    with pytest.raises(ValueError, match="horizon"):
+        TaskSpec(name="t", env_id="E", obs_dim=3, act_dim=2, planning="states", horizon=0)
+    with pytest.raises(ValueError, match="rest_dims"):
+        TaskSpec(name="t", env_id="E", obs_dim=3, act_dim=2, planning="states", horizon=4, rest_dims=(3,))
