@@ -337,9 +337,11 @@ def rollout(
     if planner not in PLANNERS:
         raise UsageError(f"unknown --planner {planner!r}; use one of {', '.join(PLANNERS)}")
     if planner == "trajdiffuser":
+        if nfe is not None:
+            raise UsageError("--nfe does not apply to --planner trajdiffuser; set --refine-steps (and --sampler euler|heun)")
         loaded, proposer_art = load_for_trajdiffuser(model, proposer, spec)
     else:
-        if proposer is not None:
+        if proposer is not None or refine_steps is not None or refine_sigma is not None:
             raise UsageError("--proposer, --refine-steps and --refine-sigma need --planner trajdiffuser")
         loaded, proposer_art = load_for_planning(model or "student", spec), None
     p = build_planner(loaded, spec, proposer=proposer_art, sampler=sampler, nfe=nfe, refine_steps=refine_steps,
