@@ -288,6 +288,7 @@ def distill(
     preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
     dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt,
+    weights: str = typer.Option("raw", "--weights", help="What to save: raw = the student's weights at the last step (as the authors' code samples), ema = the training loop's EMA of them (an option; see docs/results.md)."),
     json_: bool = JsonOpt,
 ) -> None:
     """Distill the one-step student: alpha*CTM + beta*DSM + sigma*Reward (RACTD eq. 9), initialised from the teacher.
@@ -302,7 +303,7 @@ def distill(
     adapter, spec = get_task(env)
     art = d.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset),
                 teacher_ref=teacher_ref, reward_ref=reward_ref, alpha=ctm_weight, beta=dsm_weight, reward_weight=reward_weight,
-                distance=distance)
+                distance=distance, weights=weights)
     _report_artifacts([art], json_)
     if not json_:
         terms = art.config["loss_terms"]

@@ -10,6 +10,7 @@ import json
 import os
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ractd_cli.cli import app
@@ -157,6 +158,23 @@ def test_distill_refuses_data_the_teacher_was_not_trained_on(cache):
         assert r.exit_code == 1 and "changed since teacher" in r.output
     finally:
         moved.path.unlink()
+
+
+def test_distill_saves_the_last_weights_or_their_ema(cache):
+    """--weights raw (default, the authors' choice) saves the student's weights at the last step,
+    --weights ema the loop's EMA of the same run: same losses, other tensors, recorded in the config."""
+    from ractd_cli.artifacts import load_artifact
+
+    args = ("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "30", "--reward-weight", "0")
+    raw, ema = ractd(*args), ractd(*args, "--weights", "ema")
+    assert raw["losses"] == ema["losses"] and raw["id"] != ema["id"]
+    a, b = load_artifact(raw["id"]), load_artifact(ema["id"])
+    assert (a.config["weights"], b.config["weights"]) == ("raw", "ema")
+    assert any(not torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors if k.startswith("net."))
+    for art in (a, b):
+        art.path.unlink()
+    r = runner.invoke(app, [*args, "--weights", "last"])
+    assert r.exit_code == 2 and "raw, ema" in r.output
 
 
 def test_missing_teacher_names_the_command(tmp_path, monkeypatch):

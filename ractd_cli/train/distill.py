@@ -4,8 +4,9 @@ The student G(x_t, t, s) is initialised from the teacher's weights (its new s-em
 at zero, so at step 0 it equals a DDIM step of the teacher). The CTM target is the student
 itself under a stop-gradient (eq. 5-6). The reward model is frozen; its gradient flows into the
 student through the one-step jumps x0_hat = G(x_t, t, 0) that L_DSM also regresses (eq. 7-8; see
-``ractd_cli.diffusion.ctm.ractd_loss``). The saved weights
-are the training loop's EMA of the student, as in RACTD's code (``use_ema: true``).
+``ractd_cli.diffusion.ctm.ractd_loss``). The saved weights are the student's own at the last step
+(``weights="raw"``, as RACTD's code samples ``self.model``), or the training loop's EMA of them
+(``weights="ema"``, an option).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from ..errors import RactdError, UsageError
 from ..models import denoiser_from, load_net, normalizers_from, prefixed
 from .common import TrainOptions
 from .loop import train
+
+SAVED_WEIGHTS = ("raw", "ema")
+"""What ``distill`` saves: the student's weights at the last step (``raw``, as RACTD's code) or the
+training loop's EMA of them (``ema``)."""
 
 
 def reward_fn_for(spec: TaskSpec, reward_net: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -68,6 +73,7 @@ def run(
     beta: float | None = None,
     reward_weight: float | None = None,
     distance: str = "huber",
+    weights: str = "raw",
 ) -> Artifact:
     from .data import load_task_data
 
@@ -76,6 +82,8 @@ def run(
             raise UsageError(f"{name} must be >= 0, got {v}")
     if distance not in DISTANCES:
         raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
+    if weights not in SAVED_WEIGHTS:
+        raise UsageError(f"unknown --weights {weights!r}; use one of {', '.join(SAVED_WEIGHTS)}")
     d_alpha, d_beta, d_sigma = spec.loss_weights
     alpha = d_alpha if alpha is None else alpha
     beta = d_beta if beta is None else beta
@@ -130,7 +138,7 @@ def run(
     )
     norm = {k: v for k, v in teacher_art.tensors.items() if k.startswith("norm.")}
     return save_artifact(
-        {**prefixed(res.ema.net.state_dict(), "net"), **norm},
+        {**prefixed((res.model if weights == "raw" else res.ema).net.state_dict(), "net"), **norm},
         kind="student",
         task=spec.name,
         dataset=teacher_art.meta.get("dataset"),
@@ -143,6 +151,7 @@ def run(
             "dsm_weight": beta,
             "reward_weight": sigma_r,
             "distance": distance,
+            "weights": weights,
             "ctm_target": "stop-gradient student",
             "dsm_target": "G(x_t, t, 0)",
             "max_teacher_steps": MAX_TEACHER_STEPS,
