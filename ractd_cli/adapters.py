@@ -21,6 +21,7 @@ from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_
 import numpy as np
 
 from .errors import UsageError
+from .layouts import LAYOUTS, Layout
 
 Planning = Literal["chunk", "states"]
 """``chunk``: closed loop, x = c future actions given h past states; execute the first action, replan.
@@ -82,29 +83,30 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         """A spec checks itself: a task that could only be planned wrongly is refused at once."""
-        if self.planning not in ("chunk", "states"):
+        if self.planning not in LAYOUTS:
             raise ValueError(f"task {self.name}: planning {self.planning!r} is neither 'chunk' nor 'states'")
         for field_name in ("obs_dim", "act_dim", "horizon", "history", "max_episode_steps"):
             if int(getattr(self, field_name)) < 1:
                 raise ValueError(f"task {self.name}: {field_name} must be at least 1, got {getattr(self, field_name)}")
-        if self.planning == "chunk" and self.goal_dim:
-            raise ValueError(f"task {self.name}: action-chunk planning conditions on past states only; its goal "
-                             f"(goal_dim {self.goal_dim}) would be dropped: use planning='states' or goal_dim=0")
-        if self.planning == "states" and self.history != 1:
-            raise ValueError(f"task {self.name}: state plans condition on the current state only (history 1), got {self.history}")
+        self.layout.validate(self)
         bad = [d for d in self.rest_dims if not 0 <= d < self.obs_dim]
         if bad:
             raise ValueError(f"task {self.name}: rest_dims {bad} are outside the state's {self.obs_dim} dimensions")
 
     @property
+    def layout(self) -> Layout:
+        """What this task's planning kind implies (``ractd_cli.layouts``)."""
+        return LAYOUTS[self.planning]
+
+    @property
     def x_shape(self) -> tuple[int, int]:
         """(T, D) of one plan x: (c, act_dim) action chunks, or (H, obs_dim) state plans."""
-        return (self.horizon, self.act_dim) if self.planning == "chunk" else (self.horizon, self.obs_dim)
+        return self.layout.x_shape(self)
 
     @property
     def cond_dim(self) -> int:
         """Size of the conditioning vector: h past states (chunks), or [s_n, goal] (state plans)."""
-        return self.history * self.obs_dim if self.planning == "chunk" else self.obs_dim + self.goal_dim
+        return self.layout.cond_dim(self)
 
 
 @runtime_checkable

@@ -167,7 +167,7 @@ def run(
     out_rows: list[dict[str, Any]] = []
     results: dict[str, RolloutResult] = {}
     plans: dict[str, np.ndarray] = {}
-    first = _first_start(adapter, spec, seed) if spec.planning == "states" else None
+    first = _first_start(adapter, spec, seed) if spec.layout.x_source == "state" else None  # plans to draw
     forward_ms = overhead = None
     for row in rows:
         loaded = load_for_planning(row.model_id, spec)

@@ -50,7 +50,7 @@ def check_follow(adapter: EnvAdapter, spec: TaskSpec, follow: str | None = None,
     which execute their plans' first action and have no follower). One-line UsageErrors for a
     follower the adapter lacks, ``--snap-goal`` without ``--follow controller``, and any of the
     options on a ``chunk`` task. ``follow`` None: :data:`DEFAULT_FOLLOW`."""
-    if spec.planning != "states":
+    if not spec.layout.open_loop:
         if follow is not None or replan or snap_goal:
             raise UsageError(f"--follow, --replan and --snap-goal apply to state-planning tasks; {spec.name} plans action chunks")
         return None
@@ -105,9 +105,9 @@ class PlannerPolicy:
         self.goal_norm = planner.norms.get("goal")
         self.inverse = inverse.to(planner.device).eval() if inverse is not None else None
         self.follow = check_follow(adapter, self.spec, follow, replan=replan, snap_goal=snap_goal)
-        states = self.spec.planning == "states"
-        self.replan = bool(replan) if states else None
-        self.snap_goal = bool(snap_goal) if states else None
+        open_loop = self.spec.layout.open_loop
+        self.replan = bool(replan) if open_loop else None
+        self.snap_goal = bool(snap_goal) if open_loop else None
         if self.follow == "inverse" and inverse is None:
             raise UsageError("this task plans states: it needs an inverse-dynamics model (train-teacher makes one), or --follow track|controller")
 
@@ -126,22 +126,27 @@ class PlannerPolicy:
         self.t_in_plan = 0
 
     def cond(self, states: np.ndarray, goals: np.ndarray | None, rows: np.ndarray) -> torch.Tensor:
+        """The conditioning vectors (len(rows), cond_dim) of episodes ``rows``: their last h normalised
+        states (the history, padded at the start by repeating the first) and goals, laid out by the
+        task's layout. Appends ``states[rows]`` to the histories."""
         s = self.norm_s.normalize(states[rows])
-        if self.spec.planning == "chunk":
-            for i, r in enumerate(rows):
-                h = self.history[r]
-                h.append(s[i])
-                while len(h) < h.maxlen:
-                    h.appendleft(s[i])
-            return torch.as_tensor(np.stack([np.concatenate(self.history[r]) for r in rows]), dtype=torch.float32)
-        g = self.goal_norm.normalize(goals[rows]) if self.goal_norm is not None else goals[rows]
-        return torch.as_tensor(np.concatenate([s, g], axis=-1), dtype=torch.float32)
+        for i, r in enumerate(rows):
+            h = self.history[r]
+            h.append(s[i])
+            while len(h) < h.maxlen:
+                h.appendleft(s[i])
+        past = torch.as_tensor(np.stack([np.stack(self.history[r]) for r in rows]), dtype=torch.float32)
+        goal = None
+        if goals is not None:
+            g = goals[rows] if self.goal_norm is None else self.goal_norm.normalize(goals[rows])
+            goal = torch.as_tensor(np.asarray(g), dtype=torch.float32)
+        return self.spec.layout.cond(past, goal)
 
     def act(self, states: np.ndarray, goals: np.ndarray | None, active: np.ndarray) -> np.ndarray:
         n = states.shape[0]
         actions = np.zeros((n, self.spec.act_dim), dtype=np.float32)
         rows = np.flatnonzero(active)
-        if self.spec.planning == "chunk":
+        if not self.spec.layout.open_loop:  # execute the first planned action, plan again next step
             x0, _ = self.planner.plan(self.cond(states, goals, rows), None if self.noise is None else self.noise[rows])
             actions[rows] = self.norm_a.unnormalize(x0[:, 0].cpu().numpy())
             return actions

@@ -202,13 +202,13 @@ def _renormalize(spec: TaskSpec, cond: torch.Tensor | None, x: torch.Tensor | No
     def conv(v: torch.Tensor, name: str) -> torch.Tensor:
         return dst[name].normalize(src[name].unnormalize(v)) if name in src and name in dst else v
 
+    layout = spec.layout
     if cond is not None:
-        if spec.planning == "chunk":
-            cond = conv(cond.reshape(cond.shape[0], spec.history, spec.obs_dim), "state").reshape(cond.shape[0], -1)
-        else:
-            cond = torch.cat([conv(cond[:, : spec.obs_dim], "state"), conv(cond[:, spec.obs_dim :], "goal")], dim=-1)
+        blocks = layout.cond_blocks(spec)
+        parts = torch.split(cond, [width for _, width in blocks], dim=-1)
+        cond = torch.cat([conv(part, name) for part, (name, _) in zip(parts, blocks)], dim=-1)
     if x is not None:
-        x = conv(x, "action" if spec.planning == "chunk" else "state")
+        x = conv(x, layout.x_source)
     return cond, x
 
 

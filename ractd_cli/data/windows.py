@@ -176,7 +176,9 @@ class Windows:
     - ``episode`` (N,) episode number, ``t`` (N,) time step n within the episode.
     """
 
-    planning: str
+    x_from: str
+    """What ``x_index`` points into: ``"action"`` (action chunks) or ``"state"`` (state plans); the
+    task layout's ``x_source``."""
     history: int
     horizon: int
     states: np.ndarray
@@ -202,7 +204,7 @@ class Windows:
     @property
     def x_source(self) -> np.ndarray:
         """The flat array ``x_index`` points into: ``actions`` (chunk) or ``states`` (states)."""
-        return self.actions if self.planning == "chunk" else self.states
+        return self.actions if self.x_from == "action" else self.states
 
     def batch(self, idx: Any) -> dict[str, np.ndarray]:
         """Gather windows ``idx`` (int array or slice). Keys and shapes (B = len(idx)):
@@ -261,19 +263,18 @@ def _as_index(idx: Any, n: int) -> Any:
 def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
     """Index every transition of every episode as one window start (see :class:`Windows`).
 
-    ``spec.planning == "chunk"``: x = a_n..a_{n+c-1} (c = spec.horizon), padded at the episode end by
-    repeating a_{T-1}; cond = s_{n-h+1}..s_n (h = spec.history), padded at the start by repeating s_0.
-    ``spec.planning == "states"``: x = s_n..s_{n+H-1} (H = spec.horizon), padded at the end by
-    repeating s_T; cond = s_n (plus ``goal`` when the task has one).
+    x comes from what the task's layout plans (``spec.layout.x_source``): actions give
+    x = a_n..a_{n+c-1} (c = spec.horizon), padded at the episode end by repeating a_{T-1}; states give
+    x = s_n..s_{n+H-1} (H = spec.horizon), padded at the end by repeating s_T. cond = s_{n-h+1}..s_n
+    (h = spec.history, 1 for state plans), padded at the start by repeating s_0.
     Returns-to-go use ``spec.gamma`` and ``spec.termination_penalty``.
     """
-    if spec.planning not in ("chunk", "states"):
-        raise ValueError(f"unknown planning {spec.planning!r}")
+    x_from = spec.layout.x_source
     episodes = [ep for ep in episodes if len(ep) > 0]
     if not episodes:
         raise ValueError("no non-empty episodes to window")
     L = int(spec.horizon)
-    h = int(spec.history) if spec.planning == "chunk" else 1
+    h = int(spec.history)
     if L < 1 or h < 1:
         raise ValueError(f"horizon ({L}) and history ({h}) must be >= 1")
 
@@ -299,17 +300,15 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
 
     k = np.arange(L, dtype=np.int64)[None, :]
     steps = t[:, None] + k  # (N, L) time index of each slot
-    if spec.planning == "chunk":
-        x_mask = steps < T[:, None]  # actions exist for 0..T-1
-        x_index = a0[:, None] + np.minimum(steps, (T - 1)[:, None])
-    else:
-        x_mask = steps <= T[:, None]  # states exist for 0..T
-        x_index = s0[:, None] + np.minimum(steps, T[:, None])
+    # actions exist for 0..T-1, states for 0..T
+    first_row, last = (a0, T - 1) if x_from == "action" else (s0, T)
+    x_mask = steps <= last[:, None]
+    x_index = first_row[:, None] + np.minimum(steps, last[:, None])
     past = t[:, None] + np.arange(-h + 1, 1, dtype=np.int64)[None, :]  # (N, h)
     cond_index = s0[:, None] + np.maximum(past, 0)
 
     return Windows(
-        planning=spec.planning,
+        x_from=x_from,
         history=h,
         horizon=L,
         states=states,

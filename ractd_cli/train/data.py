@@ -65,10 +65,8 @@ class TaskData:
     diffusion: Source
     reward: Source
     transitions: Source
-
-    @property
-    def reward_input(self) -> str:
-        return "state_action" if self.windows.planning == "chunk" else "state_goal"
+    reward_input: str
+    """What the reward model reads (``Layout.reward_input``), for its artifact."""
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -87,10 +85,11 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str) -> TaskDa
     A = _t(norms["action"].normalize(windows.actions))
     G = _t(norms["goal"].normalize(windows.goals)) if windows.goals is not None else None
     R = _t(norms["rtg"].normalize(windows.rtg.reshape(-1, 1))).reshape(-1)
-    X = A if spec.planning == "chunk" else S
+    layout = spec.layout
+    X = {"action": A, "state": S}[layout.x_source]
     x_index = torch.as_tensor(windows.x_index)
     rest = None  # (dims, their normalised 0, padded rows) for the end-of-episode padding of states plans
-    if spec.planning == "states" and spec.rest_dims:
+    if layout.x_source == "state" and spec.rest_dims:
         dims = torch.as_tensor(list(spec.rest_dims))
         zero = _t(norms["state"].normalize(np.zeros(spec.obs_dim, np.float32)))
         rest = (dims, zero[dims], ~torch.as_tensor(windows.x_mask))
@@ -104,15 +103,12 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str) -> TaskDa
         if rest is not None:  # past the episode's end: the last state, at rest
             dims, zero, pad = rest
             x[..., dims] = torch.where(pad[idx][..., None], zero, x[..., dims])
-        cond = S[cond_index[idx]].flatten(1)  # (B, h*obs_dim)
-        if spec.planning == "states":
-            cond = torch.cat([cond, G[state_index[idx]]], dim=-1) if G is not None else cond
-        return {"x": x, "cond": cond}
+        goal = G[state_index[idx]] if G is not None else None
+        return {"x": x, "cond": layout.cond(S[cond_index[idx]], goal)}  # cond_index: (B, h) past states
 
     def reward(idx: torch.Tensor) -> Batch:
-        s = S[state_index[idx]]
-        other = A[action_index[idx]] if spec.planning == "chunk" else G[state_index[idx]]
-        return {"input": torch.cat([s, other], dim=-1), "rtg": R[action_index[idx]]}
+        s, goal = S[state_index[idx]], (G[state_index[idx]] if G is not None else None)
+        return {"input": layout.reward_pairs(s, A[action_index[idx]], goal), "rtg": R[action_index[idx]]}
 
     s_rows = torch.as_tensor(windows.transition_state_rows())
 
@@ -120,7 +116,7 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str) -> TaskDa
         r = s_rows[idx]
         return {"s": S[r], "s_next": S[r + 1], "a": A[idx]}
 
-    if spec.planning == "states" and G is None and spec.goal_dim:
+    if G is None and spec.goal_dim:
         raise RactdError(f"dataset {dataset_id} has no goals but task {spec.name} needs them")
     return TaskData(
         dataset_id=dataset_id,
@@ -129,6 +125,7 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str) -> TaskDa
         diffusion=Source(n, diffusion),
         reward=Source(n, reward),
         transitions=Source(len(s_rows), transitions),
+        reward_input=layout.reward_input,
     )
 
 

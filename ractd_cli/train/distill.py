@@ -33,26 +33,12 @@ def reward_fn_for(spec: TaskSpec, reward_net: nn.Module) -> Callable[[torch.Tens
     """R(x0_hat, cond) -> (B,), in the reward model's units: the return-to-go normalised to [-1, 1]
     (see ``train/reward.py``), so ``--reward-weight`` is the paper's sigma with no hidden scale.
 
-    ``chunk``: R_psi(s_n, a_hat_n) with s_n the last state of the history and a_hat_n the first
-    planned action (eq. 8). ``states``: the mean over the plan of R_psi(s_t, goal), which stays in
-    [-1, 1] whatever the horizon. The plan is not clamped: a clamp would zero the gradient of any
-    element outside [-1, 1], exactly where the student most needs pulling back.
+    How a plan is read is the task's layout's (``ractd_cli.layouts``): R_psi(s_n, a_hat_n) for action
+    chunks (eq. 8), the mean over the plan of R_psi(s_t, goal) for state plans. The plan is not
+    clamped: a clamp would zero the gradient of any element outside [-1, 1], exactly where the
+    student most needs pulling back.
     """
-    if spec.planning == "chunk":
-
-        def reward(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-            s_n = cond[:, -spec.obs_dim :]
-            return reward_net(torch.cat([s_n, x0_hat[:, 0]], dim=-1))
-
-        return reward
-
-    def reward_states(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        B, H, _ = x0_hat.shape
-        goal = cond[:, spec.obs_dim :].unsqueeze(1).expand(B, H, spec.goal_dim)
-        x = torch.cat([x0_hat, goal], dim=-1)
-        return reward_net(x.reshape(B * H, -1)).reshape(B, H).mean(1)
-
-    return reward_states
+    return spec.layout.reward(spec, reward_net)
 
 
 def loss_terms(losses: dict[str, float], alpha: float, beta: float, sigma_r: float) -> dict[str, float]:

@@ -20,7 +20,7 @@ from .loop import train
 def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> Artifact:
     data = load_task_data(adapter, spec, opts.dataset)
     opts.seed_init()
-    net = RewardMLP(spec.obs_dim + (spec.act_dim if spec.planning == "chunk" else spec.goal_dim))
+    net = RewardMLP(spec.layout.reward_input_dim(spec))
 
     def loss_fn(model, ema, batch, gen):
         return {"loss": ((model(batch["input"]) - batch["rtg"]) ** 2).mean()}

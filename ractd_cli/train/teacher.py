@@ -48,7 +48,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
     data = load_task_data(adapter, spec, opts.dataset)
     written: list[Artifact] = []
     extra = {}
-    if spec.planning == "states":
+    if spec.layout.open_loop:  # its plans are states: actions come from inverse dynamics
         inv = train_inverse_dynamics(spec, data, opts)
         written.append(inv)
         extra["inverse_dynamics"] = inv.id
