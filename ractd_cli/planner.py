@@ -84,7 +84,7 @@ class Planner:
             raise UsageError(f"sampler {sampler!r} does not apply to a {art.kind}; use one of {', '.join(allowed)}")
         if sampler == "onestep" and nfe not in (None, 1):
             raise UsageError(f"--sampler onestep takes exactly one step, not --nfe {nfe}; use --sampler multistep for k steps")
-        nfe = nfe or DEFAULT_NFE[sampler]
+        nfe = DEFAULT_NFE[sampler] if nfe is None else nfe
         if nfe < 1:
             raise UsageError(f"--nfe must be at least 1, got {nfe}")
         self.sampler_name, self.nfe_budget = sampler, nfe
