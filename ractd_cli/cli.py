@@ -186,15 +186,12 @@ def fetch(
 ) -> None:
     """Download (or generate locally) the offline dataset of TASK into the cache, in Minari format."""
     from .data import store
-    from .data.fetch import default_steps
+    from .data.fetch import check_fetch_args, default_steps
     from .data.fetch import fetch as do_fetch
     from .registry import get_task
     from .ui import progress
 
-    if source not in ("minari", "local"):
-        raise UsageError(f"unknown --source {source!r}; use minari or local")
-    if steps is not None and steps < 1:
-        raise UsageError(f"--steps must be positive, got {steps}")
+    check_fetch_args(source, steps)
     adapter, spec = get_task(task)
     if source == "local":
         with progress(f"generating {task}", steps or default_steps(spec)) as advance:

@@ -121,7 +121,7 @@ def test_source_errors(cache):
     no_local = dataclasses.replace(_spec(a), local_generation="")
     with pytest.raises(RactdError, match="cannot generate"):
         fetch(a, no_local, source="local", steps=10, seed=0, force=False)
-    with pytest.raises(RactdError, match="unknown dataset source"):
+    with pytest.raises(RactdError, match="unknown --source"):
         fetch(a, _spec(a), source="s3", steps=None, seed=0, force=False)  # type: ignore[arg-type]
     with pytest.raises(RactdError, match="no dataset"):
         load_episodes(a, _spec(a), "ractd/bimodal/missing-v0")
@@ -133,3 +133,25 @@ def test_load_rejects_data_of_other_dimensions(cache):
     wrong = dataclasses.replace(_spec(a), obs_dim=3)
     with pytest.raises(RactdError, match="does not fit"):
         load_episodes(a, wrong, did)
+
+
+def test_bad_fetch_arguments_are_usage_errors_from_library_and_cli(cache):
+    """--source and --steps are checked in one place, with one exit code (2), whether the dataset
+    exists or not and whether the library or the command line is called."""
+    from typer.testing import CliRunner
+
+    from ractd_cli.cli import app
+    from ractd_cli.errors import UsageError
+
+    a = CountingAdapter()
+    spec = _spec(a)
+    for kwargs in (dict(source="web", steps=None), dict(source="local", steps=0), dict(source="local", steps=-3)):
+        with pytest.raises(UsageError):
+            fetch(a, spec, seed=0, force=False, **kwargs)
+    fetch(a, spec, source="local", steps=200, seed=0, force=False)  # now it exists: still a usage error
+    with pytest.raises(UsageError):
+        fetch(a, spec, source="local", steps=0, seed=0, force=False)
+    runner = CliRunner()
+    for args in (["--source", "web"], ["--source", "local", "--steps", "0"]):
+        r = runner.invoke(app, ["fetch", "bimodal", *args])
+        assert r.exit_code == 2, r.output

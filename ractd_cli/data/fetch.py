@@ -19,7 +19,7 @@ from typing import Any, Callable, Literal
 from urllib.parse import urlparse
 
 from ..adapters import EnvAdapter, TaskSpec
-from ..errors import RactdError
+from ..errors import RactdError, UsageError
 from . import store
 
 Source = Literal["minari", "local"]
@@ -64,11 +64,21 @@ def fetch(
     ``seed`` raises :class:`RactdError` (asking for ``--force``) instead of silently not matching.
     ``root`` is the cache root (default :func:`ractd_cli.paths.cache_root`).
     """
+    check_fetch_args(source, steps)
     if source == "local":
         return _fetch_local(adapter, spec, steps=steps, seed=seed, force=force, progress=progress, root=root)
-    if source == "minari":
-        return _fetch_remote(spec, force=force, root=root)
-    raise RactdError(f"unknown dataset source {source!r}; use 'minari' or 'local'")
+    return _fetch_remote(spec, force=force, root=root)
+
+
+SOURCES = ("minari", "local")
+
+
+def check_fetch_args(source: str, steps: int | None) -> None:
+    """The one check of ``fetch``'s arguments (usage errors, exit code 2), before anything runs."""
+    if source not in SOURCES:
+        raise UsageError(f"unknown --source {source!r}; use minari or local")
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {steps}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -93,8 +103,6 @@ def _fetch_local(
         _check_same_recipe(dataset_id, spec, steps=steps, seed=seed, root=root)
         return dataset_id
     n_steps = default_steps(spec) if steps is None else int(steps)
-    if n_steps < 1:
-        raise RactdError(f"--steps must be at least 1, got {n_steps}")
 
     buffers, meta = adapter.generate(spec.name, steps=n_steps, seed=seed, progress=progress)
     if not buffers:
