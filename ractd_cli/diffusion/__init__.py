@@ -35,6 +35,7 @@ from .edm import (
     SIGMA_MAX,
     SIGMA_MIN,
     EDMPrecond,
+    add_noise,
     append_dims,
     append_zero,
     batch_sigma,
@@ -66,7 +67,7 @@ __all__ = [
     # edm
     "SIGMA_MIN", "SIGMA_MAX", "SIGMA_DATA", "RHO", "P_MEAN", "P_STD", "NUM_BINS", "DISTANCES",
     "karras_sigmas", "append_zero", "edm_scalings", "c_noise", "loss_weight", "pseudo_huber",
-    "pseudo_huber_c", "sample_training_sigma", "denoising_distance", "clean_distance", "EDMPrecond", "edm_loss",
+    "pseudo_huber_c", "sample_training_sigma", "add_noise", "denoising_distance", "clean_distance", "EDMPrecond", "edm_loss",
     "batch_sigma", "append_dims",
     # samplers
     "SAMPLERS", "StackedRandomGenerator", "randn_like", "heun_sample", "euler_sample", "ancestral_sample", "heun_step", "euler_step",

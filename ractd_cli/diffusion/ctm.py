@@ -27,6 +27,7 @@ from .edm import (
     SIGMA_DATA,
     SIGMA_MAX,
     SIGMA_MIN,
+    add_noise,
     append_dims,
     append_zero,
     batch_sigma,
@@ -320,8 +321,7 @@ def ctm_loss(
     i_t, i_u, i_s = sample_ctm_times(B, len(sigmas), max_teacher_steps, generator=generator, device=x0.device)
     t, u, s = sigmas[i_t], sigmas[i_u], sigmas[i_s]
     zero = torch.zeros_like(s)
-    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    x_t = x0 + append_dims(t, x0.ndim) * eps
+    x_t = add_noise(x0, t, generator)
     G_sg = stop_gradient(student)
 
     with torch.no_grad():
@@ -348,8 +348,7 @@ def one_step_jumps(
     """
     kw = dict(generator=generator, device=x0.device, dtype=x0.dtype)
     sigma = sample_dsm_sigma(x0.shape[0], sigma_min, sigma_max, **kw)
-    x = x0 + append_dims(sigma, x0.ndim) * torch.randn(x0.shape, **kw)
-    return sigma, student(x, sigma, torch.zeros_like(sigma), cond)
+    return sigma, student(add_noise(x0, sigma, generator), sigma, torch.zeros_like(sigma), cond)
 
 
 def dsm_loss(

@@ -34,6 +34,7 @@ __all__ = [
     "pseudo_huber",
     "pseudo_huber_c",
     "sample_training_sigma",
+    "add_noise",
     "denoising_distance",
     "clean_distance",
     "EDMPrecond",
@@ -198,6 +199,12 @@ def denoising_distance(
     return clean_distance(denoised, x0, distance, weight=loss_weight(batch_sigma(sigma, x0), sigma_data))
 
 
+def add_noise(x0: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x = x0 + sigma n, n ~ N(0, I) from ``generator``: the forward process at noise level sigma (B,)."""
+    n = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return x0 + append_dims(sigma, x0.ndim) * n
+
+
 def sample_training_sigma(
     batch: int,
     *,
@@ -259,6 +266,5 @@ def edm_loss(
     sigma = sample_training_sigma(
         x0.shape[0], P_mean=P_mean, P_std=P_std, generator=generator, device=x0.device, dtype=x0.dtype
     )
-    n = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    x = x0 + append_dims(sigma, x0.ndim) * n
+    x = add_noise(x0, sigma, generator)
     return denoising_distance(denoiser(x, sigma, cond), x0, sigma, sigma_data=sigma_data, distance=distance)
