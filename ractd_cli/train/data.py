@@ -8,7 +8,7 @@ indexing, so Maze2d-sized windows are never materialised.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -73,7 +73,9 @@ def _t(a: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
 
 
-def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str) -> TaskData:
+def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str, normalizers: Mapping[str, Normalizer] | None = None) -> TaskData:
+    """The task's data, normalised by ``normalizers`` (e.g. a teacher's, so that a student trains in
+    its teacher's space by construction) or, by default, by normalisers fitted to these windows."""
     norms = {
         "state": Normalizer.fit(windows.states),
         "action": Normalizer.fit(windows.actions),
@@ -81,6 +83,8 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str) -> TaskDa
     }
     if windows.goals is not None:
         norms["goal"] = Normalizer.fit(windows.goals)
+    if normalizers is not None:
+        norms.update(normalizers)
     S = _t(norms["state"].normalize(windows.states))
     A = _t(norms["action"].normalize(windows.actions))
     G = _t(norms["goal"].normalize(windows.goals)) if windows.goals is not None else None
@@ -129,8 +133,11 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str) -> TaskDa
     )
 
 
-def load_task_data(adapter: EnvAdapter, spec: TaskSpec, dataset: str | None = None) -> TaskData:
-    """Load the task's dataset (``dataset`` id/path, default :func:`default_dataset`) for training."""
+def load_task_data(
+    adapter: EnvAdapter, spec: TaskSpec, dataset: str | None = None, normalizers: Mapping[str, Normalizer] | None = None
+) -> TaskData:
+    """Load the task's dataset (``dataset`` id/path, default :func:`default_dataset`) for training,
+    normalised by ``normalizers`` where given (see :func:`build_task_data`)."""
     dataset = dataset or default_dataset(spec)
     episodes = load_episodes(adapter, spec, dataset)
-    return build_task_data(spec, make_windows(episodes, spec), dataset)
+    return build_task_data(spec, make_windows(episodes, spec), dataset, normalizers)

@@ -85,11 +85,15 @@ def run(
     if reward_art is not None and reward_art.meta.get("dataset") != dataset:
         raise UsageError(f"reward model {reward_art.id} was fitted on {reward_art.meta.get('dataset')} and teacher {teacher_art.id} "
                          f"on {dataset}; run `ractd train-reward --env {spec.name} --dataset {dataset}` (or pass --reward)")
-    data = load_task_data(adapter, spec, dataset)
-    stored = normalizers_from(teacher_art.tensors)
-    if any(not stored[k].same_as(n) for k, n in data.normalizers.items() if k in stored):
-        raise RactdError(f"dataset {dataset} changed since teacher {teacher_art.id} was trained on it (other normalisers); "
-                         f"retrain the teacher or fetch the dataset it was trained on")
+    # The data are normalised with the teacher's own normalisers: the student trains in the space it
+    # ships (the teacher's) by construction. R_psi must read plans in that same space.
+    teacher_norms = normalizers_from(teacher_art.tensors)
+    if reward_art is not None:
+        reward_norms = normalizers_from(reward_art.tensors)
+        if any(not reward_norms[k].same_as(n) for k, n in teacher_norms.items() if k in reward_norms and k != "rtg"):
+            raise RactdError(f"reward model {reward_art.id} normalises plans otherwise than teacher {teacher_art.id} (the dataset "
+                             f"changed between them); run `ractd train-reward --env {spec.name}` again")
+    data = load_task_data(adapter, spec, dataset, normalizers=teacher_norms)
     teacher = denoiser_from(teacher_art)
     teacher.requires_grad_(False)
     opts.seed_init()
