@@ -291,8 +291,9 @@ def distill(
     """Distill the one-step student: alpha*CTM + beta*DSM + sigma*Reward (RACTD eq. 9), initialised from the teacher.
 
     The CTM target is the stop-gradient student (eq. 5-6), DSM regresses the one-step jump
-    G(x_t, t, 0) (eq. 7), and the reward term scores G(x_T, T, 0) (eq. 8). At the end it prints each
-    weighted term's mean magnitude over the last 10% of steps (also kept in the artifact).
+    G(x_t, t, 0) (eq. 7), and the reward term (eq. 8) scores those same jumps, as the authors' code
+    does. At the end it prints each weighted term's mean magnitude over the last 10% of steps (also
+    kept in the artifact). Table 9 weights for MuJoCo; see docs/commands/train.md.
     """
     from .registry import get_task
     from .train import distill as d
