@@ -333,7 +333,7 @@ def rollout(
 
     ``model`` defaults to the latest student for ``diffusion`` and the latest teacher for
     ``trajdiffuser``; ``proposer`` to the task's latest proposer. ``states`` plans are executed by
-    ``follow`` (default ``inverse``; ``replan``, ``snap_goal``: see :class:`~ractd_cli.planner.PlannerPolicy`),
+    ``follow`` (default ``inverse``; ``replan``, ``snap_goal``: see :class:`PlannerPolicy`),
     scores normalised on ``score_scale`` (default ``d4rl``); all four are recorded in ``info``.
     """
 

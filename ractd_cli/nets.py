@@ -18,13 +18,14 @@ teacher's weights computes exactly the teacher's function (see :func:`init_stude
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .errors import unknown_choice
 
 __all__ = [
     "NOISE_EMBED_SCALE",
@@ -414,7 +415,7 @@ def make_denoiser_net(
             raise ValueError("preset 'mlp' flattens the window and needs horizon=T")
         return MLPDenoiserNet(horizon * input_dim, global_cond_dim, student=student, **MLP_PRESET)
     if preset not in UNET_PRESETS:
-        raise ValueError(_unknown("preset", preset, [*UNET_PRESETS, "mlp"]))
+        raise ValueError(unknown_choice("preset", preset, [*UNET_PRESETS, "mlp"]))
     return ConditionalUnet1D(input_dim, global_cond_dim, student=student, **UNET_PRESETS[preset])
 
 
@@ -447,14 +448,9 @@ NET_KINDS: dict[str, type[nn.Module]] = {
 }
 
 
-def _unknown(what: str, name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {what} {name!r} (choose from {', '.join(choices)}){hint}"
-
 
 def build_net(kind: str, config: dict[str, Any]) -> nn.Module:
     """Rebuild a network from its ``kind`` and ``config`` (as stored next to its weights)."""
     if kind not in NET_KINDS:
-        raise ValueError(_unknown("network kind", kind, NET_KINDS))
+        raise ValueError(unknown_choice("network kind", kind, NET_KINDS))
     return NET_KINDS[kind](**config)

@@ -10,10 +10,10 @@ checked when the plugin loads (:func:`task_preset_problems`), so ``ractd envs`` 
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
+from .errors import unknown_choice
 from .nets import DENOISER_PRESETS
 
 MODEL_KINDS = ("teacher", "reward", "inverse-dynamics", "student", "proposer")
@@ -35,7 +35,7 @@ class Preset:
 
     def __post_init__(self) -> None:
         if self.net is not None and self.net not in DENOISER_PRESETS:
-            raise ValueError(_unknown(f"preset {self.name!r}: network", self.net, DENOISER_PRESETS))
+            raise ValueError(unknown_choice(f"preset {self.name!r}: network", self.net, DENOISER_PRESETS))
         missing = [k for k in MODEL_KINDS if k not in self.steps]
         extra = [k for k in self.steps if k not in MODEL_KINDS]
         if missing or extra:
@@ -54,7 +54,7 @@ class Preset:
         allowed = ("net", "batch_size", "lr", *MODEL_KINDS)
         for key in overrides:
             if key not in allowed:
-                raise ValueError(_unknown(f"preset {self.name!r}: override", key, allowed))
+                raise ValueError(unknown_choice(f"preset {self.name!r}: override", key, allowed))
         steps = {**self.steps, **{k: v for k, v in overrides.items() if k in MODEL_KINDS}}
         plain = {k: v for k, v in overrides.items() if k not in MODEL_KINDS}
         return replace(self, steps=steps, **plain)
@@ -78,10 +78,10 @@ def task_preset_problems(name: str, model_preset: str, presets: Mapping[str, Map
     """What is wrong with a task's network preset and preset overrides ([] when nothing is)."""
     problems = []
     if model_preset not in DENOISER_PRESETS:
-        problems.append(_unknown(f"task {name}: model_preset", model_preset, DENOISER_PRESETS))
+        problems.append(unknown_choice(f"task {name}: model_preset", model_preset, DENOISER_PRESETS))
     for preset, overrides in presets.items():
         if preset not in PRESETS:
-            problems.append(_unknown(f"task {name}: overrides of preset", preset, PRESETS))
+            problems.append(unknown_choice(f"task {name}: overrides of preset", preset, PRESETS))
             continue
         try:
             PRESETS[preset].override(overrides)
@@ -89,8 +89,3 @@ def task_preset_problems(name: str, model_preset: str, presets: Mapping[str, Map
             problems.append(f"task {name}: {e}")
     return problems
 
-
-def _unknown(what: str, value: Any, choices) -> str:
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{what} {value!r} is unknown (choose from {', '.join(map(str, choices))}){hint}"

@@ -20,12 +20,13 @@ arguments only, kept in ``self.config``, and :func:`build_proposer` rebuilds it 
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .errors import unknown_choice
 
 __all__ = ["CausalTransformerProposer", "PROPOSER_PRESETS", "PROPOSER_KINDS", "make_proposer", "build_proposer"]
 
@@ -161,21 +162,16 @@ PROPOSER_PRESETS: dict[str, dict[str, Any]] = {
 PROPOSER_KINDS: dict[str, type[nn.Module]] = {CausalTransformerProposer.kind: CausalTransformerProposer}
 
 
-def _unknown(what: str, name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {what} {name!r} (choose from {', '.join(choices)}){hint}"
-
 
 def make_proposer(preset: str, *, x_dim: int, cond_dim: int, horizon: int) -> CausalTransformerProposer:
     """A proposer of a preset size (a key of :data:`PROPOSER_PRESETS`)."""
     if preset not in PROPOSER_PRESETS:
-        raise ValueError(_unknown("proposer preset", preset, PROPOSER_PRESETS))
+        raise ValueError(unknown_choice("proposer preset", preset, PROPOSER_PRESETS))
     return CausalTransformerProposer(x_dim, cond_dim, horizon, **PROPOSER_PRESETS[preset])
 
 
 def build_proposer(config: dict[str, Any], kind: str = CausalTransformerProposer.kind) -> nn.Module:
     """Rebuild a proposer from the ``kind`` and ``config`` stored in its artifact."""
     if kind not in PROPOSER_KINDS:
-        raise ValueError(_unknown("proposer kind", kind, PROPOSER_KINDS))
+        raise ValueError(unknown_choice("proposer kind", kind, PROPOSER_KINDS))
     return PROPOSER_KINDS[kind](**config)
