@@ -163,7 +163,9 @@ def run(
     dev = resolve_device(device)
     sync = _sync_for(dev)
     rows = bench_rows(spec)
-    cond1 = torch.zeros(1, spec.cond_dim, device=dev)
+    cond1 = torch.zeros(1, spec.cond_dim, device=dev)  # the bare network's input
+    past1 = torch.zeros(1, spec.history, spec.obs_dim, device=dev)  # the planners' raw inputs at batch 1
+    goal1 = torch.zeros(1, spec.goal_dim, device=dev) if spec.goal_dim else None
     out_rows: list[dict[str, Any]] = []
     results: dict[str, RolloutResult] = {}
     plans: dict[str, np.ndarray] = {}
@@ -177,12 +179,12 @@ def run(
             refine_steps=row.refine_steps, device=dev, seed=seed, jit=jit,
         )
         policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse, **following)
-        plan1 = functools.partial(planner.plan, cond1)  # this row's planner at batch 1, for the timers
+        plan1 = functools.partial(planner.plan, past1, goal1)  # this row's planner at batch 1, for the timers
         lat = time_calls(plan1, repeats=repeats, warmup=5, sync=sync)
         if first is not None:
             policy.reset(1, [0])  # episode 0's own noise stream: the plan its rollout follows
-            x0, _ = planner.plan(policy.cond(first[0][None], first[1][None], np.arange(1)), policy.noise)
-            plans[row.method] = planner.norms["state"].unnormalize(x0[0].cpu().numpy())
+            x0, _ = planner.plan(*policy.inputs(first[0][None], None if first[1] is None else first[1][None], np.arange(1)), policy.noise)
+            plans[row.method] = x0[0].cpu().numpy()
         if forward_ms is None and loaded.art.kind == "student" and planner.nfe_budget == 1:
             _, forward_ms, overhead = time_paired(
                 plan1, _bare_forward(planner, cond1), repeats=repeats, warmup=5, sync=sync

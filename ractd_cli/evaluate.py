@@ -76,7 +76,8 @@ class PlannerPolicy:
     is ``plan[t+1]``; past the plan's end it is the plan's last state with its rest dims
     (``spec.rest_dims``, the velocities) set to 0, i.e. hold the last planned state. ``follow``:
 
-    - ``"inverse"`` (default, the RACTD paper's): the inverse-dynamics model
+    - ``"inverse"`` (default, the RACTD paper's): the inverse-dynamics model ``inverse`` (env units in
+      and out, :class:`~ractd_cli.models.RawInverse`)
       a_t = f(s_t, target). Sees only the state and the plan, never the goal; no position error is
       fed back, so an open-loop plan's drift is never corrected.
     - ``"track"``: the adapter's ``track_action(state, target)``, the RACTD authors' tracking rule
@@ -100,9 +101,6 @@ class PlannerPolicy:
         snap_goal: bool = False,
     ):
         self.planner, self.adapter, self.spec = planner, adapter, planner.spec
-        self.norm_s = planner.norms["state"]
-        self.norm_a = planner.norms.get("action")
-        self.goal_norm = planner.norms.get("goal")
         self.inverse = inverse.to(planner.device).eval() if inverse is not None else None
         self.follow = check_follow(adapter, self.spec, follow, replan=replan, snap_goal=snap_goal)
         open_loop = self.spec.layout.open_loop
@@ -125,35 +123,32 @@ class PlannerPolicy:
         self.hold: np.ndarray | None = None  # (n, obs_dim): the plans' last states at rest
         self.t_in_plan = 0
 
-    def cond(self, states: np.ndarray, goals: np.ndarray | None, rows: np.ndarray) -> torch.Tensor:
-        """The conditioning vectors (len(rows), cond_dim) of episodes ``rows``: their last h normalised
-        states (the history, padded at the start by repeating the first) and goals, laid out by the
-        task's layout. Appends ``states[rows]`` to the histories."""
-        s = self.norm_s.normalize(states[rows])
+    def inputs(self, states: np.ndarray, goals: np.ndarray | None, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the planner reads for episodes ``rows``, in env units: their last h states (len(rows),
+        h, obs_dim), the history padded at the start by repeating the first, and their goals
+        (len(rows), goal_dim) or None. Appends ``states[rows]`` to the histories."""
+        s = np.asarray(states[rows], dtype=np.float32)
         for i, r in enumerate(rows):
             h = self.history[r]
             h.append(s[i])
             while len(h) < h.maxlen:
                 h.appendleft(s[i])
-        past = torch.as_tensor(np.stack([np.stack(self.history[r]) for r in rows]), dtype=torch.float32)
-        goal = None
-        if goals is not None:
-            g = goals[rows] if self.goal_norm is None else self.goal_norm.normalize(goals[rows])
-            goal = torch.as_tensor(np.asarray(g), dtype=torch.float32)
-        return self.spec.layout.cond(past, goal)
+        past = torch.as_tensor(np.stack([np.stack(self.history[r]) for r in rows]))
+        goal = None if goals is None else torch.as_tensor(np.asarray(goals[rows], dtype=np.float32))
+        return past, goal
 
     def act(self, states: np.ndarray, goals: np.ndarray | None, active: np.ndarray) -> np.ndarray:
         n = states.shape[0]
         actions = np.zeros((n, self.spec.act_dim), dtype=np.float32)
         rows = np.flatnonzero(active)
         if not self.spec.layout.open_loop:  # execute the first planned action, plan again next step
-            x0, _ = self.planner.plan(self.cond(states, goals, rows), None if self.noise is None else self.noise[rows])
-            actions[rows] = self.norm_a.unnormalize(x0[:, 0].cpu().numpy())
+            x0, _ = self.planner.plan(*self.inputs(states, goals, rows), None if self.noise is None else self.noise[rows])
+            actions[rows] = x0[:, 0].cpu().numpy()
             return actions
         H = self.spec.horizon
         if self.plans is None or (self.replan and self.t_in_plan >= H - 1):
-            x0, _ = self.planner.plan(self.cond(states, goals, np.arange(n)), self.noise)  # the only place the goal is read
-            self.plans = np.asarray(self.norm_s.unnormalize(x0.cpu().numpy()), dtype=np.float32)
+            x0, _ = self.planner.plan(*self.inputs(states, goals, np.arange(n)), self.noise)  # the only place the goal is read
+            self.plans = np.asarray(x0.cpu().numpy(), dtype=np.float32)
             self.hold = self.plans[:, -1].copy()
             self.hold[:, list(self.spec.rest_dims)] = 0.0
             self.t_in_plan = 0
@@ -168,9 +163,9 @@ class PlannerPolicy:
             return np.asarray(self.adapter.controller_action(states, target, **goal), dtype=np.float32)
         with torch.inference_mode():
             dev = self.planner.device
-            s = torch.as_tensor(self.norm_s.normalize(states), dtype=torch.float32, device=dev)
-            a = self.inverse(s, torch.as_tensor(self.norm_s.normalize(target), dtype=torch.float32, device=dev))
-        return self.norm_a.unnormalize(a.cpu().numpy())
+            s = torch.as_tensor(np.asarray(states, dtype=np.float32), device=dev)
+            a = self.inverse(s, torch.as_tensor(target, device=dev))
+        return a.cpu().numpy()
 
 
 @dataclass

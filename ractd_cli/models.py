@@ -3,6 +3,11 @@
 Below both training (``train/``) and planning (``planner.py``, ``evaluate.py``, ``bench.py``), so
 neither imports the other: rebuilding a network from its artifact, the normalisers' tensor form in
 an artifact, the ``prefix.`` naming of a state dict inside an artifact, and the choice of device.
+
+A model and the normalisers it was trained with travel together: every artifact stores its own
+(``norm.<name>.min/max``), and the modules that face the environment (:class:`PlanIO`,
+:class:`RawInverse`) hold them as buffers, so raw env units go in and come out and no caller
+normalises anything by hand.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .adapters import TaskSpec
 from .artifacts import Artifact
 from .data.windows import Normalizer
 from .diffusion import CTMPrecond, EDMPrecond
@@ -54,6 +60,74 @@ def normalizers_from(tensors: Mapping[str, torch.Tensor]) -> dict[str, Normalize
             _, name, fld = k.split(".", 2)
             groups.setdefault(name, {})[fld] = v.numpy()
     return {name: Normalizer.from_state_dict(d) for name, d in groups.items()}
+
+
+class Normalize(nn.Module):
+    """A :class:`~ractd_cli.data.windows.Normalizer` as a module: buffers ``centre`` and ``half_range`` (D,).
+
+    ``forward``: raw x (..., D) -> (x - centre) / half_range, in [-1, 1] on the data; ``inverse`` undoes it.
+    The same float32 arithmetic as the numpy normaliser, so either gives bit-identical values.
+    """
+
+    def __init__(self, n: Normalizer):
+        super().__init__()
+        self.register_buffer("centre", torch.as_tensor(n.centre, dtype=torch.float32))
+        self.register_buffer("half_range", torch.as_tensor(n.half_range, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.centre) / self.half_range
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.half_range + self.centre
+
+
+class PlanIO(nn.Module):
+    """The raw-units boundary of a planning model (teacher, student or proposer): its normalisers.
+
+    - ``cond(past (B, h, obs_dim), goal (B, goal_dim) or None)`` -> the normalised conditioning
+      vector (B, cond_dim), laid out by the task's layout (a zero-width goal counts as none);
+    - ``x(x (B, T, D))``: a raw plan into the model's space; ``plan(x0)``: back to env units
+      (actions or states: ``layout.x_source``).
+    """
+
+    def __init__(self, spec: TaskSpec, norms: Mapping[str, Normalizer]):
+        super().__init__()
+        self.layout = spec.layout
+        missing = {"state", self.layout.x_source} - set(norms)
+        if missing:
+            raise UsageError(f"this artifact lacks the {', '.join(sorted(missing))} normaliser(s) that {spec.name} plans with; retrain it")
+        self.state = Normalize(norms["state"])
+        self.goal = Normalize(norms["goal"]) if "goal" in norms else nn.Identity()
+        self.x = Normalize(norms[self.layout.x_source])
+
+    def cond(self, past: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor:
+        has_goal = goal is not None and goal.shape[-1] > 0
+        return self.layout.cond(self.state(past), self.goal(goal) if has_goal else None)
+
+    def plan(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.x.inverse(x0)
+
+
+def plan_io(art: Artifact, spec: TaskSpec) -> PlanIO:
+    """The normalisers stored in ``art`` as the :class:`PlanIO` of ``spec``."""
+    return PlanIO(spec, normalizers_from(art.tensors))
+
+
+class RawInverse(nn.Module):
+    """Inverse dynamics a_t = f(s_t, s_{t+1}) in env units: the network between the normalisers it
+    was trained with. s, s_next (B, obs_dim) raw -> a (B, act_dim) raw."""
+
+    def __init__(self, net: nn.Module, norms: Mapping[str, Normalizer]):
+        super().__init__()
+        self.net, self.state, self.action = net, Normalize(norms["state"]), Normalize(norms["action"])
+
+    def forward(self, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+        return self.action.inverse(self.net(self.state(s), self.state(s_next)))
+
+
+def inverse_from(art: Artifact) -> RawInverse:
+    """The raw-units inverse-dynamics model of an ``inverse-dynamics`` artifact."""
+    return RawInverse(load_net(art), normalizers_from(art.tensors)).eval()
 
 
 def load_net(art: Artifact, prefix: str = "net") -> nn.Module:

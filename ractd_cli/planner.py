@@ -5,7 +5,11 @@ whether a plan is an action chunk (closed loop: execute the first action, replan
 sequence (open loop: one plan per episode, followed by the inverse-dynamics model, the adapter's
 tracking rule or its controller; see :class:`ractd_cli.evaluate.PlannerPolicy`).
 
-Conditioning layout (normalised to [-1, 1]):
+Planners take and return env units: ``plan(past, goal)`` with the past h states (B, h, obs_dim)
+and the goal (B, goal_dim) or None gives the plan x0 (B, T, D) (actions for ``chunk``, states for
+``states``). The model's own normalisers (:class:`~ractd_cli.models.PlanIO`) sit inside; in the
+model's normalised space the conditioning is laid out as
+
 - ``chunk``:  cond = s_{n-h+1..n} flattened, shape (B, h*obs_dim); x = actions (B, c, act_dim).
 - ``states``: cond = [s_n, goal], shape (B, obs_dim+goal_dim);     x = states (B, H, obs_dim).
 """
@@ -31,7 +35,7 @@ from .diffusion import (
     student_sigmas,
 )
 from .errors import UsageError
-from .models import denoiser_from, load_net, normalizers_from, proposer_from, student_from
+from .models import PlanIO, denoiser_from, inverse_from, normalizers_from, plan_io, proposer_from, student_from
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -66,9 +70,10 @@ def sigma_grid(sampler: str, nfe: int, cfg: dict, device: torch.device | None = 
 
 
 class Planner:
-    """Samples normalised plans from a teacher or student artifact with one of the samplers.
+    """Samples plans from a teacher or student artifact with one of the samplers.
 
-    ``plan(cond)``: cond (B, cond_dim) normalised -> x0 (B, T, D) normalised, plus NFE.
+    ``plan(past, goal)``: past states (B, h, obs_dim) and goal (B, goal_dim) or None, in env units
+    -> x0 (B, T, D) in env units, plus NFE. The artifact's normalisers (``io``) sit inside.
     """
 
     def __init__(
@@ -93,7 +98,7 @@ class Planner:
         self.sigmas = sigma_grid(sampler, nfe, art.config, self.device)
         self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.norms = normalizers_from(art.tensors)
+        self.io: PlanIO = plan_io(art, spec).to(self.device)
         self.T, self.D = spec.x_shape
         self.nfe_per_plan: int | None = None
         self.jit = jit
@@ -114,9 +119,10 @@ class Planner:
         times are constants (t = T, s = sigmas[-1]), so freezing also folds the t/s embeddings.
         """
         if is_student and self.sampler_name == "onestep":
-            x, cond = _example(self)[:2]
-            graph = frozen(_OneStep(self.model, float(self.sigmas[0]), float(self.sigmas[-1])), (x, cond))
-            self.sample_fn = lambda model, x, sigmas, *, cond=None, generator=None: (graph(x, cond), 1)
+            # normalisers folded in: (x_T, past, goal) raw -> the plan in env units, one graph
+            x, past, goal = _raw_example(self)
+            graph = frozen(_OneStep(self.io, self.model, float(self.sigmas[0]), float(self.sigmas[-1])), (x, past, goal))
+            self._one_step_graph = graph
         else:
             self.model = frozen_model(self.model, self, n_times=2 if is_student else 1)
 
@@ -132,26 +138,47 @@ class Planner:
         episode's plans do not depend on which or how many episodes share its batch."""
         return StackedRandomGenerator(self.device, [episode_seed(self.seed, e) for e in episodes])
 
+    _one_step_graph = None
+    """The frozen one-step student with its normalisers (``jit``): (x_T, past, goal) -> raw plan."""
+
     @torch.inference_mode()
-    def plan(self, cond: torch.Tensor, generator: StackedRandomGenerator | None = None) -> tuple[torch.Tensor, int]:
-        """cond (B, cond_dim) -> (x0 (B, T, D), NFE); noise from ``generator`` (one stream per row, see
-        :meth:`noise_streams`) or, without it, from the planner's own stream."""
+    def plan(
+        self, past: torch.Tensor, goal: torch.Tensor | None = None, generator: StackedRandomGenerator | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """past (B, h, obs_dim), goal (B, goal_dim) or None, raw -> (x0 (B, T, D) raw, NFE); noise from
+        ``generator`` (one stream per row, see :meth:`noise_streams`) or, without it, the planner's own."""
         generator = generator if generator is not None else self.generator
-        x = randn_like(torch.empty(cond.shape[0], self.T, self.D, device=self.device), generator) * self.sigmas[0]
-        x0, self.nfe_per_plan = self.sample_fn(self.model, x, self.sigmas, cond=cond.to(self.device), generator=generator)
-        return x0, self.nfe_per_plan
+        past, goal = _on(past, self.device), _goal_on(goal, past, self.device)
+        x = randn_like(torch.empty(past.shape[0], self.T, self.D, device=self.device), generator) * self.sigmas[0]
+        if self._one_step_graph is not None:
+            self.nfe_per_plan = 1
+            return self._one_step_graph(x, past, goal), 1
+        x0, self.nfe_per_plan = self.sample_fn(self.model, x, self.sigmas, cond=self.io.cond(past, goal), generator=generator)
+        return self.io.plan(x0), self.nfe_per_plan
+
+
+def _on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(t, dtype=torch.float32, device=device)
+
+
+def _goal_on(goal: torch.Tensor | None, past: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The goal as a tensor; no goal is a zero-width one (B, 0), so one frozen graph serves both."""
+    return past.new_zeros(past.shape[0], 0) if goal is None else _on(goal, device)
 
 
 class _OneStep(nn.Module):
-    """x_T, cond -> G(x_T, T, s_end, cond): the student's one-step plan with its times fixed."""
+    """x_T, past, goal (raw) -> the student's one-step plan G(x_T, T, s_end, cond) in env units,
+    with its times fixed and its normalisers around it."""
 
-    def __init__(self, student: nn.Module, T: float, s_end: float):
+    def __init__(self, io: PlanIO, student: nn.Module, T: float, s_end: float):
         super().__init__()
-        self.student, self.T, self.s_end = student, T, s_end
+        self.io, self.student, self.T, self.s_end = io, student, T, s_end
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, past: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
-        return self.student(x, torch.full((B,), self.T, device=x.device), torch.full((B,), self.s_end, device=x.device), cond)
+        t = torch.full((B,), self.T, device=x.device)
+        s = torch.full((B,), self.s_end, device=x.device)
+        return self.io.plan(self.student(x, t, s, self.io.cond(past, goal)))
 
 
 class _Broadcast:
@@ -163,6 +190,13 @@ class _Broadcast:
     def __call__(self, x, *args):
         times = [torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0]) for t in args[: self.n_times]]
         return self.frozen(x, *times, *args[self.n_times :])
+
+
+def _raw_example(planner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch-1 example raw inputs (x_T, past, goal) for tracing a planner with its normalisers."""
+    dev, spec = planner.device, planner.spec
+    return (torch.zeros(1, planner.T, planner.D, device=dev), torch.zeros(1, spec.history, spec.obs_dim, device=dev),
+            torch.zeros(1, spec.goal_dim, device=dev))
 
 
 def _example(planner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -196,26 +230,11 @@ def refine_sigmas(refine_sigma: float, steps: int, sigma_min: float, device: tor
     return append_zero(karras_sigmas(steps, min(sigma_min, refine_sigma), refine_sigma, device=device))
 
 
-def _renormalize(spec: TaskSpec, cond: torch.Tensor | None, x: torch.Tensor | None, src: dict, dst: dict):
-    """Re-express a normalised cond (layout above) and/or plan x from ``src`` to ``dst`` normalisers."""
-
-    def conv(v: torch.Tensor, name: str) -> torch.Tensor:
-        return dst[name].normalize(src[name].unnormalize(v)) if name in src and name in dst else v
-
-    layout = spec.layout
-    if cond is not None:
-        blocks = layout.cond_blocks(spec)
-        parts = torch.split(cond, [width for _, width in blocks], dim=-1)
-        cond = torch.cat([conv(part, name) for part, (name, _) in zip(parts, blocks)], dim=-1)
-    if x is not None:
-        x = conv(x, layout.x_source)
-    return cond, x
-
-
 class TrajDiffuserPlanner:
     """Trajectory Diffuser (Huang et al.): a transformer proposes, the EDM teacher refines.
 
-    ``plan(cond)``: cond (B, cond_dim) normalised -> x0 (B, T, D) normalised, plus NFE, where
+    ``plan(past, goal)``: raw past states and goal -> x0 (B, T, D) raw, plus NFE, where (each model
+    in its own normalised space, its normalisers inside)
 
         x_prop = proposer.generate(cond)                            (autoregressive, no NFE)
         x      = x_prop + refine_sigma * n,  n ~ N(0, I)
@@ -269,27 +288,27 @@ class TrajDiffuserPlanner:
         self.sigmas = refine_sigmas(self.refine_sigma, self.refine_steps, teacher.config["sigma_min"], self.device)
         self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.norms = normalizers_from(teacher.tensors)
-        self._proposer_norms = normalizers_from(proposer.tensors)
-        self._same_norms = self.norms.keys() == self._proposer_norms.keys() and all(
-            np.array_equal(n.min, self._proposer_norms[k].min) and np.array_equal(n.max, self._proposer_norms[k].max)
-            for k, n in self.norms.items()
+        self.io: PlanIO = plan_io(teacher, spec).to(self.device)
+        self.proposer_io: PlanIO = plan_io(proposer, spec).to(self.device)
+        teacher_norms, proposer_norms = normalizers_from(teacher.tensors), normalizers_from(proposer.tensors)
+        self._same_norms = teacher_norms.keys() == proposer_norms.keys() and all(
+            n.same_as(proposer_norms[k]) for k, n in teacher_norms.items()
         )
+        """Both models share one normalised space (the usual case): the proposal goes to the teacher as is."""
         self.nfe_per_plan: int | None = None
 
     @torch.inference_mode()
-    def propose(self, cond: torch.Tensor) -> torch.Tensor:
-        """The proposer's plan (B, T, D), in the teacher's normalisation."""
-        cond = cond.to(self.device)
+    def propose(self, past: torch.Tensor, goal: torch.Tensor | None = None) -> torch.Tensor:
+        """The proposer's plan (B, T, D) for raw past states and goal, in the teacher's normalised space."""
+        past, goal = _on(past, self.device), _goal_on(goal, past, self.device)
         if self._same_norms:
-            return self.proposer.generate(cond)
-        cond_p, _ = _renormalize(self.spec, cond, None, self.norms, self._proposer_norms)
-        _, x = _renormalize(self.spec, None, self.proposer.generate(cond_p), self._proposer_norms, self.norms)
-        return x
+            return self.proposer.generate(self.io.cond(past, goal))
+        return self.io.x(self.proposer_io.plan(self.proposer.generate(self.proposer_io.cond(past, goal))))
 
     @torch.inference_mode()
     def refine(self, x_prop: torch.Tensor, cond: torch.Tensor, generator: StackedRandomGenerator | None = None) -> tuple[torch.Tensor, int]:
-        """Noise ``x_prop`` to ``refine_sigma`` and denoise it with the teacher: (x0, NFE)."""
+        """Noise ``x_prop`` (normalised) to ``refine_sigma`` and denoise it with the teacher given the
+        normalised ``cond``: (x0 normalised, NFE)."""
         if len(self.sigmas) < 2:
             return x_prop, 0
         generator = generator if generator is not None else self.generator
@@ -304,9 +323,13 @@ class TrajDiffuserPlanner:
         return self.refine_steps if len(self.sigmas) > 1 else 0
 
     @torch.inference_mode()
-    def plan(self, cond: torch.Tensor, generator: StackedRandomGenerator | None = None) -> tuple[torch.Tensor, int]:
-        x0, self.nfe_per_plan = self.refine(self.propose(cond), cond, generator)
-        return x0, self.nfe_per_plan
+    def plan(
+        self, past: torch.Tensor, goal: torch.Tensor | None = None, generator: StackedRandomGenerator | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """Raw past states and goal -> (x0 (B, T, D) raw, NFE), as :meth:`Planner.plan`."""
+        past, goal = _on(past, self.device), _goal_on(goal, past, self.device)
+        x0, self.nfe_per_plan = self.refine(self.propose(past, goal), self.io.cond(past, goal), generator)
+        return self.io.plan(x0), self.nfe_per_plan
 
     def describe(self) -> dict:
         """What a result should record about this planner."""
@@ -325,6 +348,7 @@ class Loaded:
     art: Artifact
     teacher: Artifact
     inverse: nn.Module | None
+    """Inverse dynamics in env units (:class:`~ractd_cli.models.RawInverse`), for ``states`` tasks."""
 
 
 def load_for_planning(ref: str, spec: TaskSpec) -> Loaded:
@@ -340,7 +364,7 @@ def load_for_planning(ref: str, spec: TaskSpec) -> Loaded:
     inv_id = teacher.meta.get("inverse_dynamics")
     if inv_id:
         inv = load_artifact(inv_id, kind="inverse-dynamics", task=spec.name)
-        inverse = load_net(inv)
+        inverse = inverse_from(inv)
     return Loaded(art=art, teacher=teacher, inverse=inverse)
 
 

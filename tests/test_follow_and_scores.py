@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from ractd_cli.adapters import TaskSpec, normalize_return, resolve_score_scale
 from ractd_cli.cli import app
-from ractd_cli.data import Normalizer
 from ractd_cli.errors import UsageError
 from ractd_cli.evaluate import PlannerPolicy, check_follow
 
@@ -35,25 +34,20 @@ class FakePlanner:
 
     def __init__(self, spec: TaskSpec):
         self.spec, self.device, self.calls = spec, torch.device("cpu"), 0
-        self.norms = {
-            "state": Normalizer(-np.full(4, 20.0), np.full(4, 20.0)),
-            "action": Normalizer(-np.ones(2), np.ones(2)),
-            "goal": Normalizer(-np.full(2, 5.0), np.full(2, 5.0)),
-        }
 
     def noise_streams(self, episodes):
         return list(episodes)
 
-    def plan(self, cond: torch.Tensor, generator=None):
+    def plan(self, past: torch.Tensor, goal=None, generator=None):
         self.calls += 1
-        n = cond.shape[0]
+        n = past.shape[0]
         k = np.arange(H, dtype=np.float32)
         x = np.stack([np.stack([10 * i + k, k, np.ones(H), np.ones(H)], -1) for i in range(n)]).astype(np.float32)
-        return torch.as_tensor(self.norms["state"].normalize(x)), 1
+        return torch.as_tensor(x), 1
 
 
 class Difference(nn.Module):
-    """A fake inverse-dynamics model: (s, s') normalised -> the first two dims of s' - s."""
+    """A fake inverse-dynamics model: (s, s') in env units -> the first two dims of s' - s."""
 
     def forward(self, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
         return (s_next - s)[:, :2]
@@ -97,10 +91,8 @@ def test_one_open_loop_plan_per_episode_that_never_reads_the_goal(follow):
     np.testing.assert_array_equal(actions[0], actions[1])
     np.testing.assert_array_equal(actions[0], actions[2])
     assert np.isfinite(actions[0]).all()
-    # targets: plan[1..H-1], then the last planned state with velocity 0, held
-    state_half = 20.0  # the fake normaliser's half range, in which the inverse model's output is expressed
-    scale = 1.0 if follow == "track" else 1.0 / state_half
-    x = np.array([[1, 2, 3, 3, 3, 3, 3, 3], [11, 12, 13, 13, 13, 13, 13, 13]], np.float32).T * scale
+    # targets: plan[1..H-1], then the last planned state with velocity 0, held (both followers get env units)
+    x = np.array([[1, 2, 3, 3, 3, 3, 3, 3], [11, 12, 13, 13, 13, 13, 13, 13]], np.float32).T
     np.testing.assert_allclose(actions[0][:, :, 0], x, rtol=1e-5)
 
 

@@ -220,7 +220,7 @@ def test_frozen_graph_planner_matches_eager(cache):
     from ractd_cli.registry import get_task
 
     _, spec = get_task("bimodal")
-    cond = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    cond = torch.randn(4, spec.history, spec.obs_dim, generator=torch.Generator().manual_seed(0))  # raw past states
     for ref, sampler, nfe in [(cache["ractd"], "onestep", 1), (cache["ractd"], "multistep", 3), (cache["teacher"], "heun", 159)]:
         art = load_for_planning(ref, spec).art
         eager, _ = Planner(art, spec, sampler=sampler, nfe=nfe, seed=5, jit=False).plan(cond)
@@ -241,7 +241,7 @@ def test_planner_stays_eager_when_tracing_fails(cache, monkeypatch):
 
     monkeypatch.setattr(planner_mod, "frozen", fail)
     _, spec = get_task("bimodal")
-    cond = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    cond = torch.randn(4, spec.history, spec.obs_dim, generator=torch.Generator().manual_seed(0))  # raw past states
     for ref, sampler, nfe in [(cache["ractd"], "onestep", 1), (cache["teacher"], "euler", 15)]:
         art = planner_mod.load_for_planning(ref, spec).art
         p = planner_mod.Planner(art, spec, sampler=sampler, nfe=nfe, seed=5, jit=True)

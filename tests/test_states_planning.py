@@ -85,7 +85,7 @@ def test_states_policy_without_controller_or_inverse_model_is_refused():
 
     from ractd_cli.evaluate import PlannerPolicy
 
-    planner = SimpleNamespace(spec=_spec(), norms={"state": None}, device=torch.device("cpu"))
+    planner = SimpleNamespace(spec=_spec(), device=torch.device("cpu"))
     for follow in (None, "inverse"):
         with pytest.raises(UsageError, match="inverse-dynamics"):
             PlannerPolicy(planner, object(), inverse=None, follow=follow)

@@ -13,9 +13,9 @@ from ractd_cli.adapters import TaskSpec
 from ractd_cli.artifacts import save_artifact
 from ractd_cli.data.windows import Normalizer
 from ractd_cli.diffusion import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN
-from ractd_cli.models import normalizer_tensors, proposer_from
+from ractd_cli.models import PlanIO, normalizer_tensors, plan_io, proposer_from
 from ractd_cli.nets import make_denoiser_net
-from ractd_cli.planner import TrajDiffuserPlanner, _renormalize, refine_sigmas
+from ractd_cli.planner import TrajDiffuserPlanner, refine_sigmas
 from ractd_cli.proposer import build_proposer, make_proposer
 from ractd_cli.train.loop import TrainConfig, train
 
@@ -86,13 +86,14 @@ def test_proposer_overfits_eight_sequences():
 
 def test_zero_steps_or_zero_sigma_return_the_proposal():
     teacher, proposer = _artifacts()
-    cond = torch.randn(3, 3)
+    past = torch.randn(3, 1, 3)  # raw states (B, h, obs_dim)
+    io = plan_io(teacher, SPEC)
     for k, sigma in ((0, 0.5), (5, 0.0), (0, 0.0)):
         p = TrajDiffuserPlanner(teacher, proposer, SPEC, refine_steps=k, refine_sigma=sigma)
-        x0, nfe = p.plan(cond)
+        x0, nfe = p.plan(past)
         assert nfe == 0 and p.nfe_per_plan == 0
-        torch.testing.assert_close(x0, p.propose(cond))
-        torch.testing.assert_close(x0, proposer_from(proposer).generate(cond))
+        torch.testing.assert_close(x0, io.plan(p.propose(past)))
+        torch.testing.assert_close(x0, io.plan(proposer_from(proposer).generate(io.cond(past, None))))
 
 
 @pytest.mark.parametrize("sampler,k,nfe", [("euler", 1, 1), ("euler", 5, 5), ("heun", 3, 5)])
@@ -100,9 +101,10 @@ def test_refinement_counts_teacher_calls(sampler, k, nfe):
     teacher, proposer = _artifacts()
     p = TrajDiffuserPlanner(teacher, proposer, SPEC, refine_steps=k, refine_sigma=0.7, sampler=sampler)
     assert p.sigmas[0] == pytest.approx(0.7) and p.sigmas[-1] == 0 and len(p.sigmas) == k + 1
-    x0, n = p.plan(torch.randn(2, 3))
+    past = torch.randn(2, 1, 3)
+    x0, n = p.plan(past)
     assert n == nfe and x0.shape == (2, 4, 2) and torch.isfinite(x0).all()
-    assert (x0 - p.propose(torch.zeros(2, 3))).abs().max() > 0
+    assert (x0 - p.io.plan(p.propose(past))).abs().max() > 0
     assert refine_sigmas(0.7, 0, SIGMA_MIN).tolist() == [0.0]
 
 
@@ -116,27 +118,30 @@ def test_bad_refinement_options_are_usage_errors():
 
 
 def test_proposer_with_other_normalisers_is_re_expressed_in_the_teachers():
+    """Each model reads and writes env units through its own normalisers: a proposer fitted with other
+    ones proposes the same raw plan, which the teacher then reads in its own space."""
     teacher, proposer = _artifacts(proposer_norm_scale=2.0)
     p = TrajDiffuserPlanner(teacher, proposer, SPEC, refine_steps=0)
     assert not p._same_norms
-    cond = torch.randn(2, 3)
-    raw = proposer_from(proposer)
-    cond_p, _ = _renormalize(SPEC, cond, None, _norms(), _norms(2.0))
-    expected = _norms().get("action").normalize(_norms(2.0)["action"].unnormalize(raw.generate(cond_p)))
-    torch.testing.assert_close(p.plan(cond)[0], expected)
+    past = torch.randn(2, 1, 3)
+    own = PlanIO(SPEC, _norms(2.0))
+    raw_proposal = own.plan(proposer_from(proposer).generate(own.cond(past, None)))
+    torch.testing.assert_close(p.plan(past)[0], raw_proposal)
+    torch.testing.assert_close(p.propose(past), PlanIO(SPEC, _norms()).x(raw_proposal))
 
 
-def test_renormalize_states_layout_round_trips():
+def test_plan_io_round_trips_and_lays_out_the_states_conditioning():
     spec = TaskSpec(name="fake-states", env_id="Fake-v0", obs_dim=3, act_dim=2, planning="states", horizon=4, goal_dim=2)
-    a = {"state": Normalizer(-np.ones(3), np.ones(3)), "goal": Normalizer(-np.ones(2), np.ones(2))}
-    b = {"state": Normalizer(-np.ones(3) * 3, np.ones(3)), "goal": Normalizer(np.zeros(2), np.ones(2) * 4)}
-    cond, x = torch.randn(5, 5), torch.randn(5, 4, 3)
-    cond_b, x_b = _renormalize(spec, cond, x, a, b)
-    torch.testing.assert_close(cond_b[:, 3:], b["goal"].normalize(a["goal"].unnormalize(cond[:, 3:])))
-    torch.testing.assert_close(x_b, b["state"].normalize(a["state"].unnormalize(x)))
-    back = _renormalize(spec, cond_b, x_b, b, a)
-    torch.testing.assert_close(back[0], cond, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(back[1], x, atol=1e-5, rtol=1e-5)
+    norms = {"state": Normalizer(-np.ones(3) * 3, np.ones(3)), "goal": Normalizer(np.zeros(2), np.ones(2) * 4)}
+    io = PlanIO(spec, norms)
+    past, goal, x = torch.randn(5, 1, 3), torch.randn(5, 2), torch.randn(5, 4, 3)
+    cond = io.cond(past, goal)
+    torch.testing.assert_close(cond, torch.cat([norms["state"].normalize(past[:, 0]), norms["goal"].normalize(goal)], -1))
+    torch.testing.assert_close(io.cond(past, torch.zeros(5, 0)), norms["state"].normalize(past[:, 0]))  # zero width: no goal
+    torch.testing.assert_close(io.x(x), norms["state"].normalize(x))
+    torch.testing.assert_close(io.plan(io.x(x)), x, atol=1e-5, rtol=1e-5)
+    with pytest.raises(Exception, match="normaliser"):
+        PlanIO(spec, {"goal": norms["goal"]})
 
 
 # ------------------------------------------------------------------------------ CLI, bimodal task
