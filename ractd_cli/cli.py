@@ -17,7 +17,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__
-from .errors import RactdError, UsageError
+from .errors import RactdError, UsageError, check_seed
 from .ui import err, print_json
 
 _state = {"debug": False}
@@ -191,7 +191,7 @@ def fetch(
     from .registry import get_task
     from .ui import progress
 
-    check_fetch_args(source, steps)
+    check_fetch_args(source, steps, seed)
     adapter, spec = get_task(task)
     if source == "local":
         with progress(f"generating {task}", steps or default_steps(spec)) as advance:
@@ -351,6 +351,7 @@ def rollout(
 
     if episodes < 1 or batch < 1:
         raise UsageError("--episodes and --batch must be at least 1")
+    check_seed(seed)
     adapter, spec = get_task(env)
     res = do_rollout(adapter, spec, model, sampler=sampler, nfe=nfe, episodes=episodes, seed=seed, batch=batch,
                      follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, device=device, show_progress=True, planner=planner, proposer=proposer,
@@ -406,6 +407,7 @@ def bench(
 
     if episodes < 1 or repeats < 1:
         raise UsageError("--episodes and --repeats must be at least 1")
+    check_seed(seed)
     adapter, spec = get_task(env)
     check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before "no models"
     resolve_score_scale(spec, score_scale)

@@ -18,6 +18,12 @@ class UsageError(RactdError):
     exit_code = 2
 
 
+def check_seed(seed: int, option: str = "--seed") -> None:
+    """Seeds are non-negative integers (numpy's SeedSequence, which seeds the episodes, takes no other)."""
+    if seed < 0:
+        raise UsageError(f"{option} must be a non-negative integer, got {seed}")
+
+
 def unknown_choice(what: str, value: Any, choices: Iterable[Any]) -> str:
     """The one message for a name that is not among ``choices``: "unknown <what> 'x' (choose from
     a, b); did you mean 'y'?" (the hint only when a choice is close)."""

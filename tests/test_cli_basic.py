@@ -127,6 +127,36 @@ def test_runtime_error_is_one_line_exit_1():
     assert "ractd cache list" in r.output
 
 
+BAD_INPUT = [
+    (["fetch", "bimodal", "--source", "local", "--seed", "-1"], "--seed"),
+    (["fetch", "bimodal", "--steps", "0"], "--steps"),
+    (["fetch", "bimodal", "--source", "remote"], "--source"),
+    (["train-teacher", "--env", "bimodal", "--seed", "-3"], "--seed"),
+    (["train-teacher", "--env", "bimodal", "--lr", "inf"], "--lr"),
+    (["train-teacher", "--env", "bimodal", "--lr", "nan"], "--lr"),
+    (["train-reward", "--env", "bimodal", "--batch-size", "0"], "--batch-size"),
+    (["distill", "--env", "bimodal", "--reward-weight", "nan"], "--reward-weight"),
+    (["distill", "--env", "bimodal", "--ctm-weight", "inf"], "--ctm-weight"),
+    (["distill", "--env", "bimodal", "--dsm-weight", "-1"], "--dsm-weight"),
+    (["rollout", "--env", "bimodal", "--seed", "-1"], "--seed"),
+    (["rollout", "--env", "bimodal", "--episodes", "0"], "--episodes"),
+    (["bench", "--env", "bimodal", "--seed", "-1"], "--seed"),
+    (["bench", "--env", "bimodal", "--repeats", "0"], "--repeats"),
+]
+
+
+@pytest.mark.parametrize("args,option", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_a_one_line_usage_error_before_any_work(args, option, tmp_path, monkeypatch):
+    """Every command refuses bad values up front: exit code 2, one line naming the option, and
+    nothing written to the (empty) cache."""
+    pytest.importorskip("ractd_bimodal")
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert option in r.output and r.output.strip().count("\n") == 0 and "internal error" not in r.output, r.output
+    assert not any(p.is_file() for p in tmp_path.rglob("*")), list(tmp_path.rglob("*"))
+
+
 def test_usage_error_exit_2():
     r = runner.invoke(app, ["cache", "list", "--bogus"])
     assert r.exit_code == 2

@@ -19,7 +19,7 @@ from typing import Any, Callable, Literal
 from urllib.parse import urlparse
 
 from ..adapters import EnvAdapter, TaskSpec
-from ..errors import RactdError, UsageError
+from ..errors import RactdError, UsageError, check_seed
 from . import store
 
 Source = Literal["minari", "local"]
@@ -73,8 +73,9 @@ def fetch(
 SOURCES = ("minari", "local")
 
 
-def check_fetch_args(source: str, steps: int | None) -> None:
+def check_fetch_args(source: str, steps: int | None, seed: int = 0) -> None:
     """The one check of ``fetch``'s arguments (usage errors, exit code 2), before anything runs."""
+    check_seed(seed)
     if source not in SOURCES:
         raise UsageError(f"unknown --source {source!r}; use minari or local")
     if steps is not None and steps < 1:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ..adapters import TaskSpec
-from ..errors import UsageError
+from ..errors import UsageError, check_seed
 from ..models import resolve_device
 from ..presets import PRESETS, Preset
 from .loop import TrainConfig
@@ -34,8 +35,9 @@ class TrainOptions:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {v}")
-        if self.lr is not None and not self.lr > 0:
-            raise UsageError(f"--lr must be positive, got {self.lr}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise UsageError(f"--lr must be a positive number, got {self.lr}")
+        check_seed(self.seed)
 
     def preset_for(self, spec: TaskSpec | None = None) -> Preset:
         """The preset with the task's overrides (``spec.presets[preset]``) applied."""

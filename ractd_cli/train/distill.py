@@ -11,6 +11,7 @@ student through the one-step jumps x0_hat = G(x_t, t, 0) that L_DSM also regress
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -64,8 +65,8 @@ def run(
     from .data import load_task_data
 
     for name, v in (("--ctm-weight", alpha), ("--dsm-weight", beta), ("--reward-weight", reward_weight)):
-        if v is not None and v < 0:
-            raise UsageError(f"{name} must be >= 0, got {v}")
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise UsageError(f"{name} must be a finite number >= 0, got {v}")
     if distance not in DISTANCES:
         raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
     if weights not in SAVED_WEIGHTS:
