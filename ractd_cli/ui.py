@@ -27,7 +27,8 @@ def print_json(doc: Any) -> None:
 def progress(description: str, total: int | None, *, disable: bool = False) -> Iterator[Any]:
     """A rich progress bar on stderr; yields ``advance(n=1, **fields)``.
 
-    Extra fields (e.g. ``loss=0.12``) are shown after the bar.
+    Extra fields (e.g. ``loss=0.12``) are shown after the bar; ``total=N`` (None: unknown) sets the
+    bar's total instead.
     """
     bar = Progress(
         TextColumn("[bold]{task.description}"),
@@ -44,6 +45,8 @@ def progress(description: str, total: int | None, *, disable: bool = False) -> I
         tid = bar.add_task(description, total=total, info="")
 
         def advance(n: int = 1, **fields: Any) -> None:
+            if "total" in fields:
+                bar.update(tid, total=fields.pop("total"))
             info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
             bar.update(tid, advance=n, **({"info": info} if fields else {}))
 

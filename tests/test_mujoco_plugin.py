@@ -134,16 +134,6 @@ def test_generate_rejects_unknown_behaviour():
         adapter.generate("hopper-medium", steps=10, seed=0, behaviour="ppo")
 
 
-def test_sac_without_stable_baselines3_is_a_clear_error():
-    try:
-        import stable_baselines3  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="stable-baselines3"):
-            adapter.generate("hopper-medium", steps=10, seed=0, behaviour="sac")
-    else:
-        pytest.skip("stable-baselines3 is installed")
-
-
 def test_buffers_round_trip_through_minari(tmp_path, monkeypatch):
     minari = pytest.importorskip("minari")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
@@ -166,13 +156,73 @@ def test_buffers_round_trip_through_minari(tmp_path, monkeypatch):
     np.testing.assert_allclose(adapter.states(task, ep.observations), buffers[0].observations.astype(np.float32))
 
 
-def test_sac_smoke():
+SMALL_SAC = {"eval_every": 200, "eval_episodes": 1, "learning_starts": 50}
+"""A run small enough for a test: evaluations (and checkpoints) every 200 steps."""
+
+
+@pytest.fixture
+def sac_cache(tmp_path, monkeypatch):
     pytest.importorskip("stable_baselines3")
-    task = "hopper-medium-replay"
-    buffers, meta = adapter.generate(task, steps=50, seed=0, behaviour="sac", train_steps=150)
-    _check_buffers(buffers, adapter.tasks[task], 50)  # the replay buffer up to 1/3 of 150 steps
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _run(directory, **kw):
+    from ractd_mujoco.sac import SACRun
+
+    return SACRun(lambda: adapter.make_env("hopper-medium"), directory, seed=0, ref_max=3234.3, **{**SMALL_SAC, **kw})
+
+
+def test_sac_run_interrupted_and_resumed_ends_bit_identical(sac_cache):
+    """Stopped after its second checkpoint (a new process would rebuild it from the files) and
+    resumed, the run ends with the same networks, optimiser state, replay buffer and evaluations
+    as one that was never stopped."""
+    import torch
+
+    from ractd_cli.data.recording import ProgressBatcher
+
+    whole = _run(sac_cache / "whole")
+    whole.train_to(600, ProgressBatcher(None))
+    part = _run(sac_cache / "part")
+    part.train_to(400, ProgressBatcher(None))
+    del part
+    resumed = _run(sac_cache / "part")
+    assert resumed.step == 400 and len(resumed.evaluations) == 2
+    resumed.train_to(600, ProgressBatcher(None))
+    for (k, a), (_, b) in zip(whole.model.policy.state_dict().items(), resumed.model.policy.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert whole.evaluations == resumed.evaluations
+    for f in ("observations", "actions", "rewards", "dones", "timeouts"):
+        np.testing.assert_array_equal(getattr(whole.model.replay_buffer, f)[:600], getattr(resumed.model.replay_buffer, f)[:600])
+    assert torch.equal(whole.model.log_ent_coef, resumed.model.log_ent_coef)
+    with pytest.raises(ValueError, match="remove it to start over"):
+        _run(sac_cache / "part", eval_every=100)
+
+
+def test_sac_datasets_share_one_cached_run(sac_cache):
+    """medium-replay is the replay buffer up to the medium checkpoint (here: the best of a short run
+    that never reaches a third of the expert's return, which the metadata says); medium and
+    medium-expert reuse the run; the bar's fields show SAC's return."""
+    shown = []
+
+    def progress(n, **fields):
+        shown.append(fields)
+
+    kw = dict(seed=0, behaviour="sac", train_steps=400, sac_settings=SMALL_SAC)
+    replay, meta = adapter.generate("hopper-medium-replay", steps=10, progress=progress, **kw)
     assert meta["behaviour"] == "sac" and not meta["smoke_test_only"]
-    assert meta["sac_train_steps"] == meta["sac_checkpoint_step"] == 50  # no training past the checkpoint
-    buffers, meta = adapter.generate("hopper-medium-expert", steps=40, seed=0, behaviour="sac", train_steps=150)
-    _check_buffers(buffers, adapter.tasks["hopper-medium-expert"], 40)
-    assert meta["sac_train_steps"] == 150
+    assert meta["medium_threshold_reached"] is False and meta["sac_medium_step"] in (200, 400)
+    assert sum(len(b.rewards) for b in replay) == meta["sac_medium_step"] == meta["total_steps"]
+    _check_buffers(replay, adapter.tasks["hopper-medium-replay"], meta["sac_medium_step"])
+    assert any("sac_return" in f for f in shown)
+    run_json = (sac_cache / "sac" / "hopper-seed0" / "run.json").read_text()
+    medium, meta_m = adapter.generate("hopper-medium", steps=120, **kw)
+    assert (sac_cache / "sac" / "hopper-seed0" / "run.json").read_text() == run_json  # no more training
+    _check_buffers(medium, adapter.tasks["hopper-medium"], 120)
+    assert meta_m["sac_medium_step"] == meta["sac_medium_step"]
+    again, _ = adapter.generate("hopper-medium", steps=120, **kw)  # the same dataset whenever it is made
+    for x, y in zip(medium, again):
+        np.testing.assert_array_equal(x.actions, y.actions)
+    mixed, meta_x = adapter.generate("hopper-medium-expert", steps=80, **kw)
+    _check_buffers(mixed, adapter.tasks["hopper-medium-expert"], 80)
+    assert meta_x["sac_expert_step"] == 400

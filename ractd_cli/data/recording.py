@@ -76,16 +76,27 @@ def _copy(obs: Any) -> Any:
 
 
 class ProgressBatcher:
-    """Calls ``progress(n)`` every ``every`` steps (and on ``flush``) instead of once per step."""
+    """Calls ``progress(n)`` every ``every`` steps (and on ``flush``) instead of once per step.
 
-    def __init__(self, progress: Callable[[int], None] | None, every: int = 100):
+    ``step(n, **fields)`` with fields (e.g. ``sac_return=812.5``; ``total=N`` resets the bar's
+    total, None: unknown) passes them on at once, as ``progress(n, **fields)``: a ``progress``
+    that shows fields (``ractd_cli.ui.progress``'s) must accept them. ``done`` counts every step.
+    """
+
+    def __init__(self, progress: Callable[..., None] | None, every: int = 100):
         self.progress = progress
         self.every = every
         self.pending = 0
+        self.done = 0
 
-    def step(self, n: int = 1) -> None:
+    def step(self, n: int = 1, **fields: Any) -> None:
         self.pending += n
-        if self.pending >= self.every:
+        self.done += n
+        if fields:
+            if self.progress is not None:
+                self.progress(self.pending, **fields)
+            self.pending = 0
+        elif self.pending >= self.every:
             self.flush()
 
     def flush(self) -> None:

@@ -21,8 +21,9 @@ import numpy as np
 
 from ractd_cli.adapters import TaskSpec, normalize_return
 from ractd_cli.data.recording import ProgressBatcher, random_policy, rollout
+from ractd_cli.paths import cache_root
 
-from . import _sac
+from . import sac
 
 DATASETS = ("simple", "medium", "medium-replay", "medium-expert", "expert")
 BEHAVIOURS = ("random", "sac")
@@ -73,15 +74,15 @@ def _minari_ids(body: str, dataset: str) -> tuple[str, ...]:
 
 
 def _local_generation(env_id: str, dataset: str) -> str:
-    sac = {
-        "medium": "rollouts of a SAC policy frozen at 1/3 of training",
-        "medium-replay": "SAC's replay buffer up to 1/3 of training",
-        "expert": "rollouts of the fully trained SAC policy",
-        "medium-expert": "rollouts of the 1/3-trained and the fully trained SAC policy, half each",
+    recipe = {
+        "medium": "rollouts of the SAC policy at its first evaluation scoring 1/3 of D4RL's expert return",
+        "medium-replay": "SAC's replay buffer up to the medium checkpoint (1/3 of D4RL's expert return)",
+        "expert": f"rollouts of the SAC policy after {sac.DEFAULT_TRAIN_STEPS:,} steps",
+        "medium-expert": "medium and expert rollouts, half each",
     }
     if dataset == "simple":
         return f"uniform-random-policy episodes on {env_id}"
-    return f"{sac[dataset]} on {env_id} (needs stable-baselines3; random-policy stand-in without it)"
+    return f"{recipe[dataset]}, on {env_id}; one SAC run per body (stable-baselines3), cached and shared"
 
 
 def _spec(body: str, dataset: str) -> TaskSpec:
@@ -169,6 +170,7 @@ class MujocoAdapter:
         progress: Callable[[int], None] | None = None,
         behaviour: str | None = None,
         train_steps: int | None = None,
+        sac_settings: Mapping[str, Any] | None = None,
     ) -> tuple[Sequence[Any], dict]:
         """Generate ``steps`` transitions of ``task`` locally as Minari EpisodeBuffers.
 
@@ -176,11 +178,11 @@ class MujocoAdapter:
 
         * ``"random"``: uniform random actions. Fast; for smoke tests. For any dataset other than
           ``simple`` the result is *not* medium/expert quality, and the metadata says so.
-        * ``"sac"``: train SAC (stable-baselines3, the ``sb3`` extra) and derive the dataset from
-          that run, see :mod:`ractd_mujoco._sac`. ``train_steps`` (default ``3 * steps``) is its
-          training budget; ``progress`` then also counts training steps.
-        * ``None`` (default): ``"sac"`` if stable-baselines3 is installed and the dataset is not
-          ``simple``, else ``"random"``. ``simple`` is always random-policy data.
+        * ``"sac"``: D4RL's recipe on the body's SAC run (stable-baselines3), cached under
+          ``<cache>/sac/<body>-seed<seed>`` and resumable, see :mod:`ractd_mujoco.sac`.
+          ``train_steps`` is the expert's budget (default 1M, D4RL's); ``progress`` also counts
+          training steps and shows SAC's evaluation return. ``sac_settings``: for tests.
+        * ``None`` (default): ``"sac"``, except for ``simple``, which is random-policy data.
 
         Returns the buffers (ids 0..n-1, observations with T+1 rows, the last episode cut at the
         budget and marked truncated) and metadata with the D4RL reference scores.
@@ -188,15 +190,13 @@ class MujocoAdapter:
         spec = self._task(task)
         dataset = spec.extra["dataset"]
         if behaviour is None:
-            behaviour = "sac" if dataset != "simple" and _sac.available() else "random"
+            behaviour = "sac" if dataset != "simple" else "random"
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {behaviour!r}")
         if behaviour == "sac" and dataset == "simple":
             behaviour = "random"  # the simple dataset is random-policy data by definition here
-        if behaviour == "sac" and not _sac.available():
-            raise ImportError(
-                "behaviour='sac' needs stable-baselines3: pip install 'ractd-mujoco[sb3]'"
-            )
+        if behaviour == "sac" and not sac.available():
+            raise ImportError("SAC data needs stable-baselines3, a dependency of ractd-mujoco: pip install stable-baselines3")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
 
@@ -215,8 +215,10 @@ class MujocoAdapter:
             meta = {"algorithm_name": "uniform random policy"}
             stand_in = dataset != "simple"
         else:
-            buffers, meta = _sac.generate(
-                make, dataset, steps=steps, seed=seed, progress=batcher, train_steps=train_steps
+            body = spec.extra["body"]
+            buffers, meta = sac.generate(
+                make, dataset, directory=cache_root() / "sac" / f"{body}-seed{seed}", steps=steps, seed=seed,
+                ref_max=spec.ref_max_score, progress=batcher, train_steps=train_steps, **dict(sac_settings or {}),
             )
             stand_in = False
         buffers = [dataclasses.replace(b, id=i) for i, b in enumerate(buffers)]
