@@ -140,7 +140,9 @@ def test_plan_io_round_trips_and_lays_out_the_states_conditioning():
     torch.testing.assert_close(io.cond(past, torch.zeros(5, 0)), norms["state"].normalize(past[:, 0]))  # zero width: no goal
     torch.testing.assert_close(io.x(x), norms["state"].normalize(x))
     torch.testing.assert_close(io.plan(io.x(x)), x, atol=1e-5, rtol=1e-5)
-    with pytest.raises(Exception, match="normaliser"):
+    from ractd_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="normaliser"):
         PlanIO(spec, {"goal": norms["goal"]})
 
 
