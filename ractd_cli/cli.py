@@ -235,7 +235,7 @@ def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset)
 def _report_artifacts(arts, json_: bool) -> None:
     docs = [{"id": a.id, "kind": a.kind, "task": a.task, "path": str(a.path), "losses": a.meta.get("losses", {}),
              "parents": a.meta.get("parents", []),
-             **({"loss_terms": a.config["loss_terms"]} if "loss_terms" in a.config else {})} for a in arts]
+             **{k: a.config[k] for k in ("loss_terms", "eval_curve") if k in a.config}} for a in arts]
     if json_:
         print_json(docs[-1] if len(docs) == 1 else {"artifacts": docs})
         return
@@ -286,6 +286,8 @@ def distill(
     lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
     dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt,
     weights: str = typer.Option("raw", "--weights", help="What to save: raw = the student's weights at the last step (as the authors' code samples), ema = the training loop's EMA of them (an option; see docs/results.md)."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Score the student every N steps (and at the end) in the environment, one step per plan, the task's default follower; the curve goes into the artifact and --json as eval_curve (paper Figure 4). 0: no evaluation. Training is the same either way."),
+    eval_episodes: int = typer.Option(20, "--eval-episodes", help="Episodes per evaluation (seed 0: the starts of `ractd rollout`)."),
     json_: bool = JsonOpt,
 ) -> None:
     """Distill the one-step student: alpha*CTM + beta*DSM + sigma*Reward (RACTD eq. 9), initialised from the teacher.
@@ -298,10 +300,22 @@ def distill(
     from .registry import get_task
     from .train import distill as d
 
+    if eval_every < 0 or eval_episodes < 1:
+        raise UsageError("--eval-every must be >= 0 and --eval-episodes at least 1")
     adapter, spec = get_task(env)
-    art = d.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset),
+    opts = _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset)
+    evaluator = None
+    if eval_every:
+        from .evaluate import score_artifact
+        from .models import resolve_device
+
+        def evaluator(student):
+            return score_artifact(adapter, spec, student, episodes=eval_episodes, device=resolve_device(opts.device))
+
+    art = d.run(adapter, spec, opts,
                 teacher_ref=teacher_ref, reward_ref=reward_ref, alpha=ctm_weight, beta=dsm_weight, reward_weight=reward_weight,
-                distance=distance, weights=weights)
+                distance=distance, weights=weights, evaluator=evaluator, eval_every=eval_every,
+                eval_label={"episodes": eval_episodes, "seed": 0})
     _report_artifacts([art], json_)
     if not json_:
         terms = art.config["loss_terms"]

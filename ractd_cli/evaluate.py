@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from .adapters import EnvAdapter, TaskSpec, resolve_score_scale
+from .artifacts import Artifact
 from .errors import UsageError
 from .models import resolve_device
-from .planner import PLANNERS, Planner, build_planner, load_for_planning, load_for_trajdiffuser
+from .planner import PLANNERS, Planner, build_planner, load_for_planning, load_for_trajdiffuser, loaded_from
 from .ui import progress
 
 
@@ -356,3 +357,16 @@ def rollout(
         **policy.describe(), **extra,
     )
     return res
+
+
+def score_artifact(
+    adapter: EnvAdapter, spec: TaskSpec, art: Artifact, *, episodes: int, seed: int = 0, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Score a teacher or student artifact (saved or in memory, e.g. a student mid-distillation) with
+    its default sampler and the task's default follower: ``score_mean``, ``score_stderr``,
+    ``success_rate`` over ``episodes`` episodes from ``seed`` (the same starts as ``rollout --seed``)."""
+    loaded = loaded_from(art, spec)
+    planner = build_planner(loaded, spec, device=device, seed=seed, jit=False)
+    policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
+    s = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, show_progress=False).summary()
+    return {k: s[k] for k in ("score_mean", "score_stderr", "success_rate")}

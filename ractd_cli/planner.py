@@ -359,6 +359,12 @@ def load_for_planning(ref: str, spec: TaskSpec) -> Loaded:
         art = load_artifact(ref, task=spec.name)
         if art.kind not in ("student", "teacher"):
             raise UsageError(f"artifact {art.id} is a {art.kind}; pass a teacher or a student")
+    return loaded_from(art, spec)
+
+
+def loaded_from(art: Artifact, spec: TaskSpec) -> Loaded:
+    """A teacher or student artifact (saved, or in memory during training) with its teacher and
+    inverse dynamics, which are looked up in the cache."""
     teacher = art if art.kind == "teacher" else load_artifact(art.meta["parents"][0], kind="teacher", task=spec.name)
     inverse = None
     inv_id = teacher.meta.get("inverse_dynamics")

@@ -12,6 +12,7 @@ student through the one-step jumps x0_hat = G(x_t, t, 0) that L_DSM also regress
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -61,7 +62,17 @@ def run(
     reward_weight: float | None = None,
     distance: str = "huber",
     weights: str = "raw",
+    evaluator: Callable[[Artifact], dict] | None = None,
+    eval_every: int = 0,
+    eval_label: dict | None = None,
 ) -> Artifact:
+    """Distill a student (see the module docstring); the saved artifact.
+
+    ``evaluator(student)`` (every ``eval_every`` steps and at the end) scores an unsaved student
+    artifact of the current weights (the ones ``weights`` would save); the results become the
+    artifact's ``eval_curve`` (paper Figure 4). ``eval_label`` (e.g. the episode count) is recorded
+    with it and joins the run's identity. Training is the same with or without evaluation.
+    """
     from .data import load_task_data
 
     for name, v in (("--ctm-weight", alpha), ("--dsm-weight", beta), ("--reward-weight", reward_weight)):
@@ -122,19 +133,15 @@ def run(
                 "reward_abs": out["reward"].abs().mean()}
 
     parents = [teacher_art.id] + ([reward_art.id] if reward_art is not None else [])
-    res = train(
-        student, loss_fn, data.diffusion, cfg,
-        name=f"student-{spec.name}", run_extra={"parents": parents, "weights": [alpha, beta, sigma_r], "distance": distance},
-        resume=opts.resume, show_progress=opts.show_progress,
-    )
     norm = {k: v for k, v in teacher_art.tensors.items() if k.startswith("norm.")}
-    return save_artifact(
-        {**prefixed((res.model if weights == "raw" else res.ema).net.state_dict(), "net"), **norm},
-        kind="student",
-        task=spec.name,
-        dataset=teacher_art.meta.get("dataset"),
-        parents=parents,
-        config={
+    eval_cfg = {"every": eval_every, **(eval_label or {})} if evaluator is not None and eval_every else None
+
+    def tensors_of(model: nn.Module, ema: nn.Module) -> dict[str, torch.Tensor]:
+        chosen = model if weights == "raw" else ema
+        return {**prefixed({k: v.detach().cpu() for k, v in chosen.net.state_dict().items()}, "net"), **norm}
+
+    def config(**extra) -> dict:
+        return {
             **{k: teacher_art.config[k] for k in ("sigma_data", "sigma_min", "sigma_max", "planning", "horizon")},
             "net_kind": teacher_art.config["net_kind"],
             "net": {**teacher_art.config["net"], "student": True},
@@ -147,9 +154,31 @@ def run(
             "dsm_target": "G(x_t, t, 0)",
             "max_teacher_steps": MAX_TEACHER_STEPS,
             "student_sigma_min": STUDENT_SIGMA_MIN,
-            "loss_terms": loss_terms(res.losses, alpha, beta, sigma_r),
             "train": vars(cfg),
             "preset": opts.preset,
-        },
+            **extra,
+        }
+
+    def evaluate(model: nn.Module, ema: nn.Module) -> dict:
+        meta = {"id": "unsaved", "kind": "student", "task": spec.name, "parents": parents, "config": config()}
+        return evaluator(Artifact(path=Path(), meta=meta, tensors=tensors_of(model, ema)))
+
+    res = train(
+        student, loss_fn, data.diffusion, cfg,
+        name=f"student-{spec.name}",
+        run_extra={"parents": parents, "weights": [alpha, beta, sigma_r], "distance": distance, **({"eval": eval_cfg} if eval_cfg else {})},
+        resume=opts.resume, show_progress=opts.show_progress,
+        evaluate=evaluate if eval_cfg else None, eval_every=eval_every,
+    )
+    extra = {"loss_terms": loss_terms(res.losses, alpha, beta, sigma_r)}
+    if eval_cfg:
+        extra.update(eval=eval_cfg, eval_curve=res.curve)
+    return save_artifact(
+        tensors_of(res.model, res.ema),
+        kind="student",
+        task=spec.name,
+        dataset=teacher_art.meta.get("dataset"),
+        parents=parents,
+        config=config(**extra),
         losses=res.losses,
     )

@@ -67,6 +67,8 @@ class TrainResult:
     losses: dict[str, float] = field(default_factory=dict)
     """Mean of each logged quantity over the last 10% of steps."""
     resumed_from: int = 0
+    curve: list[dict] = field(default_factory=list)
+    """``evaluate``'s results during training: ``{"step": n, **evaluate(model, ema)}`` (see :func:`train`)."""
 
 
 def _lr_lambda(warmup: int, steps: int) -> Callable[[int], float]:
@@ -181,11 +183,16 @@ def train(
     run_extra: Mapping | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    evaluate: Callable[[nn.Module, nn.Module], dict] | None = None,
+    eval_every: int = 0,
 ) -> TrainResult:
     """Optimise ``model`` on minibatches of ``data`` with ``loss_fn``; return the model and its EMA.
 
     ``name`` labels the progress bar and the checkpoint file; ``run_extra`` (JSON-able) joins
     ``cfg`` in identifying the run, so ``resume=True`` only picks up a checkpoint of the same run.
+    ``evaluate(model, ema)`` (JSON-able dict) runs every ``eval_every`` steps and after the last;
+    its results form ``TrainResult.curve`` (checkpointed, so a resumed run has the whole curve). It
+    must leave the model and the training generators alone: training is the same with or without it.
     """
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)  # dropout or any module-level randomness
@@ -201,12 +208,13 @@ def train(
     ckpt = checkpoint_path(name, cfg.run_key(run_extra or {}))
     # Running sums of every logged quantity over the last 10% of steps (the artifact's ``losses``),
     # checkpointed with the rest, so an interrupted run reports what an uninterrupted one does.
-    start, tail = 0, {"sums": {}, "count": 0}
+    start, tail = 0, {"sums": {}, "count": 0, "curve": []}
     if resume:
         if ckpt.exists():
             start, tail = _load_checkpoint(ckpt, model, ema, opt, gens, device)
         # no checkpoint of this exact run: start from scratch (said in the progress description)
     sums: dict[str, float] = tail["sums"]
+    curve: list[dict] = tail.setdefault("curve", [])
     tail_from = int(cfg.steps * 0.9)
     desc = f"{name}" + (f" (resumed at {start})" if start else "")
     with _interrupt_flag() as interrupted, progress(desc, cfg.steps, disable=not show_progress) as advance:
@@ -233,10 +241,12 @@ def train(
                 tail["count"] += 1
             advance(1, loss=float(loss.detach()))
             done = step + 1
+            if evaluate is not None and eval_every and (done % eval_every == 0 or done == cfg.steps):
+                curve.append({"step": done, **evaluate(model, ema.module)})
             if interrupted() or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps):
                 _save_checkpoint(ckpt, done, model, ema, opt, gens, tail)
                 if interrupted():
                     raise KeyboardInterrupt
     ckpt.unlink(missing_ok=True)
     losses = {k: v / max(tail["count"], 1) for k, v in sums.items()}
-    return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start)
+    return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start, curve=curve)

@@ -1,0 +1,48 @@
+"""`distill --eval-every N`: a score-vs-training curve (paper Figure 4) that does not change training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ractd_cli.cli import app
+
+runner = CliRunner()
+
+
+def _ok(*args: str) -> dict:
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_eval_curve_is_recorded_and_leaves_training_alone(tmp_path, monkeypatch):
+    pytest.importorskip("ractd_bimodal")
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    _ok("fetch", "bimodal", "--source", "local", "--steps", "600")
+    _ok("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "40")
+    _ok("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "40")
+    common = ("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "25")
+    with_curve = _ok(*common, "--eval-every", "10", "--eval-episodes", "3")
+    plain = _ok(*common)
+    curve = with_curve["eval_curve"]
+    assert [p["step"] for p in curve] == [10, 20, 25]  # every 10 steps and after the last
+    assert all(0 <= p["success_rate"] <= 1 and p["score_stderr"] >= 0 for p in curve)
+    assert "eval_curve" not in plain
+
+    from ractd_cli.artifacts import load_artifact
+
+    a, b = load_artifact(with_curve["id"]), load_artifact(plain["id"])
+    assert a.config["eval"] == {"every": 10, "episodes": 3, "seed": 0} and a.config["eval_curve"] == curve
+    assert a.tensors.keys() == b.tensors.keys()
+    assert all((a.tensors[k] == b.tensors[k]).all() for k in a.tensors)  # same weights: evaluation changed nothing
+    # the last point scores the saved student: `rollout` of it on the same episodes agrees
+    roll = _ok("rollout", "--env", "bimodal", "--model", with_curve["id"], "--episodes", "3", "--no-jit")
+    assert (roll["score_mean"], roll["success_rate"]) == (curve[-1]["score_mean"], curve[-1]["success_rate"])
+
+
+def test_bad_eval_options_are_usage_errors():
+    r = runner.invoke(app, ["distill", "--env", "bimodal", "--eval-every", "-1"])
+    assert r.exit_code == 2 and "--eval-every" in r.output
