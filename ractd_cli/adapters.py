@@ -78,6 +78,10 @@ class TaskSpec:
     """``states`` planning: state dimensions that are 0 when the agent is at rest (velocities). Past an
     episode's end a training plan repeats the last state with these dimensions set to 0, so plans that
     reach the end of their episode (the goal) stop there instead of keeping the last velocity."""
+    paper_scores: Mapping[str, str] = field(default_factory=dict)
+    """The RACTD paper's figure for a ``bench`` row of this task, with its table, by row key
+    (``teacher-heun``, ``euler-15``, ``ancestral-15``, ``ctd-1``, ``ractd-1`` .. ``ractd-4``), e.g.
+    ``{"ractd-1": "104.9 ± 2.1 (T1)"}``: ``bench`` shows it beside the measured score."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Adapter-private defaults (anything the pipeline does not interpret)."""
 
@@ -209,6 +213,7 @@ def spec_dict(spec: TaskSpec) -> dict[str, Any]:
         "score_scales": {name: {"min": float(lo), "max": float(hi)} for name, (lo, hi) in spec.ref_scores.items()},
         "default_score_scale": resolve_score_scale(spec) if spec.ref_scores else None,
         "rest_dims": list(spec.rest_dims),
+        "paper_scores": dict(spec.paper_scores),
     }
 
 

@@ -32,6 +32,8 @@ from .planner import Planner, build_planner, frozen, load_for_planning
 
 @dataclass
 class Row:
+    key: str
+    """Stable name of the row (``ractd-1``), for the paper's figure (``TaskSpec.paper_scores``)."""
     method: str
     model_id: str
     sampler: str
@@ -61,19 +63,19 @@ def bench_rows(spec: TaskSpec, teacher_id: str | None = None) -> list[Row]:
     if teacher_id is None:
         teacher_id = (ractd or ctd).meta["parents"][0] if (ractd or ctd) else load_artifact("latest", kind="teacher", task=spec.name).id
     rows = [
-        Row("EDM teacher (Heun, 80 bins)", teacher_id, "heun", 159),
-        Row("Euler / DDIM (15 steps)", teacher_id, "euler", 15),
-        Row("ancestral / DDPM (15 steps)", teacher_id, "ancestral", 15),
+        Row("teacher-heun", "EDM teacher (Heun, 80 bins)", teacher_id, "heun", 159),
+        Row("euler-15", "Euler / DDIM (15 steps)", teacher_id, "euler", 15),
+        Row("ancestral-15", "ancestral / DDPM (15 steps)", teacher_id, "ancestral", 15),
     ]
     if ctd is not None and ctd.meta["parents"][0] == teacher_id:
-        rows.append(Row("CTD student (reward weight 0)", ctd.id, "onestep", 1))
+        rows.append(Row("ctd-1", "CTD student (reward weight 0)", ctd.id, "onestep", 1))
     if ractd is not None and ractd.meta["parents"][0] == teacher_id:
-        rows.append(Row("RACTD student (1 step)", ractd.id, "onestep", 1))
-        rows += [Row(f"RACTD student ({k} steps)", ractd.id, "multistep", k) for k in (2, 3, 4)]
+        rows.append(Row("ractd-1", "RACTD student (1 step)", ractd.id, "onestep", 1))
+        rows += [Row(f"ractd-{k}", f"RACTD student ({k} steps)", ractd.id, "multistep", k) for k in (2, 3, 4)]
     proposer = _latest_proposer(spec.name, teacher_id)
     if proposer is not None:
-        rows.append(Row("Trajectory Diffuser proposal (K=0)", teacher_id, "euler", 0, proposer.id, 0))
-        rows += [Row(f"Trajectory Diffuser (K={k} Euler)", teacher_id, "euler", k, proposer.id, k) for k in (1, 5)]
+        rows.append(Row("trajdiffuser-0", "Trajectory Diffuser proposal (K=0)", teacher_id, "euler", 0, proposer.id, 0))
+        rows += [Row(f"trajdiffuser-{k}", f"Trajectory Diffuser (K={k} Euler)", teacher_id, "euler", k, proposer.id, k) for k in (1, 5)]
     return rows
 
 
@@ -190,6 +192,7 @@ def run(
                 plan1, _bare_forward(planner, cond1), repeats=repeats, warmup=5, sync=sync
             )
         rec: dict[str, Any] = {
+            "key": row.key,
             "method": row.method,
             "planner": "diffusion",
             "model_id": loaded.art.id,
@@ -204,6 +207,8 @@ def run(
             "timed_calls": lat["calls"],
             "score_mean": None,
             "score_stderr": None,
+            "success_rate": None,
+            "paper": spec.paper_scores.get(row.key),
         }
         rec.update(policy.describe(), score_scale=score_scale)
         if row.proposer_id is not None:

@@ -439,12 +439,17 @@ def bench(
         return
     table = Table(title=f"ractd bench {spec.name} on {out['device']}" + _following(out)
                   + ("" if latency_only else f", {episodes} episodes, {out['score_scale']} scores"))
-    for col in ("method", "NFE (paper)", "network calls", "ms/decision (median)", "min-max", "speed-up", f"score ({out['score_scale']})"):
+    success = any(r["success_rate"] is not None for r in out["rows"])
+    paper = any(r["paper"] for r in out["rows"])
+    cols = ["method", "NFE (paper)", "network calls", "ms/decision (median)", "min-max", "speed-up", f"score ({out['score_scale']})"]
+    for col in cols + ["success"] * success + ["paper"] * paper:
         table.add_column(col, justify="right" if col != "method" else "left")
     for r in out["rows"]:
         score = "-" if r["score_mean"] is None else f"{r['score_mean']:.1f} ± {r['score_stderr']:.1f}"
-        table.add_row(r["method"], str(r["nfe_paper"]), str(r["nfe"]), f"{r['ms_per_action']:.2f}", f"{r['ms_min']:.2f}-{r['ms_max']:.2f}",
-                      f"{r['speedup_vs_teacher']:.1f}x", score)
+        cells = [r["method"], str(r["nfe_paper"]), str(r["nfe"]), f"{r['ms_per_action']:.2f}", f"{r['ms_min']:.2f}-{r['ms_max']:.2f}",
+                 f"{r['speedup_vs_teacher']:.1f}x", score]
+        cells += ["-" if r["success_rate"] is None else f"{100 * r['success_rate']:.0f}%"] * success
+        table.add_row(*cells, *([r["paper"] or ""] * paper))
     err.print(table)
     if out["forward_ms"]:
         err.print(f"bare network forward: {out['forward_ms']:.3f} ms; one-step student / forward = {out['forward_overhead']:.2f}")

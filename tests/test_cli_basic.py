@@ -65,6 +65,12 @@ def test_envs_json_specs_of_the_installed_plugins():
     assert specs["hopper-medium-expert"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 0.0}
     assert specs["walker2d-medium-expert"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 0.2}
     assert specs["halfcheetah-medium-replay"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 1.0}
+    # the paper's figures beside bench's rows (Tables 1-5, 10, 11)
+    assert specs["hopper-medium-replay"]["paper_scores"]["ractd-1"] == "104.9 ± 2.1 (T1)"
+    assert specs["hopper-medium-replay"]["paper_scores"]["teacher-heun"] == "114.2 (T3)"
+    assert specs["walker2d-medium-replay"]["paper_scores"] == {"ractd-1": "91.5 ± 2.6 (T1)"}
+    assert specs["maze2d-large"]["paper_scores"]["ractd-1"] == "143.8 ± 0.0 (T2)"
+    assert specs["hopper-simple"]["paper_scores"] == {}
     for task, s in specs.items():  # the data are the specs themselves
         spec = registry.get_task(task)[1]
         assert (s["model_preset"], s["gamma"], s["history"], s["horizon"]) == (spec.model_preset, spec.gamma, spec.history, spec.horizon)

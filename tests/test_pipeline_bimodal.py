@@ -200,8 +200,10 @@ def test_bench_json_schema_and_plot(cache, tmp_path):
     assert methods["RACTD student (1 step)"]["nfe"] == 1
     assert [methods[f"RACTD student ({k} steps)"]["nfe"] for k in (2, 3, 4)] == [2, 3, 4]
     assert "CTD student (reward weight 0)" in methods
+    assert [r["key"] for r in doc["rows"]][:3] == ["teacher-heun", "euler-15", "ancestral-15"]
+    assert methods["RACTD student (1 step)"]["key"] == "ractd-1" and methods["RACTD student (1 step)"]["paper"] is None  # no paper figure for the toy
     for r in doc["rows"]:
-        assert {"method", "nfe", "ms_per_action", "speedup_vs_teacher", "score_mean", "score_stderr"} <= r.keys()
+        assert {"key", "method", "nfe", "ms_per_action", "speedup_vs_teacher", "score_mean", "score_stderr", "success_rate", "paper"} <= r.keys()
         assert r["ms_per_action"] > 0 and r["score_mean"] is not None
     assert doc["forward_ms"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -66,6 +66,16 @@ LOSS_WEIGHTS = (1.0, 1.0, 0.3)
 QUICK = {"net": "small", "teacher": 3000, "student": 400, "batch_size": 32, "lr": 1e-3}
 
 
+# The RACTD paper's figures for `bench`'s rows (D4RL scale, mean ± standard error): the EDM teacher
+# from Table 11, CTD and RACTD from Table 2 (same numbers in Table 11). The paper's DDIM/DDPM rows
+# sample a DDPM-trained model, not the EDM teacher: no figure for our Euler/ancestral rows.
+PAPER_SCORES = {
+    "umaze": {"teacher-heun": "125.4 ± 0.6 (T11)", "ctd-1": "123.4 ± 1.0 (T2)", "ractd-1": "125.7 ± 0.6 (T2)"},
+    "medium": {"teacher-heun": "120.1 ± 4.2 (T11)", "ctd-1": "119.8 ± 4.1 (T2)", "ractd-1": "130.8 ± 1.8 (T2)"},
+    "large": {"teacher-heun": "149.0 ± 0.5 (T11)", "ctd-1": "127.1 ± 6.4 (T2)", "ractd-1": "143.8 ± 0.0 (T2)"},
+}
+
+
 def _spec(maze: str) -> TaskSpec:
     lo, hi = _REF_SCORES["minari"][maze]
     env_id = _ENV_IDS[maze]
@@ -93,6 +103,7 @@ def _spec(maze: str) -> TaskSpec:
         ref_min_score=lo,  # Minari's, for the dataset metadata
         ref_max_score=hi,
         ref_scores={scale: refs[maze] for scale, refs in _REF_SCORES.items()},
+        paper_scores=PAPER_SCORES[maze],
         extra={
             "maze": maze,
             "eval_goal_cell": _EVAL_GOAL_CELLS[maze],

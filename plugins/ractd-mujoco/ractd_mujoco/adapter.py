@@ -47,6 +47,35 @@ def loss_weights(body: str, dataset: str) -> tuple[float, float, float]:
     return (1.0, 1.0, TABLE_9[body][_NEAREST_IN_TABLE_9.get(dataset, dataset)])
 
 
+# The RACTD paper's figures for `bench`'s rows (D4RL scale, mean ± standard error where given):
+# RACTD 1 step from Table 1; on hopper-medium-replay the teacher and the 15-step samplers from
+# Table 3 (its DDIM/DDPM sample a DDPM-trained model, our Euler/ancestral the EDM teacher), 2-4 steps
+# from Table 5, and CTD as Table 4's unconditioned student of the unconditioned teacher (walker2d-
+# medium: Table 10).
+_RACTD_T1 = {
+    ("halfcheetah", "medium-expert"): "95.9 ± 1.5", ("hopper", "medium-expert"): "129.0 ± 1.3",
+    ("walker2d", "medium-expert"): "119.6 ± 1.9", ("halfcheetah", "medium"): "59.3 ± 0.2",
+    ("hopper", "medium"): "121.0 ± 0.5", ("walker2d", "medium"): "98.9 ± 1.6",
+    ("halfcheetah", "medium-replay"): "57.9 ± 1.0", ("hopper", "medium-replay"): "104.9 ± 2.1",
+    ("walker2d", "medium-replay"): "91.5 ± 2.6",
+}
+_PAPER_EXTRA = {
+    ("hopper", "medium-replay"): {
+        "teacher-heun": "114.2 (T3)", "euler-15": "60.6 (T3, DDIM)", "ancestral-15": "24.2 (T3, DDPM)",
+        "ctd-1": "50.8 ± 0.3 (T4)", "ractd-2": "109.8 ± 0.9 (T5)", "ractd-3": "108.7 ± 0.1 (T5)", "ractd-4": "107.9 ± 1.6 (T5)",
+    },
+    ("walker2d", "medium"): {"ctd-1": "93.3 ± 1.8 (T10)"},
+}
+
+
+def paper_scores(body: str, dataset: str) -> dict[str, str]:
+    """The paper's figures for the bench rows of ``body-dataset`` (see above); {} where it has none."""
+    out = dict(_PAPER_EXTRA.get((body, dataset), {}))
+    if (body, dataset) in _RACTD_T1:
+        out["ractd-1"] = f"{_RACTD_T1[body, dataset]} (T1)"
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class _Body:
     env_id: str
@@ -106,6 +135,7 @@ def _spec(body: str, dataset: str) -> TaskSpec:
         ref_min_score=b.ref_min,  # also written into locally generated datasets' metadata
         ref_max_score=b.ref_max,
         ref_scores={"d4rl": (b.ref_min, b.ref_max)},
+        paper_scores=paper_scores(body, dataset),
         extra={"body": body, "dataset": dataset, "d4rl_name": f"{body}-{dataset}-v2", "behaviours": BEHAVIOURS},
     )
 
