@@ -8,7 +8,7 @@ PLUGINS := $(wildcard plugins/*/pyproject.toml)
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo results clean
 
 $(STAMP): pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests $(foreach d,$(PLUGIN_DIRS),$(wildcard $(d)/tests))
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ractd_cli plugins tests
+	$(VENV)/bin/ruff check ractd_cli plugins tests scripts
 
 # The main job, end to end on a CPU (under 20 minutes on 2 cores, the install included): Maze2d
 # umaze data generated here (Minari's pointmaze recipe), inverse dynamics and the EDM teacher, the
@@ -43,6 +43,17 @@ demo: $(STAMP)
 	$(RACTD) distill --env $(DEMO_TASK)
 	mkdir -p out
 	$(RACTD) bench --env $(DEMO_TASK) --episodes $(DEMO_EPISODES) --plot out/bench-$(DEMO_TASK).png
+
+# One task's results table from nothing (docs/results.md): each `ractd` command is printed before
+# it runs and skipped when the cache already holds its output; the table ends up in
+# out/results-$(TASK).json and is printed as markdown with the paper's figures.
+#   make results TASK=hopper-medium-replay [EPISODES=100] [TRAIN_ARGS="--preset quick"]
+TASK ?=
+EPISODES ?= 100
+TRAIN_ARGS ?=
+results: $(STAMP)
+	@test -n "$(TASK)" || (echo "usage: make results TASK=<task> [EPISODES=100]  (tasks: ractd envs)"; exit 2)
+	RACTD=$(RACTD) $(PY) scripts/results.py $(TASK) --episodes $(EPISODES) -- $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -1,0 +1,86 @@
+"""One task's results table from nothing: `make results TASK=hopper-medium-replay` (EPISODES=100).
+
+Runs the chain a user would type, printing each `ractd` command before it runs, and skips every
+step whose output the cache already holds:
+
+    ractd fetch TASK --source local                 (a no-op when the dataset exists)
+    ractd train-teacher --env TASK                  (unless a teacher exists)
+    ractd train-reward --env TASK                   (unless a reward model exists)
+    ractd distill --env TASK --reward-weight 0      (CTD, unless the latest teacher has one)
+    ractd distill --env TASK                        (RACTD at the task's default weight, likewise)
+    ractd bench --env TASK --episodes N --json      (-> out/results-TASK.json, plot beside it)
+
+then prints the table as markdown, with the paper's figure for each row (`ractd envs --json`).
+Extra arguments after `--` go to every training command (e.g. `-- --preset tiny`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+RACTD = os.environ.get("RACTD", "ractd")
+
+
+def ractd(*args: str, capture: bool = False) -> str:
+    """Run one `ractd` command, shown first; its JSON (stdout) when ``capture``."""
+    print("$ " + shlex.join(["ractd", *args]), file=sys.stderr, flush=True)
+    out = subprocess.run([RACTD, *args], stdout=subprocess.PIPE if capture else None, text=True)
+    if out.returncode != 0:
+        sys.exit(out.returncode)
+    return out.stdout or ""
+
+
+def artifacts(task: str, kind: str) -> list[dict]:
+    """What the cache holds of ``kind`` for ``task``, newest first (not shown: it only looks)."""
+    out = subprocess.run([RACTD, "cache", "list", "--env", task, "--kind", kind, "--json"], capture_output=True, text=True)
+    return json.loads(out.stdout)["artifacts"] if out.returncode == 0 else []
+
+
+def markdown(doc: dict) -> str:
+    success = any(r.get("success_rate") is not None for r in doc["rows"])
+    head = ["method", "NFE", "ms / decision", "speed-up", f"score ({doc['score_scale']})"] + ["success"] * success + ["paper"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in doc["rows"]:
+        score = "-" if r["score_mean"] is None else f"{r['score_mean']:.1f} ± {r['score_stderr']:.1f}"
+        cells = [r["method"], str(r["nfe_paper"]), f"{r['ms_per_action']:.2f}", f"{r['speedup_vs_teacher']:.0f}x", score]
+        cells += ["-" if r.get("success_rate") is None else f"{100 * r['success_rate']:.0f}%"] * success
+        lines.append("| " + " | ".join(cells + [r.get("paper") or ""]) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("task")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--out", type=Path, default=Path("out"))
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    a = p.parse_args(argv[:cut])
+    task, extra = a.task, argv[cut + 1 :]  # after --: extra options of every training command
+    ractd("fetch", task, "--source", "local")
+    if not artifacts(task, "teacher"):
+        ractd("train-teacher", "--env", task, *extra)
+    if not artifacts(task, "reward"):
+        ractd("train-reward", "--env", task, *extra)
+    teacher = artifacts(task, "teacher")[0]["id"]
+    students = [s for s in artifacts(task, "student") if s["parents"][0] == teacher]
+    if not any(len(s["parents"]) == 1 for s in students):  # CTD: no reward model among its parents
+        ractd("distill", "--env", task, "--teacher", teacher, "--reward-weight", "0", *extra)
+    if not any(len(s["parents"]) == 2 for s in students):
+        ractd("distill", "--env", task, "--teacher", teacher, *extra)
+    a.out.mkdir(parents=True, exist_ok=True)
+    doc = json.loads(ractd("bench", "--env", task, "--episodes", str(a.episodes), "--plot", str(a.out / f"results-{task}.png"),
+                           "--json", capture=True))
+    (a.out / f"results-{task}.json").write_text(json.dumps(doc, indent=2))
+    print(f"{task}, {doc['episodes']} episodes, on {doc['device']}:\n")
+    print(markdown(doc))
+
+
+if __name__ == "__main__":
+    main()
