@@ -1,19 +1,28 @@
 # Two commands a fresh machine needs: `make demo` (the main job) and `make test`.
-# Each bootstraps .venv, installs torch from the local CPU wheel first (so no CUDA build is
-# pulled), then the project and every plugin under plugins/.
+# Each bootstraps .venv, installs a CPU build of torch first (PyTorch's CPU wheel index when it is
+# reachable, else the default index: either way no multi-GB CUDA build is pulled where a CPU one
+# exists), then the project and every plugin under plugins/. It says which index it used.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 STAMP  := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install test lint demo results clean
 
 $(STAMP): pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.13.0"
+	@if $(PY) -c "import urllib.request; urllib.request.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null; then \
+		echo "torch $(TORCH_VERSION): CPU build from $(TORCH_CPU_INDEX)"; \
+		$(PY) -m pip install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
+	else \
+		echo "torch $(TORCH_VERSION): $(TORCH_CPU_INDEX) is unreachable, installing from the default index"; \
+		$(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
+	fi
 	$(PY) -m pip install -q -e ".[test]" $(foreach d,$(PLUGIN_DIRS),-e $(d))
 	touch $(STAMP)
 
