@@ -56,13 +56,14 @@ demo: $(STAMP)
 # One task's results table from nothing (docs/results.md): each `ractd` command is printed before
 # it runs and skipped when the cache already holds its output; the table ends up in
 # out/results-$(TASK).json and is printed as markdown with the paper's figures.
-#   make results TASK=hopper-medium-replay [EPISODES=100] [TRAIN_ARGS="--preset quick"]
+#   make results TASK=hopper-medium-replay [EPISODES=100] [TEACHER_EPISODES=20] [TRAIN_ARGS="--preset quick"]
 TASK ?=
 EPISODES ?= 100
+TEACHER_EPISODES ?= $(EPISODES)
 TRAIN_ARGS ?=
 results: $(STAMP)
 	@test -n "$(TASK)" || (echo "usage: make results TASK=<task> [EPISODES=100]  (tasks: ractd envs)"; exit 2)
-	RACTD=$(RACTD) $(PY) scripts/results.py $(TASK) --episodes $(EPISODES) -- $(TRAIN_ARGS)
+	RACTD=$(RACTD) $(PY) scripts/results.py $(TASK) --episodes $(EPISODES) --teacher-episodes $(TEACHER_EPISODES) -- $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -145,6 +145,7 @@ def run(
     spec: TaskSpec,
     *,
     episodes: int = 20,
+    teacher_episodes: int | None = None,
     seed: int = 0,
     repeats: int = 50,
     latency_only: bool = False,
@@ -158,7 +159,9 @@ def run(
 ) -> BenchResult:
     """Time and score every row of :func:`bench_rows`. Every row's ``states`` plans are executed the
     same way (``follow``, ``replan``, ``snap_goal``: see :class:`~ractd_cli.evaluate.PlannerPolicy`) and
-    scored on ``score_scale`` (default ``d4rl``); each row records all four."""
+    scored on ``score_scale`` (default ``d4rl``); each row records all four. ``teacher_episodes``: the
+    Heun teacher row's episode count (default ``episodes``), the first ones of the same seed; every
+    row records its ``episodes``."""
     follow = check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)
     score_scale = resolve_score_scale(spec, score_scale)
     following = dict(follow=follow, replan=replan, snap_goal=snap_goal)
@@ -208,6 +211,7 @@ def run(
             "score_mean": None,
             "score_stderr": None,
             "success_rate": None,
+            "episodes": 0,
             "paper": spec.paper_scores.get(row.key),
         }
         rec.update(policy.describe(), score_scale=score_scale)
@@ -216,7 +220,9 @@ def run(
         if not latency_only:
             # each episode plans from its own (seed, episode) noise stream, however many timing calls
             # ran: the same episodes as `ractd rollout --seed`, at any batch size
-            res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, show_progress=show_progress, score_scale=score_scale)
+            n = teacher_episodes if teacher_episodes is not None and row.key == "teacher-heun" else episodes
+            res = run_episodes(adapter, spec, policy, episodes=n, seed=seed, show_progress=show_progress, score_scale=score_scale)
+            rec["episodes"] = n
             s = res.summary()
             rec.update(score_mean=s["score_mean"], score_stderr=s["score_stderr"], success_rate=s["success_rate"])
             results[row.method] = res

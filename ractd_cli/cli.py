@@ -401,6 +401,7 @@ def _following(doc: dict) -> str:
 def bench(
     env: str = EnvOpt,
     episodes: int = typer.Option(20, help="Rollout episodes per method (scores); ignored with --latency-only."),
+    teacher_episodes: Optional[int] = typer.Option(None, "--teacher-episodes", help="Episodes of the 80-bin Heun teacher row alone (default: --episodes): its 159 network calls per decision can make 100 closed-loop MuJoCo episodes take hours on a CPU. Each row records its episode count."),
     repeats: int = typer.Option(50, help="Least number of timed planner calls per method at batch 1 (after 5 warm-up calls; fast planners are called for at least 1 s)."),
     latency_only: bool = typer.Option(False, "--latency-only", help="Only time the planners; skip the rollouts."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: return distribution per method (and planned paths for Maze2d)."),
@@ -419,14 +420,14 @@ def bench(
     from .evaluate import check_follow
     from .registry import get_task
 
-    if episodes < 1 or repeats < 1:
-        raise UsageError("--episodes and --repeats must be at least 1")
+    if episodes < 1 or repeats < 1 or (teacher_episodes is not None and teacher_episodes < 1):
+        raise UsageError("--episodes, --teacher-episodes and --repeats must be at least 1")
     check_seed(seed)
     adapter, spec = get_task(env)
     check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before "no models"
     resolve_score_scale(spec, score_scale)
     b.require_models(spec)
-    out = b.run(adapter, spec, episodes=episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit,
+    out = b.run(adapter, spec, episodes=episodes, teacher_episodes=teacher_episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit,
                 follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale)
     if plot is not None:
         from .plots import plot_bench
@@ -446,6 +447,8 @@ def bench(
         table.add_column(col, justify="right" if col != "method" else "left")
     for r in out["rows"]:
         score = "-" if r["score_mean"] is None else f"{r['score_mean']:.1f} ± {r['score_stderr']:.1f}"
+        if r["score_mean"] is not None and r["episodes"] != out["episodes"]:
+            score += f" ({r['episodes']} episodes)"
         cells = [r["method"], str(r["nfe_paper"]), str(r["nfe"]), f"{r['ms_per_action']:.2f}", f"{r['ms_min']:.2f}-{r['ms_max']:.2f}",
                  f"{r['speedup_vs_teacher']:.1f}x", score]
         cells += ["-" if r["success_rate"] is None else f"{100 * r['success_rate']:.0f}%"] * success

@@ -48,6 +48,8 @@ def markdown(doc: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in doc["rows"]:
         score = "-" if r["score_mean"] is None else f"{r['score_mean']:.1f} ± {r['score_stderr']:.1f}"
+        if r["score_mean"] is not None and r["episodes"] != doc["episodes"]:
+            score += f" ({r['episodes']} episodes)"
         cells = [r["method"], str(r["nfe_paper"]), f"{r['ms_per_action']:.2f}", f"{r['speedup_vs_teacher']:.0f}x", score]
         cells += ["-" if r.get("success_rate") is None else f"{100 * r['success_rate']:.0f}%"] * success
         lines.append("| " + " | ".join(cells + [r.get("paper") or ""]) + " |")
@@ -58,6 +60,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("task")
     p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--teacher-episodes", type=int, default=None, help="episodes of the Heun teacher row (default: --episodes)")
     p.add_argument("--out", type=Path, default=Path("out"))
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -75,8 +78,9 @@ def main() -> None:
     if not any(len(s["parents"]) == 2 for s in students):
         ractd("distill", "--env", task, "--teacher", teacher, *extra)
     a.out.mkdir(parents=True, exist_ok=True)
-    doc = json.loads(ractd("bench", "--env", task, "--episodes", str(a.episodes), "--plot", str(a.out / f"results-{task}.png"),
-                           "--json", capture=True))
+    teacher_episodes = [] if a.teacher_episodes is None else ["--teacher-episodes", str(a.teacher_episodes)]
+    doc = json.loads(ractd("bench", "--env", task, "--episodes", str(a.episodes), *teacher_episodes,
+                           "--plot", str(a.out / f"results-{task}.png"), "--json", capture=True))
     (a.out / f"results-{task}.json").write_text(json.dumps(doc, indent=2))
     print(f"{task}, {doc['episodes']} episodes, on {doc['device']}:\n")
     print(markdown(doc))

@@ -192,7 +192,7 @@ def test_missing_teacher_names_the_command(tmp_path, monkeypatch):
 
 def test_bench_json_schema_and_plot(cache, tmp_path):
     png = tmp_path / "bench.png"
-    doc = ractd("bench", "--env", "bimodal", "--episodes", "12", "--repeats", "3", "--seed", "2", "--plot", str(png))
+    doc = ractd("bench", "--env", "bimodal", "--episodes", "12", "--teacher-episodes", "6", "--repeats", "3", "--seed", "2", "--plot", str(png))
     assert doc["task"] == "bimodal" and doc["device"]
     methods = {r["method"]: r for r in doc["rows"]}
     teacher = doc["rows"][0]
@@ -210,8 +210,9 @@ def test_bench_json_schema_and_plot(cache, tmp_path):
     # However many calls the latency timer made, a row's episodes are those `ractd rollout` plays
     # with the same seed, at any batch size (the CTD student and the teacher keep both modes, so
     # the noise matters).
-    for method, model in (("CTD student (reward weight 0)", cache["ctd"]), ("EDM teacher (Heun, 80 bins)", cache["teacher"])):
-        roll = ractd("rollout", "--env", "bimodal", "--model", model, "--episodes", "12", "--seed", "2", "--batch", "5")
+    assert [r["episodes"] for r in doc["rows"]] == [6] + [12] * (len(doc["rows"]) - 1)  # --teacher-episodes: the Heun row only
+    for method, model, n in (("CTD student (reward weight 0)", cache["ctd"], "12"), ("EDM teacher (Heun, 80 bins)", cache["teacher"], "6")):
+        roll = ractd("rollout", "--env", "bimodal", "--model", model, "--episodes", n, "--seed", "2", "--batch", "5")
         assert (methods[method]["score_mean"], methods[method]["score_stderr"]) == (roll["score_mean"], roll["score_stderr"]), method
 
 
