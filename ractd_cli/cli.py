@@ -248,7 +248,10 @@ def _report_artifacts(arts, json_: bool) -> None:
 def train_teacher(
     env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
-    dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt, json_: bool = JsonOpt,
+    dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt,
+    reward_weight: float = typer.Option(0.0, "--reward-weight", help="w > 0: a reward-aware teacher (the paper's Table 4 ablation), its loss adding -w R_psi of its own denoised estimates; needs a reward model (`ractd train-reward` first). 0 (default): the paper's unconditioned teacher."),
+    reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path for --reward-weight (default: latest for the task)."),
+    json_: bool = JsonOpt,
 ) -> None:
     """Train the EDM diffusion teacher (and, for open-loop tasks, the inverse-dynamics model)."""
     from .registry import get_task
@@ -256,7 +259,7 @@ def train_teacher(
 
     adapter, spec = get_task(env)
     arts = teacher.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset),
-                       distance=distance)
+                       distance=distance, reward_weight=reward_weight, reward_ref=reward_ref)
     _report_artifacts(arts, json_)
 
 

@@ -67,11 +67,11 @@ def main() -> None:
     a = p.parse_args(argv[:cut])
     task, extra = a.task, argv[cut + 1 :]  # after --: extra options of every training command
     ractd("fetch", task, "--source", "local")
-    if not artifacts(task, "teacher"):
+    if not any(not t["parents"] for t in artifacts(task, "teacher")):
         ractd("train-teacher", "--env", task, *extra)
     if not artifacts(task, "reward"):
         ractd("train-reward", "--env", task, *extra)
-    teacher = artifacts(task, "teacher")[0]["id"]
+    teacher = [t for t in artifacts(task, "teacher") if not t["parents"]][0]["id"]  # unconditioned (no reward parent)
     students = [s for s in artifacts(task, "student") if s["parents"][0] == teacher]
     if not any(len(s["parents"]) == 1 for s in students):  # CTD: no reward model among its parents
         ractd("distill", "--env", task, "--teacher", teacher, "--reward-weight", "0", *extra)

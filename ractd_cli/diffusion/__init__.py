@@ -49,6 +49,7 @@ from .edm import (
     pseudo_huber,
     pseudo_huber_c,
     sample_training_sigma,
+    training_denoise,
 )
 from .samplers import (
     SAMPLERS,
@@ -68,7 +69,7 @@ __all__ = [
     "SIGMA_MIN", "SIGMA_MAX", "SIGMA_DATA", "RHO", "P_MEAN", "P_STD", "NUM_BINS", "DISTANCES",
     "karras_sigmas", "append_zero", "edm_scalings", "c_noise", "loss_weight", "pseudo_huber",
     "pseudo_huber_c", "sample_training_sigma", "add_noise", "denoising_distance", "clean_distance", "EDMPrecond", "edm_loss",
-    "batch_sigma", "append_dims",
+    "training_denoise", "batch_sigma", "append_dims",
     # samplers
     "SAMPLERS", "StackedRandomGenerator", "randn_like", "heun_sample", "euler_sample", "ancestral_sample", "heun_step", "euler_step",
     "ancestral_step_sigmas", "to_d",

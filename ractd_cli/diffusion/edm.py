@@ -263,8 +263,22 @@ def edm_loss(
     squared error); see :func:`denoising_distance`.
     ``generator`` drives both sigma and the noise n.
     """
+    sigma, x0_hat = training_denoise(denoiser, x0, cond, generator=generator, P_mean=P_mean, P_std=P_std)
+    return denoising_distance(x0_hat, x0, sigma, sigma_data=sigma_data, distance=distance)
+
+
+def training_denoise(
+    denoiser: nn.Module,
+    x0: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    P_mean: float = P_MEAN,
+    P_std: float = P_STD,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The denoised estimates the EDM loss regresses: sigma (B,) ~ lognormal(P_mean, P_std) and
+    D(x0 + sigma n; sigma) (B, T, D), drawing sigma then n from ``generator``."""
     sigma = sample_training_sigma(
         x0.shape[0], P_mean=P_mean, P_std=P_std, generator=generator, device=x0.device, dtype=x0.dtype
     )
-    x = add_noise(x0, sigma, generator)
-    return denoising_distance(denoiser(x, sigma, cond), x0, sigma, sigma_data=sigma_data, distance=distance)
+    return sigma, denoiser(add_noise(x0, sigma, generator), sigma, cond)

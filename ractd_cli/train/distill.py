@@ -21,26 +21,15 @@ from torch import nn
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact, save_artifact
 from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, ractd_loss, student_from_teacher, teacher_sigmas
-from ..errors import RactdError, UsageError
-from ..models import denoiser_from, load_net, normalizers_from, prefixed
+from ..errors import UsageError
+from ..models import denoiser_from, normalizers_from, prefixed
 from .common import TrainOptions
 from .loop import train
+from .reward import frozen_reward
 
 SAVED_WEIGHTS = ("raw", "ema")
 """What ``distill`` saves: the student's weights at the last step (``raw``, as RACTD's code) or the
 training loop's EMA of them (``ema``)."""
-
-
-def reward_fn_for(spec: TaskSpec, reward_net: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """R(x0_hat, cond) -> (B,), in the reward model's units: the return-to-go normalised to [-1, 1]
-    (see ``train/reward.py``), so ``--reward-weight`` is the paper's sigma with no hidden scale.
-
-    How a plan is read is the task's layout's (``ractd_cli.layouts``): R_psi(s_n, a_hat_n) for action
-    chunks (eq. 8), the mean over the plan of R_psi(s_t, goal) for state plans. The plan is not
-    clamped: a clamp would zero the gradient of any element outside [-1, 1], exactly where the
-    student most needs pulling back.
-    """
-    return spec.layout.reward(spec, reward_net)
 
 
 def loss_terms(losses: dict[str, float], alpha: float, beta: float, sigma_r: float) -> dict[str, float]:
@@ -87,39 +76,27 @@ def run(
     beta = d_beta if beta is None else beta
     sigma_r = d_sigma if reward_weight is None else reward_weight
     teacher_art = load_artifact(teacher_ref, kind="teacher", task=spec.name)
-    reward_art = load_artifact(reward_ref, kind="reward", task=spec.name) if sigma_r > 0 else None
     dataset = teacher_art.meta.get("dataset")
     # The student lives in its teacher's normalised space (it ships the teacher's normalisers), and
     # R_psi reads plans in the space of the data it was fitted on: all three must be one dataset.
     if opts.dataset and opts.dataset != dataset:
         raise UsageError(f"teacher {teacher_art.id} was trained on {dataset}, not {opts.dataset}; the student is distilled "
                          f"on its teacher's data: drop --dataset, or train a teacher on {opts.dataset} first")
-    if reward_art is not None and reward_art.meta.get("dataset") != dataset:
-        raise UsageError(f"reward model {reward_art.id} was fitted on {reward_art.meta.get('dataset')} and teacher {teacher_art.id} "
-                         f"on {dataset}; run `ractd train-reward --env {spec.name} --dataset {dataset}` (or pass --reward)")
     # The data are normalised with the teacher's own normalisers: the student trains in the space it
     # ships (the teacher's) by construction. R_psi must read plans in that same space.
     teacher_norms = normalizers_from(teacher_art.tensors)
-    if reward_art is not None:
-        reward_norms = normalizers_from(reward_art.tensors)
-        if any(not reward_norms[k].same_as(n) for k, n in teacher_norms.items() if k in reward_norms and k != "rtg"):
-            raise RactdError(f"reward model {reward_art.id} normalises plans otherwise than teacher {teacher_art.id} (the dataset "
-                             f"changed between them); run `ractd train-reward --env {spec.name}` again")
+    cfg = opts.config("student", spec)
+    device = torch.device(cfg.device)
+    reward_art, reward_fn = None, None
+    if sigma_r > 0:
+        reward_art, reward_fn = frozen_reward(spec, reward_ref, dataset=dataset, normalizers=teacher_norms,
+                                              user=f"teacher {teacher_art.id}", device=device)
     data = load_task_data(adapter, spec, dataset, normalizers=teacher_norms)
     teacher = denoiser_from(teacher_art)
     teacher.requires_grad_(False)
     opts.seed_init()
     student = student_from_teacher(teacher)
-    reward_fn = None
-    if reward_art is not None:
-        reward_net = load_net(reward_art)
-        reward_net.requires_grad_(False)
-        reward_fn = reward_fn_for(spec, reward_net)
-    cfg = opts.config("student", spec)
-    device = torch.device(cfg.device)
     teacher.to(device)
-    if reward_art is not None:
-        reward_net.to(device)
     # The student's 80-bin CTM grid, sigma in [0.02, 80] (paper App. B.1; RACTD's code).
     sigmas = teacher_sigmas(NUM_BINS, STUDENT_SIGMA_MIN, teacher_art.config["sigma_max"], device=device)
 

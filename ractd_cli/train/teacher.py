@@ -6,15 +6,28 @@ first, through the same loop, as its own artifact; the teacher records its id.
 
 from __future__ import annotations
 
+import math
+
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, save_artifact
-from ..diffusion import DISTANCES, SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMPrecond, edm_loss
+from ..diffusion import (
+    DISTANCES,
+    SIGMA_DATA,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    EDMPrecond,
+    denoising_distance,
+    edm_loss,
+    reward_loss,
+    training_denoise,
+)
 from ..errors import UsageError
 from ..models import normalizer_tensors, prefixed
 from ..nets import InverseDynamics, make_denoiser_net
 from .common import TrainOptions
 from .data import TaskData, load_task_data
 from .loop import train
+from .reward import frozen_reward
 
 
 def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -> Artifact:
@@ -38,14 +51,29 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
     )
 
 
-def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber") -> list[Artifact]:
+def run(
+    adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber",
+    reward_weight: float = 0.0, reward_ref: str = "latest",
+) -> list[Artifact]:
     """Train (inverse dynamics and) the teacher; return the artifacts written, teacher last.
 
     ``distance``: d of the EDM loss (eq. 4), ``huber`` (the paper's pseudo-Huber) or ``l2``.
+    ``reward_weight`` w > 0 makes a *reward-aware* teacher (the paper's Table 4 ablation): its loss
+    adds w * L_Reward = -w R_psi(D(x_sigma; sigma)) on the same denoised estimates the EDM loss
+    regresses, with the frozen reward model ``reward_ref``. The paper does not give its formula;
+    this is the teacher-side twin of RACTD's reward term on the student's jumps. w = 0 (default) is
+    the paper's unconditioned teacher, unchanged.
     """
     if distance not in DISTANCES:
         raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
+    if not (math.isfinite(reward_weight) and reward_weight >= 0):
+        raise UsageError(f"--reward-weight must be a finite number >= 0, got {reward_weight}")
     data = load_task_data(adapter, spec, opts.dataset)
+    cfg = opts.config("teacher", spec)
+    reward_art, reward_fn = None, None
+    if reward_weight > 0:
+        reward_art, reward_fn = frozen_reward(spec, reward_ref, dataset=data.dataset_id, normalizers=data.normalizers,
+                                              user="the teacher's data", device=cfg.device)
     written: list[Artifact] = []
     extra = {}
     if spec.layout.open_loop:  # its plans are states: actions come from inverse dynamics
@@ -58,16 +86,22 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
     denoiser = EDMPrecond(net, sigma_data=SIGMA_DATA)
 
     def loss_fn(model, ema, batch, gen):
-        return {"loss": edm_loss(model, batch["x"], batch["cond"], generator=gen, distance=distance).mean()}
+        if reward_fn is None:
+            return {"loss": edm_loss(model, batch["x"], batch["cond"], generator=gen, distance=distance).mean()}
+        sigma, x0_hat = training_denoise(model, batch["x"], batch["cond"], generator=gen)
+        l_edm = denoising_distance(x0_hat, batch["x"], sigma, sigma_data=SIGMA_DATA, distance=distance).mean()
+        l_reward = reward_loss(reward_fn, x0_hat, batch["cond"])
+        return {"loss": l_edm + reward_weight * l_reward.mean(), "edm": l_edm, "reward": l_reward.mean(),
+                "reward_abs": l_reward.abs().mean()}
 
-    cfg = opts.config("teacher", spec)
+    reward_cfg = {"reward_weight": reward_weight, "reward_id": reward_art.id} if reward_art is not None else {}
     res = train(
         denoiser,
         loss_fn,
         data.diffusion,
         cfg,
         name=f"teacher-{spec.name}",
-        run_extra={"dataset": data.dataset_id, "net": net.config, "distance": distance},
+        run_extra={"dataset": data.dataset_id, "net": net.config, "distance": distance, **reward_cfg},
         resume=opts.resume,
         show_progress=opts.show_progress,
     )
@@ -88,8 +122,10 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
                 "distance": distance,
                 "train": vars(cfg),
                 "preset": opts.preset,
+                **reward_cfg,
             },
             losses=res.losses,
+            **({"parents": [reward_art.id]} if reward_art is not None else {}),
             **extra,
         )
     )

@@ -1,4 +1,5 @@
-"""`distill --eval-every N`: a score-vs-training curve (paper Figure 4) that does not change training."""
+"""The paper's ablations as commands: `distill --eval-every N` (Figure 4's score-vs-training curve, which
+leaves training alone) and `train-teacher --reward-weight w` (Table 4's reward-aware teacher)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,29 @@ def test_eval_curve_is_recorded_and_leaves_training_alone(tmp_path, monkeypatch)
 def test_bad_eval_options_are_usage_errors():
     r = runner.invoke(app, ["distill", "--env", "bimodal", "--eval-every", "-1"])
     assert r.exit_code == 2 and "--eval-every" in r.output
+
+
+def test_reward_aware_teacher_records_its_reward_model_and_distills(tmp_path, monkeypatch):
+    """`train-teacher --reward-weight w` (Table 4's reward-aware teacher): the reward term joins the
+    teacher's loss and changes its weights; w = 0 is the unconditioned teacher, bit for bit."""
+    pytest.importorskip("ractd_bimodal")
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    _ok("fetch", "bimodal", "--source", "local", "--steps", "600")
+    reward = _ok("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "40")
+    common = ("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "30")
+    plain = _ok(*common)
+    zero = _ok(*common, "--reward-weight", "0")
+    aware = _ok(*common, "--reward-weight", "1.0", "--reward", reward["id"])
+    assert zero["id"] == plain["id"] and plain["parents"] == []
+    assert aware["id"] != plain["id"] and aware["parents"] == [reward["id"]]
+    assert {"edm", "reward", "reward_abs"} <= aware["losses"].keys() and aware["losses"]["reward_abs"] > 0
+
+    from ractd_cli.artifacts import load_artifact
+
+    art = load_artifact(aware["id"])
+    assert (art.config["reward_weight"], art.config["reward_id"]) == (1.0, reward["id"])
+    assert any(not (art.tensors[k] == load_artifact(plain["id"]).tensors[k]).all() for k in art.tensors if k.startswith("net."))
+    student = _ok("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "5", "--teacher", aware["id"], "--reward-weight", "0")
+    assert student["parents"] == [aware["id"]]
+    r = runner.invoke(app, [*common, "--reward-weight", "inf"])
+    assert r.exit_code == 2 and "--reward-weight" in r.output
