@@ -108,8 +108,19 @@ def envs(json_: bool = JsonOpt) -> None:
     for task, who in clashes.items():
         err.print(f"[red]task {task} is declared by {' and '.join(who)}: the name is refused until one is uninstalled[/]")
     if not rows:
-        err.print("no adapters installed: tasks come from plugins (the `ractd.envs` entry point). In a checkout of ractd: "
-                  "`pip install -e plugins/ractd-maze2d` (or any folder under plugins/); docs/plugins.md shows how to write one")
+        err.print(no_adapters_hint())
+
+
+def no_adapters_hint() -> str:
+    """What to do when no plugin is installed: the checkout's plugin folders when ractd runs from one
+    (an editable install), else where the plugins come from."""
+    plugins = Path(__file__).resolve().parents[1] / "plugins"
+    if plugins.is_dir():
+        return (f"no adapters installed: tasks come from plugins (the `ractd.envs` entry point); install the ones in "
+                f"this checkout, e.g. `pip install -e {plugins / 'ractd-maze2d'}`, or all of them with `make install`")
+    return ("no adapters installed: tasks come from plugins (the `ractd.envs` entry point), distributed with ractd's source "
+            "under plugins/ (ractd-maze2d, ractd-mujoco, ractd-kitchen, ractd-bimodal): from a clone of the repository, "
+            "`pip install ./plugins/ractd-maze2d`; any package declaring a `ractd.envs` entry point works (docs/plugins.md)")
 
 
 # -------------------------------------------------------------------------------------------- cache

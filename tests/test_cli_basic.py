@@ -241,3 +241,16 @@ def test_bimodal_paper_preset_builds_its_network():
     from ractd_cli.train.common import TrainOptions
 
     assert TrainOptions(preset="paper", device="cpu").net_preset(tasks["bimodal"][1]) == "mlp"
+
+
+def test_no_plugins_says_how_to_get_tasks(monkeypatch, tmp_path):
+    """With no plugin installed, `ractd envs` says how to get tasks: this checkout's plugin folders
+    when it runs from one, else where the plugins are distributed (a plain `pip install`)."""
+    from ractd_cli import cli
+
+    hint = cli.no_adapters_hint()
+    assert "plugins" in hint and "\n" not in hint
+    assert "pip install -e" in hint and "ractd-maze2d" in hint  # tests run from a checkout
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "ractd_cli" / "cli.py"))
+    plain = cli.no_adapters_hint()
+    assert "pip install ./plugins/ractd-maze2d" in plain and "this checkout" not in plain
