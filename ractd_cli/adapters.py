@@ -74,6 +74,11 @@ class TaskSpec:
     """Per-task overrides of the training presets, ``{preset: {key: value}}`` with the keys of
     ``ractd_cli.presets.PRESETS`` (``net``, steps per model kind, ``batch_size``, ``lr``), e.g. a
     smaller network and fewer steps on ``quick`` for tasks whose plans are long."""
+    plan_stride: int = 1
+    """``states`` planning: a plan holds every k-th state of the H it spans, x = s_n, s_{n+k}, ...
+    (H/k knots), and is followed through the straight lines between them. 1 (every state) is the
+    paper's; a training option (``train-teacher --plan-stride k``), recorded in the artifacts, never
+    an adapter default."""
     rest_dims: tuple[int, ...] = ()
     """``states`` planning: state dimensions that are 0 when the agent is at rest (velocities). Past an
     episode's end a training plan repeats the last state with these dimensions set to 0, so plans that
@@ -93,6 +98,8 @@ class TaskSpec:
             if int(getattr(self, field_name)) < 1:
                 raise ValueError(f"task {self.name}: {field_name} must be at least 1, got {getattr(self, field_name)}")
         self.layout.validate(self)
+        if self.plan_stride < 1 or self.horizon % self.plan_stride:
+            raise ValueError(f"task {self.name}: plan_stride {self.plan_stride} must be >= 1 and divide the horizon {self.horizon}")
         bad = [d for d in self.rest_dims if not 0 <= d < self.obs_dim]
         if bad:
             raise ValueError(f"task {self.name}: rest_dims {bad} are outside the state's {self.obs_dim} dimensions")

@@ -262,6 +262,7 @@ def train_teacher(
     dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt,
     reward_weight: float = typer.Option(0.0, "--reward-weight", help="w > 0: a reward-aware teacher (the paper's Table 4 ablation), its loss adding -w R_psi of its own denoised estimates; needs a reward model (`ractd train-reward` first). 0 (default): the paper's unconditioned teacher."),
     reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path for --reward-weight (default: latest for the task)."),
+    plan_stride: int = typer.Option(1, "--plan-stride", help="State-planning tasks: plan every k-th state (H/k knots, followed along the straight lines between them), recorded in the artifact and inherited by its students. 1 (default): every state, the paper's."),
     json_: bool = JsonOpt,
 ) -> None:
     """Train the EDM diffusion teacher (and, for open-loop tasks, the inverse-dynamics model)."""
@@ -270,7 +271,7 @@ def train_teacher(
 
     adapter, spec = get_task(env)
     arts = teacher.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset),
-                       distance=distance, reward_weight=reward_weight, reward_ref=reward_ref)
+                       distance=distance, reward_weight=reward_weight, reward_ref=reward_ref, plan_stride=plan_stride)
     _report_artifacts(arts, json_)
 
 

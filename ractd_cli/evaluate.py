@@ -146,13 +146,14 @@ class PlannerPolicy:
             x0, _ = self.planner.plan(*self.inputs(states, goals, rows), None if self.noise is None else self.noise[rows])
             actions[rows] = x0[:, 0].cpu().numpy()
             return actions
-        H = self.spec.horizon
-        if self.plans is None or (self.replan and self.t_in_plan >= H - 1):
+        if self.plans is None or (self.replan and self.t_in_plan >= self.plans.shape[1] - 1):
             x0, _ = self.planner.plan(*self.inputs(states, goals, np.arange(n)), self.noise)  # the only place the goal is read
-            self.plans = np.asarray(x0.cpu().numpy(), dtype=np.float32)
+            # a state at every env step (a strided plan's knots joined by straight lines)
+            self.plans = np.asarray(self.spec.layout.dense(self.spec, x0).cpu().numpy(), dtype=np.float32)
             self.hold = self.plans[:, -1].copy()
             self.hold[:, list(self.spec.rest_dims)] = 0.0
             self.t_in_plan = 0
+        H = self.plans.shape[1]
         target = self.plans[:, self.t_in_plan + 1] if self.t_in_plan < H - 1 else self.hold  # (n, obs_dim)
         self.t_in_plan += 1
         if self.follow == "track":

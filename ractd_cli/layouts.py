@@ -39,8 +39,19 @@ class Layout:
         """Raise ValueError for a spec this layout could only plan wrongly."""
 
     def x_shape(self, spec: TaskSpec) -> tuple[int, int]:
-        """(T, D) of one plan."""
-        return spec.horizon, (spec.act_dim if self.x_source == "action" else spec.obs_dim)
+        """(T, D) of one plan: T = horizon / plan_stride knots."""
+        return spec.horizon // spec.plan_stride, (spec.act_dim if self.x_source == "action" else spec.obs_dim)
+
+    def dense(self, spec: TaskSpec, x: torch.Tensor) -> torch.Tensor:
+        """A plan (B, T, D) at every env step: knots k apart (``spec.plan_stride``) joined by straight
+        lines, (B, (T-1) k + 1, D); a plan of every step is returned as is."""
+        k = spec.plan_stride
+        if k == 1:
+            return x
+        w = torch.arange(k, dtype=x.dtype, device=x.device).div(k)[None, None, :, None]  # (1, 1, k, 1)
+        a, b = x[:, :-1, None], x[:, 1:, None]  # (B, T-1, 1, D)
+        between = (a + w * (b - a)).flatten(1, 2)  # (B, (T-1) k, D): knot i, then k-1 points towards i+1
+        return torch.cat([between, x[:, -1:]], dim=1)
 
     def cond_blocks(self, spec: TaskSpec) -> tuple[tuple[str, int], ...]:
         """The conditioning vector as consecutive blocks (normaliser name, width)."""
@@ -70,6 +81,8 @@ class ActionChunks(Layout):
     kind, x_source, open_loop, reward_input = "chunk", "action", False, "state_action"
 
     def validate(self, spec: TaskSpec) -> None:
+        if spec.plan_stride != 1:
+            raise ValueError(f"task {spec.name}: action chunks are executed one action per step; plan_stride applies to state plans")
         if spec.goal_dim:
             raise ValueError(f"task {spec.name}: action-chunk planning conditions on past states only; its goal "
                              f"(goal_dim {spec.goal_dim}) would be dropped: use planning='states' or goal_dim=0")

@@ -12,6 +12,7 @@ normalises anything by hand.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping
 
 import numpy as np
@@ -106,6 +107,12 @@ class PlanIO(nn.Module):
 
     def plan(self, x0: torch.Tensor) -> torch.Tensor:
         return self.x.inverse(x0)
+
+
+def spec_for(art: Artifact, spec: TaskSpec) -> TaskSpec:
+    """``spec`` as ``art`` was trained: with the plan stride its config records (1 when absent)."""
+    k = int(art.config.get("plan_stride", 1))
+    return spec if k == spec.plan_stride else dataclasses.replace(spec, plan_stride=k)
 
 
 def plan_io(art: Artifact, spec: TaskSpec) -> PlanIO:

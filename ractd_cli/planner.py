@@ -35,7 +35,7 @@ from .diffusion import (
     student_sigmas,
 )
 from .errors import UsageError
-from .models import PlanIO, denoiser_from, inverse_from, normalizers_from, plan_io, proposer_from, student_from
+from .models import PlanIO, denoiser_from, inverse_from, normalizers_from, plan_io, proposer_from, spec_for, student_from
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -80,6 +80,7 @@ class Planner:
         self, art: Artifact, spec: TaskSpec, *, sampler: str | None = None, nfe: int | None = None,
         device: str | torch.device = "cpu", seed: int = 0, jit: bool = False,
     ):
+        spec = spec_for(art, spec)  # the plan stride it was trained with
         self.art, self.spec = art, spec
         self.device = torch.device(device)
         is_student = art.kind == "student"
@@ -267,6 +268,7 @@ class TrajDiffuserPlanner:
             raise UsageError(f"--refine-sigma must be in [0, {teacher.config['sigma_max']:g}], got {refine_sigma:g}")
         if teacher.kind != "teacher" or proposer.kind != "proposer":
             raise UsageError(f"trajdiffuser needs a teacher and a proposer, got a {teacher.kind} and a {proposer.kind}")
+        spec = spec_for(teacher, spec)
         self.art, self.proposer_art, self.spec = teacher, proposer, spec
         self.T, self.D = spec.x_shape
         pc = proposer.config["net"]

@@ -103,3 +103,62 @@ def test_task_spec_refuses_what_it_could_only_plan_wrongly():
         TaskSpec(name="t", env_id="E", obs_dim=3, act_dim=2, planning="states", horizon=0)
     with pytest.raises(ValueError, match="rest_dims"):
         TaskSpec(name="t", env_id="E", obs_dim=3, act_dim=2, planning="states", horizon=4, rest_dims=(3,))
+
+
+# ------------------------------------------------------------------- strided state plans (--plan-stride)
+
+
+def test_strided_plans_hold_every_kth_state_and_are_followed_along_straight_lines():
+    spec = _spec(horizon=6, plan_stride=3)
+    assert spec.x_shape == (2, 3)
+    w = make_windows([_episode(7)], spec)
+    x = w.batch(np.arange(len(w)))["x"]
+    assert x.shape == (len(w), 2, 3)
+    np.testing.assert_array_equal(x[0, :, 0], [0, 3])  # s_0, s_3
+    np.testing.assert_array_equal(x[2, :, 0], [2, 5])  # s_2, s_5
+    knots = torch.tensor([[[0.0, 10.0], [3.0, 4.0], [6.0, 1.0]]])  # (1, T=3, D=2), stride 3
+    dense = spec.layout.dense(replace(spec, horizon=9, plan_stride=3), knots)
+    assert dense.shape == (1, 7, 2)
+    torch.testing.assert_close(dense[0, :, 0], torch.arange(7.0))  # a straight line through the knots
+    torch.testing.assert_close(dense[0, [0, 3, 6]], knots[0])  # which it passes exactly
+    assert spec.layout.dense(_spec(), knots) is knots  # stride 1: the plan itself
+
+
+def test_plan_stride_is_refused_where_it_cannot_apply():
+    with pytest.raises(ValueError, match="divide the horizon"):
+        _spec(horizon=6, plan_stride=4)
+    with pytest.raises(ValueError, match="plan_stride applies to state plans"):
+        TaskSpec(name="t", env_id="E", obs_dim=3, act_dim=2, planning="chunk", horizon=4, plan_stride=2)
+
+
+def test_plan_stride_through_the_commands(tmp_path, monkeypatch):
+    """`train-teacher --plan-stride 4` on Maze2d: the teacher, its students and their rollouts plan
+    H/4 knots; the stride is recorded and inherited; impossible strides are usage errors."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ractd_cli.artifacts import load_artifact
+    from ractd_cli.cli import app
+
+    pytest.importorskip("ractd_maze2d")
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    runner = CliRunner()
+
+    def ok(*args):
+        r = runner.invoke(app, [*args, "--json"])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    ok("fetch", "maze2d-umaze", "--source", "local", "--steps", "3000")
+    teacher = ok("train-teacher", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "20", "--plan-stride", "4")
+    t = load_artifact(teacher["artifacts"][-1]["id"])
+    assert t.config["plan_stride"] == 4 and t.config["horizon"] == 128 // 4 and t.config["net"]["in_features"] == 32 * 4
+    ok("train-reward", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "10")
+    student = ok("distill", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "5")
+    assert load_artifact(student["id"]).config["plan_stride"] == 4
+    roll = ok("rollout", "--env", "maze2d-umaze", "--model", student["id"], "--episodes", "2")
+    assert roll["episodes"] == 2 and roll["ms_per_action"] > 0
+    for task, stride, says in (("maze2d-umaze", "3", "divisor"), ("bimodal", "2", "state-planning")):
+        r = runner.invoke(app, ["train-teacher", "--env", task, "--plan-stride", stride])
+        assert r.exit_code == 2 and says in r.output, r.output

@@ -298,8 +298,8 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
     a0 = action_offsets[:-1][episode]
     s0 = state_offsets[:-1][episode]
 
-    k = np.arange(L, dtype=np.int64)[None, :]
-    steps = t[:, None] + k  # (N, L) time index of each slot
+    k = np.arange(0, L, int(spec.plan_stride), dtype=np.int64)[None, :]  # every k-th step (state plans' stride)
+    steps = t[:, None] + k  # (N, L / stride) time index of each slot
     # actions exist for 0..T-1, states for 0..T
     first_row, last = (a0, T - 1) if x_from == "action" else (s0, T)
     x_mask = steps <= last[:, None]

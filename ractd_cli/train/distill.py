@@ -22,7 +22,7 @@ from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact, save_artifact
 from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, ractd_loss, student_from_teacher, teacher_sigmas
 from ..errors import UsageError
-from ..models import denoiser_from, normalizers_from, prefixed
+from ..models import denoiser_from, normalizers_from, prefixed, spec_for
 from .common import TrainOptions
 from .loop import train
 from .reward import frozen_reward
@@ -76,6 +76,7 @@ def run(
     beta = d_beta if beta is None else beta
     sigma_r = d_sigma if reward_weight is None else reward_weight
     teacher_art = load_artifact(teacher_ref, kind="teacher", task=spec.name)
+    spec = spec_for(teacher_art, spec)  # the student plans as its teacher does (its plan stride)
     dataset = teacher_art.meta.get("dataset")
     # The student lives in its teacher's normalised space (it ships the teacher's normalisers), and
     # R_psi reads plans in the space of the data it was fitted on: all three must be one dataset.
@@ -119,7 +120,8 @@ def run(
 
     def config(**extra) -> dict:
         return {
-            **{k: teacher_art.config[k] for k in ("sigma_data", "sigma_min", "sigma_max", "planning", "horizon")},
+            **{k: teacher_art.config[k] for k in ("sigma_data", "sigma_min", "sigma_max", "planning", "horizon", "plan_stride")
+               if k in teacher_art.config},
             "net_kind": teacher_art.config["net_kind"],
             "net": {**teacher_art.config["net"], "student": True},
             "ctm_weight": alpha,

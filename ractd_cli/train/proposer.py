@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, list_artifacts, save_artifact
-from ..models import normalizer_tensors, prefixed
+from ..models import normalizer_tensors, prefixed, spec_for
 from ..proposer import make_proposer
 from .common import TrainOptions
 from .data import load_task_data
@@ -25,6 +25,8 @@ def latest_teacher(task: str) -> Artifact | None:
 def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> Artifact:
     """Train the proposer for ``spec`` and save it as a ``proposer`` artifact."""
     teacher = latest_teacher(spec.name)
+    if teacher is not None:
+        spec = spec_for(teacher, spec)  # plans as the teacher's: its plan stride
     data = load_task_data(adapter, spec, opts.dataset or (teacher.meta.get("dataset") if teacher else None))
     T, D = spec.x_shape
     opts.seed_init()

@@ -6,6 +6,7 @@ first, through the same loop, as its own artifact; the teacher records its id.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from ..adapters import EnvAdapter, TaskSpec
@@ -53,7 +54,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
 
 def run(
     adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber",
-    reward_weight: float = 0.0, reward_ref: str = "latest",
+    reward_weight: float = 0.0, reward_ref: str = "latest", plan_stride: int = 1,
 ) -> list[Artifact]:
     """Train (inverse dynamics and) the teacher; return the artifacts written, teacher last.
 
@@ -62,8 +63,16 @@ def run(
     adds w * L_Reward = -w R_psi(D(x_sigma; sigma)) on the same denoised estimates the EDM loss
     regresses, with the frozen reward model ``reward_ref``. The paper does not give its formula;
     this is the teacher-side twin of RACTD's reward term on the student's jumps. w = 0 (default) is
-    the paper's unconditioned teacher, unchanged.
+    the paper's unconditioned teacher, unchanged. ``plan_stride`` k > 1 (state plans only): the
+    teacher plans every k-th state (``TaskSpec.plan_stride``), recorded in its config and inherited
+    by its students; 1 is the paper's.
     """
+    if plan_stride != 1:
+        if not spec.layout.open_loop:
+            raise UsageError(f"--plan-stride applies to state-planning tasks; {spec.name} plans action chunks")
+        if plan_stride < 1 or spec.horizon % plan_stride:
+            raise UsageError(f"--plan-stride must be a divisor of {spec.name}'s horizon {spec.horizon}, got {plan_stride}")
+        spec = dataclasses.replace(spec, plan_stride=plan_stride)
     if distance not in DISTANCES:
         raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
     if not (math.isfinite(reward_weight) and reward_weight >= 0):
@@ -101,7 +110,8 @@ def run(
         data.diffusion,
         cfg,
         name=f"teacher-{spec.name}",
-        run_extra={"dataset": data.dataset_id, "net": net.config, "distance": distance, **reward_cfg},
+        run_extra={"dataset": data.dataset_id, "net": net.config, "distance": distance, **reward_cfg,
+                   **({"plan_stride": plan_stride} if plan_stride != 1 else {})},
         resume=opts.resume,
         show_progress=opts.show_progress,
     )
@@ -123,6 +133,7 @@ def run(
                 "train": vars(cfg),
                 "preset": opts.preset,
                 **reward_cfg,
+                **({"plan_stride": plan_stride} if plan_stride != 1 else {}),
             },
             losses=res.losses,
             **({"parents": [reward_art.id]} if reward_art is not None else {}),
