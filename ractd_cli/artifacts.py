@@ -30,7 +30,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import __version__
-from .errors import RactdError
+from .errors import RactdError, UsageError
 from .paths import models_dir
 
 KINDS = ("teacher", "reward", "student", "inverse-dynamics", "proposer")
@@ -218,20 +218,16 @@ def load_artifact(
     Raises RactdError with a one-line remedy for a missing, corrupted, truncated or mismatched file.
     """
     path = resolve(ref, kind=kind, task=task, directory=directory)
+    in_cache = path.resolve().parent == (directory or models_dir()).resolve()
+    delete = f"delete it with `ractd cache rm {path.name}`" if in_cache else f"delete {path}"
     try:
         data = path.read_bytes()
         tensors = st_load(data)
         meta = read_header(path)
     except (OSError, SafetensorError, ValueError) as e:
-        raise RactdError(
-            f"artifact {path.name} is corrupted or truncated; delete it with "
-            f"`ractd cache rm {path.name}` and re-create it"
-        ) from e
+        raise RactdError(f"artifact {path.name} is corrupted or truncated; {delete} and re-create it") from e
     if _content_id(tensors, meta) != meta.get("id"):
-        raise RactdError(
-            f"artifact {path.name} does not match its content hash (corrupted); delete it with "
-            f"`ractd cache rm {path.name}` and re-create it"
-        )
+        raise RactdError(f"artifact {path.name} does not match its content hash (corrupted); {delete} and re-create it")
     if kind is not None and meta.get("kind") != kind:
         raise RactdError(f"artifact {meta.get('id')} is a {meta.get('kind')}, not a {kind}; pass a {kind} artifact")
     if task is not None and meta.get("task") != task:
@@ -243,12 +239,16 @@ def load_artifact(
 
 
 def remove(ref: str, directory: Path | None = None) -> list[Path]:
-    """Delete artifacts matching an id prefix or file name (``all`` removes every artifact)."""
+    """Delete artifacts of the cache matching an id prefix or file name (``all`` removes every
+    artifact). A path outside the cache is refused: this deletes cached artifacts only."""
     d = directory or models_dir()
     if ref == "all":
         paths = sorted(d.glob("*.safetensors")) if d.is_dir() else []
     else:
-        p = d / ref
+        given = Path(ref)
+        if len(given.parts) > 1 and given.resolve().parent != d.resolve():
+            raise UsageError(f"{ref} is not in the cache ({d}); `ractd cache rm` removes cached artifacts only: give an id or a file name")
+        p = d / given.name
         if p.exists():
             paths = [p]
         else:

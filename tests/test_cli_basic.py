@@ -163,6 +163,19 @@ def test_bad_input_is_a_one_line_usage_error_before_any_work(args, option, tmp_p
     assert not any(p.is_file() for p in tmp_path.rglob("*")), list(tmp_path.rglob("*"))
 
 
+def test_cache_rm_touches_only_the_cache(tmp_path, monkeypatch):
+    """`cache rm PATH` with a path outside the cache is refused and the file stays; a corrupted file
+    outside the cache is not sent to `cache rm` by the error message."""
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path / "cache"))
+    outside = tmp_path / "mine.safetensors"
+    outside.write_text("garbage")
+    r = runner.invoke(app, ["cache", "rm", str(outside)])
+    assert r.exit_code == 2 and "not in the cache" in r.output and outside.exists()
+    r = runner.invoke(app, ["rollout", "--env", "bimodal", "--model", str(outside), "--episodes", "1"])
+    if "unknown task" not in r.output:  # with the bimodal plugin
+        assert r.exit_code == 1 and f"delete {outside}" in r.output.replace("\n", "") and "cache rm" not in r.output
+
+
 def test_usage_error_exit_2():
     r = runner.invoke(app, ["cache", "list", "--bogus"])
     assert r.exit_code == 2
