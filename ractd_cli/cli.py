@@ -9,6 +9,7 @@ Conventions shared by every command:
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +26,28 @@ _state = {"debug": False}
 
 class _Group(TyperGroup):
     """Turns library errors into one-line messages with the right exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        """Click's own usage errors (an unknown option, a value of the wrong type) are one line too:
+        ``error: <what>; see `ractd CMD --help```, exit code 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            err.print("aborted")
+            sys.exit(1)
+        except Exception as e:
+            if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):  # not a click usage error
+                raise
+            if type(e).__name__ == "NoArgsIsHelpError":  # `ractd` alone: the help text
+                e.show()
+            else:
+                ctx = getattr(e, "ctx", None)
+                hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+                err.print(f"[bold red]error:[/] {e.format_message().rstrip('.')}{hint}", markup=True, highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):  # type: ignore[override]
         try:

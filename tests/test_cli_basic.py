@@ -181,6 +181,16 @@ def test_usage_error_exit_2():
     assert r.exit_code == 2
 
 
+@pytest.mark.parametrize("args,says", [(["envs", "--bogus"], "No such option: --bogus"), (["nosuch"], "No such command"),
+                                       (["rollout", "--env", "bimodal", "--episodes", "abc"], "--episodes")])
+def test_click_usage_errors_are_one_line(args, says):
+    """Typer's own usage errors (unknown option or command, a value of the wrong type) are one line
+    with the command's help to read, exit code 2: no boxed panel."""
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and says in r.output and r.output.strip().count("\n") == 0, r.output
+    assert "--help" in r.output
+
+
 def _entry_point(name: str, adapter, dist: str):
     class Dist:
         version = "0.0"
