@@ -285,6 +285,7 @@ def train_teacher(
     dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt,
     reward_weight: float = typer.Option(0.0, "--reward-weight", help="w > 0: a reward-aware teacher (the paper's Table 4 ablation), its loss adding -w R_psi of its own denoised estimates; needs a reward model (`ractd train-reward` first). 0 (default): the paper's unconditioned teacher."),
     reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path for --reward-weight (default: latest for the task)."),
+    net: Optional[str] = typer.Option(None, "--net", help="The denoiser network instead of the preset's: quick (64/128/256), small (16/32/64), mujoco, maze2d-umaze|medium|large (the paper's), mlp. For sizing studies; recorded in the artifact, inherited by its students."),
     plan_stride: int = typer.Option(1, "--plan-stride", help="State-planning tasks: plan every k-th state (H/k knots, followed along the straight lines between them), recorded in the artifact and inherited by its students. 1 (default): every state, the paper's."),
     json_: bool = JsonOpt,
 ) -> None:
@@ -294,7 +295,8 @@ def train_teacher(
 
     adapter, spec = get_task(env)
     arts = teacher.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset),
-                       distance=distance, reward_weight=reward_weight, reward_ref=reward_ref, plan_stride=plan_stride)
+                       distance=distance, reward_weight=reward_weight, reward_ref=reward_ref, plan_stride=plan_stride,
+                       net_name=net)
     _report_artifacts(arts, json_)
 
 

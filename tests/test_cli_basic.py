@@ -140,6 +140,7 @@ BAD_INPUT = [
     (["train-teacher", "--env", "bimodal", "--seed", "-3"], "--seed"),
     (["train-teacher", "--env", "bimodal", "--lr", "inf"], "--lr"),
     (["train-teacher", "--env", "bimodal", "--lr", "nan"], "--lr"),
+    (["train-teacher", "--env", "bimodal", "--net", "huge"], "--net"),
     (["train-reward", "--env", "bimodal", "--batch-size", "0"], "--batch-size"),
     (["distill", "--env", "bimodal", "--reward-weight", "nan"], "--reward-weight"),
     (["distill", "--env", "bimodal", "--ctm-weight", "inf"], "--ctm-weight"),

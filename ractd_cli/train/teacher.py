@@ -22,9 +22,9 @@ from ..diffusion import (
     reward_loss,
     training_denoise,
 )
-from ..errors import UsageError
+from ..errors import UsageError, unknown_choice
 from ..models import normalizer_tensors, prefixed
-from ..nets import InverseDynamics, make_denoiser_net
+from ..nets import DENOISER_PRESETS, InverseDynamics, make_denoiser_net
 from .common import TrainOptions
 from .data import TaskData, load_task_data
 from .loop import train
@@ -54,7 +54,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
 
 def run(
     adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber",
-    reward_weight: float = 0.0, reward_ref: str = "latest", plan_stride: int = 1,
+    reward_weight: float = 0.0, reward_ref: str = "latest", plan_stride: int = 1, net_name: str | None = None,
 ) -> list[Artifact]:
     """Train (inverse dynamics and) the teacher; return the artifacts written, teacher last.
 
@@ -65,8 +65,11 @@ def run(
     this is the teacher-side twin of RACTD's reward term on the student's jumps. w = 0 (default) is
     the paper's unconditioned teacher, unchanged. ``plan_stride`` k > 1 (state plans only): the
     teacher plans every k-th state (``TaskSpec.plan_stride``), recorded in its config and inherited
-    by its students; 1 is the paper's.
+    by its students; 1 is the paper's. ``net_name``: the denoiser network (a key of
+    ``ractd_cli.nets.DENOISER_PRESETS``) instead of the preset's, for sizing studies.
     """
+    if net_name is not None and net_name not in DENOISER_PRESETS:
+        raise UsageError(unknown_choice("--net", net_name, DENOISER_PRESETS))
     if plan_stride != 1:
         if not spec.layout.open_loop:
             raise UsageError(f"--plan-stride applies to state-planning tasks; {spec.name} plans action chunks")
@@ -91,7 +94,7 @@ def run(
         extra["inverse_dynamics"] = inv.id
     T, D = spec.x_shape
     opts.seed_init()
-    net = make_denoiser_net(opts.net_preset(spec), input_dim=D, global_cond_dim=spec.cond_dim, horizon=T)
+    net = make_denoiser_net(net_name or opts.net_preset(spec), input_dim=D, global_cond_dim=spec.cond_dim, horizon=T)
     denoiser = EDMPrecond(net, sigma_data=SIGMA_DATA)
 
     def loss_fn(model, ema, batch, gen):
