@@ -14,6 +14,7 @@ JSON line per setting: ms per step and samples per second, median of ``--steps``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import statistics
@@ -77,7 +78,7 @@ def measure(spec, net: str, batch: int, kind: str, dtype: str, device: torch.dev
         times.append(time.perf_counter() - t)
     ms = 1000 * statistics.median(times)
     params = sum(p.numel() for p in model.parameters())
-    return {"task": spec.name, "net": net, "params": params, "kind": kind, "batch": batch, "dtype": dtype,
+    return {"task": spec.name, "plan_stride": spec.plan_stride, "net": net, "params": params, "kind": kind, "batch": batch, "dtype": dtype,
             "threads": torch.get_num_threads(), "device": str(device), "ms_per_step": round(ms, 3),
             "samples_per_s": round(1000 * batch / ms, 1)}
 
@@ -91,10 +92,12 @@ def main() -> None:
     p.add_argument("--kind", nargs="+", default=["teacher"], choices=["teacher", "student"])
     p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--plan-stride", type=int, default=1, help="state plans: every k-th state (train-teacher --plan-stride)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     a = p.parse_args()
     _, spec = get_task(a.task)
+    spec = dataclasses.replace(spec, plan_stride=a.plan_stride)
     device = torch.device(a.device)
     for net, batch, threads, kind, dtype in itertools.product(a.net, a.batch, a.threads, a.kind, a.dtype):
         torch.set_num_threads(threads)
