@@ -290,9 +290,9 @@ class TrajDiffuserPlanner:
         self.sigmas = refine_sigmas(self.refine_sigma, self.refine_steps, teacher.config["sigma_min"], self.device)
         self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.io: PlanIO = plan_io(teacher, spec).to(self.device)
-        self.proposer_io: PlanIO = plan_io(proposer, spec).to(self.device)
         teacher_norms, proposer_norms = normalizers_from(teacher.tensors), normalizers_from(proposer.tensors)
+        self.io = PlanIO(spec, teacher_norms).to(self.device)
+        self.proposer_io = PlanIO(spec, proposer_norms).to(self.device)
         self._same_norms = teacher_norms.keys() == proposer_norms.keys() and all(
             n.same_as(proposer_norms[k]) for k, n in teacher_norms.items()
         )

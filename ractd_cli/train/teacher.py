@@ -106,15 +106,16 @@ def run(
         return {"loss": l_edm + reward_weight * l_reward.mean(), "edm": l_edm, "reward": l_reward.mean(),
                 "reward_abs": l_reward.abs().mean()}
 
-    reward_cfg = {"reward_weight": reward_weight, "reward_id": reward_art.id} if reward_art is not None else {}
+    # the teacher's deviations from the paper's, recorded only when taken (so default ids do not change)
+    variant = {**({"reward_weight": reward_weight, "reward_id": reward_art.id} if reward_art is not None else {}),
+               **({"plan_stride": plan_stride} if plan_stride != 1 else {})}
     res = train(
         denoiser,
         loss_fn,
         data.diffusion,
         cfg,
         name=f"teacher-{spec.name}",
-        run_extra={"dataset": data.dataset_id, "net": net.config, "distance": distance, **reward_cfg,
-                   **({"plan_stride": plan_stride} if plan_stride != 1 else {})},
+        run_extra={"dataset": data.dataset_id, "net": net.config, "distance": distance, **variant},
         resume=opts.resume,
         show_progress=opts.show_progress,
     )
@@ -135,8 +136,7 @@ def run(
                 "distance": distance,
                 "train": vars(cfg),
                 "preset": opts.preset,
-                **reward_cfg,
-                **({"plan_stride": plan_stride} if plan_stride != 1 else {}),
+                **variant,
             },
             losses=res.losses,
             **({"parents": [reward_art.id]} if reward_art is not None else {}),

@@ -104,7 +104,7 @@ class SACRun:
         every = self.settings["eval_every"]
         while self.step < step and not (until_medium and self.medium_step is not None):
             self.model.learn(total_timesteps=min(every, step - self.step), reset_num_timesteps=False,
-                             callback=_Progress(progress))
+                             callback=_progress_callback(progress))
             ev = Evaluation(self.step, self._evaluate())
             if not self.evaluations or ev.mean_return > max(e.mean_return for e in self.evaluations):
                 self._save_policy("best")
@@ -310,18 +310,17 @@ class SACRun:
         self.medium_step = meta["medium_step"]
 
 
-class _Progress:
-    """A stable-baselines3 callback advancing ``progress`` by one per env step."""
+def _progress_callback(progress: ProgressBatcher) -> Any:
+    """A stable-baselines3 callback advancing ``progress`` by one per env step (stable-baselines3 is
+    imported only when SAC data are made)."""
+    from stable_baselines3.common.callbacks import BaseCallback
 
-    def __new__(cls, progress: ProgressBatcher):
-        from stable_baselines3.common.callbacks import BaseCallback
+    class Progress(BaseCallback):
+        def _on_step(self) -> bool:
+            progress.step()
+            return True
 
-        class Progress(BaseCallback):
-            def _on_step(self) -> bool:
-                progress.step()
-                return True
-
-        return Progress()
+    return Progress()
 
 
 def _optimizers(model: Any) -> dict[str, Any]:
