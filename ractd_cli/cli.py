@@ -269,7 +269,7 @@ def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset)
 def _report_artifacts(arts, json_: bool) -> None:
     docs = [{"id": a.id, "kind": a.kind, "task": a.task, "path": str(a.path), "losses": a.meta.get("losses", {}),
              "parents": a.meta.get("parents", []),
-             **{k: a.config[k] for k in ("loss_terms", "eval_curve") if k in a.config}} for a in arts]
+             **{k: a.config[k] for k in ("loss_terms", "eval_curve", "validation", "fit_curve") if k in a.config}} for a in arts]
     if json_:
         print_json(docs[-1] if len(docs) == 1 else {"artifacts": docs})
         return
@@ -287,16 +287,38 @@ def train_teacher(
     reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path for --reward-weight (default: latest for the task)."),
     net: Optional[str] = typer.Option(None, "--net", help="The denoiser network instead of the preset's: quick (64/128/256), small (16/32/64), mujoco, maze2d-umaze|medium|large (the paper's), mlp. For sizing studies; recorded in the artifact, inherited by its students."),
     plan_stride: int = typer.Option(1, "--plan-stride", help="State-planning tasks: plan every k-th state (H/k knots, followed along the straight lines between them), recorded in the artifact and inherited by its students. 1 (default): every state, the paper's."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Score the teacher (its EMA weights, the ones saved) every N steps and at the end in the environment, with --eval-sampler, the task's default follower: a learning curve, in the artifact and --json as eval_curve. 0: no evaluation. Training is the same either way."),
+    eval_episodes: int = typer.Option(20, "--eval-episodes", help="Episodes per evaluation (seed 0: the starts of `ractd rollout`)."),
+    eval_sampler: str = typer.Option("euler", "--eval-sampler", help="Sampler for --eval-every: euler (default, cheap), heun or ancestral, at --eval-nfe."),
+    eval_nfe: int = typer.Option(15, "--eval-nfe", help="Steps of --eval-sampler (Euler 15 is the paper's DDIM-like row)."),
     json_: bool = JsonOpt,
 ) -> None:
     """Train the EDM diffusion teacher (and, for open-loop tasks, the inverse-dynamics model)."""
     from .registry import get_task
     from .train import teacher
 
+    if eval_every < 0 or eval_episodes < 1 or eval_nfe < 1:
+        raise UsageError("--eval-every must be >= 0, --eval-episodes and --eval-nfe at least 1")
     adapter, spec = get_task(env)
-    arts = teacher.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset),
+    opts = _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset)
+    evaluator = None
+    if eval_every:
+        from .errors import unknown_choice
+        from .evaluate import score_artifact
+        from .models import resolve_device
+        from .planner import TEACHER_SAMPLERS
+
+        if eval_sampler not in TEACHER_SAMPLERS:
+            raise UsageError(unknown_choice("--eval-sampler", eval_sampler, TEACHER_SAMPLERS))
+
+        def evaluator(art):
+            return score_artifact(adapter, spec, art, episodes=eval_episodes, device=resolve_device(opts.device),
+                                  sampler=eval_sampler, nfe=eval_nfe)
+
+    arts = teacher.run(adapter, spec, opts,
                        distance=distance, reward_weight=reward_weight, reward_ref=reward_ref, plan_stride=plan_stride,
-                       net_name=net)
+                       net_name=net, evaluator=evaluator, eval_every=eval_every,
+                       eval_label={"episodes": eval_episodes, "seed": 0, "sampler": eval_sampler, "nfe": eval_nfe})
     _report_artifacts(arts, json_)
 
 
@@ -304,14 +326,23 @@ def train_teacher(
 def train_reward(
     env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
-    dataset: Optional[str] = DatasetOpt, json_: bool = JsonOpt,
+    dataset: Optional[str] = DatasetOpt,
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of episodes held out (chosen by --seed) to measure the fit: held-out MSE and R^2 are printed and kept in the artifact. 0.1 as RACTD's configs; 0: fit on every episode, no measurement."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Also measure the held-out fit every N steps: the learning curve goes into the artifact and --json as fit_curve. 0: only at the end. Training is the same either way."),
+    json_: bool = JsonOpt,
 ) -> None:
-    """Train the return-to-go model R_psi used by `distill --reward-weight` (independent of the teacher)."""
+    """Train the return-to-go model R_psi used by `distill --reward-weight` (independent of the teacher).
+
+    R_psi is fitted on 90% of the episodes; its R^2 on the other 10% (1 - MSE / variance of the
+    return-to-go: 0 is no better than the mean, 1 is exact) says how much its gradient, which steers
+    the student, can be trusted."""
     from .registry import get_task
     from .train import reward
 
     adapter, spec = get_task(env)
-    _report_artifacts([reward.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset))], json_)
+    art = reward.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset),
+                     val_fraction=val_fraction, eval_every=eval_every)
+    _report_artifacts([art], json_)
 
 
 @app.command()

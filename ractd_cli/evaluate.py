@@ -361,13 +361,15 @@ def rollout(
 
 
 def score_artifact(
-    adapter: EnvAdapter, spec: TaskSpec, art: Artifact, *, episodes: int, seed: int = 0, device: str | torch.device = "cpu"
+    adapter: EnvAdapter, spec: TaskSpec, art: Artifact, *, episodes: int, seed: int = 0, device: str | torch.device = "cpu",
+    sampler: str | None = None, nfe: int | None = None,
 ) -> dict[str, Any]:
-    """Score a teacher or student artifact (saved or in memory, e.g. a student mid-distillation) with
-    its default sampler and the task's default follower: ``score_mean``, ``score_stderr``,
-    ``success_rate`` over ``episodes`` episodes from ``seed`` (the same starts as ``rollout --seed``)."""
+    """Score a teacher or student artifact (saved or in memory, e.g. a model mid-training) with
+    ``sampler``/``nfe`` (default: its own default sampler) and the task's default follower:
+    ``score_mean``, ``score_stderr``, ``success_rate`` over ``episodes`` episodes from ``seed`` (the
+    same starts as ``rollout --seed``)."""
     loaded = loaded_from(art, spec)
-    planner = build_planner(loaded, spec, device=device, seed=seed, jit=False)
+    planner = build_planner(loaded, spec, sampler=sampler, nfe=nfe, device=device, seed=seed, jit=False)
     policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
     s = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, show_progress=False).summary()
     return {k: s[k] for k in ("score_mean", "score_stderr", "success_rate")}

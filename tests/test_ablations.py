@@ -1,5 +1,5 @@
 """The paper's ablations as commands: `distill --eval-every N` (Figure 4's score-vs-training curve, which
-leaves training alone) and `train-teacher --reward-weight w` (Table 4's reward-aware teacher)."""
+leaves training alone), `train-teacher --eval-every N` (the teacher's learning curve) and `train-teacher --reward-weight w` (Table 4's reward-aware teacher)."""
 
 from __future__ import annotations
 
@@ -44,9 +44,33 @@ def test_eval_curve_is_recorded_and_leaves_training_alone(tmp_path, monkeypatch)
     assert (roll["score_mean"], roll["success_rate"]) == (curve[-1]["score_mean"], curve[-1]["success_rate"])
 
 
-def test_bad_eval_options_are_usage_errors():
-    r = runner.invoke(app, ["distill", "--env", "bimodal", "--eval-every", "-1"])
-    assert r.exit_code == 2 and "--eval-every" in r.output
+def test_teacher_learning_curve_is_recorded_and_leaves_training_alone(tmp_path, monkeypatch):
+    """`train-teacher --eval-every N`: the EMA teacher scored during training (a learning curve for
+    sizing presets), with the cheap sampler asked for; the saved weights are those of a plain run."""
+    pytest.importorskip("ractd_bimodal")
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    _ok("fetch", "bimodal", "--source", "local", "--steps", "600")
+    common = ("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "30")
+    with_curve = _ok(*common, "--eval-every", "20", "--eval-episodes", "3", "--eval-sampler", "euler", "--eval-nfe", "4")
+    plain = _ok(*common)
+    curve = with_curve["eval_curve"]
+    assert [p["step"] for p in curve] == [20, 30] and "eval_curve" not in plain
+
+    from ractd_cli.artifacts import load_artifact
+
+    a, b = load_artifact(with_curve["id"]), load_artifact(plain["id"])
+    assert a.config["eval"] == {"every": 20, "episodes": 3, "seed": 0, "sampler": "euler", "nfe": 4}
+    assert all((a.tensors[k] == b.tensors[k]).all() for k in b.tensors)  # same weights
+    # the last point scores the saved teacher: `rollout` with that sampler agrees
+    roll = _ok("rollout", "--env", "bimodal", "--model", with_curve["id"], "--episodes", "3", "--no-jit", "--sampler", "euler", "--nfe", "4")
+    assert (roll["score_mean"], roll["success_rate"]) == (curve[-1]["score_mean"], curve[-1]["success_rate"])
+
+
+@pytest.mark.parametrize("command, extra", [("distill", []), ("train-teacher", []), ("train-teacher", ["--eval-nfe", "0"]),
+                                            ("train-reward", [])])
+def test_bad_eval_options_are_usage_errors(command, extra):
+    r = runner.invoke(app, [command, "--env", "bimodal", "--eval-every", "-1" if not extra else "5", *extra])
+    assert r.exit_code == 2 and ("--eval-every" in r.output or "--eval-nfe" in r.output)
 
 
 def test_reward_aware_teacher_records_its_reward_model_and_distills(tmp_path, monkeypatch):

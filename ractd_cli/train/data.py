@@ -32,6 +32,24 @@ class Source:
     def __len__(self) -> int:
         return self.n
 
+    def subset(self, rows: torch.Tensor) -> "Source":
+        """The rows ``rows`` (K,) of this source, as a source of K rows."""
+        rows = torch.as_tensor(rows, dtype=torch.int64)
+        return Source(len(rows), lambda idx: self.gather(rows[idx]))
+
+
+def held_out_episodes(episode: np.ndarray, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split rows by episode: (training rows, held-out rows), about ``fraction`` of the episodes held
+    out, chosen by ``seed`` (a whole episode is on one side, so held-out rows are unseen behaviour,
+    not neighbours of training rows). ``episode`` (N,) is each row's episode number. Fewer than two
+    episodes, or ``fraction`` 0: nothing is held out."""
+    episodes = np.unique(episode)
+    n = len(episodes)
+    k = 0 if fraction <= 0 or n < 2 else min(max(1, round(fraction * n)), n - 1)
+    chosen = np.random.default_rng(seed).permutation(episodes)[:k]
+    val = np.isin(episode, chosen)
+    return torch.as_tensor(np.flatnonzero(~val)), torch.as_tensor(np.flatnonzero(val))
+
 
 def default_dataset(spec: TaskSpec) -> str:
     """The dataset a trainer uses when none is given: the fetched Minari data, else the local one."""

@@ -4,6 +4,11 @@
 (gamma and the termination penalty from the adapter). ``states`` tasks: R_psi(s_t, goal)
 regresses the return-to-go from s_t under the episode's goal; a plan is scored by the mean of
 R_psi over its states (so the term stays O(1) whatever the horizon).
+
+A tenth of the episodes is held out, as RACTD's reward configs do (``val_ratio: 0.1``): R_psi is
+fitted on the rest, and its fit on the held-out episodes (MSE and R^2 = 1 - MSE / Var[rtg]) goes
+into the artifact, and every ``eval_every`` steps into its ``fit_curve``. R_psi's gradient is what
+steers the student, so a poor fit (low held-out R^2) is worth knowing before distilling.
 """
 
 from __future__ import annotations
@@ -19,8 +24,29 @@ from ..errors import RactdError, UsageError
 from ..models import load_net, normalizer_tensors, normalizers_from, prefixed
 from ..nets import RewardMLP
 from .common import TrainOptions
-from .data import load_task_data
+from .data import Source, held_out_episodes, load_task_data
 from .loop import train
+
+VAL_FRACTION = 0.1
+"""Share of episodes held out to measure R_psi's fit (RACTD's reward configs: ``val_ratio: 0.1``)."""
+
+
+@torch.no_grad()
+def fit_on(net: torch.nn.Module, source: Source, batch: int = 4096) -> dict[str, float]:
+    """R_psi's fit on every row of ``source``: ``mse`` and ``r2`` = 1 - MSE / Var[rtg] (0: no better
+    than predicting the mean return-to-go; 1: exact), in the normalised units it is trained in."""
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    sq, y, y2, n = 0.0, 0.0, 0.0, 0
+    for start in range(0, len(source), batch):
+        b = source.gather(torch.arange(start, min(start + batch, len(source))))
+        target = b["rtg"].to(device, torch.float64)
+        sq += float(((net(b["input"].to(device)).double() - target) ** 2).sum())
+        y, y2, n = y + float(target.sum()), y2 + float((target**2).sum()), n + len(target)
+    net.train(was_training)
+    var = y2 / n - (y / n) ** 2
+    return {"mse": sq / n, "r2": 1.0 - (sq / n) / var if var > 0 else float("nan")}
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """R(x0_hat, cond) -> (B,): the frozen reward model scoring normalised plans."""
@@ -53,22 +79,39 @@ def frozen_reward(
     return art, spec.layout.reward(spec, net)
 
 
-def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions) -> Artifact:
+def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction: float = VAL_FRACTION, eval_every: int = 0) -> Artifact:
+    """Fit R_psi on all but ``val_fraction`` of the episodes; its held-out fit is measured at the end
+    (and every ``eval_every`` steps, the artifact's ``fit_curve``)."""
+    if not 0 <= val_fraction < 1:
+        raise UsageError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if eval_every < 0:
+        raise UsageError(f"--eval-every must be >= 0, got {eval_every}")
     data = load_task_data(adapter, spec, opts.dataset)
+    train_rows, val_rows = held_out_episodes(data.windows.episode, val_fraction, opts.seed)
+    fit_rows, held_out = data.reward.subset(train_rows), data.reward.subset(val_rows)
     opts.seed_init()
     net = RewardMLP(spec.layout.reward_input_dim(spec))
 
     def loss_fn(model, ema, batch, gen):
         return {"loss": ((model(batch["input"]) - batch["rtg"]) ** 2).mean()}
 
+    def evaluate(model, ema):  # the saved (EMA) weights on the held-out episodes
+        return {f"val_{k}": v for k, v in fit_on(ema, held_out).items()}
+
+    validating = len(held_out) > 0
     cfg = opts.config("reward", spec)
-    res = train(net, loss_fn, data.reward, cfg, name=f"reward-{spec.name}", run_extra={"dataset": data.dataset_id, "net": net.config},
-                resume=opts.resume, show_progress=opts.show_progress)
+    res = train(net, loss_fn, fit_rows, cfg, name=f"reward-{spec.name}",
+                run_extra={"dataset": data.dataset_id, "net": net.config, "val_fraction": val_fraction, "eval_every": eval_every},
+                resume=opts.resume, show_progress=opts.show_progress,
+                evaluate=evaluate if validating and eval_every else None, eval_every=eval_every)
+    validation = {"episodes": int(len(set(data.windows.episode[val_rows.numpy()].tolist()))), "rows": len(held_out),
+                  **({f"val_{k}": v for k, v in fit_on(res.ema, held_out).items()} if validating else {})}
     return save_artifact(
         {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
         kind="reward",
         task=spec.name,
         dataset=data.dataset_id,
-        config={"net_kind": net.kind, "net": net.config, "input": data.reward_input, "gamma": spec.gamma, "train": vars(cfg), "preset": opts.preset},
-        losses=res.losses,
+        config={"net_kind": net.kind, "net": net.config, "input": data.reward_input, "gamma": spec.gamma, "train": vars(cfg), "preset": opts.preset,
+                "val_fraction": val_fraction, "validation": validation, **({"fit_curve": res.curve} if res.curve else {})},
+        losses={**res.losses, **{k: v for k, v in validation.items() if k.startswith("val_")}},
     )

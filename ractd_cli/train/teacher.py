@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
+from typing import Callable
 
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, save_artifact
@@ -55,6 +57,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
 def run(
     adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber",
     reward_weight: float = 0.0, reward_ref: str = "latest", plan_stride: int = 1, net_name: str | None = None,
+    evaluator: Callable[[Artifact], dict] | None = None, eval_every: int = 0, eval_label: dict | None = None,
 ) -> list[Artifact]:
     """Train (inverse dynamics and) the teacher; return the artifacts written, teacher last.
 
@@ -67,6 +70,10 @@ def run(
     teacher plans every k-th state (``TaskSpec.plan_stride``), recorded in its config and inherited
     by its students; 1 is the paper's. ``net_name``: the denoiser network (a key of
     ``ractd_cli.nets.DENOISER_PRESETS``) instead of the preset's, for sizing studies.
+    ``evaluator(teacher)`` (every ``eval_every`` steps and at the end) scores an unsaved teacher of the
+    current EMA weights (the ones saved); the results become the artifact's ``eval_curve`` (a learning
+    curve, to size presets), with ``eval_label`` (sampler, episodes) recorded beside it and joining
+    the run's identity. Training is the same with or without evaluation.
     """
     if net_name is not None and net_name not in DENOISER_PRESETS:
         raise UsageError(unknown_choice("--net", net_name, DENOISER_PRESETS))
@@ -109,37 +116,54 @@ def run(
     # the teacher's deviations from the paper's, recorded only when taken (so default ids do not change)
     variant = {**({"reward_weight": reward_weight, "reward_id": reward_art.id} if reward_art is not None else {}),
                **({"plan_stride": plan_stride} if plan_stride != 1 else {})}
+    eval_cfg = {"every": eval_every, **(eval_label or {})} if evaluator is not None and eval_every else None
+    parents = {"parents": [reward_art.id]} if reward_art is not None else {}
+
+    def config(**more) -> dict:
+        return {
+            "net_kind": net.kind,
+            "net": net.config,
+            "sigma_data": SIGMA_DATA,
+            "sigma_min": SIGMA_MIN,
+            "sigma_max": SIGMA_MAX,
+            "planning": spec.planning,
+            "horizon": T,
+            "distance": distance,
+            "train": vars(cfg),
+            "preset": opts.preset,
+            **variant,
+            **more,
+        }
+
+    def tensors_of(ema: EDMPrecond) -> dict:
+        return {**prefixed(ema.net.state_dict(), "net"), **normalizer_tensors(data.normalizers)}
+
+    def evaluate(model, ema) -> dict:
+        meta = {"id": "unsaved", "kind": "teacher", "task": spec.name, "dataset": data.dataset_id, "config": config(), **parents, **extra}
+        return evaluator(Artifact(path=Path(), meta=meta, tensors=tensors_of(ema)))
+
     res = train(
         denoiser,
         loss_fn,
         data.diffusion,
         cfg,
         name=f"teacher-{spec.name}",
-        run_extra={"dataset": data.dataset_id, "net": net.config, "distance": distance, **variant},
+        run_extra={"dataset": data.dataset_id, "net": net.config, "distance": distance, **variant, **({"eval": eval_cfg} if eval_cfg else {})},
         resume=opts.resume,
         show_progress=opts.show_progress,
+        evaluate=evaluate if eval_cfg else None,
+        eval_every=eval_every,
     )
+    curve = {"eval": eval_cfg, "eval_curve": res.curve} if eval_cfg else {}
     written.append(
         save_artifact(
-            {**prefixed(res.ema.net.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
+            tensors_of(res.ema),
             kind="teacher",
             task=spec.name,
             dataset=data.dataset_id,
-            config={
-                "net_kind": net.kind,
-                "net": net.config,
-                "sigma_data": SIGMA_DATA,
-                "sigma_min": SIGMA_MIN,
-                "sigma_max": SIGMA_MAX,
-                "planning": spec.planning,
-                "horizon": T,
-                "distance": distance,
-                "train": vars(cfg),
-                "preset": opts.preset,
-                **variant,
-            },
+            config=config(**curve),
             losses=res.losses,
-            **({"parents": [reward_art.id]} if reward_art is not None else {}),
+            **parents,
             **extra,
         )
     )
