@@ -56,6 +56,10 @@ def _latest_proposer(task: str, teacher_id: str) -> Artifact | None:
     return next((a for a in props if teacher_id in a.meta.get("parents", [])), props[0] if props else None)
 
 
+PLAN_CHECK_RATES = {"plan_reaches_goal_rate": "plan reaches goal", "plan_hits_wall_rate": "plan hits wall"}
+"""The adapter's first-plan checks a row reports where the task has them (Maze2d), with their column titles."""
+
+
 def bench_rows(spec: TaskSpec, teacher_id: str | None = None) -> list[Row]:
     """The methods to compare, all on the same teacher (the RACTD student's parent when there is one)."""
     ractd = _latest_student(spec.name, reward=True)
@@ -224,7 +228,8 @@ def run(
             res = run_episodes(adapter, spec, policy, episodes=n, seed=seed, show_progress=show_progress, score_scale=score_scale)
             rec["episodes"] = n
             s = res.summary()
-            rec.update(score_mean=s["score_mean"], score_stderr=s["score_stderr"], success_rate=s["success_rate"])
+            rec.update(score_mean=s["score_mean"], score_stderr=s["score_stderr"], success_rate=s["success_rate"],
+                       **{k: v for k, v in s.items() if k in PLAN_CHECK_RATES})
             results[row.method] = res
         out_rows.append(rec)
     teacher_ms = out_rows[0]["ms_per_action"]

@@ -445,7 +445,7 @@ def rollout(
     if summary["jit_error"]:
         err.print(f"note: the frozen TorchScript graph could not be built ({summary['jit_error']}); the planner ran eager")
     if json_:
-        summary["per_episode"] = [{"return": e.ret, "score": e.score, "length": e.length, "success": e.success} for e in res.episodes]
+        summary["per_episode"] = [{"return": e.ret, "score": e.score, "length": e.length, "success": e.success, **e.checks} for e in res.episodes]
         print_json(summary)
         return
     succ = f", success {summary['success_rate']:.0%}" if summary["success_rate"] is not None else ""
@@ -457,6 +457,8 @@ def rollout(
     err.print(f"{spec.name} {what} ({nfe}{_following(summary)}): "
               f"{summary['score_scale']} score [bold]{summary['score_mean']:.1f} ± {summary['score_stderr']:.1f}[/] over {summary['episodes']} episodes, "
               f"return {summary['return_mean']:.2f}{succ}, {summary['ms_per_action']:.2f} ms/action, {summary['wall_s']:.1f} s")
+    if "plan_reaches_goal_rate" in summary:
+        err.print(f"first plans: {summary['plan_reaches_goal_rate']:.0%} reach the goal, {summary.get('plan_hits_wall_rate', 0):.0%} pass through a wall")
 
 
 def _following(doc: dict) -> str:
@@ -513,8 +515,9 @@ def bench(
                   + ("" if latency_only else f", {episodes} episodes, {out['score_scale']} scores"))
     success = any(r["success_rate"] is not None for r in out["rows"])
     paper = any(r["paper"] for r in out["rows"])
+    checks = [k for k in b.PLAN_CHECK_RATES if any(k in r for r in out["rows"])]
     cols = ["method", "NFE (paper)", "network calls", "ms/decision (median)", "min-max", "speed-up", f"score ({out['score_scale']})"]
-    for col in cols + ["success"] * success + ["paper"] * paper:
+    for col in cols + ["success"] * success + [b.PLAN_CHECK_RATES[k] for k in checks] + ["paper"] * paper:
         table.add_column(col, justify="right" if col != "method" else "left")
     for r in out["rows"]:
         score = "-" if r["score_mean"] is None else f"{r['score_mean']:.1f} ± {r['score_stderr']:.1f}"
@@ -523,6 +526,7 @@ def bench(
         cells = [r["method"], str(r["nfe_paper"]), str(r["nfe"]), f"{r['ms_per_action']:.2f}", f"{r['ms_min']:.2f}-{r['ms_max']:.2f}",
                  f"{r['speedup_vs_teacher']:.1f}x", score]
         cells += ["-" if r["success_rate"] is None else f"{100 * r['success_rate']:.0f}%"] * success
+        cells += [f"{100 * r[k]:.0f}%" if k in r else "-" for k in checks]
         table.add_row(*cells, *([r["paper"] or ""] * paper))
     err.print(table)
     if out["forward_ms"]:

@@ -89,6 +89,10 @@ class PlannerPolicy:
 
     ``replan``: plan again from the current state (and goal) whenever the plan runs out, instead
     of holding its last state. Followers the adapter lacks are refused (:func:`check_follow`).
+
+    Where the adapter has ``plan_check(task, plans, goals)`` (Maze2d: does the plan reach the goal,
+    does it pass through a wall), each episode's first plan is checked before it is followed
+    (:meth:`episode_checks`): the plan's quality apart from how well it is executed.
     """
 
     def __init__(
@@ -123,6 +127,12 @@ class PlannerPolicy:
         self.plans: np.ndarray | None = None  # (n, H, obs_dim) in env units, for states planning
         self.hold: np.ndarray | None = None  # (n, obs_dim): the plans' last states at rest
         self.t_in_plan = 0
+        self.checks: dict[str, np.ndarray] = {}
+
+    def episode_checks(self) -> dict[str, np.ndarray]:
+        """The adapter's ``plan_check`` of each episode's first plan since :meth:`reset`:
+        {name: (n,) bool}; empty where the adapter has none or the task plans actions."""
+        return self.checks
 
     def inputs(self, states: np.ndarray, goals: np.ndarray | None, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """What the planner reads for episodes ``rows``, in env units: their last h states (len(rows),
@@ -147,9 +157,12 @@ class PlannerPolicy:
             actions[rows] = x0[:, 0].cpu().numpy()
             return actions
         if self.plans is None or (self.replan and self.t_in_plan >= self.plans.shape[1] - 1):
+            first = self.plans is None
             x0, _ = self.planner.plan(*self.inputs(states, goals, np.arange(n)), self.noise)  # the only place the goal is read
             # a state at every env step (a strided plan's knots joined by straight lines)
             self.plans = np.asarray(self.spec.layout.dense(self.spec, x0).cpu().numpy(), dtype=np.float32)
+            if first and hasattr(self.adapter, "plan_check"):
+                self.checks = {k: np.asarray(v, dtype=bool) for k, v in self.adapter.plan_check(self.spec.name, self.plans, goals).items()}
             self.hold = self.plans[:, -1].copy()
             self.hold[:, list(self.spec.rest_dims)] = 0.0
             self.t_in_plan = 0
@@ -176,6 +189,8 @@ class EpisodeResult:
     score: float
     length: int
     success: bool | None
+    checks: dict[str, bool] = field(default_factory=dict)
+    """The adapter's ``plan_check`` of the episode's first plan (see :class:`PlannerPolicy`)."""
 
 
 @dataclass
@@ -196,6 +211,7 @@ class RolloutResult:
     def summary(self) -> dict[str, Any]:
         s = self.scores
         succ = [e.success for e in self.episodes if e.success is not None]
+        check_names = sorted({k for e in self.episodes for k in e.checks})
         return {
             "task": self.task,
             "episodes": len(self.episodes),
@@ -205,6 +221,7 @@ class RolloutResult:
             "success_rate": float(np.mean(succ)) if succ else None,
             "ms_per_action": 1000.0 * self.plan_s / max(self.actions, 1),
             "wall_s": self.wall_s,
+            **{f"{k}_rate": float(np.mean([e.checks[k] for e in self.episodes if k in e.checks])) for k in check_names},
             **self.info,
         }
 
@@ -283,6 +300,7 @@ def run_episodes(
                         steps_taken += 1
                         if term or trunc:
                             active[i] = False
+                checks = policy.episode_checks() if hasattr(policy, "episode_checks") else {}
                 for i in range(n):
                     results.append(
                         EpisodeResult(
@@ -290,6 +308,7 @@ def run_episodes(
                             score=float(adapter.normalized_score(spec.name, float(returns[i]), scale=score_scale)),
                             length=int(lengths[i]),
                             success=adapter.success(spec.name, float(returns[i]), infos[i]),
+                            checks={k: bool(v[i]) for k, v in checks.items()},
                         )
                     )
                 advance(n)

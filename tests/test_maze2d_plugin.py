@@ -202,6 +202,23 @@ def test_controller_settles_on_the_goal_once_the_plan_arrives():
     np.testing.assert_allclose(a.controller_action(s, targets)[0], a.controller_action(s[0], inside))
 
 
+def test_plan_check_sees_plans_through_walls_and_at_the_goal():
+    """umaze: row 2 is wall but for its last free cell (2, 3); cell (r, c) is centred at (c - 2, 2 - r)."""
+    a = ractd_maze2d.adapter
+    line = lambda p, q: np.stack([np.linspace(p[0], q[0], 50), np.linspace(p[1], q[1], 50), np.zeros(50), np.zeros(50)], -1)  # noqa: E731
+    round_the_u = np.concatenate([line((-1, 1), (1, 1)), line((1, 1), (1, -1)), line((1, -1), (-1, -1))])[None]
+    straight_down = np.concatenate([line((-1, 1), (-1, -1)), np.repeat(line((-1, -1), (-1, -1)), 3, 0)])[None]
+    goal = np.array([[-1.0, -1.0]])
+    go_round = a.plan_check("maze2d-umaze", round_the_u, goal)
+    cut = a.plan_check("maze2d-umaze", straight_down, goal)
+    assert go_round["plan_reaches_goal"].tolist() == [True] and go_round["plan_hits_wall"].tolist() == [False]
+    assert cut["plan_reaches_goal"].tolist() == [True] and cut["plan_hits_wall"].tolist() == [True]
+    short = a.plan_check("maze2d-umaze", round_the_u[:, :60], goal)  # stops at the U's far side
+    assert short["plan_reaches_goal"].tolist() == [False] and short["plan_hits_wall"].tolist() == [False]
+    off_the_map = a.plan_check("maze2d-umaze", line((-1, 1), (-4, 1))[None], goal)
+    assert off_the_map["plan_hits_wall"].tolist() == [True]
+
+
 def test_draw_shows_walls_and_goal():
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")

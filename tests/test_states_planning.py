@@ -159,6 +159,14 @@ def test_plan_stride_through_the_commands(tmp_path, monkeypatch):
     assert load_artifact(student["id"]).config["plan_stride"] == 4
     roll = ok("rollout", "--env", "maze2d-umaze", "--model", student["id"], "--episodes", "2")
     assert roll["episodes"] == 2 and roll["ms_per_action"] > 0
+    # the adapter's check of each episode's first plan comes with the rollout
+    checks = [{k: e[k] for k in ("plan_reaches_goal", "plan_hits_wall")} for e in roll["per_episode"]]
+    for k in ("plan_reaches_goal", "plan_hits_wall"):
+        assert roll[f"{k}_rate"] == sum(c[k] for c in checks) / 2
+    bench = ok("bench", "--env", "maze2d-umaze", "--episodes", "2", "--repeats", "3")
+    student_row = next(r for r in bench["rows"] if r["model_id"] == student["id"] and r["nfe"] == 1)
+    assert student_row["plan_reaches_goal_rate"] == roll["plan_reaches_goal_rate"]  # the same episodes, the same plans
+    assert all("plan_hits_wall_rate" in r for r in bench["rows"])
     for task, stride, says in (("maze2d-umaze", "3", "divisor"), ("bimodal", "2", "state-planning")):
         r = runner.invoke(app, ["train-teacher", "--env", task, "--plan-stride", stride])
         assert r.exit_code == 2 and says in r.output, r.output

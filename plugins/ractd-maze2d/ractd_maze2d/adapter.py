@@ -222,6 +222,21 @@ class Maze2dAdapter:
         ax.set_xlim(-cols / 2.0, cols / 2.0)
         ax.set_ylim(-rows / 2.0, rows / 2.0)
 
+    def plan_check(self, task: str, plans: Any, goals: Any) -> dict[str, np.ndarray]:
+        """What open-loop plans promise before a step is taken, for ``rollout`` and ``bench``:
+        ``plan_reaches_goal`` (n,) some planned position within ``SUCCESS_RADIUS`` of the goal, and
+        ``plan_hits_wall`` (n,) some planned position inside a wall cell. ``plans`` (n, L, 4) in env
+        units, one state per env step (``Layout.dense``); ``goals`` (n, 2)."""
+        grid = np.asarray(self._grid(task)) == 1  # (rows, cols) True where a wall is
+        rows, cols = grid.shape
+        p = np.asarray(plans, dtype=np.float64)[..., 0:2]
+        col = np.floor(p[..., 0] + cols / 2.0).astype(int)
+        row = np.floor(rows / 2.0 - p[..., 1]).astype(int)
+        outside = (col < 0) | (col >= cols) | (row < 0) | (row >= rows)
+        in_wall = outside | grid[np.clip(row, 0, rows - 1), np.clip(col, 0, cols - 1)]
+        near_goal = np.linalg.norm(p - np.asarray(goals, dtype=np.float64)[:, None, :], axis=-1) <= SUCCESS_RADIUS
+        return {"plan_reaches_goal": near_goal.any(axis=1), "plan_hits_wall": in_wall.any(axis=1)}
+
     # -- scores --------------------------------------------------------------------------------------
 
     def normalized_score(self, task: str, episode_return: float, scale: str | None = None) -> float:
