@@ -87,6 +87,11 @@ class TaskSpec:
     """The RACTD paper's figure for a ``bench`` row of this task, with its table, by row key
     (``teacher-heun``, ``euler-15``, ``ancestral-15``, ``ctd-1``, ``ractd-1`` .. ``ractd-4``), e.g.
     ``{"ractd-1": "104.9 ± 2.1 (T1)"}``: ``bench`` shows it beside the measured score."""
+    trajdiffuser: Mapping[str, Any] = field(default_factory=dict)
+    """The Trajectory Diffuser's per-task settings (``ractd_cli.trajdiffuser``; its authors' table):
+    ``horizon`` (states per plan; default the task's horizon for state-planning tasks, else 16),
+    ``guidance`` (classifier-free guidance weight w; default 1.2), ``target_return`` (the return, in
+    env units, a proposal starts from; default the best return-to-go of the training data)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Adapter-private defaults (anything the pipeline does not interpret)."""
 
@@ -221,6 +226,7 @@ def spec_dict(spec: TaskSpec) -> dict[str, Any]:
         "default_score_scale": resolve_score_scale(spec) if spec.ref_scores else None,
         "rest_dims": list(spec.rest_dims),
         "paper_scores": dict(spec.paper_scores),
+        "trajdiffuser": dict(spec.trajdiffuser),
     }
 
 

@@ -2,8 +2,8 @@
 
 Rows: the EDM teacher (Heun, 80 bins), Euler/DDIM and ancestral/DDPM at 15 steps, the CTD
 student (reward weight 0) if one exists, the RACTD student at 1-4 steps, and, if the task has a
-proposer, the Trajectory Diffuser: the proposal alone (K=0) and refined by K=1 and K=5 Euler
-steps of the same teacher. Per row: NFE,
+Trajectory Diffuser, its latest: the proposal alone (K=0) and refined by K=1 and K=5 guided Euler
+steps of its refiner. Per row: NFE,
 per-decision latency at batch 1 (median of >= 50 timed calls and >= 1 s of calls after warm-up,
 with min and max), speed-up over the teacher, and the normalised score over rollouts. The bare
 network forward time is reported too, timed alternately with the one-step student so that their
@@ -27,7 +27,7 @@ from .adapters import EnvAdapter, TaskSpec, resolve_score_scale
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .evaluate import PlannerPolicy, RolloutResult, check_follow, run_episodes
 from .models import resolve_device
-from .planner import Planner, build_planner, frozen, load_for_planning
+from .planner import Planner, TrajDiffuserOptions, build_planner, frozen, load_for_planning, load_trajdiffuser
 
 
 @dataclass
@@ -38,9 +38,8 @@ class Row:
     model_id: str
     sampler: str
     nfe_budget: int
-    proposer_id: str | None = None
-    """Set for Trajectory Diffuser rows (``model_id`` is then the refining teacher)."""
     refine_steps: int | None = None
+    """Set for Trajectory Diffuser rows (``model_id`` is then the ``proposer`` artifact)."""
 
 
 def _latest_student(task: str, *, reward: bool) -> Artifact | None:
@@ -50,10 +49,9 @@ def _latest_student(task: str, *, reward: bool) -> Artifact | None:
     return None
 
 
-def _latest_proposer(task: str, teacher_id: str) -> Artifact | None:
-    """The newest proposer of ``task`` trained next to ``teacher_id``, else the newest of the task."""
-    props = [a for a in list_artifacts() if a.kind == "proposer" and a.task == task]
-    return next((a for a in props if teacher_id in a.meta.get("parents", [])), props[0] if props else None)
+def _latest_trajdiffuser(task: str) -> Artifact | None:
+    """The newest Trajectory Diffuser of ``task`` (a ``proposer`` artifact of the paper's method)."""
+    return next((a for a in list_artifacts() if a.kind == "proposer" and a.task == task and a.config.get("method") == "trajdiffuser"), None)
 
 
 PLAN_CHECK_RATES = {"plan_reaches_goal_rate": "plan reaches goal", "plan_hits_wall_rate": "plan hits wall"}
@@ -76,10 +74,10 @@ def bench_rows(spec: TaskSpec, teacher_id: str | None = None) -> list[Row]:
     if ractd is not None and ractd.meta["parents"][0] == teacher_id:
         rows.append(Row("ractd-1", "RACTD student (1 step)", ractd.id, "onestep", 1))
         rows += [Row(f"ractd-{k}", f"RACTD student ({k} steps)", ractd.id, "multistep", k) for k in (2, 3, 4)]
-    proposer = _latest_proposer(spec.name, teacher_id)
-    if proposer is not None:
-        rows.append(Row("trajdiffuser-0", "Trajectory Diffuser proposal (K=0)", teacher_id, "euler", 0, proposer.id, 0))
-        rows += [Row(f"trajdiffuser-{k}", f"Trajectory Diffuser (K={k} Euler)", teacher_id, "euler", k, proposer.id, k) for k in (1, 5)]
+    trajdiffuser = _latest_trajdiffuser(spec.name)
+    if trajdiffuser is not None:
+        rows.append(Row("trajdiffuser-0", "Trajectory Diffuser proposal (K=0)", trajdiffuser.id, "euler", 0, 0))
+        rows += [Row(f"trajdiffuser-{k}", f"Trajectory Diffuser (K={k} Euler)", trajdiffuser.id, "euler", k, k) for k in (1, 5)]
     return rows
 
 
@@ -181,11 +179,11 @@ def run(
     first = _first_start(adapter, spec, seed) if spec.layout.x_source == "state" else None  # plans to draw
     forward_ms = overhead = None
     for row in rows:
-        loaded = load_for_planning(row.model_id, spec)
-        proposer = load_artifact(row.proposer_id, kind="proposer", task=spec.name) if row.proposer_id is not None else None
+        trajdiffuser = row.refine_steps is not None
+        loaded = load_trajdiffuser(row.model_id, spec) if trajdiffuser else load_for_planning(row.model_id, spec)
         planner = build_planner(
-            loaded, spec, proposer=proposer, sampler=row.sampler, nfe=None if proposer else row.nfe_budget,
-            refine_steps=row.refine_steps, device=dev, seed=seed, jit=jit,
+            loaded, spec, sampler=row.sampler, nfe=None if trajdiffuser else row.nfe_budget,
+            trajdiffuser=TrajDiffuserOptions(refine_steps=row.refine_steps) if trajdiffuser else None, device=dev, seed=seed, jit=jit,
         )
         policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse, **following)
         plan1 = functools.partial(planner.plan, past1, goal1)  # this row's planner at batch 1, for the timers
@@ -219,7 +217,7 @@ def run(
             "paper": spec.paper_scores.get(row.key),
         }
         rec.update(policy.describe(), score_scale=score_scale)
-        if row.proposer_id is not None:
+        if trajdiffuser:
             rec.update(planner.describe())
         if not latency_only:
             # each episode plans from its own (seed, episode) noise stream, however many timing calls

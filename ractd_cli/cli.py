@@ -398,27 +398,39 @@ def distill(
 def train_proposer(
     env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt,
-    dataset: Optional[str] = DatasetOpt, json_: bool = JsonOpt,
+    dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt, json_: bool = JsonOpt,
 ) -> None:
-    """Train the Trajectory Diffuser's proposer: a causal transformer that writes the plan the teacher refines."""
+    """Train the Trajectory Diffuser (Huang et al.), one artifact for `rollout --planner trajdiffuser`.
+
+    Three networks on state plans of the task (H states: the authors' per-task horizon for MuJoCo,
+    the task's own for Maze2d), in turn: inverse dynamics; the refiner, an EDM state-plan model
+    conditioned on the return with classifier-free guidance (return dropped for half the batch) and
+    the first state inpainted; the proposer, a causal transformer over (state, return-to-go) tokens.
+    Returns are undiscounted. Steps per network from the preset (inverse-dynamics, teacher,
+    proposer); --steps sets all three."""
     from .registry import get_task
     from .train import proposer
 
     adapter, spec = get_task(env)
-    _report_artifacts([proposer.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset))], json_)
+    _report_artifacts([proposer.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset),
+                                    distance=distance)], json_)
 
 
 # ---------------------------------------------------------------------------------------- rollout
 @app.command()
 def rollout(
     env: str = EnvOpt,
-    model: Optional[str] = typer.Option(None, "--model", help="Artifact id/path, or `student` / `teacher` (the latest of that kind). Default: student; with --planner trajdiffuser, the teacher that refines (default: teacher)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Artifact id/path, or `student` / `teacher` (the latest of that kind). Default: student. Not with --planner trajdiffuser (see --proposer)."),
     sampler: Optional[str] = typer.Option(None, help="onestep|multistep (student), heun|euler|ancestral (teacher), euler|heun (trajdiffuser refinement). Default: onestep / heun / euler."),
     nfe: Optional[int] = typer.Option(None, "--nfe", help="Network calls per plan (default: 1 student; 159 = 80 Heun bins teacher, which the paper counts as NFE 80; 15 Euler/ancestral). A student with --nfe k > 1 samples in k steps (the authors' chain: re-noise to sigma 27, then 54)."),
-    planner: str = typer.Option("diffusion", "--planner", help="diffusion: sample the teacher/student; trajdiffuser: a transformer proposes, the teacher refines."),
-    proposer: Optional[str] = typer.Option(None, "--proposer", help="trajdiffuser: proposer artifact id/path (default: latest for the task)."),
-    refine_steps: Optional[int] = typer.Option(None, "--refine-steps", help="trajdiffuser: teacher steps refining the proposal, K (default 5; 0 = the proposal alone)."),
-    refine_sigma: Optional[float] = typer.Option(None, "--refine-sigma", help="trajdiffuser: noise level (EDM sigma) the proposal is lifted to before refining (default 0.5)."),
+    planner: str = typer.Option("diffusion", "--planner", help="diffusion: sample the teacher/student; trajdiffuser: the Trajectory Diffuser (`train-proposer`): a return-conditioned transformer proposes states, a return-guided diffusion model refines them, inverse dynamics acts."),
+    proposer: Optional[str] = typer.Option(None, "--proposer", help="trajdiffuser: its artifact id/path (default: the task's latest)."),
+    refine_steps: Optional[int] = typer.Option(None, "--refine-steps", help="trajdiffuser: refiner steps K (default 5, the authors'; 0 = the proposal alone)."),
+    refine_sigma: Optional[float] = typer.Option(None, "--refine-sigma", help="trajdiffuser: noise level (EDM sigma) the proposal is lifted to before refining (default 0.08, the authors' last 5 of 100 DDPM steps)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="trajdiffuser: classifier-free guidance weight w on the return (default: the task's, 1.2 hopper, 1.1 other MuJoCo; 0 = unconditional, 1 = conditional)."),
+    target_return: Optional[float] = typer.Option(None, "--target-return", help="trajdiffuser: the return (env units, undiscounted) plans are asked for (default: the best return-to-go of its training data)."),
+    candidates: int = typer.Option(1, "--candidates", help="trajdiffuser: plans drawn per decision; with N > 1 the reward model (--reward, default the latest) keeps the best."),
+    reward_ref: Optional[str] = typer.Option(None, "--reward", help="trajdiffuser --candidates N > 1: reward artifact id/path (default: latest for the task)."),
     episodes: int = typer.Option(100, help="Evaluation episodes."),
     seed: int = typer.Option(0, help="Seed: episode i uses seed+i, so planners are compared on the same starts."),
     batch: int = typer.Option(50, help="Episodes run in lockstep (planner batch size)."),
@@ -432,15 +444,19 @@ def rollout(
 ) -> None:
     """Run a planner in the real environment: normalised score, return, success rate, latency."""
     from .evaluate import rollout as do_rollout
+    from .planner import TrajDiffuserOptions
     from .registry import get_task
 
     if episodes < 1 or batch < 1:
         raise UsageError("--episodes and --batch must be at least 1")
     check_seed(seed)
     adapter, spec = get_task(env)
+    td_given = any(v is not None for v in (refine_steps, refine_sigma, guidance, target_return, reward_ref)) or candidates != 1
+    td_opts = TrajDiffuserOptions(refine_steps=refine_steps, refine_sigma=refine_sigma, guidance=guidance, target_return=target_return,
+                                  candidates=candidates, reward=reward_ref) if planner == "trajdiffuser" or td_given else None
     res = do_rollout(adapter, spec, model, sampler=sampler, nfe=nfe, episodes=episodes, seed=seed, batch=batch,
                      follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, device=device, show_progress=True, planner=planner, proposer=proposer,
-                     refine_steps=refine_steps, refine_sigma=refine_sigma, jit=jit)
+                     trajdiffuser=td_opts, jit=jit)
     summary = res.summary()
     if summary["jit_error"]:
         err.print(f"note: the frozen TorchScript graph could not be built ({summary['jit_error']}); the planner ran eager")
@@ -451,8 +467,9 @@ def rollout(
     succ = f", success {summary['success_rate']:.0%}" if summary["success_rate"] is not None else ""
     what = f"{summary['model_kind']} {summary['sampler']}"
     if summary.get("planner") == "trajdiffuser":
-        what = (f"trajdiffuser (proposer {summary['proposer_id'][:8]}, K={summary['refine_steps']} {summary['sampler']} "
-                f"steps from sigma {summary['refine_sigma']:g})")
+        what = (f"trajdiffuser {summary['proposer_id'][:8]} (H={summary['plan_horizon']}, K={summary['refine_steps']} {summary['sampler']} "
+                f"steps from sigma {summary['refine_sigma']:g}, guidance {summary['guidance']:g}, target return {summary['target_return']:g}"
+                + (f", best of {summary['candidates']}" if summary["candidates"] > 1 else "") + ")")
     nfe = f"NFE {summary['nfe_paper']}, {summary['nfe']} network calls" if summary["nfe_paper"] != summary["nfe"] else f"NFE {summary['nfe']}"
     err.print(f"{spec.name} {what} ({nfe}{_following(summary)}): "
               f"{summary['score_scale']} score [bold]{summary['score_mean']:.1f} ± {summary['score_stderr']:.1f}[/] over {summary['episodes']} episodes, "

@@ -21,7 +21,7 @@ from .adapters import EnvAdapter, TaskSpec, resolve_score_scale
 from .artifacts import Artifact
 from .errors import UsageError
 from .models import resolve_device
-from .planner import PLANNERS, Planner, build_planner, load_for_planning, load_for_trajdiffuser, loaded_from
+from .planner import PLANNERS, Planner, TrajDiffuserOptions, build_planner, load_for_planning, load_trajdiffuser, loaded_from
 from .ui import progress
 
 
@@ -340,15 +340,12 @@ def rollout(
     show_progress: bool = True,
     planner: str = "diffusion",
     proposer: str | None = None,
-    refine_steps: int | None = None,
-    refine_sigma: float | None = None,
+    trajdiffuser: TrajDiffuserOptions | None = None,
 ) -> RolloutResult:
-    """Plan with a teacher or student (``planner="diffusion"``: ``sampler`` at ``nfe`` evaluations)
-    or with the Trajectory Diffuser (``planner="trajdiffuser"``: ``proposer`` refined by the teacher
-    ``model`` in ``refine_steps`` steps from ``refine_sigma``), and run the episodes.
-
-    ``model`` defaults to the latest student for ``diffusion`` and the latest teacher for
-    ``trajdiffuser``; ``proposer`` to the task's latest proposer. ``states`` plans are executed by
+    """Plan with a teacher or student (``planner="diffusion"``: ``model``, default the latest
+    student, sampled by ``sampler`` at ``nfe`` evaluations) or with the Trajectory Diffuser
+    (``planner="trajdiffuser"``: the artifact ``proposer``, default the task's latest, run with
+    ``trajdiffuser`` options), and run the episodes. ``states`` plans are executed by
     ``follow`` (default ``inverse``; ``replan``, ``snap_goal``: see :class:`PlannerPolicy`),
     scores normalised on ``score_scale`` (default ``d4rl``); all four are recorded in ``info``.
     """
@@ -357,17 +354,19 @@ def rollout(
     score_scale = resolve_score_scale(spec, score_scale)
     if planner not in PLANNERS:
         raise UsageError(f"unknown --planner {planner!r}; use one of {', '.join(PLANNERS)}")
-    if planner == "trajdiffuser":
+    if planner == "trajdiffuser":  # usage first, then the cache
+        if model is not None:
+            raise UsageError("--planner trajdiffuser runs its own networks; pass the artifact as --proposer, not --model")
         if nfe is not None:
             raise UsageError("--nfe does not apply to --planner trajdiffuser; set --refine-steps (and --sampler euler|heun)")
-        loaded, proposer_art = load_for_trajdiffuser(model, proposer, spec)
+        loaded = load_trajdiffuser(proposer, spec)
+        trajdiffuser = trajdiffuser or TrajDiffuserOptions()
     else:
-        if proposer is not None or refine_steps is not None or refine_sigma is not None:
-            raise UsageError("--proposer, --refine-steps and --refine-sigma need --planner trajdiffuser")
-        loaded, proposer_art = load_for_planning(model or "student", spec), None
-    p = build_planner(loaded, spec, proposer=proposer_art, sampler=sampler, nfe=nfe, refine_steps=refine_steps,
-                      refine_sigma=refine_sigma, device=resolve_device(device), seed=seed, jit=jit)
-    extra = p.describe() if proposer_art is not None else {"planner": "diffusion"}
+        if proposer is not None or trajdiffuser is not None:
+            raise UsageError("--proposer, --refine-steps, --refine-sigma, --guidance, --target-return and --candidates need --planner trajdiffuser")
+        loaded = load_for_planning(model or "student", spec)
+    p = build_planner(loaded, spec, sampler=sampler, nfe=nfe, trajdiffuser=trajdiffuser, device=resolve_device(device), seed=seed, jit=jit)
+    extra = p.describe() if planner == "trajdiffuser" else {"planner": "diffusion"}
     policy = PlannerPolicy(p, adapter, inverse=loaded.inverse, follow=follow, replan=replan, snap_goal=snap_goal)
     res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress,
                        score_scale=score_scale)

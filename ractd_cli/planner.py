@@ -16,6 +16,8 @@ model's normalised space the conditioning is laid out as
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,10 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import trajdiffuser as td
 from .adapters import TaskSpec
 from .artifacts import Artifact, load_artifact
 from .diffusion import (
     SAMPLERS,
+    EDMPrecond,
     StackedRandomGenerator,
     append_zero,
     ctm_sample,
@@ -35,7 +39,7 @@ from .diffusion import (
     student_sigmas,
 )
 from .errors import UsageError
-from .models import PlanIO, denoiser_from, inverse_from, normalizers_from, plan_io, proposer_from, spec_for, student_from
+from .models import PlanIO, RawInverse, denoiser_from, inverse_from, load_net, normalizers_from, plan_io, proposer_from, spec_for, student_from
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -48,11 +52,6 @@ STUDENT_SAMPLERS = ("onestep", "multistep")
 DEFAULT_NFE = {"heun": 159, "euler": 15, "ancestral": 15, "onestep": 1, "multistep": 2}
 PLANNERS = ("diffusion", "trajdiffuser")
 REFINE_SAMPLERS = ("euler", "heun")
-DEFAULT_REFINE_STEPS = 5
-DEFAULT_REFINE_SIGMA = 0.5
-"""Noise level (EDM scale) the Trajectory Diffuser's proposal is lifted to before refinement:
-sigma_data, where signal and noise have equal scale, so the teacher can move the proposal to
-the nearest mode of the data without forgetting it."""
 
 
 def sigma_grid(sampler: str, nfe: int, cfg: dict, device: torch.device | None = None) -> torch.Tensor:
@@ -231,124 +230,160 @@ def refine_sigmas(refine_sigma: float, steps: int, sigma_min: float, device: tor
     return append_zero(karras_sigmas(steps, min(sigma_min, refine_sigma), refine_sigma, device=device))
 
 
+class RawReward(nn.Module):
+    """R_psi of a ``reward`` artifact scoring raw plans of ``spec``'s layout: (x (B, T, D), past
+    (B, h, obs_dim), goal) in env units -> (B,), through the reward model's own normalisers."""
+
+    def __init__(self, art: Artifact, spec: TaskSpec):
+        super().__init__()
+        self.io = plan_io(art, spec)
+        self.score = spec.layout.reward(spec, load_net(art))
+
+    def forward(self, x: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor:
+        return self.score(self.io.x(x), self.io.cond(past, goal))
+
+
 class TrajDiffuserPlanner:
-    """Trajectory Diffuser (Huang et al.): a transformer proposes, the EDM teacher refines.
+    """Trajectory Diffuser (Huang et al.; :mod:`ractd_cli.trajdiffuser`) from one ``proposer`` artifact.
 
-    ``plan(past, goal)``: raw past states and goal -> x0 (B, T, D) raw, plus NFE, where (each model
-    in its own normalised space, its normalisers inside)
+    ``plan(past, goal)``: raw past states and goal -> (x0 raw, NFE), as :meth:`Planner.plan`, where,
+    in the artifact's normalised space, with s_0 the current state and g* the target return:
 
-        x_prop = proposer.generate(cond)                            (autoregressive, no NFE)
-        x      = x_prop + refine_sigma * n,  n ~ N(0, I)
-        x0     = sampler(teacher, x, karras(refine_steps, refine_sigma -> 0))
+        tokens  = proposer.generate([s_0, g*, goal])                  (autoregressive, no NFE)
+        x_prop  = [s_0, states of tokens]                              (B, H, obs_dim)
+        x       = x_prop + refine_sigma * n,  x[:, 0] = s_0
+        x_plan  = sampler(D_w, x, karras(refine_steps, refine_sigma -> 0), [goal, g*, 1])
 
-    ``refine_steps`` = 0 (or ``refine_sigma`` = 0) returns the proposal itself. NFE counts
-    teacher calls only (Euler: K, Heun: 2K-1); the proposer's time is in the callers' latency.
-    Drop-in for :class:`Planner` in :class:`~ractd_cli.evaluate.PlannerPolicy` and ``bench``.
+    D_w is the refiner with classifier-free guidance weight ``guidance`` and the first state
+    inpainted (:class:`~ractd_cli.trajdiffuser.GuidedDenoiser`). ``refine_steps`` 0 returns the
+    proposal itself. With ``candidates`` N > 1, N plans per row, and ``reward`` (a reward artifact)
+    keeps the one it scores highest. x0 is the task's own kind of plan: the state plan for
+    ``states`` tasks (followed as any state plan), for ``chunk`` tasks the actions
+    a_t = f(s_t, s_{t+1}) of the plan's H-1 transitions (the first is executed, then replanned).
+    NFE counts refiner calls (Euler K, Heun 2K-1; guidance batches both conditions in one call).
     """
 
     def __init__(
         self,
-        teacher: Artifact,
-        proposer: Artifact,
+        art: Artifact,
         spec: TaskSpec,
         *,
-        refine_steps: int = DEFAULT_REFINE_STEPS,
-        refine_sigma: float = DEFAULT_REFINE_SIGMA,
+        refine_steps: int = td.REFINE_STEPS,
+        refine_sigma: float = td.REFINE_SIGMA,
+        guidance: float | None = None,
+        target_return: float | None = None,
+        candidates: int = td.CANDIDATES,
+        reward: Artifact | None = None,
         sampler: str | None = None,
         device: str | torch.device = "cpu",
         seed: int = 0,
-        jit: bool = False,
     ):
         sampler = sampler or "euler"
+        if art.kind != "proposer" or art.config.get("method") != "trajdiffuser":
+            raise UsageError(f"artifact {art.id} is not a Trajectory Diffuser; run `ractd train-proposer --env {spec.name}`")
         if sampler not in REFINE_SAMPLERS:
             raise UsageError(f"sampler {sampler!r} does not apply to trajdiffuser refinement; use one of {', '.join(REFINE_SAMPLERS)}")
         if refine_steps < 0:
             raise UsageError(f"--refine-steps must be >= 0, got {refine_steps}")
-        if not 0 <= refine_sigma <= teacher.config["sigma_max"]:
-            raise UsageError(f"--refine-sigma must be in [0, {teacher.config['sigma_max']:g}], got {refine_sigma:g}")
-        if teacher.kind != "teacher" or proposer.kind != "proposer":
-            raise UsageError(f"trajdiffuser needs a teacher and a proposer, got a {teacher.kind} and a {proposer.kind}")
-        spec = spec_for(teacher, spec)
-        self.art, self.proposer_art, self.spec = teacher, proposer, spec
-        self.T, self.D = spec.x_shape
-        pc = proposer.config["net"]
-        if (pc["horizon"], pc["x_dim"], pc["cond_dim"]) != (self.T, self.D, spec.cond_dim):
-            raise UsageError(
-                f"proposer {proposer.id} plans ({pc['horizon']}, {pc['x_dim']}) from cond {pc['cond_dim']}, but {spec.name} "
-                f"needs ({self.T}, {self.D}) from cond {spec.cond_dim}; retrain it with `ractd train-proposer --env {spec.name}`"
-            )
+        if not 0 <= refine_sigma <= art.config["sigma_max"]:
+            raise UsageError(f"--refine-sigma must be in [0, {art.config['sigma_max']:g}], got {refine_sigma:g}")
+        guidance = td.guidance(spec) if guidance is None else float(guidance)
+        if not (math.isfinite(guidance) and guidance >= 0):
+            raise UsageError(f"--guidance must be a finite number >= 0, got {guidance}")
+        if candidates < 1:
+            raise UsageError(f"--candidates must be at least 1, got {candidates}")
+        if candidates > 1 and reward is None:
+            raise UsageError("--candidates N > 1 picks the best plan by the reward model; train one (`ractd train-reward`) or pass --reward")
+        self.art, self.spec = art, spec
+        self.view = dataclasses.replace(td.state_view(spec), horizon=int(art.config["horizon"]))
         self.device = torch.device(device)
         self.sampler_name = sampler
-        self.refine_steps, self.refine_sigma = int(refine_steps), float(refine_sigma)
-        self.model = denoiser_from(teacher).to(self.device)
-        self.proposer = proposer_from(proposer).to(self.device)
-        self.jit = jit
-        self.jit_error: str | None = None
-        if jit:  # the refining teacher gets the same frozen graph as in Planner (the proposer stays eager)
-            self.model = frozen_model(self.model, self, n_times=1)
+        self.refine_steps, self.refine_sigma, self.guidance, self.candidates = int(refine_steps), float(refine_sigma), guidance, int(candidates)
+        self.target_return = float(art.config["best_return"] if target_return is None else target_return)
+        norms = normalizers_from(art.tensors)
+        self.io = PlanIO(self.view, norms).to(self.device)
+        self.g_star = float(norms["return"].normalize(np.array([self.target_return], np.float32))[0])
+        self.proposer = proposer_from(art).to(self.device)
+        self.refiner = td.GuidedDenoiser(EDMPrecond(load_net(art, "refiner"), sigma_data=art.config["sigma_data"]), guidance).to(self.device).eval()
+        self.inverse = RawInverse(load_net(art, "inverse"), norms).to(self.device).eval()
+        self.reward = RawReward(reward, spec).to(self.device).eval() if reward is not None and candidates > 1 else None
+        self.reward_id = reward.id if self.reward is not None else None
         self.sample_fn: Callable = SAMPLERS[sampler]
-        self.sigmas = refine_sigmas(self.refine_sigma, self.refine_steps, teacher.config["sigma_min"], self.device)
+        self.sigmas = refine_sigmas(self.refine_sigma, self.refine_steps, art.config["sigma_min"], self.device)
         self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        teacher_norms, proposer_norms = normalizers_from(teacher.tensors), normalizers_from(proposer.tensors)
-        self.io = PlanIO(spec, teacher_norms).to(self.device)
-        self.proposer_io = PlanIO(spec, proposer_norms).to(self.device)
-        self._same_norms = teacher_norms.keys() == proposer_norms.keys() and all(
-            n.same_as(proposer_norms[k]) for k, n in teacher_norms.items()
-        )
-        """Both models share one normalised space (the usual case): the proposal goes to the teacher as is."""
+        self.jit, self.jit_error = False, None  # the transformer and the guided refiner run eager
         self.nfe_per_plan: int | None = None
-
-    @torch.inference_mode()
-    def propose(self, past: torch.Tensor, goal: torch.Tensor | None = None) -> torch.Tensor:
-        """The proposer's plan (B, T, D) for raw past states and goal, in the teacher's normalised space."""
-        past, goal = _on(past, self.device), _goal_on(goal, past, self.device)
-        if self._same_norms:
-            return self.proposer.generate(self.io.cond(past, goal))
-        return self.io.x(self.proposer_io.plan(self.proposer.generate(self.proposer_io.cond(past, goal))))
-
-    @torch.inference_mode()
-    def refine(self, x_prop: torch.Tensor, cond: torch.Tensor, generator: StackedRandomGenerator | None = None) -> tuple[torch.Tensor, int]:
-        """Noise ``x_prop`` (normalised) to ``refine_sigma`` and denoise it with the teacher given the
-        normalised ``cond``: (x0 normalised, NFE)."""
-        if len(self.sigmas) < 2:
-            return x_prop, 0
-        generator = generator if generator is not None else self.generator
-        noise = randn_like(x_prop, generator)
-        return self.sample_fn(self.model, x_prop + self.sigmas[0] * noise, self.sigmas, cond=cond.to(self.device), generator=generator)
 
     noise_streams = Planner.noise_streams
 
     @property
     def nfe_paper(self) -> int:
-        """Teacher steps K, as the paper counts NFE (Heun makes 2K - 1 calls, Euler K)."""
+        """Refiner steps K, as the paper counts NFE (Heun makes 2K - 1 calls, Euler K)."""
         return self.refine_steps if len(self.sigmas) > 1 else 0
+
+    @torch.inference_mode()
+    def propose(self, s0: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor:
+        """Normalised s_0 (B, obs_dim) and goal -> the proposal (B, H, obs_dim), normalised, from g*."""
+        g0 = torch.full((s0.shape[0],), self.g_star, device=s0.device)
+        tok = self.proposer.generate(td.proposer_cond(s0, g0, goal))
+        return torch.cat([s0[:, None], tok[..., : s0.shape[-1]]], dim=1)
+
+    @torch.inference_mode()
+    def refine(self, x_prop: torch.Tensor, goal: torch.Tensor | None, noise: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Lift the normalised proposal to ``refine_sigma`` with ``noise`` (its first state kept) and
+        denoise it in K guided steps: (plan normalised, NFE)."""
+        if len(self.sigmas) < 2:
+            return x_prop, 0
+        x = torch.cat([x_prop[:, :1], x_prop[:, 1:] + self.sigmas[0] * noise[:, 1:]], dim=1)
+        g0 = torch.full((x.shape[0],), self.g_star, device=x.device)
+        return self.sample_fn(self.refiner, x, self.sigmas, cond=td.refiner_cond(goal, g0))
 
     @torch.inference_mode()
     def plan(
         self, past: torch.Tensor, goal: torch.Tensor | None = None, generator: StackedRandomGenerator | None = None
     ) -> tuple[torch.Tensor, int]:
-        """Raw past states and goal -> (x0 (B, T, D) raw, NFE), as :meth:`Planner.plan`."""
+        """Raw past states and goal -> (x0 raw, NFE): the state plan (``states`` tasks) or the plan's
+        actions (``chunk`` tasks); see the class docstring."""
+        generator = generator if generator is not None else self.generator
         past, goal = _on(past, self.device), _goal_on(goal, past, self.device)
-        x0, self.nfe_per_plan = self.refine(self.propose(past, goal), self.io.cond(past, goal), generator)
-        return self.io.plan(x0), self.nfe_per_plan
+        B, N, (H, D) = past.shape[0], self.candidates, (self.view.horizon, self.view.obs_dim)
+        s0 = self.io.state(past[:, -1]).repeat_interleave(N, 0)
+        goal_n = self.io.goal(goal).repeat_interleave(N, 0) if goal is not None and goal.shape[-1] else None
+        noise = randn_like(torch.empty(B, N * H, D, device=self.device), generator).reshape(B * N, H, D)
+        x, self.nfe_per_plan = self.refine(self.propose(s0, goal_n), goal_n, noise)
+        states = self.io.state.inverse(x)  # (B*N, H, obs_dim) raw
+        out = states if self.spec.layout.open_loop else self.inverse(states[:, :-1], states[:, 1:])
+        if N > 1:
+            scores = self.reward(out, past.repeat_interleave(N, 0), None if goal is None else goal.repeat_interleave(N, 0))
+            best = scores.reshape(B, N).argmax(1) + torch.arange(B, device=self.device) * N
+            out = out[best]
+        else:
+            out = out
+        return out, self.nfe_per_plan
 
     def describe(self) -> dict:
         """What a result should record about this planner."""
         return {
             "planner": "trajdiffuser",
-            "proposer_id": self.proposer_art.id,
+            "proposer_id": self.art.id,
             "refine_steps": self.refine_steps,
             "refine_sigma": self.refine_sigma,
+            "guidance": self.guidance,
+            "target_return": self.target_return,
+            "candidates": self.candidates,
+            "reward_id": self.reward_id,
+            "plan_horizon": self.view.horizon,
         }
 
 
 @dataclass
 class Loaded:
-    """A planning artifact with what it needs: its teacher (for students) and inverse dynamics."""
+    """A planning artifact with what it needs: its teacher (for students; None for a Trajectory
+    Diffuser) and inverse dynamics."""
 
     art: Artifact
-    teacher: Artifact
+    teacher: Artifact | None
     inverse: nn.Module | None
     """Inverse dynamics in env units (:class:`~ractd_cli.models.RawInverse`), for ``states`` tasks."""
 
@@ -376,47 +411,51 @@ def loaded_from(art: Artifact, spec: TaskSpec) -> Loaded:
     return Loaded(art=art, teacher=teacher, inverse=inverse)
 
 
+@dataclass(frozen=True)
+class TrajDiffuserOptions:
+    """How ``rollout``/``bench`` run a Trajectory Diffuser (None: the defaults of
+    :class:`TrajDiffuserPlanner`, i.e. the authors' and the task's)."""
+
+    refine_steps: int | None = None
+    refine_sigma: float | None = None
+    guidance: float | None = None
+    target_return: float | None = None
+    candidates: int = td.CANDIDATES
+    reward: str | None = None
+    """Reward artifact id/path for ``candidates`` > 1 (default: the task's latest)."""
+
+    def given(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "reward"}
+
+
+def load_trajdiffuser(ref: str | None, spec: TaskSpec) -> Loaded:
+    """A Trajectory Diffuser artifact (``ref`` id/path; None or ``latest``: the task's newest) with
+    its own inverse dynamics (which follows its state plans on ``states`` tasks)."""
+    art = load_artifact(ref or "latest", kind="proposer", task=spec.name)
+    if art.config.get("method") != "trajdiffuser":
+        raise UsageError(f"proposer {art.id} predates the Trajectory Diffuser of its paper; run `ractd train-proposer --env {spec.name}` again")
+    return Loaded(art=art, teacher=None, inverse=RawInverse(load_net(art, "inverse"), normalizers_from(art.tensors)).eval())
+
+
 def build_planner(
     loaded: Loaded,
     spec: TaskSpec,
     *,
-    proposer: Artifact | None = None,
     sampler: str | None = None,
     nfe: int | None = None,
-    refine_steps: int | None = None,
-    refine_sigma: float | None = None,
+    trajdiffuser: TrajDiffuserOptions | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
     jit: bool = True,
 ) -> Planner | TrajDiffuserPlanner:
-    """The one way ``rollout`` and ``bench`` make a planner: with a ``proposer``, the Trajectory
-    Diffuser refining with ``loaded``'s teacher (``refine_steps``/``refine_sigma``, defaults 5 and
-    0.5); without, ``loaded.art`` (teacher or student) sampled by ``sampler`` at ``nfe``."""
-    if proposer is not None:
+    """The one way ``rollout`` and ``bench`` make a planner: a Trajectory Diffuser artifact (kind
+    ``proposer``) with ``trajdiffuser`` options, or a teacher or student sampled by ``sampler`` at ``nfe``."""
+    if loaded.art.kind == "proposer":
         if nfe is not None:
             raise UsageError("--nfe does not apply to --planner trajdiffuser; set --refine-steps (and --sampler euler|heun)")
-        return TrajDiffuserPlanner(
-            loaded.teacher, proposer, spec,
-            refine_steps=DEFAULT_REFINE_STEPS if refine_steps is None else refine_steps,
-            refine_sigma=DEFAULT_REFINE_SIGMA if refine_sigma is None else refine_sigma,
-            sampler=sampler, device=device, seed=seed, jit=jit,
-        )
-    if refine_steps is not None or refine_sigma is not None:
-        raise UsageError("--proposer, --refine-steps and --refine-sigma need --planner trajdiffuser")
+        opts = trajdiffuser or TrajDiffuserOptions()
+        reward = load_artifact(opts.reward or "latest", kind="reward", task=spec.name) if opts.candidates > 1 else None
+        return TrajDiffuserPlanner(loaded.art, spec, **opts.given(), reward=reward, sampler=sampler, device=device, seed=seed)
+    if trajdiffuser is not None:
+        raise UsageError("--proposer, --refine-steps, --refine-sigma, --guidance, --target-return and --candidates need --planner trajdiffuser")
     return Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=device, seed=seed, jit=jit)
-
-
-def load_proposer(ref: str | None, spec: TaskSpec) -> Artifact:
-    """The proposer ``ref`` (id/path; None or ``latest``: the newest for the task)."""
-    return load_artifact(ref or "latest", kind="proposer", task=spec.name)
-
-
-def load_for_trajdiffuser(model: str | None, proposer: str | None, spec: TaskSpec) -> tuple[Loaded, Artifact]:
-    """The teacher that refines (``model``: id/path or ``teacher``, default the latest) and the proposer."""
-    loaded = load_for_planning(model or "teacher", spec)
-    if loaded.art.kind != "teacher":
-        raise UsageError(
-            f"--planner trajdiffuser refines with a teacher, and {loaded.art.id} is a {loaded.art.kind}; "
-            f"pass --model teacher or a teacher id (this student's teacher is {loaded.teacher.id})"
-        )
-    return loaded, load_proposer(proposer, spec)

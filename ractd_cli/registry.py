@@ -20,8 +20,9 @@ from .presets import task_preset_problems
 
 REQUIRED_METHODS = ("make_env", "state", "states", "goals", "goal", "reset_options", "generate", "normalized_score", "success")
 """What every adapter must have (``ractd_cli.adapters.EnvAdapter``)."""
-OPTIONAL_HOOKS = ("track_action", "controller_action", "draw")
-"""What an adapter may add: ``rollout --follow track|controller`` and the maze drawing of ``bench --plot``."""
+OPTIONAL_HOOKS = ("track_action", "controller_action", "draw", "plan_check")
+"""What an adapter may add: ``rollout --follow track|controller``, the maze drawing of ``bench --plot``
+and the check of each episode's first plan (``plan_check``)."""
 
 GROUP = "ractd.envs"
 
@@ -66,6 +67,12 @@ def _load_entry_point(ep: Any) -> Plugin:
     return plugin
 
 
+def trajdiffuser_problems(spec: TaskSpec) -> list[str]:
+    from .trajdiffuser import settings_problems
+
+    return settings_problems(spec)
+
+
 def adapter_problems(adapter: Any) -> list[str]:
     """What keeps an adapter from working ([] when nothing does): a missing protocol method, a
     non-callable optional hook, a task whose key is not its name, a bad network or preset override."""
@@ -76,6 +83,7 @@ def adapter_problems(adapter: Any) -> list[str]:
             problems.append(f"task {key!r} must map to a TaskSpec named {key!r}")
             continue
         problems += task_preset_problems(spec.name, spec.model_preset, spec.presets)
+        problems += trajdiffuser_problems(spec)
     return problems
 
 

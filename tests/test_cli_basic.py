@@ -71,6 +71,9 @@ def test_envs_json_specs_of_the_installed_plugins():
     assert specs["walker2d-medium-replay"]["paper_scores"] == {"ractd-1": "91.5 ± 2.6 (T1)"}
     assert specs["maze2d-large"]["paper_scores"]["ractd-1"] == "143.8 ± 0.0 (T2)"
     assert specs["hopper-simple"]["paper_scores"] == {}
+    # the Trajectory Diffuser authors' per-task settings
+    assert specs["hopper-medium-replay"]["trajdiffuser"] == {"horizon": 16, "guidance": 1.2}
+    assert specs["halfcheetah-medium"]["trajdiffuser"] == {"horizon": 8, "guidance": 1.1}
     for task, s in specs.items():  # the data are the specs themselves
         spec = registry.get_task(task)[1]
         assert (s["model_preset"], s["gamma"], s["history"], s["horizon"]) == (spec.model_preset, spec.gamma, spec.history, spec.horizon)

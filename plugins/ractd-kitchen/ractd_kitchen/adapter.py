@@ -93,6 +93,7 @@ def _spec(dataset: str) -> TaskSpec:
         local_generation=LOCAL_GENERATION,
         loss_weights=LOSS_WEIGHTS,
         model_preset="mujoco",
+        trajdiffuser={"horizon": 32, "guidance": 1.2},  # the Trajectory Diffuser authors' main.py (kitchen-*)
         # Minari's kitchen datasets carry no reference scores, and their returns (raw per-step
         # task counts) are not on the 0..4 scale; normalized_score handles the scale itself.
         ref_min_score=None,

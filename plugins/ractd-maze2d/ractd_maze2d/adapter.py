@@ -104,6 +104,9 @@ def _spec(maze: str) -> TaskSpec:
         ref_max_score=hi,
         ref_scores={scale: refs[maze] for scale, refs in _REF_SCORES.items()},
         paper_scores=PAPER_SCORES[maze],
+        # The Trajectory Diffuser's guidance, its authors' main.py (maze2d-*: 1.1). It plans the task's
+        # horizon open loop like the other planners here (its authors replan 32-128 states every step).
+        trajdiffuser={"guidance": 1.1},
         extra={
             "maze": maze,
             "eval_goal_cell": _EVAL_GOAL_CELLS[maze],

@@ -84,13 +84,14 @@ class _Body:
     gamma: float
     ref_min: float  # D4RL REF_MIN_SCORE (random policy)
     ref_max: float  # D4RL REF_MAX_SCORE (expert policy)
+    trajdiffuser: tuple[int, float]  # the Trajectory Diffuser's (horizon, guidance w), its authors' main.py
 
 
 # gamma: the reward model's return-to-go discount per environment (DESIGN.md / RACTD paper).
 _BODIES: dict[str, _Body] = {
-    "hopper": _Body("Hopper-v5", 11, 3, 0.997, -20.272305, 3234.3),
-    "walker2d": _Body("Walker2d-v5", 17, 6, 0.99, 1.629008, 4592.3),
-    "halfcheetah": _Body("HalfCheetah-v5", 17, 6, 0.9, -280.178953, 12135.0),
+    "hopper": _Body("Hopper-v5", 11, 3, 0.997, -20.272305, 3234.3, (16, 1.2)),
+    "walker2d": _Body("Walker2d-v5", 17, 6, 0.99, 1.629008, 4592.3, (32, 1.1)),
+    "halfcheetah": _Body("HalfCheetah-v5", 17, 6, 0.9, -280.178953, 12135.0, (8, 1.1)),
 }
 
 
@@ -136,6 +137,7 @@ def _spec(body: str, dataset: str) -> TaskSpec:
         ref_max_score=b.ref_max,
         ref_scores={"d4rl": (b.ref_min, b.ref_max)},
         paper_scores=paper_scores(body, dataset),
+        trajdiffuser={"horizon": b.trajdiffuser[0], "guidance": b.trajdiffuser[1]},
         extra={"body": body, "dataset": dataset, "d4rl_name": f"{body}-{dataset}-v2", "behaviours": BEHAVIOURS},
     )
 
