@@ -30,6 +30,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import __version__
+from .distributed import is_main
 from .errors import RactdError, UsageError
 from .paths import models_dir
 
@@ -101,13 +102,17 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def made_on() -> dict[str, Any]:
     """What decides whether a training run reproduces bit for bit: torch's version, its CPU kernel
-    family and thread count (CPU kernels sum in a thread-count-dependent order), and CUDA if used.
+    family and thread count (CPU kernels sum in a thread-count-dependent order), CUDA if used, and
+    the torchrun group's size when there is one of more than one process.
     Recorded in every artifact beside (not inside) its content id."""
+    from .distributed import world
+
     return {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        **({"world_size": world().size} if world().size > 1 else {}),
     }
 
 
@@ -144,7 +149,8 @@ def save_artifact(
     meta["made_on"] = made_on()
     data = st_save(cpu, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
     path = (directory or models_dir()) / f"{kind}-{task}-{meta['id']}.safetensors"
-    atomic_write(path, data)
+    if is_main():  # in a torchrun group only rank 0 writes (every rank computes the same artifact)
+        atomic_write(path, data)
     return Artifact(path=path, meta=meta, tensors=cpu)
 
 

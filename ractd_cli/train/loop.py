@@ -8,11 +8,17 @@ Checkpoints are safetensors files (model, EMA, AdamW moments, RNG state) with th
 remaining state as JSON metadata: nothing is ever pickled. Minibatches are drawn with a seeded
 ``torch.Generator`` whose state is checkpointed, so on CPU a resumed run ends with the same
 weights as an uninterrupted one, and the same seed gives the same artifact.
+
+Under ``torchrun`` (:mod:`ractd_cli.distributed`) the loss runs inside ``DistributedDataParallel``
+(gradients all-reduced), each rank draws its own batches and noise from generators seeded by
+(seed, rank), and only rank 0 shows progress and writes checkpoints, which hold every rank's
+generator states, so ``--resume`` continues a group of the same size exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -28,6 +34,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from .. import distributed
 from ..artifacts import atomic_write
 from ..errors import RactdError
 from ..paths import cache_root
@@ -54,8 +61,11 @@ class TrainConfig:
     device: str = "cpu"
 
     def run_key(self, extra: Mapping) -> str:
-        """Identifies a run for --resume: everything but the device and checkpoint cadence."""
+        """Identifies a run for --resume: everything but the device and checkpoint cadence, and the
+        world size of a torchrun group of more than one."""
         d = {k: v for k, v in asdict(self).items() if k not in ("device", "checkpoint_every")}
+        world = distributed.world().size
+        d.update({"world_size": world} if world > 1 else {})
         return hashlib.sha256(json.dumps({**d, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -97,11 +107,22 @@ def checkpoint_path(name: str, key: str) -> Path:
     return cache_root() / "checkpoints" / f"{name}-{key}.safetensors"
 
 
+SYNC_EVERY = 50
+"""On a GPU, the loop reads its logged losses back to the host once per this many steps."""
+
 Generators = tuple[torch.Generator, torch.Generator]
 """(minibatch indices, loss noise)."""
 
 
+def _rng_key(name: str, rank: int) -> str:
+    return f"rng.{name}" if rank == 0 else f"rng.{name}.{rank}"
+
+
 def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: Generators, tail: dict) -> None:
+    """Write a checkpoint (rank 0; every rank must call it, to hand over its generator states)."""
+    data_states, noise_states = distributed.gather_states(gens[0].get_state()), distributed.gather_states(gens[1].get_state())
+    if not distributed.is_main():
+        return
     tensors: dict[str, torch.Tensor] = {}
     for k, v in model.state_dict().items():
         tensors[f"model.{k}"] = v
@@ -111,8 +132,8 @@ def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel
     for pid, st in opt_state["state"].items():
         for k, v in st.items():
             tensors[f"opt.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    tensors["rng.data"] = gens[0].get_state()
-    tensors["rng.noise"] = gens[1].get_state()
+    for rank, (d, n) in enumerate(zip(data_states, noise_states)):
+        tensors[_rng_key("data", rank)], tensors[_rng_key("noise", rank)] = d, n
     meta = {"step": step, "param_groups": opt_state["param_groups"], "tail": tail}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write(path, st_save(tensors, metadata={"ractd_checkpoint": json.dumps(meta)}))
@@ -137,8 +158,9 @@ def _load_checkpoint(
             _, pid, name = k.split(".", 2)
             state.setdefault(int(pid), {})[name] = v.to(device) if name != "step" else v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    gens[0].set_state(tensors["rng.data"])
-    gens[1].set_state(tensors["rng.noise"])
+    rank = distributed.world().rank
+    gens[0].set_state(tensors[_rng_key("data", rank)])
+    gens[1].set_state(tensors[_rng_key("noise", rank)])
     return int(meta["step"]), meta.get("tail", {"sums": {}, "count": 0})
 
 
@@ -161,6 +183,20 @@ def _interrupt_flag():
         yield lambda: hit["n"] > 0
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _Loss(nn.Module):
+    """The loss as a module, so that ``DistributedDataParallel`` wraps the whole step's forward:
+    ``forward(batch, gen)`` is ``loss_fn(model, ema, batch, gen)``. Only ``model`` is a submodule
+    (its parameters are the ones all-reduced); the EMA and the loss function are plain attributes."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, ema: nn.Module):
+        super().__init__()
+        self.model = model
+        self.__dict__["loss_fn"], self.__dict__["ema"] = loss_fn, ema
+
+    def forward(self, batch: Batch, gen: torch.Generator) -> Mapping[str, torch.Tensor]:
+        return self.loss_fn(self.model, self.ema, batch, gen)
 
 
 def sample_batch(data: Data, batch_size: int, gen: torch.Generator, device: torch.device) -> Batch:
@@ -195,13 +231,22 @@ def train(
     must leave the model and the training generators alone: training is the same with or without it.
     """
     device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)  # dropout or any module-level randomness
-    gen_data = torch.Generator().manual_seed(cfg.seed)  # minibatch indices (CPU)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # noise inside the losses (on the device)
+    world = distributed.init(cfg.device)
+    seed = distributed.rank_seed(cfg.seed, world.rank)  # the seed itself on rank 0 (and in a plain run)
+    torch.manual_seed(seed)  # dropout or any module-level randomness
+    gen_data = torch.Generator().manual_seed(seed)  # minibatch indices (CPU)
+    gen = torch.Generator(device=device).manual_seed(seed)  # noise inside the losses (on the device)
     gens = (gen_data, gen)
     model.to(device).train()
     ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(cfg.ema_decay), use_buffers=True)
     ema.requires_grad_(False)
+    step_loss: Callable[[Batch, torch.Generator], Mapping[str, torch.Tensor]] = functools.partial(loss_fn, model, ema.module)
+    if world.active:  # all-reduced gradients: PyTorch's DistributedDataParallel around the whole loss
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_loss = DistributedDataParallel(_Loss(model, loss_fn, ema.module), device_ids=[device.index] if device.type == "cuda" else None,
+                                            find_unused_parameters=False)
+    show_progress = show_progress and world.rank == 0
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_lambda = _lr_lambda(cfg.warmup, cfg.steps)
@@ -217,36 +262,57 @@ def train(
     curve: list[dict] = tail.setdefault("curve", [])
     tail_from = int(cfg.steps * 0.9)
     desc = f"{name}" + (f" (resumed at {start})" if start else "")
+    if world.size > 1:
+        desc += f" ({world.size} processes, batch {world.size}x{cfg.batch_size} = {world.size * cfg.batch_size})"
+    # The logged values stay on the device until a flush: every step on a CPU, every SYNC_EVERY steps
+    # on a GPU (no host sync per step), and always before a checkpoint, an evaluation and the end.
+    sync_every = 1 if device.type == "cpu" else SYNC_EVERY
+    pending: list[tuple[int, dict[str, torch.Tensor]]] = []
     with _interrupt_flag() as interrupted, progress(desc, cfg.steps, disable=not show_progress) as advance:
         advance(start)
+
+        def flush() -> None:
+            if not pending:
+                return
+            keys = list(pending[0][1])
+            rows = torch.stack([torch.stack([o[k].float() for k in keys]) for _, o in pending]).cpu().tolist()
+            for (at, _), row in zip(pending, rows):
+                values = dict(zip(keys, row))
+                if not math.isfinite(values["loss"]):
+                    raise RactdError(f"{name}: loss became {values['loss']} at step {at}; lower --lr (now {cfg.lr:g}) or check the dataset")
+                if at >= tail_from:
+                    for k, v in values.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    tail["count"] += 1
+            advance(len(pending), loss=rows[-1][keys.index("loss")])
+            pending.clear()
+
         for step in range(start, cfg.steps):
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_lambda(step)
             batch = sample_batch(data, cfg.batch_size, gen_data, device)
-            out = loss_fn(model, ema.module, batch, gen)
+            out = step_loss(batch, gen)
             loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise RactdError(
-                    f"{name}: loss became {loss.item()} at step {step}; lower --lr (now {cfg.lr:g}) or check the dataset"
-                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             ema.update_parameters(model)
-            if step >= tail_from:
-                for k, v in out.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                tail["count"] += 1
-            advance(1, loss=float(loss.detach()))
+            pending.append((step, {k: v.detach() for k, v in out.items()}))
             done = step + 1
-            if evaluate is not None and eval_every and (done % eval_every == 0 or done == cfg.steps):
+            evaluating = evaluate is not None and eval_every and (done % eval_every == 0 or done == cfg.steps) and world.rank == 0
+            stop = distributed.any_rank(interrupted()) if world.active else interrupted()
+            checkpointing = stop or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps)
+            if len(pending) >= sync_every or evaluating or checkpointing or done == cfg.steps:
+                flush()
+            if evaluating:
                 curve.append({"step": done, **evaluate(model, ema.module)})
-            if interrupted() or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps):
+            if checkpointing:
                 _save_checkpoint(ckpt, done, model, ema, opt, gens, tail)
-                if interrupted():
+                if stop:
                     raise KeyboardInterrupt
-    ckpt.unlink(missing_ok=True)
+    if world.rank == 0:
+        ckpt.unlink(missing_ok=True)
     losses = {k: v / max(tail["count"], 1) for k, v in sums.items()}
     return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start, curve=curve)
