@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -89,3 +91,34 @@ def test_nan_loss_stops_with_clear_error():
 
     with pytest.raises(RactdError, match="lower --lr"):
         train(_model(), nan_loss, _data(), _cfg(), name="t", show_progress=False)
+
+
+def test_precision_autocasts_records_itself_and_leaves_fp32_ids_alone(tmp_path, monkeypatch):
+    """`--precision bf16|fp16` trains under autocast (fp16 with a gradient scaler) and says so in the
+    artifact; fp32, the default, records nothing new, so its artifacts keep their ids."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ractd_cli.artifacts import load_artifact
+    from ractd_cli.cli import app
+
+    pytest.importorskip("ractd_bimodal")
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    runner = CliRunner()
+
+    def ok(*args):
+        r = runner.invoke(app, [*args, "--json"])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    ok("fetch", "bimodal", "--source", "local", "--steps", "600")
+    base = ("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "30")
+    plain, fp32 = ok(*base), ok(*base, "--precision", "fp32")
+    assert plain["id"] == fp32["id"] and "precision" not in load_artifact(plain["id"]).config["train"]
+    for p in ("bf16", "fp16"):
+        doc = ok(*base, "--precision", p)
+        assert doc["id"] != plain["id"] and load_artifact(doc["id"]).config["train"]["precision"] == p
+        assert math.isfinite(doc["losses"]["loss"])
+    r = runner.invoke(app, [*base, "--precision", "fp8"])
+    assert r.exit_code == 2 and "--precision" in r.output

@@ -27,6 +27,7 @@ class TrainOptions:
     resume: bool = False
     show_progress: bool = True
     dataset: str | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -38,6 +39,10 @@ class TrainOptions:
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise UsageError(f"--lr must be a positive number, got {self.lr}")
         check_seed(self.seed)
+        from .loop import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown --precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
 
     def preset_for(self, spec: TaskSpec | None = None) -> Preset:
         """The preset with the task's overrides (``spec.presets[preset]``) applied."""
@@ -58,6 +63,7 @@ class TrainOptions:
             warmup=min(500, max(1, steps // 20)),
             checkpoint_every=max(50, steps // 10),
             device=str(resolve_device(self.device)),
+            precision=self.precision,
         )
 
     def net_preset(self, spec: TaskSpec) -> str:

@@ -133,7 +133,7 @@ def run(
             "dsm_target": "G(x_t, t, 0)",
             "max_teacher_steps": MAX_TEACHER_STEPS,
             "student_sigma_min": STUDENT_SIGMA_MIN,
-            "train": vars(cfg),
+            "train": cfg.record(),
             "preset": opts.preset,
             **extra,
         }

@@ -59,11 +59,21 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     device: str = "cpu"
+    precision: str = "fp32"
+    """``fp32``, or autocast to ``bf16`` / ``fp16`` (fp16 with a gradient scaler): :data:`PRECISIONS`."""
+
+    def record(self) -> dict[str, Any]:
+        """What an artifact records of its training: every field, ``precision`` only when it is not
+        fp32 (so fp32 artifacts keep the ids they had before the option existed)."""
+        d = asdict(self)
+        if d["precision"] == "fp32":
+            del d["precision"]
+        return d
 
     def run_key(self, extra: Mapping) -> str:
         """Identifies a run for --resume: everything but the device and checkpoint cadence, and the
         world size of a torchrun group of more than one."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("device", "checkpoint_every")}
+        d = {k: v for k, v in self.record().items() if k not in ("device", "checkpoint_every")}
         world = distributed.world().size
         d.update({"world_size": world} if world > 1 else {})
         return hashlib.sha256(json.dumps({**d, **extra}, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -106,6 +116,10 @@ def _ema_with_warmup(decay: float):
 def checkpoint_path(name: str, key: str) -> Path:
     return cache_root() / "checkpoints" / f"{name}-{key}.safetensors"
 
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``--precision``: the autocast dtype of the forward pass (None: plain fp32). Weights, optimiser
+state and the EMA stay fp32."""
 
 SYNC_EVERY = 50
 """On a GPU, the loop reads its logged losses back to the host once per this many steps."""
@@ -247,6 +261,11 @@ def train(
         step_loss = DistributedDataParallel(_Loss(model, loss_fn, ema.module), device_ids=[device.index] if device.type == "cuda" else None,
                                             find_unused_parameters=False)
     show_progress = show_progress and world.rank == 0
+    if cfg.precision not in PRECISIONS:
+        raise RactdError(f"unknown precision {cfg.precision!r}; use one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[cfg.precision]
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_lambda = _lr_lambda(cfg.warmup, cfg.steps)
@@ -257,6 +276,8 @@ def train(
     if resume:
         if ckpt.exists():
             start, tail = _load_checkpoint(ckpt, model, ema, opt, gens, device)
+            if scaler.is_enabled() and tail.get("scaler"):
+                scaler.load_state_dict(tail["scaler"])
         # no checkpoint of this exact run: start from scratch (said in the progress description)
     sums: dict[str, float] = tail["sums"]
     curve: list[dict] = tail.setdefault("curve", [])
@@ -291,13 +312,16 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_lambda(step)
             batch = sample_batch(data, cfg.batch_size, gen_data, device)
-            out = step_loss(batch, gen)
+            with autocast():
+                out = step_loss(batch, gen)
             loss = out["loss"]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip:
+                scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             ema.update_parameters(model)
             pending.append((step, {k: v.detach() for k, v in out.items()}))
             done = step + 1
@@ -309,6 +333,8 @@ def train(
             if evaluating:
                 curve.append({"step": done, **evaluate(model, ema.module)})
             if checkpointing:
+                if scaler.is_enabled():
+                    tail["scaler"] = scaler.state_dict()
                 _save_checkpoint(ckpt, done, model, ema, opt, gens, tail)
                 if stop:
                     raise KeyboardInterrupt

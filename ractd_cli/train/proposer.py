@@ -111,7 +111,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
             "sigma_data": SIGMA_DATA, "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX,
             "p_uncond": td.COND_DROPOUT, "distance": distance,
             "best_return": best,
-            "train": {"proposer": vars(cfg["proposer"]), "refiner": vars(cfg["teacher"]), "inverse": vars(cfg["inverse-dynamics"])},
+            "train": {"proposer": cfg["proposer"].record(), "refiner": cfg["teacher"].record(), "inverse": cfg["inverse-dynamics"].record()},
             "preset": opts.preset,
         },
         losses={"proposer": res_prop.losses.get("loss", float("nan")), "refiner": res_ref.losses.get("loss", float("nan")),

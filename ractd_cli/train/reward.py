@@ -111,7 +111,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction
         kind="reward",
         task=spec.name,
         dataset=data.dataset_id,
-        config={"net_kind": net.kind, "net": net.config, "input": data.reward_input, "gamma": spec.gamma, "train": vars(cfg), "preset": opts.preset,
+        config={"net_kind": net.kind, "net": net.config, "input": data.reward_input, "gamma": spec.gamma, "train": cfg.record(), "preset": opts.preset,
                 "val_fraction": val_fraction, "validation": validation, **({"fit_curve": res.curve} if res.curve else {})},
         losses={**res.losses, **{k: v for k, v in validation.items() if k.startswith("val_")}},
     )

@@ -49,7 +49,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
         kind="inverse-dynamics",
         task=spec.name,
         dataset=data.dataset_id,
-        config={"net_kind": net.kind, "net": net.config, "train": vars(cfg)},
+        config={"net_kind": net.kind, "net": net.config, "train": cfg.record()},
         losses=res.losses,
     )
 
@@ -129,7 +129,7 @@ def run(
             "planning": spec.planning,
             "horizon": T,
             "distance": distance,
-            "train": vars(cfg),
+            "train": cfg.record(),
             "preset": opts.preset,
             **variant,
             **more,
