@@ -18,6 +18,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 
 from .adapters import EnvAdapter, TaskSpec, resolve_score_scale
 from .artifacts import Artifact, list_artifacts, load_artifact
+from .errors import UsageError
 from .evaluate import PlannerPolicy, RolloutResult, check_follow, run_episodes
 from .models import resolve_device
 from .planner import Planner, TrajDiffuserOptions, build_planner, frozen, load_for_planning, load_trajdiffuser
@@ -158,12 +160,17 @@ def run(
     replan: bool = False,
     snap_goal: bool = False,
     score_scale: str | None = None,
+    runtime: str = "torch",
 ) -> BenchResult:
     """Time and score every row of :func:`bench_rows`. Every row's ``states`` plans are executed the
     same way (``follow``, ``replan``, ``snap_goal``: see :class:`~ractd_cli.evaluate.PlannerPolicy`) and
     scored on ``score_scale`` (default ``d4rl``); each row records all four. ``teacher_episodes``: the
     Heun teacher row's episode count (default ``episodes``), the first ones of the same seed; every
-    row records its ``episodes``."""
+    row records its ``episodes``. ``runtime="onnxruntime"`` adds a latency row for the one-step
+    RACTD student exported to ONNX (``ractd export``) and run by onnxruntime, timed in the same run
+    as its frozen in-process graph."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     follow = check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)
     score_scale = resolve_score_scale(spec, score_scale)
     following = dict(follow=follow, replan=replan, snap_goal=snap_goal)
@@ -230,6 +237,8 @@ def run(
                        **{k: v for k, v in s.items() if k in PLAN_CHECK_RATES})
             results[row.method] = res
         out_rows.append(rec)
+    if runtime == "onnxruntime":
+        out_rows += _onnxruntime_rows(spec, rows, out_rows, repeats=repeats, seed=seed, sync=sync)
     teacher_ms = out_rows[0]["ms_per_action"]
     for r in out_rows:
         r["speedup_vs_teacher"] = teacher_ms / r["ms_per_action"] if r["ms_per_action"] > 0 else math.nan
@@ -247,6 +256,36 @@ def run(
     }
     background = (lambda ax: adapter.draw(spec.name, ax)) if hasattr(adapter, "draw") else None
     return BenchResult(doc=doc, results=results, plans=plans, background=background)
+
+
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def _onnxruntime_rows(spec: TaskSpec, rows: list[Row], out_rows: list[dict], *, repeats: int, seed: int, sync) -> list[dict]:
+    """The one-step RACTD student exported to ONNX and run by onnxruntime on the CPU, timed at batch 1
+    (latency only; its plans equal the frozen graph's within 1e-4, tested)."""
+    import tempfile
+
+    from .export import OnnxPlanner, export
+
+    row = next((r for r in rows if r.key == "ractd-1"), None)
+    if row is None:
+        raise UsageError("--runtime onnxruntime times the one-step RACTD student; distill one first (`ractd distill`)")
+    art = load_artifact(row.model_id, kind="student", task=spec.name)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "student.onnx"
+        export(art, spec, path, fmt="onnx")
+        planner = OnnxPlanner(path, Planner(art, spec, device="cpu", seed=seed, jit=False), threads=torch.get_num_threads())
+        past1, goal1 = torch.zeros(1, spec.history, spec.obs_dim), torch.zeros(1, spec.goal_dim) if spec.goal_dim else None
+        lat = time_calls(functools.partial(planner.plan, past1, goal1), repeats=repeats, warmup=5, sync=lambda: None)
+    frozen_ms = next(r["ms_per_action"] for r in out_rows if r["key"] == "ractd-1")
+    return [{
+        "key": "ractd-1-onnxruntime", "method": "RACTD student (1 step), ONNX on onnxruntime", "planner": "onnxruntime",
+        "model_id": art.id, "sampler": "onestep", "nfe": 1, "nfe_paper": 1, "jit": False, "jit_error": None,
+        "ms_per_action": lat["median"], "ms_min": lat["min"], "ms_max": lat["max"], "timed_calls": lat["calls"],
+        "score_mean": None, "score_stderr": None, "success_rate": None, "episodes": 0, "paper": None,
+        "vs_frozen_torch": lat["median"] / frozen_ms,
+    }]
 
 
 def _first_start(adapter: EnvAdapter, spec: TaskSpec, seed: int) -> tuple[np.ndarray, np.ndarray | None]:

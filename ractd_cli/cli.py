@@ -422,6 +422,40 @@ def train_proposer(
                                     distance=distance)], json_)
 
 
+# ---------------------------------------------------------------------------------------- export
+@app.command()
+def export(
+    env: str = EnvOpt,
+    model: str = typer.Option("student", "--model", help="Artifact id/path, or `student` / `teacher` (the latest of that kind)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx (run it with onnxruntime) or torchscript (torch.jit.load)."),
+    out: Path = typer.Option(..., "-o", "--output", help="The file to write."),
+    sampler: Optional[str] = typer.Option(None, help="Student: onestep (default). Teacher: euler (default) or heun, unrolled into the graph."),
+    nfe: Optional[int] = typer.Option(None, "--nfe", help="Teacher: network calls (default 15 for euler, 159 for heun)."),
+    json_: bool = JsonOpt,
+) -> None:
+    """Write a planner as one self-contained graph: (past states, goal, noise) -> plan, in env units.
+
+    The normalisers are inside and the initial noise N(0, I) is an input, so the caller controls the
+    randomness. Inputs `past` (B, history, obs_dim), `goal` (B, goal_dim; width 0 for tasks without
+    one), `noise` (B, horizon, plan_dim); output `plan` (B, horizon, plan_dim): actions for MuJoCo and
+    Kitchen, states for Maze2d. The file's metadata names the task, dimensions, artifact and sampler.
+    """
+    from .export import export as do_export
+    from .planner import load_for_planning
+    from .registry import get_task
+
+    adapter, spec = get_task(env)
+    loaded = load_for_planning(model, spec)
+    meta = do_export(loaded.art, spec, out, fmt=fmt, sampler=sampler, nfe=nfe)
+    doc = {"path": str(out), "format": fmt, **meta}
+    if json_:
+        print_json(doc)
+        return
+    err.print(f"wrote {out} ({fmt}): {meta['artifact_kind']} {meta['artifact_id']} {meta['sampler']}, "
+              f"plan ({meta['horizon']}, {meta['plan_dim']}) {meta['plan']}s from past ({meta['history']}, {meta['obs_dim']}), "
+              f"goal ({meta['goal_dim']}), noise ({meta['horizon']}, {meta['plan_dim']})")
+
+
 # ---------------------------------------------------------------------------------------- rollout
 @app.command()
 def rollout(
@@ -508,6 +542,7 @@ def bench(
     score_scale: Optional[str] = ScoreScaleOpt,
     device: str = DeviceOpt,
     jit: bool = JitOpt,
+    runtime: str = typer.Option("torch", "--runtime", help="torch (default); onnxruntime also exports the one-step RACTD student to ONNX and times it on onnxruntime beside its frozen graph (a latency row; needs the export extra)."),
     json_: bool = JsonOpt,
 ) -> None:
     """Compare the teacher's samplers and the students on speed and score, on this machine, in one run."""
@@ -522,9 +557,11 @@ def bench(
     adapter, spec = get_task(env)
     check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before "no models"
     resolve_score_scale(spec, score_scale)
+    if runtime not in b.RUNTIMES:
+        raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(b.RUNTIMES)}")
     b.require_models(spec)
     out = b.run(adapter, spec, episodes=episodes, teacher_episodes=teacher_episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit,
-                follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale)
+                follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, runtime=runtime)
     if plot is not None:
         from .plots import plot_bench
 
@@ -554,6 +591,9 @@ def bench(
     err.print(table)
     if out["forward_ms"]:
         err.print(f"bare network forward: {out['forward_ms']:.3f} ms; one-step student / forward = {out['forward_overhead']:.2f}")
+    for r in out["rows"]:
+        if "vs_frozen_torch" in r:
+            err.print(f"{r['method']}: {r['vs_frozen_torch']:.2f}x the latency of the frozen torch graph, same run")
     if plot is not None:
         err.print(f"plot written to {plot}")
 

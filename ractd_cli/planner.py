@@ -172,13 +172,18 @@ class _OneStep(nn.Module):
 
     def __init__(self, io: PlanIO, student: nn.Module, T: float, s_end: float):
         super().__init__()
+        if not s_end < T:
+            raise ValueError(f"a one-step jump needs s_end < T, got {s_end} and {T}")
         self.io, self.student, self.T, self.s_end = io, student, T, s_end
 
     def forward(self, x: torch.Tensor, past: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        # G(x, T, s) = (s/T) x + (1 - s/T) g(x, T, s), written out (s < T: no identity branch), so the
+        # graph has no data-dependent control flow and exports (ractd_cli.export) as it traces
         B = x.shape[0]
         t = torch.full((B,), self.T, device=x.device)
         s = torch.full((B,), self.s_end, device=x.device)
-        return self.io.plan(self.student(x, t, s, self.io.cond(past, goal)))
+        ratio = (s / t)[:, None, None]
+        return self.io.plan(ratio * x + (1 - ratio) * self.student.g(x, t, s, self.io.cond(past, goal)))
 
 
 class _Broadcast:
