@@ -69,8 +69,9 @@ class Artifact:
         return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
 
 
-UNHASHED = ("id", "created", "made_on")
-"""Metadata outside the content id: when and on what an artifact was made do not change what it is."""
+UNHASHED = ("id", "created", "made_on", "loss_curve")
+"""Metadata outside the content id: when and on what an artifact was made do not change what it is,
+and its coarse loss curve comes from the same training as its weights (so ids stay as before it)."""
 
 
 def _content_id(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> str:

@@ -249,6 +249,7 @@ LrOpt = typer.Option(None, "--lr", help="Peak AdamW learning rate (default: from
 SeedOpt = typer.Option(0, "--seed", help="Seed: the same seed, data and options give the same artifact (bit-identical weights, same id) on the same CPU type, torch version and thread count (OMP_NUM_THREADS), whatever the interruptions (--resume); another thread count or CPU may change the last bits and so the id. The artifact records these in `made_on`.")
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same configuration from its last checkpoint.")
+LogDirOpt = typer.Option(None, "--log-dir", help="Where the TensorBoard event files go (each loss term and the learning rate, every step; one folder per run). Default: the cache's runs/ when tensorboard is installed. `ractd curves` draws them.")
 PrecisionOpt = typer.Option("fp32", "--precision", help="fp32 (default), bf16 or fp16: autocast of the forward pass (fp16 with a gradient scaler); weights, optimiser and EMA stay fp32. Recorded in the artifact when not fp32. fp32 stays the default on CUDA too: bf16 was within 7% of its speed on the paper's hopper U-Net (docs/results.md).")
 NprocOpt = typer.Option(1, "--nproc", help="Train as N data-parallel processes on this machine: relaunches the command under torchrun (gloo on CPU, nccl on CUDA; DistributedDataParallel). Each process draws its own batches (seeded by seed and rank): the effective batch is N x --batch-size. Same seed and N, same artifact. See docs/scaling.md.")
 DatasetOpt = typer.Option(None, "--dataset", help="Dataset id (default: the one fetched for the task).")
@@ -261,7 +262,7 @@ EnvOpt = typer.Option(..., "--env", help="Task name (see `ractd envs`).")
 DistanceOpt = typer.Option("huber", "--distance", help="d of the loss: huber (the paper's element-wise pseudo-Huber, c = 0.00054 sqrt(T*D)) or l2 (squared error).")
 
 
-def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc=1, precision="fp32"):
+def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc=1, precision="fp32", log_dir=None):
     from .train.common import TrainOptions
 
     if nproc != 1:  # `ractd ... --nproc N` (N > 1) was relaunched under torchrun by main() before reaching here
@@ -269,7 +270,7 @@ def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset,
                          f"under torchrun itself, leave it out")
 
     return TrainOptions(preset=preset, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                        resume=resume, dataset=dataset, precision=precision)
+                        resume=resume, dataset=dataset, precision=precision, log_dir=None if log_dir is None else str(log_dir))
 
 
 def _report_artifacts(arts, json_: bool) -> None:
@@ -287,7 +288,7 @@ def _report_artifacts(arts, json_: bool) -> None:
 @app.command("train-teacher")
 def train_teacher(
     env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
-    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt,
+    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt,
     dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt,
     reward_weight: float = typer.Option(0.0, "--reward-weight", help="w > 0: a reward-aware teacher (the paper's Table 4 ablation), its loss adding -w R_psi of its own denoised estimates; needs a reward model (`ractd train-reward` first). 0 (default): the paper's unconditioned teacher."),
     reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path for --reward-weight (default: latest for the task)."),
@@ -306,7 +307,7 @@ def train_teacher(
     if eval_every < 0 or eval_episodes < 1 or eval_nfe < 1:
         raise UsageError("--eval-every must be >= 0, --eval-episodes and --eval-nfe at least 1")
     adapter, spec = get_task(env)
-    opts = _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision)
+    opts = _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir)
     evaluator = None
     if eval_every:
         from .errors import unknown_choice
@@ -331,7 +332,7 @@ def train_teacher(
 @app.command("train-reward")
 def train_reward(
     env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
-    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt,
+    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt,
     dataset: Optional[str] = DatasetOpt,
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of episodes held out (chosen by --seed) to measure the fit: held-out MSE and R^2 are printed and kept in the artifact. 0.1 as RACTD's configs; 0: fit on every episode, no measurement."),
     eval_every: int = typer.Option(0, "--eval-every", help="Also measure the held-out fit every N steps: the learning curve goes into the artifact and --json as fit_curve. 0: only at the end. Training is the same either way."),
@@ -346,7 +347,7 @@ def train_reward(
     from .train import reward
 
     adapter, spec = get_task(env)
-    art = reward.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision),
+    art = reward.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir),
                      val_fraction=val_fraction, eval_every=eval_every)
     _report_artifacts([art], json_)
 
@@ -360,7 +361,7 @@ def distill(
     teacher_ref: str = typer.Option("latest", "--teacher", help="Teacher artifact id/path (default: latest for the task)."),
     reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path (default: latest for the task)."),
     preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
-    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt,
+    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt,
     dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt,
     weights: str = typer.Option("raw", "--weights", help="What to save: raw = the student's weights at the last step (as the authors' code samples), ema = the training loop's EMA of them (an option; see docs/results.md)."),
     eval_every: int = typer.Option(0, "--eval-every", help="Score the student every N steps (and at the end) in the environment, one step per plan, the task's default follower; the curve goes into the artifact and --json as eval_curve (paper Figure 4). 0: no evaluation. Training is the same either way."),
@@ -380,7 +381,7 @@ def distill(
     if eval_every < 0 or eval_episodes < 1:
         raise UsageError("--eval-every must be >= 0 and --eval-episodes at least 1")
     adapter, spec = get_task(env)
-    opts = _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision)
+    opts = _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir)
     evaluator = None
     if eval_every:
         from .evaluate import score_artifact
@@ -403,7 +404,7 @@ def distill(
 @app.command("train-proposer")
 def train_proposer(
     env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
-    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt,
+    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt,
     dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt, json_: bool = JsonOpt,
 ) -> None:
     """Train the Trajectory Diffuser (Huang et al.), one artifact for `rollout --planner trajdiffuser`.
@@ -418,8 +419,51 @@ def train_proposer(
     from .train import proposer
 
     adapter, spec = get_task(env)
-    _report_artifacts([proposer.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision),
+    _report_artifacts([proposer.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir),
                                     distance=distance)], json_)
+
+
+# ---------------------------------------------------------------------------------------- curves
+@app.command()
+def curves(
+    env: str = EnvOpt,
+    log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Where the runs wrote their event files (default: the cache's runs/)."),
+    run: Optional[str] = typer.Option(None, "--run", help="Only the runs whose folder name contains this (e.g. teacher, student, a run key)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: every loss term and the learning rate against the step, one panel per run."),
+    json_: bool = JsonOpt,
+) -> None:
+    """The training curves of a task's runs, from their TensorBoard event files (no server needed).
+
+    Every trainer writes each loss term and the learning rate at every step (`--log-dir`, default the
+    cache's runs/, one folder `<model>-<task>-<run key>` per run; a resumed run adds to its folder).
+    `tensorboard --logdir <cache>/runs` shows the same files."""
+    from .curves import plot_curves, read_run, run_dirs
+    from .paths import runs_dir
+    from .registry import get_task
+
+    get_task(env)
+    where = log_dir or runs_dir()
+    dirs = [d for d in run_dirs(where, env) if run is None or run in d.name]
+    if not dirs:
+        raise RactdError(f"no training runs of {env} under {where}" + (f" matching {run!r}" if run else "")
+                         + "; train a model first (event files need the tensorboard package: `make install`)")
+    data = {d.name: read_run(d) for d in dirs}
+    if plot is not None:
+        plot_curves(data, plot)
+    if json_:
+        print_json({"log_dir": str(where), "runs": data, **({"plot": str(plot)} if plot else {})})
+        return
+    table = Table(title=f"training runs of {env} under {where}")
+    for col in ("run", "steps", "first loss", "last loss", "terms"):
+        table.add_column(col, justify="left" if col in ("run", "terms") else "right")
+    for name, tags in data.items():
+        loss = tags.get("loss/loss", {"step": [], "value": []})
+        terms = ", ".join(t[5:] for t in tags if t.startswith("loss/") and t != "loss/loss")
+        table.add_row(name, str(loss["step"][-1] if loss["step"] else 0), f"{loss['value'][0]:.4g}" if loss["value"] else "-",
+                      f"{loss['value'][-1]:.4g}" if loss["value"] else "-", terms or "-")
+    err.print(table)
+    if plot is not None:
+        err.print(f"plot written to {plot}")
 
 
 # ---------------------------------------------------------------------------------------- export

@@ -23,3 +23,8 @@ def models_dir() -> Path:
 
 def datasets_dir() -> Path:
     return cache_root() / "datasets"
+
+
+def runs_dir() -> Path:
+    """Where training runs write their TensorBoard event files by default (``--log-dir``)."""
+    return cache_root() / "runs"

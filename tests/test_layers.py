@@ -20,9 +20,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("models",)),
     ("plugins", ("registry",)),
     ("training", ("train",)),
-    ("planning", ("planner",)),
+    ("planning", ("planner", "export")),
     ("evaluation", ("evaluate",)),
-    ("comparison", ("bench", "plots")),
+    ("comparison", ("bench", "plots", "curves")),
     ("command line", ("cli", "__main__")),
 ]
 SIDE_BY_SIDE = {"training": {"planning"}, "planning": {"training"}}

@@ -28,6 +28,7 @@ class TrainOptions:
     show_progress: bool = True
     dataset: str | None = None
     precision: str = "fp32"
+    log_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -64,6 +65,7 @@ class TrainOptions:
             checkpoint_every=max(50, steps // 10),
             device=str(resolve_device(self.device)),
             precision=self.precision,
+            log_dir=self.log_dir,
         )
 
     def net_preset(self, spec: TaskSpec) -> str:

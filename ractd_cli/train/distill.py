@@ -160,4 +160,5 @@ def run(
         parents=parents,
         config=config(**extra),
         losses=res.losses,
+        loss_curve=res.loss_curve,
     )

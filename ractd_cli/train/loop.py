@@ -61,11 +61,15 @@ class TrainConfig:
     device: str = "cpu"
     precision: str = "fp32"
     """``fp32``, or autocast to ``bf16`` / ``fp16`` (fp16 with a gradient scaler): :data:`PRECISIONS`."""
+    log_dir: str | None = None
+    """Where the run's TensorBoard event files go (a subfolder per run); None: the cache's ``runs/``
+    when tensorboard is installed, else no event files. Not part of the run's identity."""
 
     def record(self) -> dict[str, Any]:
-        """What an artifact records of its training: every field, ``precision`` only when it is not
-        fp32 (so fp32 artifacts keep the ids they had before the option existed)."""
+        """What an artifact records of its training: every field but ``log_dir``, ``precision`` only
+        when it is not fp32 (so fp32 artifacts keep the ids they had before the option existed)."""
         d = asdict(self)
+        del d["log_dir"]
         if d["precision"] == "fp32":
             del d["precision"]
         return d
@@ -87,6 +91,9 @@ class TrainResult:
     losses: dict[str, float] = field(default_factory=dict)
     """Mean of each logged quantity over the last 10% of steps."""
     resumed_from: int = 0
+    loss_curve: dict[str, list[float]] = field(default_factory=dict)
+    """A coarse learning curve for the artifact header: ``step`` (the end of each of about
+    :data:`CURVE_POINTS` equal stretches of steps) and ``loss`` (the mean loss over each stretch)."""
     curve: list[dict] = field(default_factory=list)
     """``evaluate``'s results during training: ``{"step": n, **evaluate(model, ema)}`` (see :func:`train`)."""
 
@@ -120,6 +127,9 @@ def checkpoint_path(name: str, key: str) -> Path:
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """``--precision``: the autocast dtype of the forward pass (None: plain fp32). Weights, optimiser
 state and the EMA stay fp32."""
+
+CURVE_POINTS = 20
+"""Points of the coarse loss curve an artifact keeps (``TrainResult.loss_curve``)."""
 
 SYNC_EVERY = 50
 """On a GPU, the loop reads its logged losses back to the host once per this many steps."""
@@ -285,10 +295,13 @@ def train(
     desc = f"{name}" + (f" (resumed at {start})" if start else "")
     if world.size > 1:
         desc += f" ({world.size} processes, batch {world.size}x{cfg.batch_size} = {world.size * cfg.batch_size})"
+    writer = _event_writer(cfg, name, ckpt.stem) if world.rank == 0 else None
+    every = max(1, cfg.steps // CURVE_POINTS)
+    coarse = tail.setdefault("coarse", {"sums": {}, "counts": {}})  # stretch -> summed loss, steps (checkpointed)
     # The logged values stay on the device until a flush: every step on a CPU, every SYNC_EVERY steps
     # on a GPU (no host sync per step), and always before a checkpoint, an evaluation and the end.
     sync_every = 1 if device.type == "cpu" else SYNC_EVERY
-    pending: list[tuple[int, dict[str, torch.Tensor]]] = []
+    pending: list[tuple[int, dict[str, torch.Tensor], float]] = []
     with _interrupt_flag() as interrupted, progress(desc, cfg.steps, disable=not show_progress) as advance:
         advance(start)
 
@@ -296,11 +309,18 @@ def train(
             if not pending:
                 return
             keys = list(pending[0][1])
-            rows = torch.stack([torch.stack([o[k].float() for k in keys]) for _, o in pending]).cpu().tolist()
-            for (at, _), row in zip(pending, rows):
+            rows = torch.stack([torch.stack([o[k].float() for k in keys]) for _, o, _ in pending]).cpu().tolist()
+            for (at, _, lr), row in zip(pending, rows):
                 values = dict(zip(keys, row))
                 if not math.isfinite(values["loss"]):
                     raise RactdError(f"{name}: loss became {values['loss']} at step {at}; lower --lr (now {cfg.lr:g}) or check the dataset")
+                b = str(at // every)
+                coarse["sums"][b] = coarse["sums"].get(b, 0.0) + values["loss"]
+                coarse["counts"][b] = coarse["counts"].get(b, 0) + 1
+                if writer is not None:
+                    for k, v in values.items():
+                        writer.add_scalar(f"loss/{k}", v, at + 1)
+                    writer.add_scalar("lr", lr, at + 1)
                 if at >= tail_from:
                     for k, v in values.items():
                         sums[k] = sums.get(k, 0.0) + v
@@ -323,7 +343,7 @@ def train(
             scaler.step(opt)
             scaler.update()
             ema.update_parameters(model)
-            pending.append((step, {k: v.detach() for k, v in out.items()}))
+            pending.append((step, {k: v.detach() for k, v in out.items()}, opt.param_groups[0]["lr"]))
             done = step + 1
             evaluating = evaluate is not None and eval_every and (done % eval_every == 0 or done == cfg.steps) and world.rank == 0
             stop = distributed.any_rank(interrupted()) if world.active else interrupted()
@@ -338,7 +358,27 @@ def train(
                 _save_checkpoint(ckpt, done, model, ema, opt, gens, tail)
                 if stop:
                     raise KeyboardInterrupt
+    if writer is not None:
+        writer.close()
     if world.rank == 0:
         ckpt.unlink(missing_ok=True)
     losses = {k: v / max(tail["count"], 1) for k, v in sums.items()}
-    return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start, curve=curve)
+    stretches = sorted(coarse["sums"], key=int)
+    loss_curve = {"step": [min((int(b) + 1) * every, cfg.steps) for b in stretches],
+                  "loss": [coarse["sums"][b] / coarse["counts"][b] for b in stretches]}
+    return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start, loss_curve=loss_curve, curve=curve)
+
+
+def _event_writer(cfg: TrainConfig, name: str, run: str):
+    """A TensorBoard ``SummaryWriter`` for this run (``<log_dir>/<run>``), or None: no tensorboard
+    installed and no ``log_dir`` asked for (asked for without it: an error saying what to install)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if cfg.log_dir is not None:
+            raise RactdError("--log-dir writes TensorBoard event files and needs the tensorboard package: "
+                             "pip install 'ractd[watch]' (or `make install`)") from None
+        return None
+    from ..paths import runs_dir
+
+    return SummaryWriter(log_dir=str(Path(cfg.log_dir or runs_dir()) / run), flush_secs=30)

@@ -51,6 +51,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
         dataset=data.dataset_id,
         config={"net_kind": net.kind, "net": net.config, "train": cfg.record()},
         losses=res.losses,
+        loss_curve=res.loss_curve,
     )
 
 
@@ -163,6 +164,7 @@ def run(
             dataset=data.dataset_id,
             config=config(**curve),
             losses=res.losses,
+        loss_curve=res.loss_curve,
             **parents,
             **extra,
         )

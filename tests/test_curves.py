@@ -1,0 +1,49 @@
+"""Training curves: every trainer writes TensorBoard event files (each loss term and the learning rate
+per step), `ractd curves` reads them back without a server, and the artifact keeps a coarse curve."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ractd_cli.cli import app
+
+runner = CliRunner()
+
+
+def _ok(*args: str) -> dict:
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_event_files_hold_every_term_and_the_learning_rate(tmp_path):
+    pytest.importorskip("ractd_bimodal")
+    pytest.importorskip("tensorboard")
+    _ok("fetch", "bimodal", "--source", "local", "--steps", "600")
+    _ok("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "30")
+    _ok("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "30")
+    student = _ok("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "40", "--log-dir", str(tmp_path / "tb"))
+    doc = _ok("curves", "--env", "bimodal", "--log-dir", str(tmp_path / "tb"), "--plot", str(tmp_path / "curves.png"))
+    (name, tags), = doc["runs"].items()
+    assert name.startswith("student-bimodal-")
+    assert {"loss/loss", "loss/ctm", "loss/dsm", "loss/reward", "lr"} <= set(tags)
+    assert tags["loss/loss"]["step"] == list(range(1, 41)) and len(tags["lr"]["value"]) == 40
+    tail = tags["loss/loss"]["value"][-4:]  # the artifact's loss: the mean over the last 10% of the steps
+    assert sum(tail) / 4 == pytest.approx(student["losses"]["loss"], rel=1e-5)
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    # the default folder is the cache's runs/: the teacher and reward runs are there
+    default = _ok("curves", "--env", "bimodal")
+    assert sorted(n.split("-")[0] for n in default["runs"]) == ["reward", "teacher"]
+    from ractd_cli.artifacts import load_artifact
+
+    curve = load_artifact(student["id"]).meta["loss_curve"]
+    assert curve["step"][-1] == 40 and len(curve["step"]) == len(curve["loss"]) == 20
+
+
+def test_curves_says_when_there_is_nothing_to_draw():
+    pytest.importorskip("ractd_bimodal")
+    r = runner.invoke(app, ["curves", "--env", "bimodal"])
+    assert r.exit_code == 1 and "no training runs of bimodal" in r.output
