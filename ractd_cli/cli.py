@@ -515,6 +515,8 @@ def rollout(
     target_return: Optional[float] = typer.Option(None, "--target-return", help="trajdiffuser: the return (env units, undiscounted) plans are asked for (default: the best return-to-go of its training data)."),
     candidates: int = typer.Option(1, "--candidates", help="trajdiffuser: plans drawn per decision; with N > 1 the reward model (--reward, default the latest) keeps the best."),
     reward_ref: Optional[str] = typer.Option(None, "--reward", help="trajdiffuser --candidates N > 1: reward artifact id/path (default: latest for the task)."),
+    video: Optional[Path] = typer.Option(None, "--video", help="Write the first --video-episodes episodes as an MP4: Maze2d draws the maze, the plan and the path (no OpenGL needed); MuJoCo and Kitchen render offscreen (MUJOCO_GL=egl or osmesa). Needs imageio-ffmpeg (`make install`)."),
+    video_episodes: int = typer.Option(1, "--video-episodes", help="How many episodes (the first ones) --video records."),
     episodes: int = typer.Option(100, help="Evaluation episodes."),
     seed: int = typer.Option(0, help="Seed: episode i uses seed+i, so planners are compared on the same starts."),
     batch: int = typer.Option(50, help="Episodes run in lockstep (planner batch size)."),
@@ -535,13 +537,28 @@ def rollout(
         raise UsageError("--episodes and --batch must be at least 1")
     check_seed(seed)
     adapter, spec = get_task(env)
+    recorder = None
+    if video is not None:
+        from .video import VideoRecorder
+
+        if video_episodes < 1:
+            raise UsageError("--video-episodes must be at least 1")
+        recorder = VideoRecorder(adapter, spec, video, min(video_episodes, episodes))
     td_given = any(v is not None for v in (refine_steps, refine_sigma, guidance, target_return, reward_ref)) or candidates != 1
     td_opts = TrajDiffuserOptions(refine_steps=refine_steps, refine_sigma=refine_sigma, guidance=guidance, target_return=target_return,
                                   candidates=candidates, reward=reward_ref) if planner == "trajdiffuser" or td_given else None
-    res = do_rollout(adapter, spec, model, sampler=sampler, nfe=nfe, episodes=episodes, seed=seed, batch=batch,
-                     follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, device=device, show_progress=True, planner=planner, proposer=proposer,
-                     trajdiffuser=td_opts, jit=jit)
+    try:
+        res = do_rollout(adapter, spec, model, sampler=sampler, nfe=nfe, episodes=episodes, seed=seed, batch=batch,
+                         follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, device=device, show_progress=True,
+                         planner=planner, proposer=proposer, trajdiffuser=td_opts, jit=jit, video=recorder)
+    except BaseException:
+        if recorder is not None:
+            recorder.abort()
+        raise
     summary = res.summary()
+    if recorder is not None:
+        summary["video"] = recorder.close()
+        err.print(f"video written to {video}: {summary['video']['frames']} frames at {summary['video']['fps']} fps")
     if summary["jit_error"]:
         err.print(f"note: the frozen TorchScript graph could not be built ({summary['jit_error']}); the planner ran eager")
     if json_:

@@ -253,8 +253,10 @@ def run_episodes(
     batch: int = 50,
     show_progress: bool = True,
     score_scale: str | None = None,
+    video: Any = None,
 ) -> RolloutResult:
     """Run ``episodes`` evaluation episodes of ``spec`` under ``policy``, ``batch`` at a time.
+    ``video`` (a :class:`ractd_cli.video.VideoRecorder`) is shown every step of its episodes.
 
     Episode i is reset with seed ``seed + i`` and the adapter's ``reset_options`` for i, so a
     given seed evaluates every planner on the same start states and goals. Scores are normalised
@@ -270,7 +272,7 @@ def run_episodes(
     with progress(f"rollout {spec.name}", episodes, disable=not show_progress) as advance:
         for first in range(0, episodes, batch):
             n = min(batch, episodes - first)
-            envs = [adapter.make_env(spec.name, seed=seed + first + i) for i in range(n)]
+            envs = [adapter.make_env(spec.name, seed=seed + first + i, **(video.env_kwargs(first + i) if video else {})) for i in range(n)]
             try:
                 obs = [
                     env.reset(seed=seed + first + i, options=adapter.reset_options(spec.name, first + i, rng))[0]
@@ -281,6 +283,9 @@ def run_episodes(
                 returns = np.zeros(n)
                 lengths = np.zeros(n, dtype=int)
                 infos: list[dict] = [{} for _ in range(n)]
+                if video is not None:
+                    for i, env in enumerate(envs):
+                        video.capture(first + i, env, adapter.state(spec.name, obs[i]), None)
                 for _ in range(spec.max_episode_steps):
                     if not active.any():
                         break
@@ -294,6 +299,9 @@ def run_episodes(
                         a = np.clip(np.asarray(actions[i], dtype=space.dtype), space.low, space.high)
                         o, r, term, trunc, info = envs[i].step(a)
                         obs[i] = o
+                        if video is not None:
+                            plans = getattr(policy, "plans", None)
+                            video.capture(first + i, envs[i], adapter.state(spec.name, o), None if plans is None else plans[i])
                         returns[i] += float(r)
                         lengths[i] += 1
                         infos[i] = info
@@ -341,6 +349,7 @@ def rollout(
     planner: str = "diffusion",
     proposer: str | None = None,
     trajdiffuser: TrajDiffuserOptions | None = None,
+    video: Any = None,
 ) -> RolloutResult:
     """Plan with a teacher or student (``planner="diffusion"``: ``model``, default the latest
     student, sampled by ``sampler`` at ``nfe`` evaluations) or with the Trajectory Diffuser
@@ -369,7 +378,7 @@ def rollout(
     extra = p.describe() if planner == "trajdiffuser" else {"planner": "diffusion"}
     policy = PlannerPolicy(p, adapter, inverse=loaded.inverse, follow=follow, replan=replan, snap_goal=snap_goal)
     res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress,
-                       score_scale=score_scale)
+                       score_scale=score_scale, video=video)
     res.info.update(
         model_id=loaded.art.id, model_kind=loaded.art.kind, sampler=p.sampler_name,
         nfe=p.nfe_per_plan, nfe_paper=p.nfe_paper, device=str(p.device), jit=p.jit, jit_error=p.jit_error,

@@ -163,6 +163,17 @@ def test_plan_stride_through_the_commands(tmp_path, monkeypatch):
     checks = [{k: e[k] for k in ("plan_reaches_goal", "plan_hits_wall")} for e in roll["per_episode"]]
     for k in ("plan_reaches_goal", "plan_hits_wall"):
         assert roll[f"{k}_rate"] == sum(c[k] for c in checks) / 2
+    # a video of both episodes: the maze, the plan and the path, one frame per step and the reset's
+    pytest.importorskip("imageio_ffmpeg")
+    video = tmp_path / "out" / "umaze.mp4"
+    doc = ok("rollout", "--env", "maze2d-umaze", "--model", student["id"], "--episodes", "3", "--video", str(video), "--video-episodes", "2")
+    assert doc["video"]["frames_per_episode"] == [e["length"] + 1 for e in doc["per_episode"][:2]]
+    import imageio_ffmpeg
+
+    frames = imageio_ffmpeg.read_frames(str(video))
+    meta = next(frames)
+    assert meta["size"] == (480, 480) and sum(1 for _ in frames) == doc["video"]["frames"]
+    assert [p.name for p in video.parent.iterdir()] == ["umaze.mp4"]  # no temporary parts left
     bench = ok("bench", "--env", "maze2d-umaze", "--episodes", "2", "--repeats", "3")
     student_row = next(r for r in bench["rows"] if r["model_id"] == student["id"] and r["nfe"] == 1)
     assert student_row["plan_reaches_goal_rate"] == roll["plan_reaches_goal_rate"]  # the same episodes, the same plans

@@ -150,19 +150,20 @@ class KitchenAdapter:
 
     # -- environment -------------------------------------------------------------------------
 
-    def make_raw_env(self, task: str) -> Any:
+    def make_raw_env(self, task: str, render_mode: str | None = None) -> Any:
         """FrankaKitchen-v1 exactly as the dataset's env: raw per-step task-count reward."""
         gymnasium_robotics = quiet_import("gymnasium_robotics")
 
         gym.register_envs(gymnasium_robotics)
-        return gym.make(ENV_ID, **env_kwargs(self._task(task).extra["dataset"]))
+        return gym.make(ENV_ID, **env_kwargs(self._task(task).extra["dataset"]), **({"render_mode": render_mode} if render_mode else {}))
 
-    def make_env(self, task: str, *, seed: int | None = None) -> Any:
+    def make_env(self, task: str, *, seed: int | None = None, render_mode: str | None = None) -> Any:
         """The evaluation env: :meth:`make_raw_env` with :class:`TaskCompletionReward` on top.
+        ``render_mode="rgb_array"`` renders offscreen (``rollout --video``).
 
         An episode's return is then the number of target tasks completed (0..4).
         """
-        env = TaskCompletionReward(self.make_raw_env(task))
+        env = TaskCompletionReward(self.make_raw_env(task, render_mode))
         if seed is not None:
             env.reset(seed=seed)
             env.action_space.seed(seed)

@@ -161,12 +161,14 @@ class MujocoAdapter:
 
     # -- environment -------------------------------------------------------------------------
 
-    def make_env(self, task: str, *, seed: int | None = None) -> Any:
-        """The v5 env with a 1000-step time limit; ``seed`` seeds its first reset and action space."""
+    def make_env(self, task: str, *, seed: int | None = None, render_mode: str | None = None) -> Any:
+        """The v5 env with a 1000-step time limit; ``seed`` seeds its first reset and action space;
+        ``render_mode="rgb_array"`` renders offscreen (``rollout --video``)."""
         import gymnasium as gym
 
         spec = self._task(task)
-        env = gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps)
+        extra = {"render_mode": render_mode, "width": 480, "height": 480} if render_mode else {}
+        env = gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps, **extra)
         if seed is not None:
             env.reset(seed=seed)
             env.action_space.seed(seed)
