@@ -65,3 +65,22 @@ def fake_adapter():
     registry.register("fake", FakeAdapter(), distribution="ractd-fake", version="0.0")
     yield registry.plugins()["fake"].adapter
     registry.reset()
+
+
+@pytest.fixture
+def ractd_ok():
+    """``ractd_ok(*args)``: run a ractd command in-process with ``--json``, assert it succeeded, return its JSON."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ractd_cli.cli import app
+
+    runner = CliRunner()
+
+    def ok(*args: str) -> dict:
+        r = runner.invoke(app, [*args, "--json"])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    return ok

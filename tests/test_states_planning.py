@@ -131,10 +131,9 @@ def test_plan_stride_is_refused_where_it_cannot_apply():
         TaskSpec(name="t", env_id="E", obs_dim=3, act_dim=2, planning="chunk", horizon=4, plan_stride=2)
 
 
-def test_plan_stride_through_the_commands(tmp_path, monkeypatch):
+def test_plan_stride_through_the_commands(tmp_path, monkeypatch, ractd_ok):
     """`train-teacher --plan-stride 4` on Maze2d: the teacher, its students and their rollouts plan
     H/4 knots; the stride is recorded and inherited; impossible strides are usage errors."""
-    import json
 
     from typer.testing import CliRunner
 
@@ -143,13 +142,7 @@ def test_plan_stride_through_the_commands(tmp_path, monkeypatch):
 
     pytest.importorskip("ractd_maze2d")
     monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
-    runner = CliRunner()
-
-    def ok(*args):
-        r = runner.invoke(app, [*args, "--json"])
-        assert r.exit_code == 0, r.output
-        return json.loads(r.stdout)
-
+    runner, ok = CliRunner(), ractd_ok
     ok("fetch", "maze2d-umaze", "--source", "local", "--steps", "3000")
     teacher = ok("train-teacher", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "20", "--plan-stride", "4")
     t = load_artifact(teacher["artifacts"][-1]["id"])

@@ -93,11 +93,9 @@ def test_nan_loss_stops_with_clear_error():
         train(_model(), nan_loss, _data(), _cfg(), name="t", show_progress=False)
 
 
-def test_precision_autocasts_records_itself_and_leaves_fp32_ids_alone(tmp_path, monkeypatch):
+def test_precision_autocasts_records_itself_and_leaves_fp32_ids_alone(tmp_path, monkeypatch, ractd_ok):
     """`--precision bf16|fp16` trains under autocast (fp16 with a gradient scaler) and says so in the
     artifact; fp32, the default, records nothing new, so its artifacts keep their ids."""
-    import json
-
     from typer.testing import CliRunner
 
     from ractd_cli.artifacts import load_artifact
@@ -105,13 +103,7 @@ def test_precision_autocasts_records_itself_and_leaves_fp32_ids_alone(tmp_path, 
 
     pytest.importorskip("ractd_bimodal")
     monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
-    runner = CliRunner()
-
-    def ok(*args):
-        r = runner.invoke(app, [*args, "--json"])
-        assert r.exit_code == 0, r.output
-        return json.loads(r.stdout)
-
+    runner, ok = CliRunner(), ractd_ok
     ok("fetch", "bimodal", "--source", "local", "--steps", "600")
     base = ("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "30")
     plain, fp32 = ok(*base), ok(*base, "--precision", "fp32")
