@@ -363,8 +363,6 @@ class TrajDiffuserPlanner:
             scores = self.reward(out, past.repeat_interleave(N, 0), None if goal is None else goal.repeat_interleave(N, 0))
             best = scores.reshape(B, N).argmax(1) + torch.arange(B, device=self.device) * N
             out = out[best]
-        else:
-            out = out
         return out, self.nfe_per_plan
 
     def describe(self) -> dict:
