@@ -90,25 +90,32 @@ def _workers(pid: int) -> dict[int, int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the workers")
-def test_a_dead_rank_leaves_no_artifact_and_resume_finishes_the_same(cache):
-    args = (*TEACHER, "--steps", "1500", "--nproc", "2", "--json")
+def test_a_stopped_or_dead_rank_leaves_no_artifact_and_resume_finishes_the_same(cache):
+    """Ctrl-C of one rank (SIGINT: every rank checkpoints at the same step and stops) and the death
+    of one (SIGKILL: torchrun stops the others; the last periodic checkpoint remains): no artifact,
+    and `--resume` ends with the artifact of an uninterrupted run."""
+    steps = ("--steps", "1500", "--nproc", "2")
+    whole = _ok(*TEACHER, *steps, cache=cache)
+    (cache / "models" / Path(whole["path"]).name).unlink()
     env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     env.pop(distributed.LAUNCH_ENV, None)
-    proc = subprocess.Popen([sys.executable, "-m", "ractd_cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpts = cache / "checkpoints"
-    deadline = time.time() + 240
-    while not (ckpts.is_dir() and any(ckpts.glob("teacher-*.safetensors"))):
-        assert proc.poll() is None and time.time() < deadline, "no checkpoint was written"
-        time.sleep(0.2)
-    workers = _workers(proc.pid)
-    assert set(workers) == {0, 1}
-    os.kill(workers[1], signal.SIGKILL)  # one rank dies mid-run
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
-    assert not list((cache / "models").glob("teacher-*.safetensors"))  # nothing half-done in the cache
-    resumed = _ok(*TEACHER, "--steps", "1500", "--nproc", "2", "--resume", cache=cache)
-    whole = _ok(*TEACHER, "--steps", "1500", "--nproc", "2", cache=cache)
-    assert resumed["id"] == whole["id"]  # every rank's generators came back: the same artifact
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        proc = subprocess.Popen([sys.executable, "-m", "ractd_cli", *TEACHER, *steps, "--json"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 240
+        while not (ckpts.is_dir() and any(ckpts.glob("teacher-*.safetensors"))):
+            assert proc.poll() is None and time.time() < deadline, "no checkpoint was written"
+            time.sleep(0.2)
+        workers = _workers(proc.pid)
+        assert set(workers) == {0, 1}
+        os.kill(workers[1], sig)  # one rank is stopped, or dies, mid-run
+        proc.communicate(timeout=120)
+        assert proc.returncode != 0, sig
+        assert not list((cache / "models").glob("teacher-*.safetensors")), sig  # nothing half-done in the cache
+        resumed = _ok(*TEACHER, *steps, "--resume", cache=cache)
+        assert resumed["id"] == whole["id"], sig  # every rank's generators came back: the same artifact
+        (cache / "models" / Path(resumed["path"]).name).unlink()
 
 
 def test_nproc_is_split_off_and_checked():
