@@ -304,7 +304,9 @@ class TrajDiffuserPlanner:
         self.device = torch.device(device)
         self.sampler_name = sampler
         self.refine_steps, self.refine_sigma, self.guidance, self.candidates = int(refine_steps), float(refine_sigma), guidance, int(candidates)
-        self.target_return = float(art.config["best_return"] if target_return is None else target_return)
+        if target_return is None:  # the task's, else the best return-to-go of the training data
+            target_return = spec.trajdiffuser.get("target_return", art.config["best_return"])
+        self.target_return = float(target_return)
         norms = normalizers_from(art.tensors)
         self.io = PlanIO(self.view, norms).to(self.device)
         self.g_star = float(norms["return"].normalize(np.array([self.target_return], np.float32))[0])

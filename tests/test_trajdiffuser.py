@@ -175,6 +175,9 @@ def test_zero_steps_return_the_proposal_and_steps_count_refiner_calls():
     assert nfe == 0 and x0.shape == (3, 6, 3) and torch.equal(x0, proposal)
     torch.testing.assert_close(x0[:, 0], past[:, -1])  # the plan starts at the current state
     assert p0.target_return == 8.0 and p0.g_star == pytest.approx(0.6)  # the data's best return, normalised
+    told = dataclasses.replace(STATES, trajdiffuser={"target_return": 5.0})
+    assert TrajDiffuserPlanner(art, told).target_return == 5.0  # the task's, when it names one
+    assert TrajDiffuserPlanner(art, told, target_return=2.0).g_star == pytest.approx(-0.6)  # the caller's first
     for sampler, k, calls in (("euler", 1, 1), ("euler", 5, 5), ("heun", 3, 5)):
         p = TrajDiffuserPlanner(art, STATES, refine_steps=k, sampler=sampler)
         x, n = p.plan(past, goal)
