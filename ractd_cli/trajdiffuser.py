@@ -61,6 +61,8 @@ def settings_problems(spec: TaskSpec) -> list[str]:
         problems.append(f"task {spec.name}: trajdiffuser horizon must be an integer >= 2, got {td['horizon']!r}")
     if "guidance" in td and not (isinstance(td["guidance"], (int, float)) and td["guidance"] >= 0):
         problems.append(f"task {spec.name}: trajdiffuser guidance must be >= 0, got {td['guidance']!r}")
+    if "target_return" in td and not (isinstance(td["target_return"], (int, float)) and np.isfinite(td["target_return"])):
+        problems.append(f"task {spec.name}: trajdiffuser target_return must be a finite number, got {td['target_return']!r}")
     return problems
 
 

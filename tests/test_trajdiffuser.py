@@ -132,9 +132,10 @@ def test_the_state_view_plans_the_authors_horizon_of_states():
     view = td.state_view(CHUNK)
     assert (view.planning, view.horizon, view.history, view.x_shape) == ("states", 5, 1, (5, 3))
     assert td.state_view(STATES).horizon == 6 and td.guidance(STATES) == td.GUIDANCE and td.guidance(CHUNK) == 1.5
-    assert td.settings_problems(dataclasses.replace(CHUNK, trajdiffuser={"horizon": 1, "w": 2})) == [
+    assert td.settings_problems(dataclasses.replace(CHUNK, trajdiffuser={"horizon": 1, "w": 2, "target_return": "high"})) == [
         "task fake-easy: trajdiffuser has unknown key 'w' (known: horizon, guidance, target_return)",
         "task fake-easy: trajdiffuser horizon must be an integer >= 2, got 1",
+        "task fake-easy: trajdiffuser target_return must be a finite number, got 'high'",
     ]
 
 
