@@ -144,7 +144,7 @@ class GuidedDenoiser(nn.Module):
             out = self.denoiser(x, sigma, unconditional(cond))
         else:
             B = x.shape[0]
-            sigma = sigma.reshape(-1).expand(B) if sigma.numel() in (1, B) else sigma
+            sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(B)
             both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, unconditional(cond)]))
             d_c, d_u = both[:B], both[B:]
             out = d_u + self.w * (d_c - d_u)
@@ -160,7 +160,7 @@ def refiner_loss(
     with the return dropped for a ``p_uncond`` share of the batch; the loss covers states 1..H-1."""
     B = x.shape[0]
     keep = (torch.rand(B, 1, generator=generator, device=x.device, dtype=x.dtype) >= p_uncond).to(x.dtype)
-    cond = torch.cat([cond[:, :-2], cond[:, -2:-1] * keep, keep], dim=-1)
+    cond = refiner_cond(cond[:, :-2], cond[:, -2], keep)
     sigma = sample_training_sigma(B, generator=generator, device=x.device, dtype=x.dtype)
     x_sigma = torch.cat([x[:, :1], add_noise(x, sigma, generator)[:, 1:]], dim=1)
     return denoising_distance(denoiser(x_sigma, sigma, cond)[:, 1:], x[:, 1:], sigma, distance=distance)
