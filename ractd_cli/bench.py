@@ -238,7 +238,7 @@ def run(
             results[row.method] = res
         out_rows.append(rec)
     if runtime == "onnxruntime":
-        out_rows += _onnxruntime_rows(spec, rows, out_rows, repeats=repeats, seed=seed, sync=sync)
+        out_rows += _onnxruntime_rows(spec, rows, out_rows, repeats=repeats, seed=seed)
     teacher_ms = out_rows[0]["ms_per_action"]
     for r in out_rows:
         r["speedup_vs_teacher"] = teacher_ms / r["ms_per_action"] if r["ms_per_action"] > 0 else math.nan
@@ -261,7 +261,7 @@ def run(
 RUNTIMES = ("torch", "onnxruntime")
 
 
-def _onnxruntime_rows(spec: TaskSpec, rows: list[Row], out_rows: list[dict], *, repeats: int, seed: int, sync) -> list[dict]:
+def _onnxruntime_rows(spec: TaskSpec, rows: list[Row], out_rows: list[dict], *, repeats: int, seed: int) -> list[dict]:
     """The one-step RACTD student exported to ONNX and run by onnxruntime on the CPU, timed at batch 1
     (latency only; its plans equal the frozen graph's within 1e-4, tested)."""
     import tempfile

@@ -13,6 +13,7 @@ dimensions, horizon and history, the artifact id and the sampler.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -94,33 +95,25 @@ def export(art: Artifact, spec: TaskSpec, out: Path, *, fmt: str = "onnx", sampl
     if fmt == "torchscript":
         with torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(graph, example, check_trace=False).eval())
-        tmp = out.with_name(out.name + ".tmp")
-        try:
-            torch.jit.save(traced, str(tmp), _extra_files={"ractd.json": json.dumps(meta)})
-            atomic_write(out, tmp.read_bytes())
-        finally:
-            tmp.unlink(missing_ok=True)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={"ractd.json": json.dumps(meta)})
+        atomic_write(out, buf.getvalue())
         return meta
-    onnx = _require("onnx", "ONNX export")
+    _require("onnx", "ONNX export")
     _require("onnxscript", "ONNX export")
     batch = torch.export.Dim("batch", min=1)
-    tmp = out.with_name(out.name + ".tmp")
     try:
         with torch.no_grad():
-            torch.onnx.export(graph, example, str(tmp), input_names=["past", "goal", "noise"], output_names=["plan"],
-                              dynamic_shapes={"past": {0: batch}, "goal": {0: batch}, "noise": {0: batch}}, dynamo=True,
-                              external_data=False, verbose=False)
-        model = onnx.load(str(tmp))
-        for k, v in meta.items():
-            model.metadata_props.add(key=k, value=v)
-        atomic_write(out, model.SerializeToString())
-    except UsageError:
-        raise
-    except Exception as e:  # the exporter's own failure: one line, nothing half-written
+            program = torch.onnx.export(graph, example, None, input_names=["past", "goal", "noise"], output_names=["plan"],
+                                        dynamic_shapes={"past": {0: batch}, "goal": {0: batch}, "noise": {0: batch}}, dynamo=True,
+                                        verbose=False)
+    except Exception as e:  # the exporter's own failure: one line, nothing written
         raise UsageError(f"the ONNX exporter failed on {art.id} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                          f"try --format torchscript") from e
-    finally:
-        tmp.unlink(missing_ok=True)
+    model = program.model_proto
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    atomic_write(out, model.SerializeToString())
     return meta
 
 

@@ -132,9 +132,10 @@ class RawInverse(nn.Module):
         return self.action.inverse(self.net(self.state(s), self.state(s_next)))
 
 
-def inverse_from(art: Artifact) -> RawInverse:
-    """The raw-units inverse-dynamics model of an ``inverse-dynamics`` artifact."""
-    return RawInverse(load_net(art), normalizers_from(art.tensors)).eval()
+def inverse_from(art: Artifact, prefix: str = "net") -> RawInverse:
+    """The raw-units inverse-dynamics model stored in ``art`` under ``prefix``: an
+    ``inverse-dynamics`` artifact's ``net``, or a Trajectory Diffuser's ``inverse``."""
+    return RawInverse(load_net(art, prefix), normalizers_from(art.tensors)).eval()
 
 
 def load_net(art: Artifact, prefix: str = "net") -> nn.Module:

@@ -39,7 +39,7 @@ from .diffusion import (
     student_sigmas,
 )
 from .errors import UsageError
-from .models import PlanIO, RawInverse, denoiser_from, inverse_from, load_net, normalizers_from, plan_io, proposer_from, spec_for, student_from
+from .models import PlanIO, denoiser_from, inverse_from, load_net, normalizers_from, plan_io, proposer_from, spec_for, student_from
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -312,7 +312,7 @@ class TrajDiffuserPlanner:
         self.g_star = float(norms["return"].normalize(np.array([self.target_return], np.float32))[0])
         self.proposer = proposer_from(art).to(self.device)
         self.refiner = td.GuidedDenoiser(EDMPrecond(load_net(art, "refiner"), sigma_data=art.config["sigma_data"]), guidance).to(self.device).eval()
-        self.inverse = RawInverse(load_net(art, "inverse"), norms).to(self.device).eval()
+        self.inverse = inverse_from(art, "inverse").to(self.device)
         self.reward = RawReward(reward, spec).to(self.device).eval() if reward is not None and candidates > 1 else None
         self.reward_id = reward.id if self.reward is not None else None
         self.sample_fn: Callable = SAMPLERS[sampler]
@@ -439,7 +439,7 @@ def load_trajdiffuser(ref: str | None, spec: TaskSpec) -> Loaded:
     art = load_artifact(ref or "latest", kind="proposer", task=spec.name)
     if art.config.get("method") != "trajdiffuser":
         raise UsageError(f"proposer {art.id} predates the Trajectory Diffuser of its paper; run `ractd train-proposer --env {spec.name}` again")
-    return Loaded(art=art, teacher=None, inverse=RawInverse(load_net(art, "inverse"), normalizers_from(art.tensors)).eval())
+    return Loaded(art=art, teacher=None, inverse=inverse_from(art, "inverse"))
 
 
 def build_planner(

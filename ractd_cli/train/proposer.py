@@ -28,11 +28,12 @@ from ..data.windows import Normalizer, make_windows
 from ..diffusion import DISTANCES, SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMPrecond
 from ..errors import UsageError
 from ..models import normalizer_tensors, prefixed
-from ..nets import InverseDynamics, make_denoiser_net
+from ..nets import make_denoiser_net
 from ..proposer import make_proposer
 from .common import TrainOptions
 from .data import Source, build_task_data, default_dataset
 from .loop import train
+from .teacher import fit_inverse_dynamics
 
 
 def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber") -> Artifact:
@@ -60,11 +61,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
     cfg = {kind: opts.config(kind, view) for kind in ("inverse-dynamics", "teacher", "proposer")}
 
     # 1. inverse dynamics
-    opts.seed_init()
-    inverse = InverseDynamics(spec.obs_dim, spec.act_dim)
-    res_inv = train(inverse, lambda m, e, b, g: {"loss": ((m(b["s"], b["s_next"]) - b["a"]) ** 2).mean()}, data.transitions,
-                    cfg["inverse-dynamics"], name=f"trajdiffuser-inverse-{spec.name}", run_extra=written_by,
-                    resume=opts.resume, show_progress=opts.show_progress)
+    inverse, res_inv, _ = fit_inverse_dynamics(view, data.transitions, opts, name=f"trajdiffuser-inverse-{spec.name}", run_extra=written_by)
 
     # 2. the return-guided refiner
     opts.seed_init()

@@ -29,12 +29,13 @@ from ..models import normalizer_tensors, prefixed
 from ..nets import DENOISER_PRESETS, InverseDynamics, make_denoiser_net
 from .common import TrainOptions
 from .data import TaskData, load_task_data
-from .loop import train
+from .loop import TrainConfig, TrainResult, train
 from .reward import frozen_reward
 
 
-def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -> Artifact:
-    """Fit a_t = f(s_t, s_{t+1}) on normalised transitions (MSE)."""
+def fit_inverse_dynamics(spec: TaskSpec, transitions, opts: TrainOptions, *, name: str, run_extra: dict) -> tuple[InverseDynamics, TrainResult, TrainConfig]:
+    """Fit a_t = f(s_t, s_{t+1}) on normalised ``transitions`` (MSE) through the one training loop:
+    the network, the loop's result and its config. The teacher's and the Trajectory Diffuser's."""
     opts.seed_init()
     net = InverseDynamics(spec.obs_dim, spec.act_dim)
 
@@ -42,8 +43,14 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
         return {"loss": ((model(batch["s"], batch["s_next"]) - batch["a"]) ** 2).mean()}
 
     cfg = opts.config("inverse-dynamics", spec)
-    res = train(net, loss_fn, data.transitions, cfg, name=f"inverse-dynamics-{spec.name}", run_extra={"dataset": data.dataset_id},
-                resume=opts.resume, show_progress=opts.show_progress)
+    res = train(net, loss_fn, transitions, cfg, name=name, run_extra=run_extra, resume=opts.resume, show_progress=opts.show_progress)
+    return net, res, cfg
+
+
+def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -> Artifact:
+    """Fit inverse dynamics on the task's transitions and save it as its own artifact."""
+    net, res, cfg = fit_inverse_dynamics(spec, data.transitions, opts, name=f"inverse-dynamics-{spec.name}",
+                                         run_extra={"dataset": data.dataset_id})
     return save_artifact(
         {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
         kind="inverse-dynamics",
