@@ -238,3 +238,27 @@ def quiet_import(module: str) -> ModuleType:
     """
     with contextlib.redirect_stderr(io.StringIO()):
         return importlib.import_module(module)
+
+
+GL_BACKENDS = ("MUJOCO_GL", "PYOPENGL_PLATFORM")
+"""Environment variables that make ``import mujoco`` load an OpenGL library (egl, osmesa, glfw)."""
+
+
+def make_env(adapter: Any, task: str, **kwargs: Any) -> Any:
+    """``adapter.make_env(task, **kwargs)``, with a one-line error where a MuJoCo env cannot even be
+    built because ``MUJOCO_GL`` names an OpenGL library this machine lacks (PyOpenGL then fails inside
+    ``import mujoco``, whether or not anything is rendered)."""
+    import os
+    import traceback
+
+    try:
+        return adapter.make_env(task, **kwargs)
+    except (AttributeError, ImportError, OSError) as e:
+        chosen = {k: os.environ[k] for k in GL_BACKENDS if os.environ.get(k)}
+        in_gl = any("OpenGL" in f.filename or f"mujoco{os.sep}egl" in f.filename or f"mujoco{os.sep}osmesa" in f.filename
+                    for f in traceback.extract_tb(e.__traceback__))
+        if not (chosen and in_gl):
+            raise
+        setting = " ".join(f"{k}={v}" for k, v in chosen.items())
+        raise UsageError(f"{setting} is set, but its OpenGL library does not load here ({type(e).__name__}: {e}); "
+                         f"unset it (a rollout without --video needs no OpenGL), or install that library") from e

@@ -24,12 +24,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .adapters import EnvAdapter, TaskSpec, resolve_score_scale
+from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import UsageError
 from .evaluate import PlannerPolicy, RolloutResult, check_follow, run_episodes
 from .models import resolve_device
-from .planner import Planner, TrajDiffuserOptions, build_planner, frozen, load_for_planning, load_trajdiffuser
+from .planner import CudaGraphs, Planner, TrajDiffuserOptions, build_planner, frozen, load_for_planning, load_trajdiffuser
 
 
 @dataclass
@@ -155,6 +155,7 @@ def run(
     latency_only: bool = False,
     device: str = "auto",
     jit: bool = True,
+    cuda_graphs: bool = True,
     show_progress: bool = True,
     follow: str | None = None,
     replan: bool = False,
@@ -191,6 +192,7 @@ def run(
         planner = build_planner(
             loaded, spec, sampler=row.sampler, nfe=None if trajdiffuser else row.nfe_budget,
             trajdiffuser=TrajDiffuserOptions(refine_steps=row.refine_steps) if trajdiffuser else None, device=dev, seed=seed, jit=jit,
+            cuda_graphs=cuda_graphs,
         )
         policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse, **following)
         plan1 = functools.partial(planner.plan, past1, goal1)  # this row's planner at batch 1, for the timers
@@ -213,6 +215,8 @@ def run(
             "nfe_paper": planner.nfe_paper,
             "jit": planner.jit,
             "jit_error": planner.jit_error,
+            "cuda_graphs": planner.cuda_graphs,
+            "cuda_graphs_error": planner.cuda_graphs_error,
             "ms_per_action": lat["median"],
             "ms_min": lat["min"],
             "ms_max": lat["max"],
@@ -290,7 +294,7 @@ def _onnxruntime_rows(spec: TaskSpec, rows: list[Row], out_rows: list[dict], *, 
 
 def _first_start(adapter: EnvAdapter, spec: TaskSpec, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
     """State and goal of the first evaluation episode (as ``run_episodes`` resets it)."""
-    env = adapter.make_env(spec.name, seed=seed)
+    env = make_env(adapter, spec.name, seed=seed)
     try:
         obs, _ = env.reset(seed=seed, options=adapter.reset_options(spec.name, 0, np.random.default_rng(seed)))
         goal = adapter.goal(spec.name, obs)
@@ -307,6 +311,8 @@ def _bare_forward(planner: Planner, cond1: torch.Tensor):
     t = torch.full((1,), 1.0, device=planner.device)
     if planner.jit:
         net = frozen(net, (x, t, cond1, t))
+    if planner.cuda_graphs:
+        net = CudaGraphs(net)
 
     @torch.inference_mode()
     def fwd():

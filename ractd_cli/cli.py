@@ -258,6 +258,7 @@ ReplanOpt = typer.Option(False, "--replan", help="State-planning tasks: plan aga
 SnapGoalOpt = typer.Option(False, "--snap-goal", help="With --follow controller: give the controller the goal, which snaps a target near it to the goal at rest (default off: the follower sees only the plan).")
 ScoreScaleOpt = typer.Option(None, "--score-scale", help="Reference returns of the normalised score: d4rl (default, the paper's) or minari (Maze2d); a task without d4rl uses its own (see `ractd envs --json`).")
 JitOpt = typer.Option(True, "--jit/--no-jit", help="Run every network call through a traced, frozen TorchScript graph (same math, less Python overhead).")
+CudaGraphsOpt = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="On CUDA with --jit: replay the frozen graph as one CUDA graph per batch shape (captured on first use) instead of launching its kernels one by one; same kernels, same results. No effect on a CPU.")
 EnvOpt = typer.Option(..., "--env", help="Task name (see `ractd envs`).")
 DistanceOpt = typer.Option("huber", "--distance", help="d of the loss: huber (the paper's element-wise pseudo-Huber, c = 0.00054 sqrt(T*D)) or l2 (squared error).")
 
@@ -275,14 +276,16 @@ def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset,
 
 def _report_artifacts(arts, json_: bool) -> None:
     docs = [{"id": a.id, "kind": a.kind, "task": a.task, "path": str(a.path), "losses": a.meta.get("losses", {}),
-             "parents": a.meta.get("parents", []),
+             "parents": a.meta.get("parents", []), "speed": a.meta.get("speed", {}),
              **{k: a.config[k] for k in ("loss_terms", "eval_curve", "validation", "fit_curve") if k in a.config}} for a in arts]
     if json_:
         print_json(docs[-1] if len(docs) == 1 else {"artifacts": docs})
         return
     for d in docs:
         losses = "  ".join(f"{k} {v:.4g}" for k, v in d["losses"].items())
-        err.print(f"saved {d['kind']} [bold]{d['id']}[/] ({losses})")
+        speed = d["speed"]
+        rate = f", {speed['samples_per_s']:,.0f} samples/s over {speed['steps']} steps" if speed.get("steps") else ""
+        err.print(f"saved {d['kind']} [bold]{d['id']}[/] ({losses}{rate})")
 
 
 @app.command("train-teacher")
@@ -526,6 +529,7 @@ def rollout(
     score_scale: Optional[str] = ScoreScaleOpt,
     device: str = DeviceOpt,
     jit: bool = JitOpt,
+    cuda_graphs: bool = CudaGraphsOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Run a planner in the real environment: normalised score, return, success rate, latency."""
@@ -550,7 +554,7 @@ def rollout(
     try:
         res = do_rollout(adapter, spec, model, sampler=sampler, nfe=nfe, episodes=episodes, seed=seed, batch=batch,
                          follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, device=device, show_progress=True,
-                         planner=planner, proposer=proposer, trajdiffuser=td_opts, jit=jit, video=recorder)
+                         planner=planner, proposer=proposer, trajdiffuser=td_opts, jit=jit, cuda_graphs=cuda_graphs, video=recorder)
     except BaseException:
         if recorder is not None:
             recorder.abort()
@@ -603,6 +607,7 @@ def bench(
     score_scale: Optional[str] = ScoreScaleOpt,
     device: str = DeviceOpt,
     jit: bool = JitOpt,
+    cuda_graphs: bool = CudaGraphsOpt,
     runtime: str = typer.Option("torch", "--runtime", help="torch (default); onnxruntime also exports the one-step RACTD student to ONNX and times it on onnxruntime beside its frozen graph (a latency row; needs the export extra)."),
     json_: bool = JsonOpt,
 ) -> None:
@@ -621,7 +626,7 @@ def bench(
     if runtime not in b.RUNTIMES:
         raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(b.RUNTIMES)}")
     b.require_models(spec)
-    out = b.run(adapter, spec, episodes=episodes, teacher_episodes=teacher_episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit,
+    out = b.run(adapter, spec, episodes=episodes, teacher_episodes=teacher_episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit, cuda_graphs=cuda_graphs,
                 follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, runtime=runtime)
     if plot is not None:
         from .plots import plot_bench

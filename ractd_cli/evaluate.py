@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapters import EnvAdapter, TaskSpec, resolve_score_scale
+from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact
 from .errors import UsageError
 from .models import resolve_device
@@ -272,7 +272,7 @@ def run_episodes(
     with progress(f"rollout {spec.name}", episodes, disable=not show_progress) as advance:
         for first in range(0, episodes, batch):
             n = min(batch, episodes - first)
-            envs = [adapter.make_env(spec.name, seed=seed + first + i, **(video.env_kwargs(first + i) if video else {})) for i in range(n)]
+            envs = [make_env(adapter, spec.name, seed=seed + first + i, **(video.env_kwargs(first + i) if video else {})) for i in range(n)]
             try:
                 obs = [
                     env.reset(seed=seed + first + i, options=adapter.reset_options(spec.name, first + i, rng))[0]
@@ -345,6 +345,7 @@ def rollout(
     score_scale: str | None = None,
     device: str = "auto",
     jit: bool = True,
+    cuda_graphs: bool = True,
     show_progress: bool = True,
     planner: str = "diffusion",
     proposer: str | None = None,
@@ -374,7 +375,8 @@ def rollout(
         if proposer is not None or trajdiffuser is not None:
             raise UsageError("--proposer, --refine-steps, --refine-sigma, --guidance, --target-return and --candidates need --planner trajdiffuser")
         loaded = load_for_planning(model or "student", spec)
-    p = build_planner(loaded, spec, sampler=sampler, nfe=nfe, trajdiffuser=trajdiffuser, device=resolve_device(device), seed=seed, jit=jit)
+    p = build_planner(loaded, spec, sampler=sampler, nfe=nfe, trajdiffuser=trajdiffuser, device=resolve_device(device), seed=seed, jit=jit,
+                      cuda_graphs=cuda_graphs)
     extra = p.describe() if planner == "trajdiffuser" else {"planner": "diffusion"}
     policy = PlannerPolicy(p, adapter, inverse=loaded.inverse, follow=follow, replan=replan, snap_goal=snap_goal)
     res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress,
@@ -382,6 +384,7 @@ def rollout(
     res.info.update(
         model_id=loaded.art.id, model_kind=loaded.art.kind, sampler=p.sampler_name,
         nfe=p.nfe_per_plan, nfe_paper=p.nfe_paper, device=str(p.device), jit=p.jit, jit_error=p.jit_error,
+        cuda_graphs=p.cuda_graphs, cuda_graphs_error=p.cuda_graphs_error,
         **policy.describe(), **extra,
     )
     return res

@@ -77,7 +77,7 @@ class Planner:
 
     def __init__(
         self, art: Artifact, spec: TaskSpec, *, sampler: str | None = None, nfe: int | None = None,
-        device: str | torch.device = "cpu", seed: int = 0, jit: bool = False,
+        device: str | torch.device = "cpu", seed: int = 0, jit: bool = False, cuda_graphs: bool = True,
     ):
         spec = spec_for(art, spec)  # the plan stride it was trained with
         self.art, self.spec = art, spec
@@ -104,11 +104,13 @@ class Planner:
         self.jit = jit
         self.jit_error: str | None = None
         """Why the TorchScript freeze failed (the planner then runs eager and ``jit`` is False)."""
+        self.cuda_graphs = jit and cuda_graphs and self.device.type == "cuda"
+        """Whether the frozen graph is replayed as CUDA graphs (:class:`CudaGraphs`; CUDA and ``jit`` only)."""
         if jit:
             try:
                 self._freeze(is_student)
             except Exception as e:  # a network TorchScript cannot trace: stay eager (_freeze changed nothing)
-                self.jit, self.jit_error = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                self.jit, self.jit_error, self.cuda_graphs = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", False
 
     def _freeze(self, is_student: bool) -> None:
         """Replace the eager model by a traced, frozen TorchScript graph (same math, less Python).
@@ -122,9 +124,9 @@ class Planner:
             # normalisers folded in: (x_T, past, goal) raw -> the plan in env units, one graph
             x, past, goal = _raw_example(self)
             graph = frozen(_OneStep(self.io, self.model, float(self.sigmas[0]), float(self.sigmas[-1])), (x, past, goal))
-            self._one_step_graph = graph
+            self._one_step_graph = CudaGraphs(graph) if self.cuda_graphs else graph
         else:
-            self.model = frozen_model(self.model, self, n_times=2 if is_student else 1)
+            self.model = frozen_model(self.model, self, n_times=2 if is_student else 1, cuda_graphs=self.cuda_graphs)
 
     @property
     def nfe_paper(self) -> int:
@@ -139,6 +141,12 @@ class Planner:
         return StackedRandomGenerator(self.device, [episode_seed(self.seed, e) for e in episodes])
 
     _one_step_graph = None
+
+    @property
+    def cuda_graphs_error(self) -> str | None:
+        """Why capturing the frozen graph as a CUDA graph failed (it then ran launch by launch)."""
+        graph = self._one_step_graph if self._one_step_graph is not None else getattr(self.model, "frozen", None)
+        return getattr(graph, "error", None)
     """The frozen one-step student with its normalisers (``jit``): (x_T, past, goal) -> raw plan."""
 
     @torch.inference_mode()
@@ -210,10 +218,64 @@ def _example(planner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return (torch.zeros(1, planner.T, planner.D, device=dev), torch.zeros(1, planner.spec.cond_dim, device=dev), torch.ones(1, device=dev))
 
 
-def frozen_model(model: nn.Module, planner, *, n_times: int) -> "_Broadcast":
-    """A denoiser D(x, sigma, cond) (n_times=1) or student G(x, t, s, cond) (n_times=2) as a frozen graph."""
+def frozen_model(model: nn.Module, planner, *, n_times: int, cuda_graphs: bool = False) -> "_Broadcast":
+    """A denoiser D(x, sigma, cond) (n_times=1) or student G(x, t, s, cond) (n_times=2) as a frozen
+    graph, replayed as CUDA graphs when ``cuda_graphs``."""
     x, cond, sig = _example(planner)
-    return _Broadcast(frozen(model, (x, *[sig * (1.0 - 0.5 * i) for i in range(n_times)], cond)), n_times=n_times)
+    graph = frozen(model, (x, *[sig * (1.0 - 0.5 * i) for i in range(n_times)], cond))
+    return _Broadcast(CudaGraphs(graph) if cuda_graphs else graph, n_times=n_times)
+
+
+class CudaGraphs:
+    """Replays a frozen graph's kernels as one CUDA graph per input shape instead of launching them
+    one by one from Python: at batch 1 a network is bound by kernel launches, not arithmetic.
+
+    The first call with a new set of input shapes warms the graph up on a side stream and captures
+    it (all captures share one memory pool); later calls copy their inputs into the captured
+    buffers, replay, and return a copy of the output. Same kernels, same results. The inputs must be
+    CUDA tensors; the noise is drawn outside, so its generator is untouched by replays.
+    """
+
+    WARMUP = 3
+    """Calls before a capture (TorchScript's profiling executor specialises on its first ones)."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor]):
+        self.fn = fn
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
+        self.pool = None
+        self.error: str | None = None
+        """Why a capture failed (the graph then runs as it was, launch by launch, from then on)."""
+
+    def _capture(self, args: tuple[torch.Tensor, ...]) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]:
+        static = [a.clone() for a in args]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP):
+                self.fn(*static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            out = self.fn(*static)
+        self.pool = graph.pool()
+        return graph, static, out
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        if self.error is not None:
+            return self.fn(*args)
+        key = tuple((a.shape, a.dtype) for a in args)
+        if key not in self.graphs:
+            try:
+                self.graphs[key] = self._capture(args)
+            except Exception as e:  # a kernel that cannot be captured: plain launches from now on
+                self.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                torch.cuda.synchronize()
+                return self.fn(*args)
+        graph, static, out = self.graphs[key]
+        for buffer, a in zip(static, args):
+            buffer.copy_(a)
+        graph.replay()
+        return out.clone()
 
 
 def frozen(module: nn.Module, example: tuple) -> torch.jit.ScriptModule:
@@ -320,6 +382,7 @@ class TrajDiffuserPlanner:
         self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.jit, self.jit_error = False, None  # the transformer and the guided refiner run eager
+        self.cuda_graphs, self.cuda_graphs_error = False, None
         self.nfe_per_plan: int | None = None
 
     noise_streams = Planner.noise_streams
@@ -452,6 +515,7 @@ def build_planner(
     device: str | torch.device = "cpu",
     seed: int = 0,
     jit: bool = True,
+    cuda_graphs: bool = True,
 ) -> Planner | TrajDiffuserPlanner:
     """The one way ``rollout`` and ``bench`` make a planner: a Trajectory Diffuser artifact (kind
     ``proposer``) with ``trajdiffuser`` options, or a teacher or student sampled by ``sampler`` at ``nfe``."""
@@ -463,4 +527,4 @@ def build_planner(
         return TrajDiffuserPlanner(loaded.art, spec, **opts.given(), reward=reward, sampler=sampler, device=device, seed=seed)
     if trajdiffuser is not None:
         raise UsageError("--proposer, --refine-steps, --refine-sigma, --guidance, --target-return and --candidates need --planner trajdiffuser")
-    return Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=device, seed=seed, jit=jit)
+    return Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=device, seed=seed, jit=jit, cuda_graphs=cuda_graphs)

@@ -233,6 +233,29 @@ def test_frozen_graph_planner_matches_eager(cache):
         assert torch.allclose(eager, frozen, atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device (none here)")
+def test_cuda_graph_planner_matches_plain_launches(cache):
+    """On CUDA the frozen graph is replayed as captured CUDA graphs, one per batch shape: the same
+    plans as launching its kernels one by one, for every sampler and two batch sizes."""
+    from ractd_cli.planner import CudaGraphs, Planner, load_for_planning
+    from ractd_cli.registry import get_task
+
+    _, spec = get_task("bimodal")
+    for ref, sampler, nfe in [(cache["ractd"], "onestep", 1), (cache["ractd"], "multistep", 3), (cache["teacher"], "heun", 159)]:
+        art = load_for_planning(ref, spec).art
+        graphed = Planner(art, spec, sampler=sampler, nfe=nfe, seed=5, jit=True, device="cuda")
+        plain = Planner(art, spec, sampler=sampler, nfe=nfe, seed=5, jit=True, device="cuda", cuda_graphs=False)
+        assert graphed.cuda_graphs and not plain.cuda_graphs
+        for batch in (1, 4, 1):
+            past = torch.randn(batch, spec.history, spec.obs_dim, generator=torch.Generator().manual_seed(batch))
+            x, n = graphed.plan(past)
+            y, _ = plain.plan(past)
+            assert n == nfe and graphed.cuda_graphs_error is None
+            assert torch.allclose(x, y, atol=1e-5), (ref, sampler, batch)
+        wrapper = graphed._one_step_graph if sampler == "onestep" else graphed.model.frozen
+        assert isinstance(wrapper, CudaGraphs) and len(wrapper.graphs) == 2  # batch 1 and 4, the second batch 1 replayed
+
+
 def test_planner_stays_eager_when_tracing_fails(cache, monkeypatch):
     import torch
 

@@ -161,4 +161,5 @@ def run(
         config=config(**extra),
         losses=res.losses,
         loss_curve=res.loss_curve,
+        speed=res.speed,
     )

@@ -24,18 +24,18 @@ import json
 import math
 import signal
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Union
 
 import torch
 from safetensors.torch import load_file
-from safetensors.torch import save as st_save
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from .. import distributed
-from ..artifacts import atomic_write
+from ..artifacts import atomic_save_tensors
 from ..errors import RactdError
 from ..paths import cache_root
 from ..ui import progress
@@ -96,6 +96,10 @@ class TrainResult:
     :data:`CURVE_POINTS` equal stretches of steps) and ``loss`` (the mean loss over each stretch)."""
     curve: list[dict] = field(default_factory=list)
     """``evaluate``'s results during training: ``{"step": n, **evaluate(model, ema)}`` (see :func:`train`)."""
+    speed: dict[str, float] = field(default_factory=dict)
+    """How fast this process's share of the run went (the artifact's unhashed ``speed``): ``steps``
+    taken here (after any resume), loop ``seconds`` (set-up excluded), ``samples_per_s`` (the
+    effective batch: every rank's), and ``checkpoint_seconds`` and ``eval_seconds`` within them."""
 
 
 def _lr_lambda(warmup: int, steps: int) -> Callable[[int], float]:
@@ -160,7 +164,7 @@ def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel
         tensors[_rng_key("data", rank)], tensors[_rng_key("noise", rank)] = d, n
     meta = {"step": step, "param_groups": opt_state["param_groups"], "tail": tail}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, st_save(tensors, metadata={"ractd_checkpoint": json.dumps(meta)}))
+    atomic_save_tensors(path, tensors, {"ractd_checkpoint": json.dumps(meta)})
 
 
 def _load_checkpoint(
@@ -268,7 +272,7 @@ def train(
     if world.active:  # all-reduced gradients: PyTorch's DistributedDataParallel around the whole loss
         from torch.nn.parallel import DistributedDataParallel
 
-        step_loss = DistributedDataParallel(_Loss(model, loss_fn, ema.module), device_ids=[device.index] if device.type == "cuda" else None,
+        step_loss = DistributedDataParallel(_Loss(model, loss_fn, ema.module), device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,
                                             find_unused_parameters=False)
     show_progress = show_progress and world.rank == 0
     if cfg.precision not in PRECISIONS:
@@ -302,8 +306,10 @@ def train(
     # on a GPU (no host sync per step), and always before a checkpoint, an evaluation and the end.
     sync_every = 1 if device.type == "cpu" else SYNC_EVERY
     pending: list[tuple[int, dict[str, torch.Tensor], float]] = []
+    timer = {"checkpoint_seconds": 0.0, "eval_seconds": 0.0}
     with _interrupt_flag() as interrupted, progress(desc, cfg.steps, disable=not show_progress) as advance:
         advance(start)
+        began = time.perf_counter()
 
         def flush() -> None:
             if not pending:
@@ -351,13 +357,18 @@ def train(
             if len(pending) >= sync_every or evaluating or checkpointing or done == cfg.steps:
                 flush()
             if evaluating:
+                t0 = time.perf_counter()
                 curve.append({"step": done, **evaluate(model, ema.module)})
+                timer["eval_seconds"] += time.perf_counter() - t0
             if checkpointing:
+                t0 = time.perf_counter()
                 if scaler.is_enabled():
                     tail["scaler"] = scaler.state_dict()
                 _save_checkpoint(ckpt, done, model, ema, opt, gens, tail)
+                timer["checkpoint_seconds"] += time.perf_counter() - t0
                 if stop:
                     raise KeyboardInterrupt
+        seconds = time.perf_counter() - began
     if writer is not None:
         writer.close()
     if world.rank == 0:
@@ -366,7 +377,10 @@ def train(
     stretches = sorted(coarse["sums"], key=int)
     loss_curve = {"step": [min((int(b) + 1) * every, cfg.steps) for b in stretches],
                   "loss": [coarse["sums"][b] / coarse["counts"][b] for b in stretches]}
-    return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start, loss_curve=loss_curve, curve=curve)
+    taken = cfg.steps - start
+    speed = {"steps": taken, "seconds": round(seconds, 3), "samples_per_s": round(taken * cfg.batch_size * world.size / max(seconds, 1e-9), 1),
+             **{k: round(v, 3) for k, v in timer.items()}}
+    return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start, loss_curve=loss_curve, curve=curve, speed=speed)
 
 
 def _event_writer(cfg: TrainConfig, name: str, run: str):

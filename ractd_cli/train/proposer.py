@@ -114,5 +114,6 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
         losses={"proposer": res_prop.losses.get("loss", float("nan")), "refiner": res_ref.losses.get("loss", float("nan")),
                 "inverse": res_inv.losses.get("loss", float("nan"))},
         loss_curve={"proposer": res_prop.loss_curve, "refiner": res_ref.loss_curve, "inverse": res_inv.loss_curve},
+        speed={"proposer": res_prop.speed, "refiner": res_ref.speed, "inverse": res_inv.speed},
     )
 

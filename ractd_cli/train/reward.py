@@ -115,4 +115,5 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction
                 "val_fraction": val_fraction, "validation": validation, **({"fit_curve": res.curve} if res.curve else {})},
         losses={**res.losses, **{k: v for k, v in validation.items() if k.startswith("val_")}},
         loss_curve=res.loss_curve,
+        speed=res.speed,
     )

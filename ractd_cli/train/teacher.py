@@ -59,6 +59,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
         config={"net_kind": net.kind, "net": net.config, "train": cfg.record()},
         losses=res.losses,
         loss_curve=res.loss_curve,
+        speed=res.speed,
     )
 
 
@@ -171,7 +172,8 @@ def run(
             dataset=data.dataset_id,
             config=config(**curve),
             losses=res.losses,
-        loss_curve=res.loss_curve,
+            loss_curve=res.loss_curve,
+            speed=res.speed,
             **parents,
             **extra,
         )
