@@ -33,6 +33,7 @@ def _model():
 def test_loop_learns_and_ema_tracks():
     res = train(_model(), _loss, _data(), _cfg(steps=300, lr=5e-2), name="t", show_progress=False)
     assert res.losses["loss"] < 0.05
+    assert res.speed["steps"] == 300 and 0 < res.speed["checkpoint_seconds"] < res.speed["seconds"]  # 14 checkpoints
     w = res.ema.weight.detach().squeeze()
     assert torch.allclose(w, torch.tensor([1.0, -2.0, 0.5]), atol=0.1)
 
@@ -59,6 +60,8 @@ def test_resume_after_interrupt_matches_uninterrupted(monkeypatch):
     assert checkpoint_path("t", _cfg().run_key({})).exists()
     res = train(_model(), _loss, _data(), _cfg(), name="t", resume=True, show_progress=False)
     assert res.resumed_from == 40
+    # the speed it reports is this process's share: the 20 steps after the checkpoint, none written (60 is the end)
+    assert res.speed["steps"] == 20 and res.speed["samples_per_s"] > 0 and res.speed["checkpoint_seconds"] == 0
     resumed = res.ema.state_dict()
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     assert not checkpoint_path("t", _cfg().run_key({})).exists()  # cleaned up after success
