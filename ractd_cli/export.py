@@ -45,9 +45,9 @@ class PlanGraph(nn.Module):
             self.register_buffer("sigmas", planner.sigmas.clone())
 
     def forward(self, past: torch.Tensor, goal: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        x = noise * self.sigma_max
         if self.one_step is not None:
-            return self.one_step(x, past, goal)
+            return self.one_step(noise, past, goal)
+        x = noise * self.sigma_max
         cond = self.io.cond(past, goal)
         x0, _ = self.sample_fn(self.model, x, self.sigmas, cond=cond)
         return self.io.plan(x0)

@@ -49,12 +49,13 @@ step indices 0..1000) resolve neighbouring noise levels.  The CTM reference code
 times the same way (1000 * 0.25 * log sigma)."""
 
 
-def _as_batch(v: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """A scalar or (B,) value -> a (B,) tensor on ``like``'s device and dtype."""
+def _embed_times(embed: nn.Module, v: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """``embed`` of a (B,) time, or of a scalar one computed once and broadcast: (B, embed_dim).
+    (A frozen graph with a constant time then holds its embedding as a constant.)"""
     v = torch.as_tensor(v, dtype=like.dtype, device=like.device)
     if v.ndim == 0:
-        return v.expand(batch)
-    return v.reshape(batch)
+        return embed(v.reshape(1)).expand(batch, -1)
+    return embed(v.reshape(batch))
 
 
 def _tuple_list(v: Sequence[int]) -> list[int]:
@@ -110,11 +111,11 @@ class _DenoiserBase(nn.Module):
         self.s_embed = _noise_embedding(embed_dim, zero_out=True, act=act) if self.student else None
 
     def _embed(self, c_noise_t, c_noise_s, batch: int, like: torch.Tensor) -> torch.Tensor:
-        emb = self.t_embed(_as_batch(c_noise_t, batch, like))
+        emb = _embed_times(self.t_embed, c_noise_t, batch, like)
         if self.student:
             if c_noise_s is None:
                 raise ValueError("a student network needs c_noise_s (the CTM target time s)")
-            emb = emb + self.s_embed(_as_batch(c_noise_s, batch, like))
+            emb = emb + _embed_times(self.s_embed, c_noise_s, batch, like)
         elif c_noise_s is not None:
             raise ValueError("c_noise_s given to a teacher network (built with student=False)")
         return emb

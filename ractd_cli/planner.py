@@ -35,7 +35,7 @@ from .diffusion import (
     append_zero,
     ctm_sample,
     karras_sigmas,
-    randn_like,
+    randn,
     student_sigmas,
 )
 from .errors import UsageError
@@ -157,10 +157,11 @@ class Planner:
         ``generator`` (one stream per row, see :meth:`noise_streams`) or, without it, the planner's own."""
         generator = generator if generator is not None else self.generator
         past, goal = _on(past, self.device), _goal_on(goal, past, self.device)
-        x = randn_like(torch.empty(past.shape[0], self.T, self.D, device=self.device), generator) * self.sigmas[0]
-        if self._one_step_graph is not None:
+        z = randn((past.shape[0], self.T, self.D), generator, device=self.device)
+        if self._one_step_graph is not None:  # it scales z to x_T = T z itself
             self.nfe_per_plan = 1
-            return self._one_step_graph(x, past, goal), 1
+            return self._one_step_graph(z, past, goal), 1
+        x = z * self.sigmas[0]
         x0, self.nfe_per_plan = self.sample_fn(self.model, x, self.sigmas, cond=self.io.cond(past, goal), generator=generator)
         return self.io.plan(x0), self.nfe_per_plan
 
@@ -175,8 +176,13 @@ def _goal_on(goal: torch.Tensor | None, past: torch.Tensor, device: torch.device
 
 
 class _OneStep(nn.Module):
-    """x_T, past, goal (raw) -> the student's one-step plan G(x_T, T, s_end, cond) in env units,
-    with its times fixed and its normalisers around it."""
+    """z ~ N(0, I) (B, T, D), past, goal (raw) -> the student's one-step plan G(T z, T, s_end, cond)
+    in env units, with its times fixed and its normalisers around it.
+
+    The times are 0-d constants, not (B,) tensors: frozen, every scaling (c_skip, c_out, c_in, s/T)
+    and both time embeddings fold into constants computed once, and a call is the network's own
+    layers plus a few elementwise operations (what makes a tiny network's plan cost about its
+    forward pass)."""
 
     def __init__(self, io: PlanIO, student: nn.Module, T: float, s_end: float):
         super().__init__()
@@ -184,13 +190,13 @@ class _OneStep(nn.Module):
             raise ValueError(f"a one-step jump needs s_end < T, got {s_end} and {T}")
         self.io, self.student, self.T, self.s_end = io, student, T, s_end
 
-    def forward(self, x: torch.Tensor, past: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, past: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         # G(x, T, s) = (s/T) x + (1 - s/T) g(x, T, s), written out (s < T: no identity branch), so the
         # graph has no data-dependent control flow and exports (ractd_cli.export) as it traces
-        B = x.shape[0]
-        t = torch.full((B,), self.T, device=x.device)
-        s = torch.full((B,), self.s_end, device=x.device)
-        ratio = (s / t)[:, None, None]
+        x = z * self.T
+        t = torch.tensor(self.T, dtype=z.dtype, device=z.device)
+        s = torch.tensor(self.s_end, dtype=z.dtype, device=z.device)
+        ratio = s / t
         return self.io.plan(ratio * x + (1 - ratio) * self.student.g(x, t, s, self.io.cond(past, goal)))
 
 
@@ -420,7 +426,7 @@ class TrajDiffuserPlanner:
         B, N, (H, D) = past.shape[0], self.candidates, (self.view.horizon, self.view.obs_dim)
         s0 = self.io.state(past[:, -1]).repeat_interleave(N, 0)
         goal_n = self.io.goal(goal).repeat_interleave(N, 0) if goal is not None and goal.shape[-1] else None
-        noise = randn_like(torch.empty(B, N * H, D, device=self.device), generator).reshape(B * N, H, D)
+        noise = randn((B, N * H, D), generator, device=self.device).reshape(B * N, H, D)
         x, self.nfe_per_plan = self.refine(self.propose(s0, goal_n), goal_n, noise)
         states = self.io.state.inverse(x)  # (B*N, H, obs_dim) raw
         out = states if self.spec.layout.open_loop else self.inverse(states[:, :-1], states[:, 1:])

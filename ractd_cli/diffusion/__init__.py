@@ -60,6 +60,7 @@ from .samplers import (
     euler_step,
     heun_sample,
     heun_step,
+    randn,
     randn_like,
     to_d,
 )
@@ -71,7 +72,7 @@ __all__ = [
     "pseudo_huber_c", "sample_training_sigma", "add_noise", "denoising_distance", "clean_distance", "EDMPrecond", "edm_loss",
     "training_denoise", "batch_sigma", "append_dims",
     # samplers
-    "SAMPLERS", "StackedRandomGenerator", "randn_like", "heun_sample", "euler_sample", "ancestral_sample", "heun_step", "euler_step",
+    "SAMPLERS", "StackedRandomGenerator", "randn", "randn_like", "heun_sample", "euler_sample", "ancestral_sample", "heun_step", "euler_step",
     "ancestral_step_sigmas", "to_d",
     # ctm / ractd
     "CTMPrecond", "student_from_teacher", "stop_gradient", "student_sigmas", "sample_dsm_sigma",

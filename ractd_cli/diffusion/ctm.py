@@ -89,6 +89,12 @@ def _G_ratio(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return s / torch.where(t > 0, t, torch.ones_like(t))
 
 
+def _time(v: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """A time as a tensor of x's dtype and device: 0-d stays 0-d, anything else becomes (B,)."""
+    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    return v if v.ndim == 0 else v.reshape(x.shape[0])
+
+
 class CTMPrecond(nn.Module):
     """The CTM student G(x_t, t, s) around a raw network ``net(x, c_noise_t, cond, c_noise_s)``.
 
@@ -105,8 +111,9 @@ class CTMPrecond(nn.Module):
         """g(x_t, t, s) = c_skip(t) x_t + c_out(t) F(c_in(t) x_t, c_noise(t), cond, c_noise(s)).
 
         g(x_t, t, t) estimates the denoiser D(x_t; t) (CTM).  x_t (B, ...), t, s (B,) -> x_t's shape.
+        A 0-d t or s stays 0-d (one time for the whole batch, broadcast): the network embeds it once.
         """
-        t, s = batch_sigma(t, x_t), batch_sigma(s, x_t)
+        t, s = _time(t, x_t), _time(s, x_t)
         c_skip, c_out, c_in = (append_dims(c, x_t.ndim) for c in edm_scalings(t, self.sigma_data))
         F_x = self.net(
             c_in * x_t, c_noise(t.clamp_min(S_EMBED_FLOOR)), cond, c_noise(s.clamp_min(S_EMBED_FLOOR))

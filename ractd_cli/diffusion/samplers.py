@@ -18,7 +18,7 @@ dx/dsigma = (x - D(x; sigma)) / sigma  (EDM Sec. 2, with sigma(t) = t).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -26,6 +26,7 @@ from .edm import append_dims, batch_sigma
 
 __all__ = [
     "StackedRandomGenerator",
+    "randn",
     "randn_like",
     "to_d",
     "euler_step",
@@ -68,9 +69,15 @@ class StackedRandomGenerator:
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | StackedRandomGenerator | None = None) -> torch.Tensor:
     """Standard normal noise of x's shape, device and dtype, from ``generator`` (one stream, or one per row)."""
+    return randn(x.shape, generator, device=x.device, dtype=x.dtype)
+
+
+def randn(shape: Sequence[int], generator: torch.Generator | StackedRandomGenerator | None = None, *,
+          device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise of ``shape`` from ``generator`` (one stream, or one per row of dim 0)."""
     if isinstance(generator, StackedRandomGenerator):
-        return generator.randn(x.shape, device=x.device, dtype=x.dtype)
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return generator.randn(shape, device=device, dtype=dtype)
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
