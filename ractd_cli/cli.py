@@ -258,7 +258,7 @@ ReplanOpt = typer.Option(False, "--replan", help="State-planning tasks: plan aga
 SnapGoalOpt = typer.Option(False, "--snap-goal", help="With --follow controller: give the controller the goal, which snaps a target near it to the goal at rest (default off: the follower sees only the plan).")
 ScoreScaleOpt = typer.Option(None, "--score-scale", help="Reference returns of the normalised score: d4rl (default, the paper's) or minari (Maze2d); a task without d4rl uses its own (see `ractd envs --json`).")
 JitOpt = typer.Option(True, "--jit/--no-jit", help="Run every network call through a traced, frozen TorchScript graph (same math, less Python overhead).")
-CudaGraphsOpt = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="On CUDA with --jit: replay the frozen graph as one CUDA graph per batch shape (captured on first use) instead of launching its kernels one by one; same kernels, same results. No effect on a CPU.")
+CudaGraphsOpt = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="On CUDA with --jit: replay the frozen graph as one CUDA graph per batch shape (captured on first use) instead of launching its kernels one by one; the same plans up to float rounding (closed-loop scores can then differ in the last digits). No effect on a CPU.")
 EnvOpt = typer.Option(..., "--env", help="Task name (see `ractd envs`).")
 DistanceOpt = typer.Option("huber", "--distance", help="d of the loss: huber (the paper's element-wise pseudo-Huber, c = 0.00054 sqrt(T*D)) or l2 (squared error).")
 
