@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install test lint demo results clean
+.PHONY: install test lint demo results sweep clean
 
 $(STAMP): pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,16 @@ TRAIN_ARGS ?=
 results: $(STAMP)
 	@test -n "$(TASK)" || (echo "usage: make results TASK=<task> [EPISODES=100]  (tasks: ractd envs)"; exit 2)
 	RACTD=$(RACTD) $(PY) scripts/results.py $(TASK) --episodes $(EPISODES) --teacher-episodes $(TEACHER_EPISODES) -- $(TRAIN_ARGS)
+
+# The paper's Figure 4 (docs/results.md): one RACTD student per reward weight, each scored every
+# EVAL_EVERY steps; reuses the cache like `results`, prints each command, plots out/sweep-$(TASK).png.
+#   make sweep TASK=hopper-medium-replay [WEIGHTS="0 0.3 0.5 0.7 1.0 1.5"] [EVAL_EVERY=500] [EVAL_EPISODES=20]
+WEIGHTS ?= 0 0.3 0.5 0.7 1.0 1.5
+EVAL_EVERY ?= 500
+EVAL_EPISODES ?= 20
+sweep: $(STAMP)
+	@test -n "$(TASK)" || (echo "usage: make sweep TASK=<task> [WEIGHTS=...]  (tasks: ractd envs)"; exit 2)
+	RACTD=$(RACTD) $(PY) scripts/sweep.py $(TASK) --weights $(WEIGHTS) --eval-every $(EVAL_EVERY) --eval-episodes $(EVAL_EPISODES) -- $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV)
