@@ -78,7 +78,7 @@ def plot(curves: dict[str, list[dict]], task: str, scale: str, path: Path) -> No
         ax.errorbar(steps, mean, yerr=err, marker="o", capsize=3, label=f"w = {w}")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"normalised score ({scale})")
-    ax.set_title(f"{task}: RACTD student by reward weight (paper Figure 4)")
+    ax.set_title(f"{task}: score by reward weight (paper Fig. 4)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
