@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import os
+import traceback
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
@@ -248,9 +250,6 @@ def make_env(adapter: Any, task: str, **kwargs: Any) -> Any:
     """``adapter.make_env(task, **kwargs)``, with a one-line error where a MuJoCo env cannot even be
     built because ``MUJOCO_GL`` names an OpenGL library this machine lacks (PyOpenGL then fails inside
     ``import mujoco``, whether or not anything is rendered)."""
-    import os
-    import traceback
-
     try:
         return adapter.make_env(task, **kwargs)
     except (AttributeError, ImportError, OSError) as e:
