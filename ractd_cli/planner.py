@@ -110,7 +110,7 @@ class Planner:
             try:
                 self._freeze(is_student)
             except Exception as e:  # a network TorchScript cannot trace: stay eager (_freeze changed nothing)
-                self.jit, self.jit_error, self.cuda_graphs = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", False
+                self.jit, self.jit_error, self.cuda_graphs = False, _why(e), False
 
     def _freeze(self, is_student: bool) -> None:
         """Replace the eager model by a traced, frozen TorchScript graph (same math, less Python).
@@ -164,6 +164,11 @@ class Planner:
         x = z * self.sigmas[0]
         x0, self.nfe_per_plan = self.sample_fn(self.model, x, self.sigmas, cond=self.io.cond(past, goal), generator=generator)
         return self.io.plan(x0), self.nfe_per_plan
+
+
+def _why(e: Exception) -> str:
+    """A failure in one line (``jit_error``, ``cuda_graphs_error``): its type and first line."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 def _on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -276,7 +281,7 @@ class CudaGraphs:
             try:
                 self.graphs[key] = self._capture(args)
             except Exception as e:  # a kernel that cannot be captured: plain launches from now on
-                self.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                self.error = _why(e)
                 torch.cuda.synchronize()
                 return self.fn(*args)
         graph, static, out = self.graphs[key]
