@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install test lint demo results sweep clean
+.PHONY: install test lint demo results sweep table4 clean
 
 $(STAMP): pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,15 @@ EVAL_EPISODES ?= 20
 sweep: $(STAMP)
 	@test -n "$(TASK)" || (echo "usage: make sweep TASK=<task> [WEIGHTS=...]  (tasks: ractd envs)"; exit 2)
 	RACTD=$(RACTD) $(PY) scripts/sweep.py $(TASK) --weights $(WEIGHTS) --eval-every $(EVAL_EVERY) --eval-episodes $(EVAL_EPISODES) -- $(TRAIN_ARGS)
+
+# The paper's Table 4 (docs/results.md): unconditioned or reward-aware teacher (`train-teacher
+# --reward-weight`), crossed with unconditioned (CTD) or reward-aware (RACTD) one-step student, each
+# scored over EPISODES episodes; reuses the cache like `results`, prints each command, writes
+# out/table4-$(TASK).json.
+#   make table4 TASK=hopper-medium-replay [EPISODES=100]
+table4: $(STAMP)
+	@test -n "$(TASK)" || (echo "usage: make table4 TASK=<task> [EPISODES=100]  (tasks: ractd envs)"; exit 2)
+	RACTD=$(RACTD) $(PY) scripts/table4.py $(TASK) --episodes $(EPISODES) -- $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV)

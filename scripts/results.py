@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ractd_cli.artifacts import read_header
+
 RACTD = os.environ.get("RACTD", "ractd")
 
 
@@ -40,6 +42,30 @@ def artifacts(task: str, kind: str) -> list[dict]:
     """What the cache holds of ``kind`` for ``task``, newest first (not shown: it only looks)."""
     out = subprocess.run([RACTD, "cache", "list", "--env", task, "--kind", kind, "--json"], capture_output=True, text=True)
     return json.loads(out.stdout)["artifacts"] if out.returncode == 0 else []
+
+
+def full_id(task: str, kind: str, prefix: str | None) -> str | None:
+    """The full id of the cached ``kind`` artifact whose id starts with ``prefix`` (None: none asked)."""
+    if prefix is None:
+        return None
+    found = [x["id"] for x in artifacts(task, kind) if x["id"].startswith(prefix)]
+    if len(found) != 1:
+        sys.exit(f"--{kind} {prefix}: {len(found)} cached {kind} artifacts of {task} match; list them with `ractd cache list --env {task}`")
+    return found[0]
+
+
+def cached_student(task: str, teacher: str, reward: str, weight: float, evaluation: tuple[int, int] | None = None) -> dict | None:
+    """The header of a cached student of ``teacher`` (and ``reward`` when ``weight`` > 0) at reward
+    ``weight``, trained with the evaluation ``evaluation`` = (every, episodes) (None: without one), or None."""
+    for s in artifacts(task, "student"):
+        if s["parents"] != ([teacher] if weight == 0 else [teacher, reward]):
+            continue
+        meta = read_header(Path(s["path"]))
+        cfg = meta.get("config", {})
+        ev = cfg.get("eval") or {}
+        if cfg.get("reward_weight") == weight and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation:
+            return meta
+    return None
 
 
 def markdown(doc: dict) -> str:

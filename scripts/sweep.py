@@ -24,35 +24,10 @@ import json
 import sys
 from pathlib import Path
 
-from results import artifacts, ractd  # scripts/results.py: the same command runner and cache listing
-
-from ractd_cli.artifacts import read_header
+from results import artifacts, cached_student, full_id, ractd  # scripts/results.py: command runner and cache lookups
 
 WEIGHTS = (0.0, 0.3, 0.5, 0.7, 1.0, 1.5)
 """The reward weights of the paper's Figure 4."""
-
-
-def sweep_student(task: str, teacher: str, reward: str, weight: float, every: int, episodes: int) -> dict | None:
-    """The header of a cached student of ``teacher`` (and ``reward`` when ``weight`` > 0) at ``weight``
-    with the evaluation asked for, or None."""
-    for s in artifacts(task, "student"):
-        if s["parents"] != ([teacher] if weight == 0 else [teacher, reward]):
-            continue
-        meta = read_header(Path(s["path"]))
-        cfg, ev = meta.get("config", {}), meta.get("config", {}).get("eval") or {}
-        if cfg.get("reward_weight") == weight and ev.get("every") == every and ev.get("episodes") == episodes:
-            return meta
-    return None
-
-
-def _full_id(task: str, kind: str, prefix: str | None) -> str | None:
-    """The full id of the cached ``kind`` artifact whose id starts with ``prefix`` (None: none asked)."""
-    if prefix is None:
-        return None
-    found = [x["id"] for x in artifacts(task, kind) if x["id"].startswith(prefix)]
-    if len(found) != 1:
-        sys.exit(f"--{kind} {prefix}: {len(found)} cached {kind} artifacts of {task} match; list them with `ractd cache list --env {task}`")
-    return found[0]
 
 
 def markdown(curves: dict[str, list[dict]]) -> str:
@@ -105,16 +80,16 @@ def main() -> None:
         ractd("train-teacher", "--env", task, *extra)
     if not artifacts(task, "reward"):
         ractd("train-reward", "--env", task, *extra)
-    teacher = _full_id(task, "teacher", a.teacher) or [t for t in artifacts(task, "teacher") if not t["parents"]][0]["id"]
-    reward = _full_id(task, "reward", a.reward) or artifacts(task, "reward")[0]["id"]
+    teacher = full_id(task, "teacher", a.teacher) or [t for t in artifacts(task, "teacher") if not t["parents"]][0]["id"]
+    reward = full_id(task, "reward", a.reward) or artifacts(task, "reward")[0]["id"]
     curves: dict[str, list[dict]] = {}
     scale = "d4rl"
     for w in a.weights:
-        meta = sweep_student(task, teacher, reward, w, a.eval_every, a.eval_episodes)
+        meta = cached_student(task, teacher, reward, w, (a.eval_every, a.eval_episodes))
         if meta is None:
             ractd("distill", "--env", task, "--teacher", teacher, "--reward", reward, "--reward-weight", str(w),
                   "--eval-every", str(a.eval_every), "--eval-episodes", str(a.eval_episodes), *extra)
-            meta = sweep_student(task, teacher, reward, w, a.eval_every, a.eval_episodes)
+            meta = cached_student(task, teacher, reward, w, (a.eval_every, a.eval_episodes))
             if meta is None:
                 sys.exit(f"the student for reward weight {w} was not found in the cache after its distill")
         curves[f"{w:g}"] = meta["config"]["eval_curve"]

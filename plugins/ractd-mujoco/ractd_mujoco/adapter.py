@@ -51,7 +51,8 @@ def loss_weights(body: str, dataset: str) -> tuple[float, float, float]:
 # RACTD 1 step from Table 1; on hopper-medium-replay the teacher and the 15-step samplers from
 # Table 3 (its DDIM/DDPM sample a DDPM-trained model, our Euler/ancestral the EDM teacher), 2-4 steps
 # from Table 5, and CTD as Table 4's unconditioned student of the unconditioned teacher (walker2d-
-# medium: Table 10).
+# medium: Table 10). `aware-teacher-*` are the other column of Table 4 / Table 10: the students of a
+# reward-aware teacher (`train-teacher --reward-weight`), as `scripts/table4.py` prints them.
 _RACTD_T1 = {
     ("halfcheetah", "medium-expert"): "95.9 ± 1.5", ("hopper", "medium-expert"): "129.0 ± 1.3",
     ("walker2d", "medium-expert"): "119.6 ± 1.9", ("halfcheetah", "medium"): "59.3 ± 0.2",
@@ -63,8 +64,10 @@ _PAPER_EXTRA = {
     ("hopper", "medium-replay"): {
         "teacher-heun": "114.2 (T3)", "euler-15": "60.6 (T3, DDIM)", "ancestral-15": "24.2 (T3, DDPM)",
         "ctd-1": "50.8 ± 0.3 (T4)", "ractd-2": "109.8 ± 0.9 (T5)", "ractd-3": "108.7 ± 0.1 (T5)", "ractd-4": "107.9 ± 1.6 (T5)",
+        "aware-teacher-ctd-1": "96.2 ± 0.2 (T4)", "aware-teacher-ractd-1": "96.0 ± 0.3 (T4)",
     },
-    ("walker2d", "medium"): {"ctd-1": "93.3 ± 1.8 (T10)"},
+    ("walker2d", "medium"): {"ctd-1": "93.3 ± 1.8 (T10)", "aware-teacher-ctd-1": "97.0 ± 1.0 (T10)",
+                             "aware-teacher-ractd-1": "94.5 ± 2.6 (T10)"},
 }
 
 
