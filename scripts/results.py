@@ -68,6 +68,25 @@ def cached_student(task: str, teacher: str, reward: str, weight: float, evaluati
     return None
 
 
+def parse_with_extra(p: argparse.ArgumentParser) -> tuple[argparse.Namespace, list[str]]:
+    """The script's own options, and what follows `--` (extra options of every training command)."""
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    return p.parse_args(argv[:cut]), argv[cut + 1 :]
+
+
+def teacher_and_reward(task: str, extra: list[str], teacher: str | None = None, reward: str | None = None) -> tuple[str, str]:
+    """The task's data, unconditioned teacher and reward model, each made unless the cache holds one
+    (or an id prefix is given): their full ids (newest first)."""
+    ractd("fetch", task, "--source", "local")
+    if teacher is None and not any(not t["parents"] for t in artifacts(task, "teacher")):
+        ractd("train-teacher", "--env", task, *extra)
+    if reward is None and not artifacts(task, "reward"):
+        ractd("train-reward", "--env", task, *extra)
+    return (full_id(task, "teacher", teacher) or [t for t in artifacts(task, "teacher") if not t["parents"]][0]["id"],
+            full_id(task, "reward", reward) or artifacts(task, "reward")[0]["id"])
+
+
 def markdown(doc: dict) -> str:
     success = any(r.get("success_rate") is not None for r in doc["rows"])
     head = ["method", "NFE", "ms / decision", "speed-up", f"score ({doc['score_scale']})"] + ["success"] * success + ["paper"]
@@ -88,16 +107,9 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--teacher-episodes", type=int, default=None, help="episodes of the Heun teacher row (default: --episodes)")
     p.add_argument("--out", type=Path, default=Path("out"))
-    argv = sys.argv[1:]
-    cut = argv.index("--") if "--" in argv else len(argv)
-    a = p.parse_args(argv[:cut])
-    task, extra = a.task, argv[cut + 1 :]  # after --: extra options of every training command
-    ractd("fetch", task, "--source", "local")
-    if not any(not t["parents"] for t in artifacts(task, "teacher")):
-        ractd("train-teacher", "--env", task, *extra)
-    if not artifacts(task, "reward"):
-        ractd("train-reward", "--env", task, *extra)
-    teacher = [t for t in artifacts(task, "teacher") if not t["parents"]][0]["id"]  # unconditioned (no reward parent)
+    a, extra = parse_with_extra(p)
+    task = a.task
+    teacher, _ = teacher_and_reward(task, extra)
     students = [s for s in artifacts(task, "student") if s["parents"][0] == teacher]
     if not any(len(s["parents"]) == 1 for s in students):  # CTD: no reward model among its parents
         ractd("distill", "--env", task, "--teacher", teacher, "--reward-weight", "0", *extra)

@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from results import artifacts, cached_student, full_id, ractd  # scripts/results.py: command runner and cache lookups
+from results import cached_student, parse_with_extra, ractd, teacher_and_reward  # scripts/results.py: command runner and cache lookups
 
 WEIGHTS = (0.0, 0.3, 0.5, 0.7, 1.0, 1.5)
 """The reward weights of the paper's Figure 4."""
@@ -69,19 +69,11 @@ def main() -> None:
     p.add_argument("--teacher", default=None, help="teacher id (default: the newest unconditioned one, trained if none)")
     p.add_argument("--reward", default=None, help="reward model id (default: the newest, trained if none)")
     p.add_argument("--out", type=Path, default=Path("out"))
-    argv = sys.argv[1:]
-    cut = argv.index("--") if "--" in argv else len(argv)
-    a = p.parse_args(argv[:cut])
-    task, extra = a.task, argv[cut + 1 :]
+    a, extra = parse_with_extra(p)
+    task = a.task
     if a.eval_every < 1 or a.eval_episodes < 1:
         sys.exit("--eval-every and --eval-episodes must be at least 1")
-    ractd("fetch", task, "--source", "local")
-    if not any(not t["parents"] for t in artifacts(task, "teacher")):
-        ractd("train-teacher", "--env", task, *extra)
-    if not artifacts(task, "reward"):
-        ractd("train-reward", "--env", task, *extra)
-    teacher = full_id(task, "teacher", a.teacher) or [t for t in artifacts(task, "teacher") if not t["parents"]][0]["id"]
-    reward = full_id(task, "reward", a.reward) or artifacts(task, "reward")[0]["id"]
+    teacher, reward = teacher_and_reward(task, extra, a.teacher, a.reward)
     curves: dict[str, list[dict]] = {}
     scale = "d4rl"
     for w in a.weights:

@@ -26,7 +26,7 @@ import json
 import sys
 from pathlib import Path
 
-from results import artifacts, cached_student, full_id, ractd  # scripts/results.py: the command runner, cache listing, id prefixes
+from results import artifacts, cached_student, parse_with_extra, ractd, teacher_and_reward  # scripts/results.py: the command runner, cache listing, id prefixes
 
 from ractd_cli.artifacts import read_header
 
@@ -73,10 +73,8 @@ def main() -> None:
     p.add_argument("--teacher", default=None, help="unconditioned teacher id (default: the newest, trained if none)")
     p.add_argument("--reward", default=None, help="reward model id (default: the newest, trained if none)")
     p.add_argument("--out", type=Path, default=Path("out"))
-    argv = sys.argv[1:]
-    cut = argv.index("--") if "--" in argv else len(argv)
-    a = p.parse_args(argv[:cut])
-    task, extra = a.task, argv[cut + 1 :]
+    a, extra = parse_with_extra(p)
+    task = a.task
     if a.episodes < 1:
         sys.exit("--episodes must be at least 1")
     spec = task_spec(task)
@@ -84,13 +82,7 @@ def main() -> None:
     v = w if a.teacher_weight is None else a.teacher_weight
     if w <= 0 or v <= 0:
         sys.exit(f"the reward-aware weights must be > 0 (student {w:g}, teacher {v:g}); pass --student-weight / --teacher-weight")
-    ractd("fetch", task, "--source", "local")
-    if a.teacher is None and not any(not t["parents"] for t in artifacts(task, "teacher")):
-        ractd("train-teacher", "--env", task, *extra)
-    if a.reward is None and not artifacts(task, "reward"):
-        ractd("train-reward", "--env", task, *extra)
-    plain = full_id(task, "teacher", a.teacher) or [t for t in artifacts(task, "teacher") if not t["parents"]][0]["id"]
-    reward = full_id(task, "reward", a.reward) or artifacts(task, "reward")[0]["id"]
+    plain, reward = teacher_and_reward(task, extra, a.teacher, a.reward)
     if aware_teacher(task, reward, v) is None:
         ractd("train-teacher", "--env", task, "--reward-weight", f"{v:g}", "--reward", reward, *extra)
     aware = aware_teacher(task, reward, v)

@@ -37,7 +37,7 @@ def test_table4_trains_both_teachers_and_four_students_then_reuses_them(tmp_path
     assert plain != aware and cells["reward-aware", "ractd"]["teacher_id"] == aware
     teacher_meta = read_header(next((_tmp_cache / "models").glob(f"teacher-bimodal-{aware}.safetensors")))
     assert teacher_meta["parents"] == [doc["reward"]] and teacher_meta["config"]["reward_weight"] == doc["teacher_weight"] == 1.0
-    for (teacher, student), c in cells.items():  # each cell a different student of the right teacher and weight
+    for (_, student), c in cells.items():  # each cell a different student of the right teacher and weight
         meta = read_header(next((_tmp_cache / "models").glob(f"student-bimodal-{c['student_id']}.safetensors")))
         assert meta["parents"][0] == c["teacher_id"]
         assert meta["config"]["reward_weight"] == (0.0 if student == "ctd" else 1.0)

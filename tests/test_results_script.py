@@ -1,0 +1,39 @@
+"""`make results` (scripts/results.py): one task's table from nothing on the toy task, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _results(tmp_path: Path, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "RACTD": str(Path(sys.executable).parent / "ractd"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "results.py"), "bimodal", "--episodes", "4", "--teacher-episodes", "2",
+         "--out", str(tmp_path / "out"), "--", "--preset", "tiny", "--steps", "100"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )
+
+
+def test_results_runs_the_chain_once_and_prints_the_table(tmp_path, _tmp_cache):
+    first = _results(tmp_path, _tmp_cache)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for step in ("$ ractd fetch bimodal", "$ ractd train-teacher", "$ ractd train-reward", "--reward-weight 0", "$ ractd bench"):
+        assert step in first.stderr
+    assert first.stderr.count("$ ractd distill") == 2
+    doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
+    episodes = {r["method"]: r["episodes"] for r in doc["rows"] if r["score_mean"] is not None}
+    assert 2 in episodes.values() and 4 in episodes.values()  # the Heun teacher's row at --teacher-episodes
+    assert "| method | NFE |" in first.stdout and "(2 episodes)" in first.stdout
+    again = _results(tmp_path, _tmp_cache)  # everything cached: only the bench runs again
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "$ ractd distill" not in again.stderr and "$ ractd train-" not in again.stderr
+    assert "$ ractd bench" in again.stderr
