@@ -397,9 +397,10 @@ def score_artifact(
     """Score a teacher or student artifact (saved or in memory, e.g. a model mid-training) with
     ``sampler``/``nfe`` (default: its own default sampler) and the task's default follower:
     ``score_mean``, ``score_stderr``, ``success_rate`` over ``episodes`` episodes from ``seed`` (the
-    same starts as ``rollout --seed``)."""
+    same starts as ``rollout --seed``), and where the adapter checks plans (Maze2d) the shares of
+    first plans that reach the goal and that pass through a wall (``plan_*_rate``)."""
     loaded = loaded_from(art, spec)
     planner = build_planner(loaded, spec, sampler=sampler, nfe=nfe, device=device, seed=seed, jit=False)
     policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
     s = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, show_progress=False).summary()
-    return {k: s[k] for k in ("score_mean", "score_stderr", "success_rate")}
+    return {k: v for k, v in s.items() if k in ("score_mean", "score_stderr", "success_rate") or k.startswith("plan_")}

@@ -148,10 +148,14 @@ def test_plan_stride_through_the_commands(tmp_path, monkeypatch, ractd_ok):
     t = load_artifact(teacher["artifacts"][-1]["id"])
     assert t.config["plan_stride"] == 4 and t.config["horizon"] == 128 // 4 and t.config["net"]["in_features"] == 32 * 4
     ok("train-reward", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "10")
-    student = ok("distill", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "5")
+    student = ok("distill", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "5", "--eval-every", "5", "--eval-episodes", "2")
     assert load_artifact(student["id"]).config["plan_stride"] == 4
     roll = ok("rollout", "--env", "maze2d-umaze", "--model", student["id"], "--episodes", "2")
     assert roll["episodes"] == 2 and roll["ms_per_action"] > 0
+    # the learning curve checks the same first plans as the rollout of the saved student does
+    end = student["eval_curve"][-1]
+    assert end["step"] == 5 and {k: end[k] for k in ("plan_reaches_goal_rate", "plan_hits_wall_rate", "score_mean")} == {
+        k: roll[k] for k in ("plan_reaches_goal_rate", "plan_hits_wall_rate", "score_mean")}
     # the adapter's check of each episode's first plan comes with the rollout
     checks = [{k: e[k] for k in ("plan_reaches_goal", "plan_hits_wall")} for e in roll["per_episode"]]
     for k in ("plan_reaches_goal", "plan_hits_wall"):
