@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from ractd_cli.artifacts import read_header
+from ractd_cli.bench import PLAN_CHECK_RATES  # the adapter's checks of first plans (Maze2d), as bench names them
 
 RACTD = os.environ.get("RACTD", "ractd")
 
@@ -89,7 +90,9 @@ def teacher_and_reward(task: str, extra: list[str], teacher: str | None = None, 
 
 def markdown(doc: dict) -> str:
     success = any(r.get("success_rate") is not None for r in doc["rows"])
-    head = ["method", "NFE", "ms / decision", "speed-up", f"score ({doc['score_scale']})"] + ["success"] * success + ["paper"]
+    checks = [k for k in PLAN_CHECK_RATES if any(r.get(k) is not None for r in doc["rows"])]
+    head = ["method", "NFE", "ms / decision", "speed-up", f"score ({doc['score_scale']})"] + ["success"] * success
+    head += [PLAN_CHECK_RATES[k] for k in checks] + ["paper"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in doc["rows"]:
         score = "-" if r["score_mean"] is None else f"{r['score_mean']:.1f} ± {r['score_stderr']:.1f}"
@@ -97,6 +100,7 @@ def markdown(doc: dict) -> str:
             score += f" ({r['episodes']} episodes)"
         cells = [r["method"], str(r["nfe_paper"]), f"{r['ms_per_action']:.2f}", f"{r['speedup_vs_teacher']:.0f}x", score]
         cells += ["-" if r.get("success_rate") is None else f"{100 * r['success_rate']:.0f}%"] * success
+        cells += ["-" if r.get(k) is None else f"{100 * r[k]:.0f}%" for k in checks]
         lines.append("| " + " | ".join(cells + [r.get("paper") or ""]) + " |")
     return "\n".join(lines)
 
