@@ -27,7 +27,7 @@ import torch
 from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import UsageError
-from .evaluate import PlannerPolicy, RolloutResult, check_follow, run_episodes
+from .evaluate import PLAN_CHECK_RATES, PlannerPolicy, RolloutResult, check_follow, run_episodes
 from .models import resolve_device
 from .planner import CudaGraphs, Planner, TrajDiffuserOptions, build_planner, frozen, load_for_planning, load_trajdiffuser
 
@@ -54,10 +54,6 @@ def _latest_student(task: str, *, reward: bool) -> Artifact | None:
 def _latest_trajdiffuser(task: str) -> Artifact | None:
     """The newest Trajectory Diffuser of ``task`` (a ``proposer`` artifact of the paper's method)."""
     return next((a for a in list_artifacts() if a.kind == "proposer" and a.task == task and a.config.get("method") == "trajdiffuser"), None)
-
-
-PLAN_CHECK_RATES = {"plan_reaches_goal_rate": "plan reaches goal", "plan_hits_wall_rate": "plan hits wall"}
-"""The adapter's first-plan checks a row reports where the task has them (Maze2d), with their column titles."""
 
 
 def bench_rows(spec: TaskSpec, teacher_id: str | None = None) -> list[Row]:

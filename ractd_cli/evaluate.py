@@ -24,6 +24,10 @@ from .models import resolve_device
 from .planner import PLANNERS, Planner, TrajDiffuserOptions, build_planner, load_for_planning, load_trajdiffuser, loaded_from
 from .ui import progress
 
+PLAN_CHECK_RATES = {"plan_reaches_goal_rate": "plan reaches goal", "plan_hits_wall_rate": "plan hits wall"}
+"""The adapter's first-plan checks (Maze2d) as :meth:`RolloutResult.summary` reports them, with the
+column titles of `bench`'s table."""
+
 
 class Policy(Protocol):
     """What the env loop drives: batched, stateful across the steps of one batch of episodes."""
@@ -403,4 +407,4 @@ def score_artifact(
     planner = build_planner(loaded, spec, sampler=sampler, nfe=nfe, device=device, seed=seed, jit=False)
     policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
     s = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, show_progress=False).summary()
-    return {k: v for k, v in s.items() if k in ("score_mean", "score_stderr", "success_rate") or k.startswith("plan_")}
+    return {k: v for k, v in s.items() if k in ("score_mean", "score_stderr", "success_rate") or k in PLAN_CHECK_RATES}

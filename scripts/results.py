@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from ractd_cli.artifacts import read_header
-from ractd_cli.bench import PLAN_CHECK_RATES  # the adapter's checks of first plans (Maze2d), as bench names them
+from ractd_cli.evaluate import PLAN_CHECK_RATES  # the adapter's checks of first plans (Maze2d), as bench names them
 
 RACTD = os.environ.get("RACTD", "ractd")
 
