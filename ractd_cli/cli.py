@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -45,7 +46,7 @@ class _Group(TyperGroup):
             else:
                 ctx = getattr(e, "ctx", None)
                 hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
-                err.print(f"[bold red]error:[/] {e.format_message().rstrip('.')}{hint}", markup=True, highlight=False, soft_wrap=True)
+                err.print(f"[bold red]error:[/] {escape(e.format_message().rstrip('.'))}{escape(hint)}", markup=True, highlight=False, soft_wrap=True)
             sys.exit(e.exit_code)
         sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -55,7 +56,7 @@ class _Group(TyperGroup):
         except RactdError as e:
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted; the last checkpoint (if any) is kept, rerun with --resume")
@@ -63,8 +64,14 @@ class _Group(TyperGroup):
         except Exception as e:  # a bug: still one line unless --debug
             if _state["debug"] or type(e).__module__.startswith(("typer", "click")):
                 raise  # usage errors and exits are rendered by typer itself
+            from . import distributed
+
+            if distributed.peer_lost(e):
+                err.print("[bold red]error:[/] another training process of this run stopped; the last checkpoint (if any) "
+                          "is kept, rerun the same command with --resume", markup=True, soft_wrap=True)
+                raise typer.Exit(1) from None
             msg = str(e).splitlines()[0] if str(e) else ""
-            err.print(f"[bold red]error:[/] internal error {type(e).__name__}: {msg} (rerun with --debug for the traceback)")
+            err.print(f"[bold red]error:[/] internal error {type(e).__name__}: {escape(msg)} (rerun with --debug for the traceback)")
             raise typer.Exit(1) from None
 
 
@@ -564,7 +571,7 @@ def rollout(
         summary["video"] = recorder.close()
         err.print(f"video written to {video}: {summary['video']['frames']} frames at {summary['video']['fps']} fps")
     if summary["jit_error"]:
-        err.print(f"note: the frozen TorchScript graph could not be built ({summary['jit_error']}); the planner ran eager")
+        err.print(f"note: the frozen TorchScript graph could not be built ({escape(summary['jit_error'])}); the planner ran eager")
     if json_:
         summary["per_episode"] = [{"return": e.ret, "score": e.score, "length": e.length, "success": e.success, **e.checks} for e in res.episodes]
         print_json(summary)
@@ -671,21 +678,26 @@ TRAIN_COMMANDS = ("train-teacher", "train-reward", "distill", "train-proposer")
 def main() -> None:
     """Console-script entry point. ``ractd <training command> ... --nproc N`` (N > 1) relaunches itself
     as N torchrun workers; in a worker other than rank 0 nothing is printed (rank 0 speaks for all)."""
-    import subprocess
-
     from . import distributed
 
     argv = sys.argv[1:]
     if argv and argv[0] in TRAIN_COMMANDS and not distributed.launched():
         n, rest = distributed.split_nproc(argv)
         if n > 1:
-            sys.exit(subprocess.call(distributed.torchrun_argv(rest, n)))
+            sys.exit(distributed.launch(rest, n))
         if n == 1:
             sys.argv = [sys.argv[0], *rest]
     if distributed.world().rank > 0:
         err.quiet = True
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
-    app()
+    code = 1
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        raise
+    finally:
+        distributed.shutdown(ok=code == 0)
 
 
 if __name__ == "__main__":

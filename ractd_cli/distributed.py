@@ -107,7 +107,70 @@ def gather_states(state: "torch.Tensor") -> list["torch.Tensor"]:  # noqa: F821
 
 def torchrun_argv(argv: list[str], nproc: int) -> list[str]:
     """The command line that runs ``ractd <argv>`` as ``nproc`` torchrun workers on this node."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "ractd_cli", *argv]
+    return [sys.executable, "-m", "torch.distributed.run", *_torchrun_args(argv, nproc)]
+
+
+def _torchrun_args(argv: list[str], nproc: int) -> list[str]:
+    return ["--standalone", f"--nproc-per-node={nproc}", "-m", "ractd_cli", *argv]
+
+
+def launch(argv: list[str], nproc: int) -> int:
+    """Run ``ractd <argv>`` as ``nproc`` workers on this node, as ``torchrun --standalone`` does
+    (its own launcher, in this process); the exit code.
+
+    Rank 0 speaks for the run: its one-line error (or result) is all the user sees. torchrun's own
+    log lines and the traceback it ends a failed run with are not shown. A worker that failed with
+    an exit code passes it on; one killed by a signal gets a one-line error here."""
+    import logging
+
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    for name in list(logging.root.manager.loggerDict):  # torch sets each elastic logger's own level
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        torchrun.run(torchrun.parse_args(_torchrun_args(argv, nproc)))
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        if failure.exitcode > 0:
+            return failure.exitcode  # the worker has said why
+        from .ui import err
+
+        err.print(f"[bold red]error:[/] training process {rank} of {nproc} was stopped by {failure.signal_name()}; "
+                  "the last checkpoint (if any) is kept, rerun the same command with --resume", markup=True, soft_wrap=True)
+        return 1
+    except SignalException as e:  # Ctrl-C or a kill of the launcher: torchrun has stopped the workers
+        return 128 + int(e.sigval)
+    return 0
+
+
+PEER_LOST = ("closed by peer", "reset by peer", "remote worker crashing", "Broken pipe", "NCCL communicator was aborted")
+"""Marks of the error a collective raises when another rank has died (gloo, nccl)."""
+
+
+def peer_lost(e: BaseException) -> bool:
+    """``e`` is a collective's error because another process of this run died or was stopped."""
+    return world().size > 1 and isinstance(e, RuntimeError) and any(m in str(e) for m in PEER_LOST)
+
+
+def shutdown(ok: bool) -> None:
+    """Leave the process group before the process exits (PyTorch's advice: a group torn down at
+    interpreter exit can abort). ``ok``: the command succeeded on this rank, so every rank is past
+    its last collective and a barrier lets none of them close its connections while another still
+    works; after a failure the group is only destroyed (a barrier could wait on a rank that is gone)."""
+    if not world().active:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    try:
+        if ok:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def split_nproc(argv: list[str]) -> tuple[int, list[str]]:

@@ -136,6 +136,15 @@ def test_runtime_error_is_one_line_exit_1():
     assert "ractd cache list" in r.output
 
 
+def test_error_text_with_square_brackets_is_printed_as_is(tmp_path, monkeypatch):
+    """An error quoting the user's input (or a library's message) is text, not rich markup: '[/x]'
+    once crashed the printer with a traceback."""
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    r = runner.invoke(app, ["cache", "rm", "[/x]"])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and r.output.startswith("error: [/x] is not in the cache")
+
+
 BAD_INPUT = [
     (["fetch", "bimodal", "--source", "local", "--seed", "-1"], "--seed"),
     (["fetch", "bimodal", "--steps", "0"], "--steps"),

@@ -110,12 +110,34 @@ def test_a_stopped_or_dead_rank_leaves_no_artifact_and_resume_finishes_the_same(
         workers = _workers(proc.pid)
         assert set(workers) == {0, 1}
         os.kill(workers[1], sig)  # one rank is stopped, or dies, mid-run
-        proc.communicate(timeout=120)
-        assert proc.returncode != 0, sig
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == (130 if sig == signal.SIGINT else 1), (sig, stderr[-2000:])
+        said = _said(stderr)
+        assert said and all("--resume" in line for line in said), said  # one-line messages, no traceback
+        if sig == signal.SIGKILL:
+            assert said[-1] == ("error: training process 1 of 2 was stopped by SIGKILL; the last checkpoint (if any) "
+                                "is kept, rerun the same command with --resume"), said
         assert not list((cache / "models").glob("teacher-*.safetensors")), sig  # nothing half-done in the cache
         resumed = _ok(*TEACHER, *steps, "--resume", cache=cache)
         assert resumed["id"] == whole["id"], sig  # every rank's generators came back: the same artifact
         (cache / "models" / Path(resumed["path"]).name).unlink()
+
+
+def _said(stderr: str) -> list[str]:
+    """The lines a run printed on stderr, progress bars left out; none may be part of a traceback."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("teacher-bimodal")]
+    assert not any("Traceback" in line for line in lines), lines
+    return lines
+
+
+def test_bad_input_under_nproc_is_one_line_from_rank_0(tmp_path):
+    """A training command with --nproc that fails on every rank (here: no dataset) says why once, in
+    one line, with the command's exit code: no launcher log, no traceback."""
+    pytest.importorskip("ractd_bimodal")
+    r = _ractd(*TEACHER, "--steps", "10", "--nproc", "2", cache=tmp_path / "empty")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert _said(r.stderr) == ["error: no dataset for bimodal in the cache; run `ractd fetch bimodal` (or `ractd fetch bimodal "
+                               "--source local` to generate one here)"], r.stderr[-2000:]
 
 
 def test_nproc_is_split_off_and_checked():
