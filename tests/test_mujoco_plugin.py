@@ -51,6 +51,17 @@ def test_specs(body):
     assert ids["medium-replay"] == ()
 
 
+def test_quick_preset_steps_follow_the_measured_learning_curves():
+    """R_psi trains 40k steps on every MuJoCo task; only halfcheetah-medium-replay's teacher trains
+    12k (its curve still rose past 4k; hopper's was flat), the rest keep the preset's 4000."""
+    from ractd_cli.presets import PRESETS
+
+    for name, spec in adapter.tasks.items():
+        quick = PRESETS["quick"].override(spec.presets["quick"])
+        assert quick.steps["reward"] == 40_000, name
+        assert quick.steps["teacher"] == (12_000 if name == "halfcheetah-medium-replay" else PRESETS["quick"].steps["teacher"]), name
+
+
 @pytest.mark.parametrize("body", sorted(BODIES))
 def test_normalized_score_on_reference_returns(body):
     *_, ref_min, ref_max = BODIES[body]
