@@ -56,23 +56,32 @@ class _Group(TyperGroup):
         except RactdError as e:
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
+            _stop_with(f"error: {e}", e.exit_code)
         except KeyboardInterrupt:
-            err.print("interrupted; the last checkpoint (if any) is kept, rerun with --resume")
-            raise typer.Exit(130) from None
+            _stop_with("interrupted; the last checkpoint (if any) is kept, rerun with --resume", 130)
         except Exception as e:  # a bug: still one line unless --debug
             if _state["debug"] or type(e).__module__.startswith(("typer", "click")):
                 raise  # usage errors and exits are rendered by typer itself
             from . import distributed
 
             if distributed.peer_lost(e):
-                err.print("[bold red]error:[/] another training process of this run stopped; the last checkpoint (if any) "
-                          "is kept, rerun the same command with --resume", markup=True, soft_wrap=True)
-                raise typer.Exit(1) from None
+                _stop_with("error: another training process of this run stopped; the last checkpoint (if any) "
+                           "is kept, rerun the same command with --resume", 1)
             msg = str(e).splitlines()[0] if str(e) else ""
-            err.print(f"[bold red]error:[/] internal error {type(e).__name__}: {escape(msg)} (rerun with --debug for the traceback)")
-            raise typer.Exit(1) from None
+            _stop_with(f"error: internal error {type(e).__name__}: {msg} (rerun with --debug for the traceback)", 1)
+
+
+def _stop_with(line: str, code: int) -> None:
+    """Say ``line`` (one line: "error: ..." in red, or a plain note) and exit with ``code``. A worker
+    of ``--nproc`` leaves it to the launcher, which says it once (:func:`distributed.report`)."""
+    from . import distributed
+
+    if not distributed.report(line):
+        if line.startswith("error: "):
+            err.print(f"[bold red]error:[/] {escape(line[len('error: '):])}", markup=True, highlight=False, soft_wrap=True)
+        else:
+            err.print(escape(line), highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from None
 
 
 app = typer.Typer(

@@ -114,35 +114,79 @@ def _torchrun_args(argv: list[str], nproc: int) -> list[str]:
     return ["--standalone", f"--nproc-per-node={nproc}", "-m", "ractd_cli", *argv]
 
 
+REPORT_ENV = "RACTD_REPORT_DIR"
+"""Set by :func:`launch` for its workers: the folder where each rank leaves its last words."""
+
+
+def report(line: str) -> bool:
+    """Under :func:`launch`, leave ``line`` (what this rank would print as it stops: "error: ..." or
+    "interrupted; ...") for the launcher to print once, and return True; elsewhere return False
+    (print it yourself). torchrun stops the other workers as soon as one fails, so a worker's own
+    print could be cut off, or come from several ranks at once."""
+    folder = os.environ.get(REPORT_ENV)
+    if not (folder and launched()):
+        return False
+    tmp = os.path.join(folder, f".rank-{world().rank}")
+    with open(tmp, "w") as f:
+        f.write(line)
+    os.replace(tmp, os.path.join(folder, f"rank-{world().rank}"))
+    return True
+
+
 def launch(argv: list[str], nproc: int) -> int:
     """Run ``ractd <argv>`` as ``nproc`` workers on this node, as ``torchrun --standalone`` does
     (its own launcher, in this process); the exit code.
 
-    Rank 0 speaks for the run: its one-line error (or result) is all the user sees. torchrun's own
-    log lines and the traceback it ends a failed run with are not shown. A worker that failed with
-    an exit code passes it on; one killed by a signal gets a one-line error here."""
+    Rank 0 draws the progress and prints the result. When the run fails, the launcher prints one
+    line: the failed worker's own message (:func:`report`), else which worker was stopped by which
+    signal or failed with which exit code. torchrun's own log lines and the traceback it ends a failed
+    run with are not shown."""
     import logging
+    import tempfile
 
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    from .ui import err
+
     for name in list(logging.root.manager.loggerDict):  # torch sets each elastic logger's own level
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    try:
-        torchrun.run(torchrun.parse_args(_torchrun_args(argv, nproc)))
-    except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
-        if failure.exitcode > 0:
-            return failure.exitcode  # the worker has said why
-        from .ui import err
 
-        err.print(f"[bold red]error:[/] training process {rank} of {nproc} was stopped by {failure.signal_name()}; "
-                  "the last checkpoint (if any) is kept, rerun the same command with --resume", markup=True, soft_wrap=True)
-        return 1
-    except SignalException as e:  # Ctrl-C or a kill of the launcher: torchrun has stopped the workers
-        return 128 + int(e.sigval)
+    def said(folder: str, first: int) -> str | None:
+        for rank in (first, 0, *range(nproc)):
+            path = os.path.join(folder, f"rank-{rank}")
+            if os.path.exists(path):
+                with open(path) as f:
+                    return f.read().strip()
+        return None
+
+    def show(line: str) -> None:
+        from rich.markup import escape
+
+        if line.startswith("error: "):
+            err.print(f"[bold red]error:[/] {escape(line[len('error: '):])}", markup=True, highlight=False, soft_wrap=True)
+        else:
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    with tempfile.TemporaryDirectory(prefix="ractd-run-") as folder:
+        os.environ[REPORT_ENV] = folder  # the workers inherit it
+        try:
+            torchrun.run(torchrun.parse_args(_torchrun_args(argv, nproc)))
+        except ChildFailedError as e:
+            rank, failure = e.get_first_failure()
+            if failure.exitcode < 0:  # killed by a signal: that is the cause, whatever the others said after
+                show(f"error: training process {rank} of {nproc} was stopped by {failure.signal_name()}; "
+                     "the last checkpoint (if any) is kept, rerun the same command with --resume")
+                return 1
+            show(said(folder, rank) or f"error: training process {rank} of {nproc} failed with exit code {failure.exitcode}")
+            return failure.exitcode
+        except SignalException as e:  # Ctrl-C or a kill of the launcher: torchrun has stopped the workers
+            show(said(folder, 0) or "interrupted; the last checkpoint (if any) is kept, rerun with --resume")
+            return 128 + int(e.sigval)
+        finally:
+            os.environ.pop(REPORT_ENV, None)
     return 0
 
 
