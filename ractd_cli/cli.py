@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .errors import RactdError, UsageError, check_seed
-from .ui import err, print_json
+from .ui import err, print_json, say_last
 
 _state = {"debug": False}
 
@@ -77,10 +77,7 @@ def _stop_with(line: str, code: int) -> None:
     from . import distributed
 
     if not distributed.report(line):
-        if line.startswith("error: "):
-            err.print(f"[bold red]error:[/] {escape(line[len('error: '):])}", markup=True, highlight=False, soft_wrap=True)
-        else:
-            err.print(escape(line), highlight=False, soft_wrap=True)
+        say_last(line)
     raise typer.Exit(code) from None
 
 

@@ -148,7 +148,7 @@ def launch(argv: list[str], nproc: int) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    from .ui import err
+    from .ui import say_last as show
 
     for name in list(logging.root.manager.loggerDict):  # torch sets each elastic logger's own level
         if name.startswith("torch.distributed"):
@@ -161,14 +161,6 @@ def launch(argv: list[str], nproc: int) -> int:
                 with open(path) as f:
                     return f.read().strip()
         return None
-
-    def show(line: str) -> None:
-        from rich.markup import escape
-
-        if line.startswith("error: "):
-            err.print(f"[bold red]error:[/] {escape(line[len('error: '):])}", markup=True, highlight=False, soft_wrap=True)
-        else:
-            err.print(line, markup=False, highlight=False, soft_wrap=True)
 
     with tempfile.TemporaryDirectory(prefix="ractd-run-") as folder:
         os.environ[REPORT_ENV] = folder  # the workers inherit it

@@ -17,6 +17,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 err = Console(stderr=True, highlight=False)
 
 
+def say_last(line: str) -> None:
+    """Print a command's last line on stderr: ``"error: ..."`` with the word in red, anything else
+    (``"interrupted; ..."``) plain. The text is printed as is, never read as rich markup."""
+    from rich.markup import escape
+
+    if line.startswith("error: "):
+        err.print(f"[bold red]error:[/] {escape(line[len('error: '):])}", markup=True, highlight=False, soft_wrap=True)
+    else:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def print_json(doc: Any) -> None:
     """Write one JSON document to stdout."""
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
