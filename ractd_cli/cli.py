@@ -46,7 +46,7 @@ class _Group(TyperGroup):
             else:
                 ctx = getattr(e, "ctx", None)
                 hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
-                err.print(f"[bold red]error:[/] {escape(e.format_message().rstrip('.'))}{escape(hint)}", markup=True, highlight=False, soft_wrap=True)
+                say_last(f"error: {e.format_message().rstrip('.')}{hint}")
             sys.exit(e.exit_code)
         sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -683,7 +683,8 @@ TRAIN_COMMANDS = ("train-teacher", "train-reward", "distill", "train-proposer")
 
 def main() -> None:
     """Console-script entry point. ``ractd <training command> ... --nproc N`` (N > 1) relaunches itself
-    as N torchrun workers; in a worker other than rank 0 nothing is printed (rank 0 speaks for all)."""
+    as N torchrun workers (:func:`distributed.launch`). Rank 0 draws the progress and prints the result;
+    a worker that stops leaves its last line to the launcher, which prints it once; other ranks print nothing."""
     from . import distributed
 
     argv = sys.argv[1:]
