@@ -240,9 +240,11 @@ def fetch(
 
     check_fetch_args(source, steps, seed)
     adapter, spec = get_task(task)
-    if source == "local":
+    if source == "local" and (force or not store.dataset_exists(store.local_dataset_id(spec))):
         with progress(f"generating {task}", steps or default_steps(spec)) as advance:
             dataset_id = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, force=force, progress=advance)
+    elif source == "local":  # already there: fetch only checks the recipe, no bar to show
+        dataset_id = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, force=force)
     else:  # minari shows its own download progress
         dataset_id = do_fetch(adapter, spec, source=source, force=force)
     meta = store.read_metadata(dataset_id)

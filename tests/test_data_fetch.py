@@ -155,3 +155,19 @@ def test_bad_fetch_arguments_are_usage_errors_from_library_and_cli(cache):
     for args in (["--source", "web"], ["--source", "local", "--steps", "0"]):
         r = runner.invoke(app, ["fetch", "bimodal", *args])
         assert r.exit_code == 2, r.output
+
+
+def test_cli_refetch_shows_no_generation_bar(cache):
+    """A second `ractd fetch --source local` only checks the recipe: it says where the dataset is,
+    without a "generating" bar stuck at 0 (the bar is for work that happens)."""
+    from typer.testing import CliRunner
+
+    from ractd_cli.cli import app
+
+    runner = CliRunner()
+    first = runner.invoke(app, ["fetch", "bimodal", "--source", "local", "--steps", "200"])
+    assert first.exit_code == 0 and "generating bimodal" in first.output, first.output
+    again = runner.invoke(app, ["fetch", "bimodal", "--source", "local", "--steps", "200"])
+    assert again.exit_code == 0 and "generating bimodal" not in again.output and " steps, in" in again.output, again.output
+    changed = runner.invoke(app, ["fetch", "bimodal", "--source", "local", "--steps", "300"])
+    assert changed.exit_code != 0 and "--force" in changed.output, changed.output
