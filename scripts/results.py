@@ -11,7 +11,9 @@ step whose output the cache already holds:
     ractd bench --env TASK --episodes N --json      (-> out/results-TASK.json, plot beside it)
 
 then prints the table as markdown, with the paper's figure for each row (`ractd envs --json`).
-Extra arguments after `--` go to every training command (e.g. `-- --preset tiny`).
+Extra arguments after `--` go to every training command (e.g. `-- --preset tiny`); `--teacher-args`
+to train-teacher alone, `--bench-args` to bench (e.g. `--teacher-args "--plan-stride 8"
+--bench-args "--follow track --replan"`, the maze2d-large recipe in docs/results.md).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from ractd_cli.artifacts import read_header
 from ractd_cli.evaluate import PLAN_CHECK_RATES  # the adapter's checks of first plans (Maze2d), as bench names them
@@ -76,12 +79,14 @@ def parse_with_extra(p: argparse.ArgumentParser) -> tuple[argparse.Namespace, li
     return p.parse_args(argv[:cut]), argv[cut + 1 :]
 
 
-def teacher_and_reward(task: str, extra: list[str], teacher: str | None = None, reward: str | None = None) -> tuple[str, str]:
+def teacher_and_reward(task: str, extra: list[str], teacher: str | None = None, reward: str | None = None,
+                       teacher_extra: Sequence[str] = ()) -> tuple[str, str]:
     """The task's data, unconditioned teacher and reward model, each made unless the cache holds one
-    (or an id prefix is given): their full ids (newest first)."""
+    (or an id prefix is given): their full ids (newest first). ``teacher_extra``: options of
+    train-teacher alone, after ``extra`` (so they win)."""
     ractd("fetch", task, "--source", "local")
     if teacher is None and not any(not t["parents"] for t in artifacts(task, "teacher")):
-        ractd("train-teacher", "--env", task, *extra)
+        ractd("train-teacher", "--env", task, *extra, *teacher_extra)
     if reward is None and not artifacts(task, "reward"):
         ractd("train-reward", "--env", task, *extra)
     return (full_id(task, "teacher", teacher) or [t for t in artifacts(task, "teacher") if not t["parents"]][0]["id"],
@@ -111,9 +116,11 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--teacher-episodes", type=int, default=None, help="episodes of the Heun teacher row (default: --episodes)")
     p.add_argument("--out", type=Path, default=Path("out"))
+    p.add_argument("--teacher-args", default="", help='options of train-teacher alone, e.g. "--plan-stride 8 --batch-size 128 --steps 8000"')
+    p.add_argument("--bench-args", default="", help='options of bench, e.g. "--follow track --replan" (Maze2d)')
     a, extra = parse_with_extra(p)
     task = a.task
-    teacher, _ = teacher_and_reward(task, extra)
+    teacher, _ = teacher_and_reward(task, extra, teacher_extra=shlex.split(a.teacher_args))
     students = [s for s in artifacts(task, "student") if s["parents"][0] == teacher]
     if not any(len(s["parents"]) == 1 for s in students):  # CTD: no reward model among its parents
         ractd("distill", "--env", task, "--teacher", teacher, "--reward-weight", "0", *extra)
@@ -122,9 +129,9 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     teacher_episodes = [] if a.teacher_episodes is None else ["--teacher-episodes", str(a.teacher_episodes)]
     doc = json.loads(ractd("bench", "--env", task, "--episodes", str(a.episodes), *teacher_episodes,
-                           "--plot", str(a.out / f"results-{task}.png"), "--json", capture=True))
+                           *shlex.split(a.bench_args), "--plot", str(a.out / f"results-{task}.png"), "--json", capture=True))
     (a.out / f"results-{task}.json").write_text(json.dumps(doc, indent=2))
-    print(f"{task}, {doc['episodes']} episodes, on {doc['device']}:\n")
+    print(f"{task}, {doc['episodes']} episodes, on {doc['device']}" + (f", bench {a.bench_args}" if a.bench_args.strip() else "") + ":\n")
     print(markdown(doc))
 
 

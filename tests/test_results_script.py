@@ -18,7 +18,8 @@ def _results(tmp_path: Path, cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "RACTD": str(Path(sys.executable).parent / "ractd"), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "results.py"), "bimodal", "--episodes", "4", "--teacher-episodes", "2",
-         "--out", str(tmp_path / "out"), "--", "--preset", "tiny", "--steps", "100"],
+         "--out", str(tmp_path / "out"), "--teacher-args", "--steps 120", "--bench-args", "--seed 3",
+         "--", "--preset", "tiny", "--steps", "100"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )
 
@@ -29,6 +30,10 @@ def test_results_runs_the_chain_once_and_prints_the_table(tmp_path, _tmp_cache):
     for step in ("$ ractd fetch bimodal", "$ ractd train-teacher", "$ ractd train-reward", "--reward-weight 0", "$ ractd bench"):
         assert step in first.stderr
     assert first.stderr.count("$ ractd distill") == 2
+    lines = {line.split()[2]: line for line in first.stderr.splitlines() if line.startswith("$ ractd ")}
+    assert lines["train-teacher"].endswith("--steps 100 --steps 120")  # --teacher-args: the teacher's alone, last
+    assert "120" not in lines["train-reward"] and "120" not in lines["distill"]
+    assert "--seed 3" in lines["bench"] and ", bench --seed 3:" in first.stdout  # --bench-args
     doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
     episodes = {r["method"]: r["episodes"] for r in doc["rows"] if r["score_mean"] is not None}
     assert 2 in episodes.values() and 4 in episodes.values()  # the Heun teacher's row at --teacher-episodes
