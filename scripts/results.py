@@ -48,6 +48,14 @@ def artifacts(task: str, kind: str) -> list[dict]:
     return json.loads(out.stdout)["artifacts"] if out.returncode == 0 else []
 
 
+def task_spec(task: str) -> dict:
+    """The task's spec as `ractd envs --json` gives it."""
+    for adapter in json.loads(ractd("envs", "--json", capture=True))["adapters"]:
+        if task in (adapter.get("specs") or {}):
+            return adapter["specs"][task]
+    sys.exit(f"unknown task {task!r}; list the tasks with `ractd envs`")
+
+
 def full_id(task: str, kind: str, prefix: str | None) -> str | None:
     """The full id of the cached ``kind`` artifact whose id starts with ``prefix`` (None: none asked)."""
     if prefix is None:
@@ -120,12 +128,11 @@ def main() -> None:
     p.add_argument("--bench-args", default="", help='options of bench, e.g. "--follow track --replan" (Maze2d)')
     a, extra = parse_with_extra(p)
     task = a.task
-    teacher, _ = teacher_and_reward(task, extra, teacher_extra=shlex.split(a.teacher_args))
-    students = [s for s in artifacts(task, "student") if s["parents"][0] == teacher]
-    if not any(len(s["parents"]) == 1 for s in students):  # CTD: no reward model among its parents
+    teacher, reward = teacher_and_reward(task, extra, teacher_extra=shlex.split(a.teacher_args))
+    if cached_student(task, teacher, reward, 0.0) is None:  # CTD
         ractd("distill", "--env", task, "--teacher", teacher, "--reward-weight", "0", *extra)
-    if not any(len(s["parents"]) == 2 for s in students):
-        ractd("distill", "--env", task, "--teacher", teacher, *extra)
+    if cached_student(task, teacher, reward, task_spec(task)["loss_weights"]["reward"]) is None:  # RACTD at the task's weight
+        ractd("distill", "--env", task, "--teacher", teacher, "--reward", reward, *extra)
     a.out.mkdir(parents=True, exist_ok=True)
     teacher_episodes = [] if a.teacher_episodes is None else ["--teacher-episodes", str(a.teacher_episodes)]
     doc = json.loads(ractd("bench", "--env", task, "--episodes", str(a.episodes), *teacher_episodes,

@@ -26,20 +26,12 @@ import json
 import sys
 from pathlib import Path
 
-from results import artifacts, cached_student, parse_with_extra, ractd, teacher_and_reward  # scripts/results.py: the command runner, cache listing, id prefixes
+from results import artifacts, cached_student, parse_with_extra, ractd, task_spec, teacher_and_reward  # scripts/results.py: the command runner, cache listing, id prefixes, the task's spec
 
 from ractd_cli.artifacts import read_header
 
 CELLS = (("unconditioned", "ctd"), ("unconditioned", "ractd"), ("reward-aware", "ctd"), ("reward-aware", "ractd"))
 """(teacher, student) of each cell, in the paper's reading order."""
-
-
-def task_spec(task: str) -> dict:
-    """The task's spec as `ractd envs --json` gives it."""
-    for adapter in json.loads(ractd("envs", "--json", capture=True))["adapters"]:
-        if task in (adapter.get("specs") or {}):
-            return adapter["specs"][task]
-    sys.exit(f"unknown task {task!r}; list the tasks with `ractd envs`")
 
 
 def aware_teacher(task: str, reward: str, weight: float) -> str | None:

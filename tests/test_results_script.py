@@ -42,3 +42,18 @@ def test_results_runs_the_chain_once_and_prints_the_table(tmp_path, _tmp_cache):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "$ ractd distill" not in again.stderr and "$ ractd train-" not in again.stderr
     assert "$ ractd bench" in again.stderr
+
+
+def test_results_distills_the_task_weight_even_beside_students_of_other_weights(tmp_path, _tmp_cache):
+    """A RACTD student at another reward weight (a user's sweep) is not the table's RACTD row:
+    results distills one at the task's own weight."""
+    env = {**os.environ, "RACTD_CACHE_DIR": str(_tmp_cache), "OMP_NUM_THREADS": "1"}
+    ractd = str(Path(sys.executable).parent / "ractd")
+    for args in (["fetch", "bimodal", "--source", "local", "--steps", "600"], ["train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "100"],
+                 ["train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "100"],
+                 ["distill", "--env", "bimodal", "--preset", "tiny", "--steps", "100", "--reward-weight", "0.123"]):
+        subprocess.run([ractd, *args], env=env, check=True, capture_output=True, timeout=600)
+    r = _results(tmp_path, _tmp_cache)
+    assert r.returncode == 0, r.stderr[-2000:]
+    distills = [line for line in r.stderr.splitlines() if line.startswith("$ ractd distill")]
+    assert len(distills) == 2 and "--reward-weight 0 " in distills[0] and "--reward-weight" not in distills[1], distills
