@@ -26,7 +26,14 @@ import json
 import sys
 from pathlib import Path
 
-from results import artifacts, cached_student, parse_with_extra, ractd, task_spec, teacher_and_reward  # scripts/results.py: the command runner, cache listing, id prefixes, the task's spec
+from results import (  # scripts/results.py: the command runner, cache listing, id prefixes, the task's spec
+    artifacts,
+    cached_student,
+    parse_with_extra,
+    ractd,
+    task_spec,
+    teacher_and_reward,
+)
 
 from ractd_cli.artifacts import read_header
 
