@@ -233,14 +233,14 @@ def fetch(
 ) -> None:
     """Download (or generate locally) the offline dataset of TASK into the cache, in Minari format."""
     from .data import store
-    from .data.fetch import check_fetch_args, default_steps
+    from .data.fetch import check_fetch_args, default_steps, will_generate
     from .data.fetch import fetch as do_fetch
     from .registry import get_task
     from .ui import progress
 
     check_fetch_args(source, steps, seed)
     adapter, spec = get_task(task)
-    if source == "local" and (force or not store.dataset_exists(store.local_dataset_id(spec))):
+    if source == "local" and will_generate(spec, force=force):
         with progress(f"generating {task}", steps or default_steps(spec)) as advance:
             dataset_id = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, force=force, progress=advance)
     elif source == "local":  # already there: fetch only checks the recipe, no bar to show

@@ -148,7 +148,7 @@ def launch(argv: list[str], nproc: int) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    from .ui import say_last as show
+    from .ui import say_last
 
     for name in list(logging.root.manager.loggerDict):  # torch sets each elastic logger's own level
         if name.startswith("torch.distributed"):
@@ -169,13 +169,13 @@ def launch(argv: list[str], nproc: int) -> int:
         except ChildFailedError as e:
             rank, failure = e.get_first_failure()
             if failure.exitcode < 0:  # killed by a signal: that is the cause, whatever the others said after
-                show(f"error: training process {rank} of {nproc} was stopped by {failure.signal_name()}; "
+                say_last(f"error: training process {rank} of {nproc} was stopped by {failure.signal_name()}; "
                      "the last checkpoint (if any) is kept, rerun the same command with --resume")
                 return 1
-            show(said(folder, rank) or f"error: training process {rank} of {nproc} failed with exit code {failure.exitcode}")
+            say_last(said(folder, rank) or f"error: training process {rank} of {nproc} failed with exit code {failure.exitcode}")
             return failure.exitcode
         except SignalException as e:  # Ctrl-C or a kill of the launcher: torchrun has stopped the workers
-            show(said(folder, 0) or "interrupted; the last checkpoint (if any) is kept, rerun with --resume")
+            say_last(said(folder, 0) or "interrupted; the last checkpoint (if any) is kept, rerun with --resume")
             return 128 + int(e.sigval)
         finally:
             os.environ.pop(REPORT_ENV, None)

@@ -40,6 +40,12 @@ def default_steps(spec: TaskSpec) -> int:
     return int(spec.extra.get("local_steps", DEFAULT_LOCAL_STEPS))
 
 
+def will_generate(spec: TaskSpec, *, force: bool, root: Path | str | None = None) -> bool:
+    """Whether ``fetch(source="local")`` generates data (else the dataset is there and it only
+    checks the recipe): what a caller needs to know before showing a progress bar."""
+    return force or not store.dataset_exists(store.local_dataset_id(spec), root)
+
+
 def fetch(
     adapter: EnvAdapter,
     spec: TaskSpec,
@@ -100,7 +106,7 @@ def _fetch_local(
     if not spec.local_generation:
         raise RactdError(f"task {spec.name} cannot generate its dataset locally; use --source minari")
     dataset_id = store.local_dataset_id(spec)
-    if store.dataset_exists(dataset_id, root) and not force:
+    if not will_generate(spec, force=force, root=root):
         _check_same_recipe(dataset_id, spec, steps=steps, seed=seed, root=root)
         return dataset_id
     n_steps = default_steps(spec) if steps is None else int(steps)
