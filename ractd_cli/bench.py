@@ -44,11 +44,35 @@ class Row:
     """Set for Trajectory Diffuser rows (``model_id`` is then the ``proposer`` artifact)."""
 
 
-def _latest_student(task: str, *, reward: bool) -> Artifact | None:
-    for a in list_artifacts():
-        if a.kind == "student" and a.task == task and (a.config.get("reward_weight", 0) > 0) == reward:
-            return a
-    return None
+def pick_students(spec: TaskSpec, student: str | None = None, ctd: str | None = None) -> tuple[Artifact | None, Artifact | None]:
+    """The RACTD and the CTD student to bench (either None when the cache has none).
+
+    RACTD: ``student`` (an id, prefix or path) when given, else the newest student of the task at
+    the task's own reward weight sigma (``TaskSpec.loss_weights``, what ``distill`` uses by
+    default), else the newest at any weight > 0. CTD (reward weight 0): ``ctd`` when given, else
+    the newest distilled from the RACTD student's teacher. Both must share one teacher (a
+    UsageError says which to pass when they do not)."""
+    sigma = spec.loss_weights[2]
+    found = [a for a in list_artifacts() if a.kind == "student" and a.task == spec.name]
+    if student is not None:
+        ractd = load_artifact(student, kind="student", task=spec.name)
+        if not ractd.config.get("reward_weight", 0) > 0:
+            raise UsageError(f"--student {ractd.id[:8]} has reward weight 0 (a CTD student); pass it as --ctd, and a RACTD student as --student")
+    else:
+        rewarded = [a for a in found if a.config.get("reward_weight", 0) > 0]
+        ractd = next((a for a in rewarded if a.config["reward_weight"] == sigma), rewarded[0] if rewarded else None)
+    if ctd is not None:
+        plain = load_artifact(ctd, kind="student", task=spec.name)
+        if plain.config.get("reward_weight", 0) != 0:
+            raise UsageError(f"--ctd {plain.id[:8]} has reward weight {plain.config['reward_weight']} (a RACTD student); "
+                             "pass one distilled with --reward-weight 0")
+        if ractd is not None and plain.meta["parents"][0] != ractd.meta["parents"][0]:
+            raise UsageError(f"--ctd {plain.id[:8]} and the RACTD student {ractd.id[:8]} come from different teachers "
+                             f"({plain.meta['parents'][0][:8]}, {ractd.meta['parents'][0][:8]}); bench compares the students of one teacher")
+    else:
+        plain = next((a for a in found if a.config.get("reward_weight", 0) == 0
+                      and (ractd is None or a.meta["parents"][0] == ractd.meta["parents"][0])), None)
+    return ractd, plain
 
 
 def _latest_trajdiffuser(task: str) -> Artifact | None:
@@ -56,20 +80,20 @@ def _latest_trajdiffuser(task: str) -> Artifact | None:
     return next((a for a in list_artifacts() if a.kind == "proposer" and a.task == task and a.config.get("method") == "trajdiffuser"), None)
 
 
-def bench_rows(spec: TaskSpec, teacher_id: str | None = None) -> list[Row]:
-    """The methods to compare, all on the same teacher (the RACTD student's parent when there is one)."""
-    ractd = _latest_student(spec.name, reward=True)
-    ctd = _latest_student(spec.name, reward=False)
-    if teacher_id is None:
-        teacher_id = (ractd or ctd).meta["parents"][0] if (ractd or ctd) else load_artifact("latest", kind="teacher", task=spec.name).id
+def bench_rows(spec: TaskSpec, student: str | None = None, ctd: str | None = None) -> list[Row]:
+    """The methods to compare, all on one teacher: the RACTD student's parent when there is one,
+    else the CTD student's, else the newest teacher (students chosen by :func:`pick_students`)."""
+    ractd, plain = pick_students(spec, student, ctd)
+    parent = ractd or plain
+    teacher_id = parent.meta["parents"][0] if parent else load_artifact("latest", kind="teacher", task=spec.name).id
     rows = [
         Row("teacher-heun", "EDM teacher (Heun, 80 bins)", teacher_id, "heun", 159),
         Row("euler-15", "Euler / DDIM (15 steps)", teacher_id, "euler", 15),
         Row("ancestral-15", "ancestral / DDPM (15 steps)", teacher_id, "ancestral", 15),
     ]
-    if ctd is not None and ctd.meta["parents"][0] == teacher_id:
-        rows.append(Row("ctd-1", "CTD student (reward weight 0)", ctd.id, "onestep", 1))
-    if ractd is not None and ractd.meta["parents"][0] == teacher_id:
+    if plain is not None:
+        rows.append(Row("ctd-1", "CTD student (reward weight 0)", plain.id, "onestep", 1))
+    if ractd is not None:
         rows.append(Row("ractd-1", "RACTD student (1 step)", ractd.id, "onestep", 1))
         rows += [Row(f"ractd-{k}", f"RACTD student ({k} steps)", ractd.id, "multistep", k) for k in (2, 3, 4)]
     trajdiffuser = _latest_trajdiffuser(spec.name)
@@ -77,6 +101,18 @@ def bench_rows(spec: TaskSpec, teacher_id: str | None = None) -> list[Row]:
         rows.append(Row("trajdiffuser-0", "Trajectory Diffuser proposal (K=0)", trajdiffuser.id, "euler", 0, 0))
         rows += [Row(f"trajdiffuser-{k}", f"Trajectory Diffuser (K={k} Euler)", trajdiffuser.id, "euler", k, k) for k in (1, 5)]
     return rows
+
+
+def models_line(rows: list[dict[str, Any]]) -> str:
+    """One line naming the models behind bench's rows (its JSON ``rows``): the teacher, and each
+    student with its reward weight sigma, by 8-character id."""
+    names = {"teacher-heun": "teacher", "ctd-1": "CTD student", "ractd-1": "RACTD student", "trajdiffuser-0": "Trajectory Diffuser"}
+    parts = []
+    for r in rows:
+        if r["key"] in names:
+            sigma = "" if r.get("reward_weight") is None else f" (reward weight sigma {r['reward_weight']:g})"
+            parts.append(f"{names[r['key']]} {r['model_id'][:8]}{sigma}")
+    return "models: " + "; ".join(parts)
 
 
 @dataclass
@@ -158,6 +194,8 @@ def run(
     snap_goal: bool = False,
     score_scale: str | None = None,
     runtime: str = "torch",
+    student: str | None = None,
+    ctd: str | None = None,
 ) -> BenchResult:
     """Time and score every row of :func:`bench_rows`. Every row's ``states`` plans are executed the
     same way (``follow``, ``replan``, ``snap_goal``: see :class:`~ractd_cli.evaluate.PlannerPolicy`) and
@@ -165,7 +203,8 @@ def run(
     Heun teacher row's episode count (default ``episodes``), the first ones of the same seed; every
     row records its ``episodes``. ``runtime="onnxruntime"`` adds a latency row for the one-step
     RACTD student exported to ONNX (``ractd export``) and run by onnxruntime, timed in the same run
-    as its frozen in-process graph."""
+    as its frozen in-process graph. ``student``, ``ctd``: the students to bench (default: see
+    :func:`pick_students`); each student row records its ``reward_weight``."""
     if runtime not in RUNTIMES:
         raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     follow = check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)
@@ -173,7 +212,7 @@ def run(
     following = dict(follow=follow, replan=replan, snap_goal=snap_goal)
     dev = resolve_device(device)
     sync = _sync_for(dev)
-    rows = bench_rows(spec)
+    rows = bench_rows(spec, student, ctd)
     cond1 = torch.zeros(1, spec.cond_dim, device=dev)  # the bare network's input
     past1 = torch.zeros(1, spec.history, spec.obs_dim, device=dev)  # the planners' raw inputs at batch 1
     goal1 = torch.zeros(1, spec.goal_dim, device=dev) if spec.goal_dim else None
@@ -206,6 +245,7 @@ def run(
             "method": row.method,
             "planner": "diffusion",
             "model_id": loaded.art.id,
+            "reward_weight": loaded.art.config.get("reward_weight") if loaded.art.kind == "student" else None,
             "sampler": planner.sampler_name,
             "nfe": planner.nfe_per_plan,
             "nfe_paper": planner.nfe_paper,

@@ -624,9 +624,14 @@ def bench(
     jit: bool = JitOpt,
     cuda_graphs: bool = CudaGraphsOpt,
     runtime: str = typer.Option("torch", "--runtime", help="torch (default); onnxruntime also exports the one-step RACTD student to ONNX and times it on onnxruntime beside its frozen graph (a latency row; needs the export extra)."),
+    student: Optional[str] = typer.Option(None, "--student", help="The RACTD student to bench (id, id prefix or path); its teacher is the teacher of every row. Default: the newest student of the task at the task's own reward weight sigma (`ractd envs`), else the newest at any weight > 0."),
+    ctd: Optional[str] = typer.Option(None, "--ctd", help="The CTD student (reward weight 0) to bench. Default: the newest distilled from the RACTD student's teacher."),
     json_: bool = JsonOpt,
 ) -> None:
-    """Compare the teacher's samplers and the students on speed and score, on this machine, in one run."""
+    """Compare the teacher's samplers and the students on speed and score, on this machine, in one run.
+
+    Every row uses one teacher; the table's footer names the teacher and students by id, with the
+    RACTD student's reward weight sigma (the JSON rows carry `model_id` and `reward_weight`)."""
     from . import bench as b
     from .adapters import resolve_score_scale
     from .evaluate import check_follow
@@ -642,7 +647,7 @@ def bench(
         raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(b.RUNTIMES)}")
     b.require_models(spec)
     out = b.run(adapter, spec, episodes=episodes, teacher_episodes=teacher_episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit, cuda_graphs=cuda_graphs,
-                follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, runtime=runtime)
+                follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, runtime=runtime, student=student, ctd=ctd)
     if plot is not None:
         from .plots import plot_bench
 
@@ -670,6 +675,7 @@ def bench(
         cells += [f"{100 * r[k]:.0f}%" if k in r else "-" for k in checks]
         table.add_row(*cells, *([r["paper"] or ""] * paper))
     err.print(table)
+    err.print(b.models_line(out["rows"]))
     if out["forward_ms"]:
         err.print(f"bare network forward: {out['forward_ms']:.3f} ms; one-step student / forward = {out['forward_overhead']:.2f}")
     for r in out["rows"]:

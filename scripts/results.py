@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ractd_cli.artifacts import read_header
+from ractd_cli.bench import models_line  # the footer naming the teacher and students, as bench prints it
 from ractd_cli.evaluate import PLAN_CHECK_RATES  # the adapter's checks of first plans (Maze2d), as bench names them
 
 RACTD = os.environ.get("RACTD", "ractd")
@@ -129,17 +130,21 @@ def main() -> None:
     a, extra = parse_with_extra(p)
     task = a.task
     teacher, reward = teacher_and_reward(task, extra, teacher_extra=shlex.split(a.teacher_args))
-    if cached_student(task, teacher, reward, 0.0) is None:  # CTD
+    if (ctd := cached_student(task, teacher, reward, 0.0)) is None:  # CTD
         ractd("distill", "--env", task, "--teacher", teacher, "--reward-weight", "0", *extra)
-    if cached_student(task, teacher, reward, task_spec(task)["loss_weights"]["reward"]) is None:  # RACTD at the task's weight
+        ctd = cached_student(task, teacher, reward, 0.0)
+    sigma = task_spec(task)["loss_weights"]["reward"]
+    if (student := cached_student(task, teacher, reward, sigma)) is None:  # RACTD at the task's weight
         ractd("distill", "--env", task, "--teacher", teacher, "--reward", reward, *extra)
+        student = cached_student(task, teacher, reward, sigma)
     a.out.mkdir(parents=True, exist_ok=True)
     teacher_episodes = [] if a.teacher_episodes is None else ["--teacher-episodes", str(a.teacher_episodes)]
-    doc = json.loads(ractd("bench", "--env", task, "--episodes", str(a.episodes), *teacher_episodes,
+    doc = json.loads(ractd("bench", "--env", task, "--student", student["id"], "--ctd", ctd["id"], "--episodes", str(a.episodes), *teacher_episodes,
                            *shlex.split(a.bench_args), "--plot", str(a.out / f"results-{task}.png"), "--json", capture=True))
     (a.out / f"results-{task}.json").write_text(json.dumps(doc, indent=2))
     print(f"{task}, {doc['episodes']} episodes, on {doc['device']}" + (f", bench {a.bench_args}" if a.bench_args.strip() else "") + ":\n")
     print(markdown(doc))
+    print(f"\n{models_line(doc['rows'])}")
 
 
 if __name__ == "__main__":

@@ -216,6 +216,29 @@ def test_bench_json_schema_and_plot(cache, tmp_path):
         assert (methods[method]["score_mean"], methods[method]["score_stderr"]) == (roll["score_mean"], roll["score_stderr"]), method
 
 
+def test_bench_picks_the_student_at_the_tasks_weight_or_the_one_named(cache):
+    """A newer RACTD student of another weight does not displace the one at the task's own sigma
+    (bimodal: 1), unless named by --student; the rows and the footer name each model's weight."""
+    from ractd_cli.artifacts import load_artifact
+
+    other = ractd("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "5", "--reward-weight", "0.5")["id"]
+    try:
+        bench = ("bench", "--env", "bimodal", "--latency-only", "--repeats", "1")
+        picked = {r["key"]: (r["model_id"], r["reward_weight"]) for r in ractd(*bench)["rows"]}
+        assert picked["ractd-1"] == (cache["ractd"], 1.0) and picked["ctd-1"] == (cache["ctd"], 0.0)
+        assert picked["teacher-heun"] == (cache["teacher"], None)
+        named = {r["key"]: (r["model_id"], r["reward_weight"]) for r in ractd(*bench, "--student", other[:8])["rows"]}
+        assert named["ractd-1"] == named["ractd-4"] == (other, 0.5) and named["ctd-1"] == (cache["ctd"], 0.0)
+        r = runner.invoke(app, [*bench, "--student", other[:8]])
+        line = " ".join(r.output.split())
+        assert r.exit_code == 0 and f"RACTD student {other[:8]} (reward weight sigma 0.5)" in line and f"teacher {cache['teacher'][:8]}" in line
+        for wrong, says in ((["--student", cache["ctd"][:8]], "reward weight 0"), (["--ctd", other[:8]], "pass one distilled with --reward-weight 0")):
+            r = runner.invoke(app, [*bench, *wrong])
+            assert r.exit_code == 2 and says in " ".join(r.output.split()), r.output
+    finally:
+        load_artifact(other).path.unlink()
+
+
 def test_frozen_graph_planner_matches_eager(cache):
     import torch
 

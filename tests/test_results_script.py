@@ -57,3 +57,11 @@ def test_results_distills_the_task_weight_even_beside_students_of_other_weights(
     assert r.returncode == 0, r.stderr[-2000:]
     distills = [line for line in r.stderr.splitlines() if line.startswith("$ ractd distill")]
     assert len(distills) == 2 and "--reward-weight 0 " in distills[0] and "--reward-weight" not in distills[1], distills
+    # a newer student of another weight (the sweep goes on): the table still benches the task's own
+    subprocess.run([ractd, "distill", "--env", "bimodal", "--preset", "tiny", "--steps", "100", "--reward-weight", "0.123"],
+                   env=env, check=True, capture_output=True, timeout=600)
+    again = _results(tmp_path, _tmp_cache)
+    assert again.returncode == 0 and "$ ractd distill" not in again.stderr, again.stderr[-2000:]
+    doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
+    assert {r["reward_weight"] for r in doc["rows"] if r["key"].startswith("ractd-")} == {1.0}
+    assert "RACTD student" in again.stdout and "(reward weight sigma 1)" in again.stdout
