@@ -81,6 +81,20 @@ def cached_student(task: str, teacher: str, reward: str, weight: float, evaluati
     return None
 
 
+def student(task: str, teacher: str, reward: str, weight: float, distill_args: Sequence[str],
+            evaluation: tuple[int, int] | None = None) -> dict:
+    """The header of the cached student :func:`cached_student` finds, made first by `ractd distill
+    --env TASK --teacher TEACHER *distill_args` when the cache has none (the args must ask for
+    ``weight`` and ``evaluation``)."""
+    meta = cached_student(task, teacher, reward, weight, evaluation)
+    if meta is None:
+        ractd("distill", "--env", task, "--teacher", teacher, *distill_args)
+        meta = cached_student(task, teacher, reward, weight, evaluation)
+        if meta is None:
+            sys.exit(f"the student of teacher {teacher} at reward weight {weight:g} was not found in the cache after its distill")
+    return meta
+
+
 def parse_with_extra(p: argparse.ArgumentParser) -> tuple[argparse.Namespace, list[str]]:
     """The script's own options, and what follows `--` (extra options of every training command)."""
     argv = sys.argv[1:]
@@ -130,16 +144,12 @@ def main() -> None:
     a, extra = parse_with_extra(p)
     task = a.task
     teacher, reward = teacher_and_reward(task, extra, teacher_extra=shlex.split(a.teacher_args))
-    if (ctd := cached_student(task, teacher, reward, 0.0)) is None:  # CTD
-        ractd("distill", "--env", task, "--teacher", teacher, "--reward-weight", "0", *extra)
-        ctd = cached_student(task, teacher, reward, 0.0)
+    ctd = student(task, teacher, reward, 0.0, ["--reward-weight", "0", *extra])
     sigma = task_spec(task)["loss_weights"]["reward"]
-    if (student := cached_student(task, teacher, reward, sigma)) is None:  # RACTD at the task's weight
-        ractd("distill", "--env", task, "--teacher", teacher, "--reward", reward, *extra)
-        student = cached_student(task, teacher, reward, sigma)
+    ractd_student = student(task, teacher, reward, sigma, ["--reward", reward, *extra])  # RACTD at the task's weight
     a.out.mkdir(parents=True, exist_ok=True)
     teacher_episodes = [] if a.teacher_episodes is None else ["--teacher-episodes", str(a.teacher_episodes)]
-    doc = json.loads(ractd("bench", "--env", task, "--student", student["id"], "--ctd", ctd["id"], "--episodes", str(a.episodes), *teacher_episodes,
+    doc = json.loads(ractd("bench", "--env", task, "--student", ractd_student["id"], "--ctd", ctd["id"], "--episodes", str(a.episodes), *teacher_episodes,
                            *shlex.split(a.bench_args), "--plot", str(a.out / f"results-{task}.png"), "--json", capture=True))
     (a.out / f"results-{task}.json").write_text(json.dumps(doc, indent=2))
     print(f"{task}, {doc['episodes']} episodes, on {doc['device']}" + (f", bench {a.bench_args}" if a.bench_args.strip() else "") + ":\n")

@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from results import cached_student, parse_with_extra, ractd, teacher_and_reward  # scripts/results.py: command runner and cache lookups
+from results import parse_with_extra, student, teacher_and_reward  # scripts/results.py: command runner and cache lookups
 
 WEIGHTS = (0.0, 0.3, 0.5, 0.7, 1.0, 1.5)
 """The reward weights of the paper's Figure 4."""
@@ -77,13 +77,8 @@ def main() -> None:
     curves: dict[str, list[dict]] = {}
     scale = "d4rl"
     for w in a.weights:
-        meta = cached_student(task, teacher, reward, w, (a.eval_every, a.eval_episodes))
-        if meta is None:
-            ractd("distill", "--env", task, "--teacher", teacher, "--reward", reward, "--reward-weight", str(w),
-                  "--eval-every", str(a.eval_every), "--eval-episodes", str(a.eval_episodes), *extra)
-            meta = cached_student(task, teacher, reward, w, (a.eval_every, a.eval_episodes))
-            if meta is None:
-                sys.exit(f"the student for reward weight {w} was not found in the cache after its distill")
+        meta = student(task, teacher, reward, w, ["--reward", reward, "--reward-weight", str(w), "--eval-every", str(a.eval_every),
+                                                  "--eval-episodes", str(a.eval_episodes), *extra], (a.eval_every, a.eval_episodes))
         curves[f"{w:g}"] = meta["config"]["eval_curve"]
         scale = curves[f"{w:g}"][-1].get("score_scale", scale)
     a.out.mkdir(parents=True, exist_ok=True)

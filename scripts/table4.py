@@ -26,11 +26,11 @@ import json
 import sys
 from pathlib import Path
 
-from results import (  # scripts/results.py: the command runner, cache listing, id prefixes, the task's spec
+from results import (  # scripts/results.py: the command runner, cache listing, id prefixes, the task's spec, the cached-or-distilled student
     artifacts,
-    cached_student,
     parse_with_extra,
     ractd,
+    student,
     task_spec,
     teacher_and_reward,
 )
@@ -92,13 +92,7 @@ def main() -> None:
     cells = []
     for teacher_kind, kind in CELLS:
         weight = 0.0 if kind == "ctd" else w
-        meta = cached_student(task, teachers[teacher_kind], reward, weight)
-        if meta is None:
-            ractd("distill", "--env", task, "--teacher", teachers[teacher_kind], "--reward", reward, "--reward-weight", f"{weight:g}", *extra)
-            meta = cached_student(task, teachers[teacher_kind], reward, weight)
-            if meta is None:
-                sys.exit(f"the {kind} student of teacher {teachers[teacher_kind]} was not found in the cache after its distill")
-        sid = meta["id"]
+        sid = student(task, teachers[teacher_kind], reward, weight, ["--reward", reward, "--reward-weight", f"{weight:g}", *extra])["id"]
         res = json.loads(ractd("rollout", "--env", task, "--model", sid, "--episodes", str(a.episodes), "--json", capture=True))
         key = f"{kind}-1" if teacher_kind == "unconditioned" else f"aware-teacher-{kind}-1"
         cells.append({"teacher": teacher_kind, "student": kind, "teacher_id": teachers[teacher_kind], "student_id": sid,
