@@ -170,7 +170,7 @@ def launch(argv: list[str], nproc: int) -> int:
             rank, failure = e.get_first_failure()
             if failure.exitcode < 0:  # killed by a signal: that is the cause, whatever the others said after
                 say_last(f"error: training process {rank} of {nproc} was stopped by {failure.signal_name()}; "
-                     "the last checkpoint (if any) is kept, rerun the same command with --resume")
+                         "the last checkpoint (if any) is kept, rerun the same command with --resume")
                 return 1
             say_last(said(folder, rank) or f"error: training process {rank} of {nproc} failed with exit code {failure.exitcode}")
             return failure.exitcode
