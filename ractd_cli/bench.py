@@ -27,9 +27,9 @@ import torch
 from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import UsageError
-from .evaluate import PLAN_CHECK_RATES, PlannerPolicy, RolloutResult, check_follow, run_episodes
+from .evaluate import PLAN_CHECK_RATES, PolicyRecipe, RolloutResult, check_follow, check_workers, run_episodes
 from .models import resolve_device
-from .planner import CudaGraphs, Planner, TrajDiffuserOptions, build_planner, frozen, load_for_planning, load_trajdiffuser
+from .planner import CudaGraphs, Planner, TrajDiffuserOptions, frozen
 
 
 @dataclass
@@ -196,6 +196,7 @@ def run(
     runtime: str = "torch",
     student: str | None = None,
     ctd: str | None = None,
+    workers: int = 1,
 ) -> BenchResult:
     """Time and score every row of :func:`bench_rows`. Every row's ``states`` plans are executed the
     same way (``follow``, ``replan``, ``snap_goal``: see :class:`~ractd_cli.evaluate.PlannerPolicy`) and
@@ -204,13 +205,16 @@ def run(
     row records its ``episodes``. ``runtime="onnxruntime"`` adds a latency row for the one-step
     RACTD student exported to ONNX (``ractd export``) and run by onnxruntime, timed in the same run
     as its frozen in-process graph. ``student``, ``ctd``: the students to bench (default: see
-    :func:`pick_students`); each student row records its ``reward_weight``."""
+    :func:`pick_students`); each student row records its ``reward_weight``. ``workers`` > 1 runs
+    each row's episodes in that many CPU processes (:func:`~ractd_cli.evaluate.run_episodes`): the
+    same scores; the latencies are timed in this process as always."""
     if runtime not in RUNTIMES:
         raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     follow = check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)
     score_scale = resolve_score_scale(spec, score_scale)
     following = dict(follow=follow, replan=replan, snap_goal=snap_goal)
     dev = resolve_device(device)
+    check_workers(workers, dev)
     sync = _sync_for(dev)
     rows = bench_rows(spec, student, ctd)
     cond1 = torch.zeros(1, spec.cond_dim, device=dev)  # the bare network's input
@@ -223,13 +227,11 @@ def run(
     forward_ms = overhead = None
     for row in rows:
         trajdiffuser = row.refine_steps is not None
-        loaded = load_trajdiffuser(row.model_id, spec) if trajdiffuser else load_for_planning(row.model_id, spec)
-        planner = build_planner(
-            loaded, spec, sampler=row.sampler, nfe=None if trajdiffuser else row.nfe_budget,
-            trajdiffuser=TrajDiffuserOptions(refine_steps=row.refine_steps) if trajdiffuser else None, device=dev, seed=seed, jit=jit,
-            cuda_graphs=cuda_graphs,
-        )
-        policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse, **following)
+        recipe = PolicyRecipe(spec.name, row.model_id, "trajdiffuser" if trajdiffuser else "diffusion", sampler=row.sampler,
+                              nfe=None if trajdiffuser else row.nfe_budget,
+                              trajdiffuser=TrajDiffuserOptions(refine_steps=row.refine_steps) if trajdiffuser else None,
+                              seed=seed, jit=jit, cuda_graphs=cuda_graphs, **following)
+        loaded, planner, policy = recipe.build(adapter, spec, dev)
         plan1 = functools.partial(planner.plan, past1, goal1)  # this row's planner at batch 1, for the timers
         lat = time_calls(plan1, repeats=repeats, warmup=5, sync=sync)
         if first is not None:
@@ -268,9 +270,10 @@ def run(
             rec.update(planner.describe())
         if not latency_only:
             # each episode plans from its own (seed, episode) noise stream, however many timing calls
-            # ran: the same episodes as `ractd rollout --seed`, at any batch size
+            # ran: the same episodes as `ractd rollout --seed`
             n = teacher_episodes if teacher_episodes is not None and row.key == "teacher-heun" else episodes
-            res = run_episodes(adapter, spec, policy, episodes=n, seed=seed, show_progress=show_progress, score_scale=score_scale)
+            res = run_episodes(adapter, spec, policy, episodes=n, seed=seed, show_progress=show_progress, score_scale=score_scale,
+                               workers=workers, recipe=recipe.resolved(loaded))
             rec["episodes"] = n
             s = res.summary()
             rec.update(score_mean=s["score_mean"], score_stderr=s["score_stderr"], success_rate=s["success_rate"],
@@ -293,6 +296,7 @@ def run(
         "rows": out_rows,
         "forward_ms": forward_ms,
         "forward_overhead": overhead,
+        "workers": workers,
     }
     background = (lambda ax: adapter.draw(spec.name, ax)) if hasattr(adapter, "draw") else None
     return BenchResult(doc=doc, results=results, plans=plans, background=background)

@@ -519,6 +519,13 @@ def export(
 
 
 # ---------------------------------------------------------------------------------------- rollout
+WorkersOpt = typer.Option(
+    1, "--workers",
+    help="Run the episodes in N spawned CPU processes, each with 1/N of torch's threads and its own copy of the models (a few seconds to start). "
+         "Each worker runs a contiguous part of the episodes exactly as one process would at its batch and thread count (same starts and noise "
+         "streams); on MuJoCo, whose returns carry the network's batch- and thread-dependent rounding, scores then agree within their standard "
+         "errors, not to the digit (docs/commands/rollout.md). The same --workers, --batch and seed give the same result. CPU only; not with --video.",
+)
 @app.command()
 def rollout(
     env: str = EnvOpt,
@@ -538,6 +545,7 @@ def rollout(
     episodes: int = typer.Option(100, help="Evaluation episodes."),
     seed: int = typer.Option(0, help="Seed: episode i uses seed+i, so planners are compared on the same starts."),
     batch: int = typer.Option(50, help="Episodes run in lockstep (planner batch size)."),
+    workers: int = WorkersOpt,
     follow: Optional[str] = FollowOpt,
     replan: bool = ReplanOpt,
     snap_goal: bool = SnapGoalOpt,
@@ -548,13 +556,16 @@ def rollout(
     json_: bool = JsonOpt,
 ) -> None:
     """Run a planner in the real environment: normalised score, return, success rate, latency."""
+    from .evaluate import check_workers
     from .evaluate import rollout as do_rollout
+    from .models import resolve_device
     from .planner import TrajDiffuserOptions
     from .registry import get_task
 
     if episodes < 1 or batch < 1:
         raise UsageError("--episodes and --batch must be at least 1")
     check_seed(seed)
+    check_workers(workers, resolve_device(device), video=video is not None)
     adapter, spec = get_task(env)
     recorder = None
     if video is not None:
@@ -569,7 +580,8 @@ def rollout(
     try:
         res = do_rollout(adapter, spec, model, sampler=sampler, nfe=nfe, episodes=episodes, seed=seed, batch=batch,
                          follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, device=device, show_progress=True,
-                         planner=planner, proposer=proposer, trajdiffuser=td_opts, jit=jit, cuda_graphs=cuda_graphs, video=recorder)
+                         planner=planner, proposer=proposer, trajdiffuser=td_opts, jit=jit, cuda_graphs=cuda_graphs, video=recorder,
+                         workers=workers)
     except BaseException:
         if recorder is not None:
             recorder.abort()
@@ -616,6 +628,7 @@ def bench(
     latency_only: bool = typer.Option(False, "--latency-only", help="Only time the planners; skip the rollouts."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: return distribution per method (and planned paths for Maze2d)."),
     seed: int = typer.Option(0, help="Seed of the rollouts (same starts for every method)."),
+    workers: int = WorkersOpt,
     follow: Optional[str] = FollowOpt,
     replan: bool = ReplanOpt,
     snap_goal: bool = SnapGoalOpt,
@@ -634,7 +647,8 @@ def bench(
     RACTD student's reward weight sigma (the JSON rows carry `model_id` and `reward_weight`)."""
     from . import bench as b
     from .adapters import resolve_score_scale
-    from .evaluate import check_follow
+    from .evaluate import check_follow, check_workers
+    from .models import resolve_device
     from .registry import get_task
 
     if episodes < 1 or repeats < 1 or (teacher_episodes is not None and teacher_episodes < 1):
@@ -642,12 +656,14 @@ def bench(
     check_seed(seed)
     adapter, spec = get_task(env)
     check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before "no models"
+    check_workers(workers, resolve_device(device))
     resolve_score_scale(spec, score_scale)
     if runtime not in b.RUNTIMES:
         raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(b.RUNTIMES)}")
     b.require_models(spec)
     out = b.run(adapter, spec, episodes=episodes, teacher_episodes=teacher_episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit, cuda_graphs=cuda_graphs,
-                follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, runtime=runtime, student=student, ctd=ctd)
+                follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, runtime=runtime, student=student, ctd=ctd,
+                workers=workers)
     if plot is not None:
         from .plots import plot_bench
 

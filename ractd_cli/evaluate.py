@@ -8,8 +8,11 @@ reported latency is planner wall time divided by the number of actions it produc
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -21,7 +24,7 @@ from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact
 from .errors import UsageError
 from .models import resolve_device
-from .planner import PLANNERS, Planner, TrajDiffuserOptions, build_planner, load_for_planning, load_trajdiffuser, loaded_from
+from .planner import PLANNERS, Loaded, Planner, TrajDiffuserOptions, TrajDiffuserPlanner, build_planner, load_for_planning, load_trajdiffuser, loaded_from
 from .ui import progress
 
 PLAN_CHECK_RATES = {"plan_reaches_goal_rate": "plan reaches goal", "plan_hits_wall_rate": "plan hits wall"}
@@ -124,7 +127,7 @@ class PlannerPolicy:
 
     def reset(self, n: int, episodes: Sequence[int] | None = None) -> None:
         """Start ``n`` episodes. With their indices ``episodes``, each plans with its own noise
-        stream seeded by (planner seed, episode), so its plans are the same at any ``--batch``;
+        stream seeded by (planner seed, episode), so its noise is the same at any ``--batch``;
         without, the planner's single stream is shared by the batch."""
         self.noise = self.planner.noise_streams(episodes) if episodes is not None else None
         self.history: list[collections.deque] = [collections.deque(maxlen=self.spec.history) for _ in range(n)]
@@ -185,6 +188,42 @@ class PlannerPolicy:
             s = torch.as_tensor(np.asarray(states, dtype=np.float32), device=dev)
             a = self.inverse(s, torch.as_tensor(target, device=dev))
         return a.cpu().numpy()
+
+
+@dataclass(frozen=True)
+class PolicyRecipe:
+    """Everything that makes a :class:`PlannerPolicy` from the cache: picklable, so that a rollout
+    worker process builds the same policy as its parent (:func:`run_episodes` ``workers``).
+
+    ``model``: a teacher or student (``planner="diffusion"``) or a Trajectory Diffuser artifact
+    (``planner="trajdiffuser"``), as an id, path, or ``student``/``teacher`` (the latest of that kind).
+    """
+
+    task: str
+    model: str
+    planner: str = "diffusion"
+    sampler: str | None = None
+    nfe: int | None = None
+    trajdiffuser: TrajDiffuserOptions | None = None
+    seed: int = 0
+    jit: bool = True
+    cuda_graphs: bool = True
+    follow: str | None = None
+    replan: bool = False
+    snap_goal: bool = False
+
+    def build(self, adapter: EnvAdapter, spec: TaskSpec, device: str | torch.device) -> tuple[Loaded, Planner | TrajDiffuserPlanner, PlannerPolicy]:
+        """Load the artifact and make its planner on ``device`` and the policy that follows its plans."""
+        loaded = load_trajdiffuser(self.model, spec) if self.planner == "trajdiffuser" else load_for_planning(self.model, spec)
+        planner = build_planner(loaded, spec, sampler=self.sampler, nfe=self.nfe, trajdiffuser=self.trajdiffuser, device=device, seed=self.seed,
+                                jit=self.jit, cuda_graphs=self.cuda_graphs)
+        policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse, follow=self.follow, replan=self.replan, snap_goal=self.snap_goal)
+        return loaded, planner, policy
+
+    def resolved(self, loaded: Loaded) -> "PolicyRecipe":
+        """This recipe naming ``loaded``'s artifact by id, so that workers load the very same one
+        (not a newer ``latest``)."""
+        return dataclasses.replace(self, model=loaded.art.id)
 
 
 @dataclass
@@ -258,38 +297,54 @@ def run_episodes(
     show_progress: bool = True,
     score_scale: str | None = None,
     video: Any = None,
+    workers: int = 1,
+    recipe: PolicyRecipe | None = None,
+    episode_ids: Sequence[int] | None = None,
 ) -> RolloutResult:
     """Run ``episodes`` evaluation episodes of ``spec`` under ``policy``, ``batch`` at a time.
     ``video`` (a :class:`ractd_cli.video.VideoRecorder`) is shown every step of its episodes.
 
-    Episode i is reset with seed ``seed + i`` and the adapter's ``reset_options`` for i, so a
-    given seed evaluates every planner on the same start states and goals. Scores are normalised
-    on ``score_scale`` (a key of ``spec.ref_scores``; None: ``d4rl`` where defined), recorded in
-    the result's ``info["score_scale"]``.
+    Episode i is reset with seed ``seed + i`` and the adapter's ``reset_options`` for i (drawn for
+    every episode in order from one generator seeded by ``seed``), and plans from its own noise
+    stream (:meth:`PlannerPolicy.reset`), so a given seed evaluates every planner on the same start
+    states, goals and noise at any ``batch`` (bit-identical returns only where the network's rounding
+    does not depend on the batch size and thread count; MuJoCo amplifies it). Scores are normalised on ``score_scale`` (a key of
+    ``spec.ref_scores``; None: ``d4rl`` where defined), recorded in the result's ``info["score_scale"]``.
+
+    ``workers`` > 1 splits the episodes into that many contiguous parts, each run by a spawned CPU
+    process with an equal share of torch's threads; each builds its own policy from ``recipe`` (which
+    must make ``policy``). Each part's results are those of one process at that batch and thread
+    count, joined in episode order. ``episode_ids``:
+    run only these of the ``episodes`` (what a worker does).
     """
     score_scale = resolve_score_scale(spec, score_scale)
+    if workers > 1:
+        if recipe is None or video is not None:
+            raise ValueError("rollout workers need the policy's recipe, and record no video")
+        return _run_in_workers(spec, recipe, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress,
+                               score_scale=score_scale, workers=workers)
     timed = TimedPolicy(policy)
     results: list[EpisodeResult] = []
     steps_taken = 0
     t_start = time.perf_counter()
     rng = np.random.default_rng(seed)
-    with progress(f"rollout {spec.name}", episodes, disable=not show_progress) as advance:
-        for first in range(0, episodes, batch):
-            n = min(batch, episodes - first)
-            envs = [make_env(adapter, spec.name, seed=seed + first + i, **(video.env_kwargs(first + i) if video else {})) for i in range(n)]
+    options = [adapter.reset_options(spec.name, i, rng) for i in range(episodes)]
+    ids = list(range(episodes)) if episode_ids is None else [int(i) for i in episode_ids]
+    with progress(f"rollout {spec.name}", len(ids), disable=not show_progress) as advance:
+        for first in range(0, len(ids), batch):
+            chunk = ids[first:first + batch]
+            n = len(chunk)
+            envs = [make_env(adapter, spec.name, seed=seed + e, **(video.env_kwargs(e) if video else {})) for e in chunk]
             try:
-                obs = [
-                    env.reset(seed=seed + first + i, options=adapter.reset_options(spec.name, first + i, rng))[0]
-                    for i, env in enumerate(envs)
-                ]
-                timed.reset(n, range(first, first + n))
+                obs = [env.reset(seed=seed + e, options=options[e])[0] for e, env in zip(chunk, envs)]
+                timed.reset(n, chunk)
                 active = np.ones(n, dtype=bool)
                 returns = np.zeros(n)
                 lengths = np.zeros(n, dtype=int)
                 infos: list[dict] = [{} for _ in range(n)]
                 if video is not None:
                     for i, env in enumerate(envs):
-                        video.capture(first + i, env, adapter.state(spec.name, obs[i]), None)
+                        video.capture(chunk[i], env, adapter.state(spec.name, obs[i]), None)
                 for _ in range(spec.max_episode_steps):
                     if not active.any():
                         break
@@ -305,7 +360,7 @@ def run_episodes(
                         obs[i] = o
                         if video is not None:
                             plans = getattr(policy, "plans", None)
-                            video.capture(first + i, envs[i], adapter.state(spec.name, o), None if plans is None else plans[i])
+                            video.capture(chunk[i], envs[i], adapter.state(spec.name, o), None if plans is None else plans[i])
                         returns[i] += float(r)
                         lengths[i] += 1
                         infos[i] = info
@@ -333,6 +388,45 @@ def run_episodes(
     )
 
 
+def _run_in_workers(spec: TaskSpec, recipe: PolicyRecipe, *, episodes: int, seed: int, batch: int, show_progress: bool, score_scale: str,
+                    workers: int) -> RolloutResult:
+    """:func:`run_episodes` over ``workers`` spawned processes, each running a contiguous part of the
+    episodes; their results are joined in episode order. The progress advances as each part ends."""
+    parts = [p.tolist() for p in np.array_split(np.arange(episodes), min(workers, episodes)) if len(p)]
+    threads = max(1, torch.get_num_threads() // len(parts))
+    t_start = time.perf_counter()
+    done: dict[int, RolloutResult] = {}
+    with progress(f"rollout {spec.name} ({len(parts)} workers)", episodes, disable=not show_progress) as advance, \
+            ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_worker, recipe, part, episodes, seed, batch, score_scale, threads): k for k, part in enumerate(parts)}
+        try:
+            for fut in as_completed(futures):
+                done[futures[fut]] = fut.result()
+                advance(len(parts[futures[fut]]))
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    results = [done[k] for k in range(len(parts))]
+    return RolloutResult(
+        task=spec.name, episodes=[e for r in results for e in r.episodes], wall_s=time.perf_counter() - t_start,
+        plan_s=sum(r.plan_s for r in results), actions=sum(r.actions for r in results),
+        info={"score_scale": score_scale, "workers": len(parts), "threads_per_worker": threads},
+    )
+
+
+def _worker(recipe: PolicyRecipe, episode_ids: list[int], episodes: int, seed: int, batch: int, score_scale: str, threads: int) -> RolloutResult:
+    """One rollout worker (a spawned process): ``threads`` torch threads, the policy made from
+    ``recipe`` on the CPU, and episodes ``episode_ids`` of the ``episodes``."""
+    from .registry import get_task
+
+    torch.set_num_threads(threads)
+    adapter, spec = get_task(recipe.task)
+    _, _, policy = recipe.build(adapter, spec, "cpu")
+    return run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=False, score_scale=score_scale,
+                        episode_ids=episode_ids)
+
+
 def rollout(
     adapter: EnvAdapter,
     spec: TaskSpec,
@@ -355,6 +449,7 @@ def rollout(
     proposer: str | None = None,
     trajdiffuser: TrajDiffuserOptions | None = None,
     video: Any = None,
+    workers: int = 1,
 ) -> RolloutResult:
     """Plan with a teacher or student (``planner="diffusion"``: ``model``, default the latest
     student, sampled by ``sampler`` at ``nfe`` evaluations) or with the Trajectory Diffuser
@@ -362,6 +457,7 @@ def rollout(
     ``trajdiffuser`` options), and run the episodes. ``states`` plans are executed by
     ``follow`` (default ``inverse``; ``replan``, ``snap_goal``: see :class:`PlannerPolicy`),
     scores normalised on ``score_scale`` (default ``d4rl``); all four are recorded in ``info``.
+    ``workers`` > 1 runs the episodes in that many CPU processes (:func:`run_episodes`).
     """
 
     follow = check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)
@@ -373,18 +469,18 @@ def rollout(
             raise UsageError("--planner trajdiffuser runs its own networks; pass the artifact as --proposer, not --model")
         if nfe is not None:
             raise UsageError("--nfe does not apply to --planner trajdiffuser; set --refine-steps (and --sampler euler|heun)")
-        loaded = load_trajdiffuser(proposer, spec)
         trajdiffuser = trajdiffuser or TrajDiffuserOptions()
-    else:
-        if proposer is not None or trajdiffuser is not None:
-            raise UsageError("--proposer, --refine-steps, --refine-sigma, --guidance, --target-return and --candidates need --planner trajdiffuser")
-        loaded = load_for_planning(model or "student", spec)
-    p = build_planner(loaded, spec, sampler=sampler, nfe=nfe, trajdiffuser=trajdiffuser, device=resolve_device(device), seed=seed, jit=jit,
-                      cuda_graphs=cuda_graphs)
+    elif proposer is not None or trajdiffuser is not None:
+        raise UsageError("--proposer, --refine-steps, --refine-sigma, --guidance, --target-return and --candidates need --planner trajdiffuser")
+    dev = resolve_device(device)
+    check_workers(workers, dev, video=video is not None)
+    recipe = PolicyRecipe(spec.name, (proposer or "latest") if planner == "trajdiffuser" else (model or "student"), planner, sampler=sampler,
+                          nfe=nfe, trajdiffuser=trajdiffuser, seed=seed, jit=jit, cuda_graphs=cuda_graphs, follow=follow, replan=replan,
+                          snap_goal=snap_goal)
+    loaded, p, policy = recipe.build(adapter, spec, dev)
     extra = p.describe() if planner == "trajdiffuser" else {"planner": "diffusion"}
-    policy = PlannerPolicy(p, adapter, inverse=loaded.inverse, follow=follow, replan=replan, snap_goal=snap_goal)
     res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress,
-                       score_scale=score_scale, video=video)
+                       score_scale=score_scale, video=video, workers=workers, recipe=recipe.resolved(loaded))
     res.info.update(
         model_id=loaded.art.id, model_kind=loaded.art.kind, sampler=p.sampler_name,
         nfe=p.nfe_per_plan, nfe_paper=p.nfe_paper, device=str(p.device), jit=p.jit, jit_error=p.jit_error,
@@ -392,6 +488,16 @@ def rollout(
         **policy.describe(), **extra,
     )
     return res
+
+
+def check_workers(workers: int, device: torch.device, *, video: bool = False) -> None:
+    """One-line UsageErrors for a ``--workers`` that cannot apply: below 1, on a GPU, or with ``--video``."""
+    if workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if workers > 1 and device.type != "cpu":
+        raise UsageError(f"--workers splits the episodes over CPU processes; on {device.type} use --workers 1")
+    if workers > 1 and video:
+        raise UsageError("--video records in one process: use --workers 1 with --video")
 
 
 def score_artifact(

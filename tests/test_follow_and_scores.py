@@ -4,6 +4,7 @@ maze2d plugin) rollout/bench results that record how plans were executed and sco
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -233,3 +234,38 @@ def test_bench_rows_record_follower_and_scale(maze_teacher, monkeypatch):
     for row in doc["rows"]:
         assert (row["follow"], row["replan"], row["snap_goal"], row["score_scale"]) == ("track", True, False, "minari")
         assert row["score_mean"] is not None
+
+
+class FirstStates:
+    """A policy that does nothing and records each episode's first state (its start) by episode index."""
+
+    def __init__(self):
+        self.first: dict[int, list[float]] = {}
+
+    def reset(self, n, episodes=None):
+        self.episodes, self.fresh = list(episodes), True
+
+    def act(self, states, goals, active):
+        if self.fresh:
+            self.first.update({e: states[i].tolist() for i, e in enumerate(self.episodes)})
+            self.fresh = False
+        return np.zeros((len(states), 2), dtype=np.float32)
+
+
+def test_a_part_of_the_episodes_starts_where_the_whole_run_does():
+    """What a rollout worker runs (``episode_ids``): Maze2d draws each episode's start cell from one
+    generator in episode order, so episodes 3-5 alone must start where they start in a run of all six,
+    not where episodes 0-2 do."""
+    pytest.importorskip("ractd_maze2d")
+    from ractd_cli.evaluate import run_episodes
+    from ractd_cli.registry import get_task
+
+    adapter, spec = get_task("maze2d-umaze")
+    spec = dataclasses.replace(spec, max_episode_steps=2)
+    whole, part = FirstStates(), FirstStates()
+    run_episodes(adapter, spec, whole, episodes=6, seed=5, batch=2, show_progress=False)
+    res = run_episodes(adapter, spec, part, episodes=6, seed=5, batch=2, show_progress=False, episode_ids=[3, 4, 5])
+    assert len(res.episodes) == 3 and sorted(part.first) == [3, 4, 5]
+    assert all(part.first[e] == whole.first[e] for e in (3, 4, 5))
+    assert [whole.first[e] for e in (0, 1, 2)] != [part.first[e] for e in (3, 4, 5)]
+

@@ -113,6 +113,33 @@ def test_rollout_does_not_depend_on_the_batch_size(cache, model):
     assert a["per_episode"] == b["per_episode"]
 
 
+def test_rollout_workers_run_the_episodes_of_one_process(cache, tmp_path):
+    """--workers 2 splits 9 episodes into two spawned processes of one thread (5 + 4 episodes, each at
+    --batch 3): the same episodes, in order, as one process running them; the result says so. Bench
+    rows score the same with and without workers. Refusals: --workers 0, --workers with --video."""
+    args = ["rollout", "--env", "bimodal", "--model", cache["ctd"], "--episodes", "9", "--seed", "3", "--batch", "3"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each worker runs with here
+    try:
+        one = ractd(*args)
+    finally:
+        torch.set_num_threads(threads)
+    split = ractd(*args, "--workers", "2")
+    assert split["per_episode"] == one["per_episode"] and len(split["per_episode"]) == 9
+    assert (split["workers"], split["threads_per_worker"], split["model_id"]) == (2, max(1, threads // 2), cache["ctd"])
+    assert len({e["return"] for e in one["per_episode"]}) > 1  # the episodes differ, so their order is checked
+    bench = ["bench", "--env", "bimodal", "--episodes", "4", "--repeats", "1"]
+    rows1, rows2 = ractd(*bench)["rows"], ractd(*bench, "--workers", "2")
+    assert rows2["workers"] == 2
+    assert [(r["method"], r["score_mean"]) for r in rows2["rows"]] == [(r["method"], r["score_mean"]) for r in rows1]
+    for bad, match in ((["--workers", "0"], "--workers must be at least 1"),
+                       (["--workers", "2", "--video", str(tmp_path / "v.mp4")], "--video records in one process")):
+        r = runner.invoke(app, [*args, *bad])
+        assert r.exit_code == 2 and match in r.output and r.output.strip().count("\n") == 0, r.output
+    r = runner.invoke(app, [*bench, "--workers", "0"])
+    assert r.exit_code == 2 and "--workers must be at least 1" in r.output, r.output
+
+
 def test_student_nfe_k_samples_k_steps(cache):
     """`--model student --nfe 3` used to run one step silently."""
     doc = ractd("rollout", "--env", "bimodal", "--model", cache["ractd"], "--episodes", "1", "--nfe", "3")
