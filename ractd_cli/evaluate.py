@@ -307,15 +307,16 @@ def run_episodes(
     Episode i is reset with seed ``seed + i`` and the adapter's ``reset_options`` for i (drawn for
     every episode in order from one generator seeded by ``seed``), and plans from its own noise
     stream (:meth:`PlannerPolicy.reset`), so a given seed evaluates every planner on the same start
-    states, goals and noise at any ``batch`` (bit-identical returns only where the network's rounding
-    does not depend on the batch size and thread count; MuJoCo amplifies it). Scores are normalised on ``score_scale`` (a key of
-    ``spec.ref_scores``; None: ``d4rl`` where defined), recorded in the result's ``info["score_scale"]``.
+    states, goals and noise at any ``batch``. The returns are bit-identical only where the network's
+    rounding does not depend on the batch size and thread count: MuJoCo amplifies it. Scores are
+    normalised on ``score_scale`` (a key of ``spec.ref_scores``; None: ``d4rl`` where defined),
+    recorded in the result's ``info["score_scale"]``.
 
     ``workers`` > 1 splits the episodes into that many contiguous parts, each run by a spawned CPU
     process with an equal share of torch's threads; each builds its own policy from ``recipe`` (which
-    must make ``policy``). Each part's results are those of one process at that batch and thread
-    count, joined in episode order. ``episode_ids``:
-    run only these of the ``episodes`` (what a worker does).
+    must make ``policy``; the task must come from an installed plugin). Each part's results are those
+    of one process at that batch and thread count, joined in episode order. ``episode_ids``: run
+    only these of the ``episodes`` (what a worker does).
     """
     score_scale = resolve_score_scale(spec, score_scale)
     if workers > 1:
@@ -487,6 +488,7 @@ def rollout(
         cuda_graphs=p.cuda_graphs, cuda_graphs_error=p.cuda_graphs_error,
         **policy.describe(), **extra,
     )
+    res.info.setdefault("workers", 1)
     return res
 
 
