@@ -412,7 +412,7 @@ def _run_in_workers(spec: TaskSpec, recipe: PolicyRecipe, *, episodes: int, seed
     return RolloutResult(
         task=spec.name, episodes=[e for r in results for e in r.episodes], wall_s=time.perf_counter() - t_start,
         plan_s=sum(r.plan_s for r in results), actions=sum(r.actions for r in results),
-        info={"score_scale": score_scale, "workers": len(parts), "threads_per_worker": threads},
+        info={"score_scale": score_scale, "workers": len(parts), "threads_per_worker": threads, "nfe": results[0].info["nfe"]},
     )
 
 
@@ -423,9 +423,11 @@ def _worker(recipe: PolicyRecipe, episode_ids: list[int], episodes: int, seed: i
 
     torch.set_num_threads(threads)
     adapter, spec = get_task(recipe.task)
-    _, _, policy = recipe.build(adapter, spec, "cpu")
-    return run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=False, score_scale=score_scale,
-                        episode_ids=episode_ids)
+    _, planner, policy = recipe.build(adapter, spec, "cpu")
+    res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=False, score_scale=score_scale,
+                       episode_ids=episode_ids)
+    res.info["nfe"] = planner.nfe_per_plan  # known once it has planned: the parent's planner never does
+    return res
 
 
 def rollout(
@@ -484,7 +486,7 @@ def rollout(
                        score_scale=score_scale, video=video, workers=workers, recipe=recipe.resolved(loaded))
     res.info.update(
         model_id=loaded.art.id, model_kind=loaded.art.kind, sampler=p.sampler_name,
-        nfe=p.nfe_per_plan, nfe_paper=p.nfe_paper, device=str(p.device), jit=p.jit, jit_error=p.jit_error,
+        nfe=res.info.get("nfe", p.nfe_per_plan), nfe_paper=p.nfe_paper, device=str(p.device), jit=p.jit, jit_error=p.jit_error,
         cuda_graphs=p.cuda_graphs, cuda_graphs_error=p.cuda_graphs_error,
         **policy.describe(), **extra,
     )

@@ -127,6 +127,7 @@ def test_rollout_workers_run_the_episodes_of_one_process(cache, tmp_path):
     split = ractd(*args, "--workers", "2")
     assert split["per_episode"] == one["per_episode"] and len(split["per_episode"]) == 9
     assert (split["workers"], split["threads_per_worker"], split["model_id"]) == (2, max(1, threads // 2), cache["ctd"])
+    assert (split["nfe"], split["nfe_paper"], one["workers"]) == (1, 1, 1)
     assert len({e["return"] for e in one["per_episode"]}) > 1  # the episodes differ, so their order is checked
     bench = ["bench", "--env", "bimodal", "--episodes", "4", "--repeats", "1"]
     rows1, rows2 = ractd(*bench)["rows"], ractd(*bench, "--workers", "2")
