@@ -400,14 +400,9 @@ def _run_in_workers(spec: TaskSpec, recipe: PolicyRecipe, *, episodes: int, seed
     with progress(f"rollout {spec.name} ({len(parts)} workers)", episodes, disable=not show_progress) as advance, \
             ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_worker, recipe, part, episodes, seed, batch, score_scale, threads): k for k, part in enumerate(parts)}
-        try:
-            for fut in as_completed(futures):
-                done[futures[fut]] = fut.result()
-                advance(len(parts[futures[fut]]))
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
+        for fut in as_completed(futures):  # one part per worker: all start at once, so there is nothing queued to cancel
+            done[futures[fut]] = fut.result()
+            advance(len(parts[futures[fut]]))
     results = [done[k] for k in range(len(parts))]
     return RolloutResult(
         task=spec.name, episodes=[e for r in results for e in r.episodes], wall_s=time.perf_counter() - t_start,

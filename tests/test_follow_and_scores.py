@@ -268,4 +268,3 @@ def test_a_part_of_the_episodes_starts_where_the_whole_run_does():
     assert len(res.episodes) == 3 and sorted(part.first) == [3, 4, 5]
     assert all(part.first[e] == whole.first[e] for e in (3, 4, 5))
     assert [whole.first[e] for e in (0, 1, 2)] != [part.first[e] for e in (3, 4, 5)]
-
