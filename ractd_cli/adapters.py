@@ -25,11 +25,14 @@ import numpy as np
 from .errors import UsageError
 from .layouts import LAYOUTS, Layout
 
-Planning = Literal["chunk", "states"]
+Planning = Literal["chunk", "states", "endpoints"]
 """``chunk``: closed loop, x = c future actions given h past states; execute the first action, replan.
 ``states``: open loop, x = H future states given the current state and the goal; actions come
 from an inverse-dynamics model a_t = f(s_t, s_{t+1}) (or from the adapter's optional ``track_action`` /
-``controller_action`` following the plan; see :class:`ractd_cli.evaluate.PlannerPolicy`)."""
+``controller_action`` following the plan; see :class:`ractd_cli.evaluate.PlannerPolicy`).
+``endpoints``: open loop as ``states``, x = H future states given the first and the last one (trained
+on the window's own last state, evaluated with the goal at rest; needs ``goal_dims`` and
+``rest_dims``): the RACTD authors' Maze2d conditioning (``ractd_cli.layouts.EndpointPlans``)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class TaskSpec:
     (H/k knots), and is followed through the straight lines between them. 1 (every state) is the
     paper's; a training option (``train-teacher --plan-stride k``), recorded in the artifacts, never
     an adapter default."""
+    goal_dims: tuple[int, ...] = ()
+    """``endpoints`` planning: the state dimension each goal entry is (e.g. (0, 1): the goal is the
+    position); with ``rest_dims`` it makes the goal state the plan is asked to end at."""
     rest_dims: tuple[int, ...] = ()
     """``states`` planning: state dimensions that are 0 when the agent is at rest (velocities). Past an
     episode's end a training plan repeats the last state with these dimensions set to 0, so plans that
@@ -100,16 +106,17 @@ class TaskSpec:
     def __post_init__(self) -> None:
         """A spec checks itself: a task that could only be planned wrongly is refused at once."""
         if self.planning not in LAYOUTS:
-            raise ValueError(f"task {self.name}: planning {self.planning!r} is neither 'chunk' nor 'states'")
+            raise ValueError(f"task {self.name}: planning {self.planning!r} is none of {', '.join(repr(k) for k in LAYOUTS)}")
         for field_name in ("obs_dim", "act_dim", "horizon", "history", "max_episode_steps"):
             if int(getattr(self, field_name)) < 1:
                 raise ValueError(f"task {self.name}: {field_name} must be at least 1, got {getattr(self, field_name)}")
-        self.layout.validate(self)
         if self.plan_stride < 1 or self.horizon % self.plan_stride:
             raise ValueError(f"task {self.name}: plan_stride {self.plan_stride} must be >= 1 and divide the horizon {self.horizon}")
-        bad = [d for d in self.rest_dims if not 0 <= d < self.obs_dim]
-        if bad:
-            raise ValueError(f"task {self.name}: rest_dims {bad} are outside the state's {self.obs_dim} dimensions")
+        for dims_name in ("rest_dims", "goal_dims"):
+            bad = [d for d in getattr(self, dims_name) if not 0 <= d < self.obs_dim]
+            if bad:
+                raise ValueError(f"task {self.name}: {dims_name} {bad} are outside the state's {self.obs_dim} dimensions")
+        self.layout.validate(self)
 
     @property
     def layout(self) -> Layout:
@@ -123,7 +130,8 @@ class TaskSpec:
 
     @property
     def cond_dim(self) -> int:
-        """Size of the conditioning vector: h past states (chunks), or [s_n, goal] (state plans)."""
+        """Size of the conditioning vector: h past states (chunks), [s_n, goal] (state plans) or
+        [s_n, goal state] (endpoint plans)."""
         return self.layout.cond_dim(self)
 
 
@@ -227,6 +235,7 @@ def spec_dict(spec: TaskSpec) -> dict[str, Any]:
         "score_scales": {name: {"min": float(lo), "max": float(hi)} for name, (lo, hi) in spec.ref_scores.items()},
         "default_score_scale": resolve_score_scale(spec) if spec.ref_scores else None,
         "rest_dims": list(spec.rest_dims),
+        "goal_dims": list(spec.goal_dims),
         "paper_scores": dict(spec.paper_scores),
         "trajdiffuser": dict(spec.trajdiffuser),
     }

@@ -290,6 +290,8 @@ def run(
         "device": _device_name(dev),
         "episodes": 0 if latency_only else episodes,
         "score_scale": score_scale,
+        "planning": "/".join(sorted({str(r["planning"]) for r in out_rows if r.get("planning")})) or None,
+        "plan_stride": "/".join(sorted({str(r["plan_stride"]) for r in out_rows if r.get("plan_stride")}, key=int)) or None,
         "follow": follow,
         "replan": replan if follow else None,
         "snap_goal": snap_goal if follow else None,

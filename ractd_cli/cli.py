@@ -615,7 +615,10 @@ def _following(doc: dict) -> str:
     if not doc.get("follow"):
         return ""
     replan = "replan when the plan runs out" if doc["replan"] else "one plan per episode"
-    return f", follow {doc['follow']}, {replan}" + (", goal snapping" if doc["snap_goal"] else "")
+    stride = doc.get("plan_stride")
+    plans = f", {doc['planning']} plans" if doc.get("planning") else ""
+    plans += f" of every {stride}th state" if stride not in (None, 1, "1") else ""
+    return f"{plans}, follow {doc['follow']}, {replan}" + (", goal snapping" if doc["snap_goal"] else "")
 
 
 # ------------------------------------------------------------------------------------------ bench

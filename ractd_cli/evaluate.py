@@ -122,8 +122,10 @@ class PlannerPolicy:
             raise UsageError("this task plans states: it needs an inverse-dynamics model (train-teacher makes one), or --follow track|controller")
 
     def describe(self) -> dict:
-        """How plans are executed, for results: ``follow``, ``replan``, ``snap_goal`` (None for ``chunk`` tasks)."""
-        return {"follow": self.follow, "replan": self.replan, "snap_goal": self.snap_goal}
+        """How plans are made and executed, for results: the planning kind (its conditioning) and plan
+        stride the model was trained with; ``follow``, ``replan``, ``snap_goal`` (None for ``chunk`` tasks)."""
+        return {"planning": self.spec.planning, "plan_stride": self.spec.plan_stride,
+                "follow": self.follow, "replan": self.replan, "snap_goal": self.snap_goal}
 
     def reset(self, n: int, episodes: Sequence[int] | None = None) -> None:
         """Start ``n`` episodes. With their indices ``episodes``, each plans with its own noise

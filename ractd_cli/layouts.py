@@ -8,15 +8,21 @@ how plans are executed) is asked of the layout, never switched on elsewhere:
 - ``chunk`` (:class:`ActionChunks`; MuJoCo, Kitchen): x = a_n..a_{n+c-1} (c = horizon) given the past
   h states, cond = s_{n-h+1..n} flattened; closed loop: execute the first action, replan. The
   reward model reads (s_n, a_n).
-- ``states`` (:class:`StatePlans`; Maze2d): x = s_n..s_{n+H-1} given the current state and the goal,
+- ``states`` (:class:`StatePlans`): x = s_n..s_{n+H-1} given the current state and the goal,
   cond = [s_n, goal]; open loop: one plan per episode, followed by inverse dynamics (or an adapter's
   follower). The reward model reads (s_t, goal) at every planned state.
+- ``endpoints`` (:class:`EndpointPlans`; Maze2d, the RACTD authors' conditioning): x = s_n..s_{n+H-1}
+  given its first and last state, cond = [s_n, s_{n+H-1}] in training (hindsight: "from here to there
+  in H steps", full windows only); at evaluation the last state is the goal at rest (the goal in
+  ``TaskSpec.goal_dims``, 0 in ``rest_dims``). Open loop as ``states``. The reward model reads (s_t,
+  goal state) at every planned state.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:  # only for annotations: adapters imports this module
@@ -33,7 +39,14 @@ class Layout:
     """True: one plan per episode, executed by a follower (needs inverse dynamics); False: execute
     the plan's first action and plan again at every step."""
     reward_input: str = ""
-    """What the reward model reads, for its artifact: ``"state_action"`` or ``"state_goal"``."""
+    """What the reward model reads, for its artifact: ``"state_action"``, ``"state_goal"`` or
+    ``"state_goal_state"``."""
+    goal_source: str = "goal"
+    """The normaliser of the goal block of the conditioning: ``"goal"`` (the goal as the env gives it)
+    or ``"state"`` (the goal as a state, :meth:`goal_state`)."""
+    full_windows: bool = False
+    """True: train only on windows that lie wholly inside an episode (no end-of-episode padding), and
+    join episodes that continue one another (:func:`ractd_cli.data.windows.join_continuations`)."""
 
     def validate(self, spec: TaskSpec) -> None:
         """Raise ValueError for a spec this layout could only plan wrongly."""
@@ -64,6 +77,20 @@ class Layout:
         """Normalised past states (B, h, obs_dim), oldest first, and goal (B, goal_dim) or None ->
         the conditioning vector (B, cond_dim)."""
         raise NotImplementedError
+
+    def goal_width(self, spec: TaskSpec) -> int:
+        """Width of the goal block of the conditioning (0: no goal)."""
+        return spec.goal_dim
+
+    def goal_state(self, spec: TaskSpec, goal: Any) -> Any:
+        """A raw goal (..., goal_dim) as the raw goal block the model is conditioned on (numpy or
+        torch); the goal itself unless a subclass says otherwise."""
+        return goal
+
+    def training_goal(self, x: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor | None:
+        """The goal block of a training window's conditioning, from the normalised window x (B, T, D)
+        and the normalised goal block of its first state (B, goal width) or None."""
+        return goal
 
     def reward_input_dim(self, spec: TaskSpec) -> int:
         raise NotImplementedError
@@ -139,5 +166,69 @@ class StatePlans(Layout):
         return reward
 
 
-LAYOUTS: dict[str, Layout] = {layout.kind: layout for layout in (ActionChunks(), StatePlans())}
+class EndpointPlans(StatePlans):
+    """State plans conditioned on their first and last state, the RACTD authors' Maze2d conditioning
+    (their edm_policy_maze.py: ``global_cond = cat(nobs[:, 0], nobs[:, -1])``; their env runner
+    conditions on ``[obs, (target, 0, 0)]``). Diffuser does the same by inpainting both states.
+
+    - training: cond = [s_n, s_{n+(T-1)k}], the window's own first and last knot, both normalised by
+      the state normaliser; only windows wholly inside an episode (the authors' ``pad_after: 0``),
+      and episodes that continue one another are joined first;
+    - evaluation: cond = [s_now, goal state], the goal state being the goal in ``spec.goal_dims`` and 0
+      in ``spec.rest_dims`` (the goal at rest), so the plan is asked to arrive there and stop;
+    - reward model: R_psi(s_t, goal state) at every planned state (the authors' r(s) is the same
+      function for their one fixed goal), averaged over the plan as for ``states``.
+    """
+
+    kind, reward_input, goal_source, full_windows = "endpoints", "state_goal_state", "state", True
+
+    def validate(self, spec: TaskSpec) -> None:
+        super().validate(spec)
+        if not spec.goal_dim or len(spec.goal_dims) != spec.goal_dim:
+            raise ValueError(f"task {spec.name}: endpoint plans need a goal and goal_dims naming the state dimension of each of "
+                             f"its {spec.goal_dim} entries, got goal_dims {tuple(spec.goal_dims)}")
+        covered = sorted(set(spec.goal_dims) | set(spec.rest_dims))
+        if covered != list(range(spec.obs_dim)) or set(spec.goal_dims) & set(spec.rest_dims):
+            raise ValueError(f"task {spec.name}: endpoint plans build the goal state from goal_dims {tuple(spec.goal_dims)} "
+                             f"and rest_dims {tuple(spec.rest_dims)}: together they must name each of the {spec.obs_dim} state dimensions once")
+
+    def goal_width(self, spec: TaskSpec) -> int:
+        return spec.obs_dim
+
+    def goal_state(self, spec: TaskSpec, goal: Any) -> Any:
+        """goal (..., goal_dim) -> the goal at rest (..., obs_dim): the goal in ``goal_dims``, 0 elsewhere
+        (``rest_dims``). A matrix product, so that it traces and exports as one op."""
+        place = goal_placement(spec)
+        if isinstance(goal, torch.Tensor):
+            return goal @ torch.as_tensor(place, dtype=goal.dtype, device=goal.device)
+        return np.asarray(goal, dtype=np.float32) @ place
+
+    def cond_blocks(self, spec: TaskSpec) -> tuple[tuple[str, int], ...]:
+        return (("state", spec.obs_dim), ("state", spec.obs_dim))
+
+    def training_goal(self, x, goal):
+        return x[:, -1]
+
+    def reward_input_dim(self, spec: TaskSpec) -> int:
+        return 2 * spec.obs_dim
+
+    def reward(self, spec, reward_net):
+        """The mean over the plan of R_psi(s_t, goal state), the goal state being cond's last block."""
+
+        def reward(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            B, H, _ = x0_hat.shape
+            goal = cond[:, spec.obs_dim :].unsqueeze(1).expand(B, H, spec.obs_dim)
+            return reward_net(torch.cat([x0_hat, goal], dim=-1).reshape(B * H, -1)).reshape(B, H).mean(1)
+
+        return reward
+
+
+def goal_placement(spec: TaskSpec) -> Any:
+    """(goal_dim, obs_dim) float32 0/1 matrix putting goal entry i in state dimension goal_dims[i]."""
+    place = np.zeros((spec.goal_dim, spec.obs_dim), dtype=np.float32)
+    place[np.arange(spec.goal_dim), list(spec.goal_dims)] = 1.0
+    return place
+
+
+LAYOUTS: dict[str, Layout] = {layout.kind: layout for layout in (ActionChunks(), StatePlans(), EndpointPlans())}
 """Every planning kind a task may declare (``TaskSpec.planning``)."""

@@ -24,6 +24,7 @@ from .artifacts import Artifact
 from .data.windows import Normalizer
 from .diffusion import CTMPrecond, EDMPrecond
 from .errors import UsageError
+from .layouts import LAYOUTS
 from .nets import build_net
 from .proposer import build_proposer
 
@@ -87,6 +88,8 @@ class PlanIO(nn.Module):
 
     - ``cond(past (B, h, obs_dim), goal (B, goal_dim) or None)`` -> the normalised conditioning
       vector (B, cond_dim), laid out by the task's layout (a zero-width goal counts as none);
+    - ``goal_block(goal)``: the raw goal as the normalised goal block of that vector (the goal, or
+      for endpoint plans the goal state at rest, ``Layout.goal_state``);
     - ``x(x (B, T, D))``: a raw plan into the model's space; ``plan(x0)``: back to env units
       (actions or states: ``layout.x_source``).
     """
@@ -98,21 +101,44 @@ class PlanIO(nn.Module):
         if missing:
             raise UsageError(f"this artifact lacks the {', '.join(sorted(missing))} normaliser(s) that {spec.name} plans with; retrain it")
         self.state = Normalize(norms["state"])
-        self.goal = Normalize(norms["goal"]) if "goal" in norms else nn.Identity()
+        source = self.layout.goal_source
+        self.goal = Normalize(norms[source]) if source in norms else nn.Identity()
         self.x = Normalize(norms[self.layout.x_source])
+        goal_to_block = self.layout.goal_state(spec, torch.eye(spec.goal_dim)) if spec.goal_dim else torch.zeros(0, 0)
+        self.register_buffer("goal_to_block", goal_to_block.to(torch.float32))  # (goal_dim, goal width), linear
+
+    def goal_block(self, goal: torch.Tensor) -> torch.Tensor:
+        return self.goal(goal @ self.goal_to_block)
 
     def cond(self, past: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor:
         has_goal = goal is not None and goal.shape[-1] > 0
-        return self.layout.cond(self.state(past), self.goal(goal) if has_goal else None)
+        return self.layout.cond(self.state(past), self.goal_block(goal) if has_goal else None)
 
     def plan(self, x0: torch.Tensor) -> torch.Tensor:
         return self.x.inverse(x0)
 
 
 def spec_for(art: Artifact, spec: TaskSpec) -> TaskSpec:
-    """``spec`` as ``art`` was trained: with the plan stride its config records (1 when absent)."""
+    """``spec`` as ``art`` was trained: with the plan stride its config records (1 when absent) and
+    its planning kind, where that is another open-loop one (a Maze2d model from before the
+    ``endpoints`` conditioning keeps planning from the current state and the goal, ``states``)."""
     k = int(art.config.get("plan_stride", 1))
-    return spec if k == spec.plan_stride else dataclasses.replace(spec, plan_stride=k)
+    planning = art.config.get("planning", spec.planning)
+    if planning != spec.planning:
+        if planning not in LAYOUTS or not (LAYOUTS[planning].open_loop and spec.layout.open_loop):
+            raise UsageError(f"artifact {art.id} plans {planning!r} but {spec.name} plans {spec.planning!r}; retrain it")
+    if k == spec.plan_stride and planning == spec.planning:
+        return spec
+    return dataclasses.replace(spec, plan_stride=k, planning=planning)
+
+
+def check_reward_input(art: Artifact, spec: TaskSpec) -> None:
+    """A one-line UsageError where the reward model ``art`` reads plans otherwise than ``spec``'s layout
+    (e.g. a Maze2d reward model from before the ``endpoints`` conditioning)."""
+    reads, wanted = art.config.get("input"), spec.layout.reward_input
+    if reads is not None and reads != wanted:
+        raise UsageError(f"reward model {art.id} reads {reads} but {spec.name} plans are scored on {wanted}; "
+                         f"run `ractd train-reward --env {spec.name}` again")
 
 
 def plan_io(art: Artifact, spec: TaskSpec) -> PlanIO:

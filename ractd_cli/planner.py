@@ -12,6 +12,7 @@ model's normalised space the conditioning is laid out as
 
 - ``chunk``:  cond = s_{n-h+1..n} flattened, shape (B, h*obs_dim); x = actions (B, c, act_dim).
 - ``states``: cond = [s_n, goal], shape (B, obs_dim+goal_dim);     x = states (B, H, obs_dim).
+- ``endpoints``: cond = [s_n, goal at rest], shape (B, 2 obs_dim);  x = states (B, H, obs_dim).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .diffusion import (
     student_sigmas,
 )
 from .errors import UsageError
-from .models import PlanIO, denoiser_from, inverse_from, load_net, normalizers_from, plan_io, proposer_from, spec_for, student_from
+from .models import PlanIO, check_reward_input, denoiser_from, inverse_from, load_net, normalizers_from, plan_io, proposer_from, spec_for, student_from
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -316,6 +317,7 @@ class RawReward(nn.Module):
 
     def __init__(self, art: Artifact, spec: TaskSpec):
         super().__init__()
+        check_reward_input(art, spec)
         self.io = plan_io(art, spec)
         self.score = spec.layout.reward(spec, load_net(art))
 
@@ -375,7 +377,8 @@ class TrajDiffuserPlanner:
         if candidates > 1 and reward is None:
             raise UsageError("--candidates N > 1 picks the best plan by the reward model; train one (`ractd train-reward`) or pass --reward")
         self.art, self.spec = art, spec
-        self.view = dataclasses.replace(td.state_view(spec), horizon=int(art.config["horizon"]))
+        view = td.state_view(spec)  # planned as the artifact was trained (its horizon and conditioning)
+        self.view = dataclasses.replace(view, horizon=int(art.config["horizon"]), planning=art.config.get("planning", view.planning))
         self.device = torch.device(device)
         self.sampler_name = sampler
         self.refine_steps, self.refine_sigma, self.guidance, self.candidates = int(refine_steps), float(refine_sigma), guidance, int(candidates)
@@ -432,7 +435,7 @@ class TrajDiffuserPlanner:
         past, goal = _on(past, self.device), _goal_on(goal, past, self.device)
         B, N, (H, D) = past.shape[0], self.candidates, (self.view.horizon, self.view.obs_dim)
         s0 = self.io.state(past[:, -1]).repeat_interleave(N, 0)
-        goal_n = self.io.goal(goal).repeat_interleave(N, 0) if goal is not None and goal.shape[-1] else None
+        goal_n = self.io.goal_block(goal).repeat_interleave(N, 0) if goal is not None and goal.shape[-1] else None
         noise = randn((B, N * H, D), generator, device=self.device).reshape(B * N, H, D)
         x, self.nfe_per_plan = self.refine(self.propose(s0, goal_n), goal_n, noise)
         states = self.io.state.inverse(x)  # (B*N, H, obs_dim) raw

@@ -80,16 +80,18 @@ def guidance(spec: TaskSpec) -> float:
 def state_view(spec: TaskSpec) -> TaskSpec:
     """The task as the Trajectory Diffuser sees it: state plans of :func:`horizon` states from the
     current state (and goal), whatever the task's own planning; every state (no stride)."""
-    return dataclasses.replace(spec, planning="states", horizon=horizon(spec), history=1, plan_stride=1)
+    planning = spec.planning if spec.layout.open_loop else "states"
+    return dataclasses.replace(spec, planning=planning, horizon=horizon(spec), history=1, plan_stride=1)
 
 
 def state_returns(w: Windows) -> np.ndarray:
     """(S,) the undiscounted return-to-go at every state row of ``w`` (0 at each episode's last state;
-    no termination penalty), the quantity the authors' proposer and refiner are conditioned on."""
+    no termination penalty), the quantity the authors' proposer and refiner are conditioned on. Each
+    return stays within its own dataset episode, also where episodes are joined into runs."""
     out = np.zeros(len(w.states), dtype=np.float32)
-    for i in range(len(w.action_offsets) - 1):
-        a0, a1, s0 = w.action_offsets[i], w.action_offsets[i + 1], w.state_offsets[i]
-        out[s0 : s0 + (a1 - a0)] = returns_to_go(w.rewards[a0:a1], w.terminations[a0:a1], 1.0, 0.0)
+    rows = w.transition_state_rows()
+    for idx in np.split(np.arange(len(w.actions)), np.flatnonzero(np.diff(w.episode)) + 1):
+        out[rows[idx]] = returns_to_go(w.rewards[idx], w.terminations[idx], 1.0, 0.0)
     return out
 
 
@@ -115,7 +117,7 @@ def refiner_cond(goal: torch.Tensor | None, g0: torch.Tensor, keep: torch.Tensor
 
 
 def refiner_cond_dim(spec: TaskSpec) -> int:
-    return spec.goal_dim + 2
+    return spec.layout.goal_width(spec) + 2
 
 
 def unconditional(cond: torch.Tensor) -> torch.Tensor:

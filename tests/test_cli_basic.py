@@ -53,7 +53,7 @@ def test_envs_json_specs_of_the_installed_plugins():
     if "maze2d-umaze" not in specs or "hopper-medium" not in specs:
         pytest.skip("plugins not installed in this environment (make test installs them)")
     maze = specs["maze2d-umaze"]
-    assert (maze["planning"], maze["horizon"], maze["goal_dim"], maze["obs_dim"]) == ("states", 128, 2, 4)
+    assert (maze["planning"], maze["horizon"], maze["goal_dim"], maze["obs_dim"]) == ("endpoints", 128, 2, 4)
     assert maze["score_scales"] == {"d4rl": {"min": 23.85, "max": 161.86}, "minari": {"min": 13.49, "max": 218.70}}
     assert maze["default_score_scale"] == "d4rl"
     assert specs["hopper-medium"]["score_scales"] == {"d4rl": {"min": -20.272305, "max": 3234.3}}

@@ -268,3 +268,29 @@ def test_a_part_of_the_episodes_starts_where_the_whole_run_does():
     assert len(res.episodes) == 3 and sorted(part.first) == [3, 4, 5]
     assert all(part.first[e] == whole.first[e] for e in (3, 4, 5))
     assert [whole.first[e] for e in (0, 1, 2)] != [part.first[e] for e in (3, 4, 5)]
+
+
+def test_maze_models_record_their_conditioning_and_old_goal_conditioned_ones_still_plan(maze_teacher, monkeypatch):
+    """Maze2d's default is the authors' endpoint conditioning, recorded in the teacher and in every
+    result; a teacher from before it (conditioned on the current state and the goal, ``states``)
+    still loads and plans as it was trained; a reward model that reads plans otherwise is refused."""
+    from ractd_cli.registry import get_task
+    from ractd_cli.train import reward as reward_train
+    from ractd_cli.train import teacher as teacher_train
+    from ractd_cli.train.common import TrainOptions
+
+    monkeypatch.setenv("RACTD_CACHE_DIR", maze_teacher)
+    doc = _json(ROLL)
+    assert (doc["planning"], doc["plan_stride"]) == ("endpoints", 1)
+    new_teacher = doc["model_id"]
+    adapter, spec = get_task("maze2d-umaze")
+    old = dataclasses.replace(spec, planning="states", goal_dims=())
+    opts = TrainOptions(preset="tiny", steps=5, device="cpu", show_progress=False)
+    old_teacher = teacher_train.run(adapter, old, opts)[-1]
+    assert old_teacher.config["planning"] == "states"
+    doc = _json([*ROLL[:4], old_teacher.id, *ROLL[5:]])
+    assert doc["planning"] == "states" and len(doc["per_episode"]) == 2
+    old_reward = reward_train.run(adapter, old, opts)
+    assert old_reward.config["input"] == "state_goal"
+    r = runner.invoke(app, ["distill", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "2", "--teacher", new_teacher, "--reward", old_reward.id])
+    assert r.exit_code == 2 and f"reward model {old_reward.id} reads state_goal" in " ".join(r.output.split())

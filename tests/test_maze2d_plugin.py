@@ -26,7 +26,8 @@ def test_specs():
     assert sorted(a.tasks) == ["maze2d-large", "maze2d-medium", "maze2d-umaze"]
     for maze, horizon, steps in [("umaze", 128, 300), ("medium", 256, 600), ("large", 384, 800)]:
         s = a.tasks[f"maze2d-{maze}"]
-        assert s.planning == "states" and s.horizon == horizon and s.max_episode_steps == steps
+        assert s.planning == "endpoints" and s.horizon == horizon and s.max_episode_steps == steps
+        assert s.goal_dims == (0, 1) and s.rest_dims == (2, 3)  # the goal state: (x, y) at rest
         assert s.obs_dim == 4 and s.act_dim == 2 and s.goal_dim == 2
         assert s.minari_ids == (f"D4RL/pointmaze/{maze}-v2",)
 

@@ -95,7 +95,7 @@ def test_task_spec_refuses_what_it_could_only_plan_wrongly():
     """A chunk task with a goal would silently drop the goal; other impossible specs are refused too."""
     with pytest.raises(ValueError, match="goal"):
         TaskSpec(name="t", env_id="E", obs_dim=3, act_dim=2, planning="chunk", horizon=4, goal_dim=2)
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(ValueError, match="none of"):
         TaskSpec(name="t", env_id="E", obs_dim=3, act_dim=2, planning="actions", horizon=4)
     with pytest.raises(ValueError, match="history 1"):
         TaskSpec(name="t", env_id="E", obs_dim=3, act_dim=2, planning="states", horizon=4, history=2)

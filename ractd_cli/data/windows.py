@@ -157,7 +157,8 @@ class Windows:
     Flat data (episodes concatenated):
 
     - ``states`` (S, Do) float32; episode ``i`` owns rows ``state_offsets[i] : state_offsets[i+1]``
-      (T_i + 1 rows).
+      (T_i + 1 rows). Where the layout joins continuing episodes (``Layout.full_windows``), "episode"
+      in the offsets means a run of joined episodes (:func:`continuation_runs`).
     - ``actions`` (M, Da) float32; episode ``i`` owns rows ``action_offsets[i] : action_offsets[i+1]``.
     - ``goals`` (S, Dg) float32 or None, row-aligned with ``states``.
     - ``rtg`` (M,) float32: discounted return-to-go of each transition (spec.gamma, penalty on true
@@ -173,7 +174,7 @@ class Windows:
       (states planning: h = 1, the current state).
     - ``state_index`` (N,) rows of ``states`` holding s_n; ``action_index`` (N,) rows of ``actions``
       holding a_n (also the row of ``rtg``).
-    - ``episode`` (N,) episode number, ``t`` (N,) time step n within the episode.
+    - ``episode`` (N,) episode number (of the dataset, joined or not), ``t`` (N,) time step n within it.
     """
 
     x_from: str
@@ -260,6 +261,20 @@ def _as_index(idx: Any, n: int) -> Any:
     return np.asarray(idx, dtype=np.int64)
 
 
+def continuation_runs(episodes: Sequence["Episode"]) -> list[list[int]]:
+    """Consecutive episodes grouped into runs: an episode whose first state is exactly the previous
+    episode's last state continues it (one continuing run cut into episodes, as Minari's pointmaze
+    data is cut at every goal reached). Returns the episode indices of each run, in order."""
+    runs: list[list[int]] = []
+    for i, ep in enumerate(episodes):
+        prev = episodes[i - 1] if i else None
+        if prev is not None and np.array_equal(np.asarray(prev.states[-1]), np.asarray(ep.states[0])):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
 def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
     """Index every transition of every episode as one window start (see :class:`Windows`).
 
@@ -267,7 +282,13 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
     x = a_n..a_{n+c-1} (c = spec.horizon), padded at the episode end by repeating a_{T-1}; states give
     x = s_n..s_{n+H-1} (H = spec.horizon), padded at the end by repeating s_T. cond = s_{n-h+1}..s_n
     (h = spec.history, 1 for state plans), padded at the start by repeating s_0.
-    Returns-to-go use ``spec.gamma`` and ``spec.termination_penalty``.
+    Returns-to-go use ``spec.gamma`` and ``spec.termination_penalty``, each within its own episode.
+
+    Where the layout trains on full windows only (``Layout.full_windows``: endpoint plans), episodes
+    that continue one another (:func:`continuation_runs`) are joined first, so a window may run
+    across the point where the data was cut (the state there is kept once, with the goal of the
+    episode that starts there); ``x_mask`` then says which windows are full. ``episode`` and ``t``
+    still name the original episode and step of each window's first transition.
     """
     x_from = spec.layout.x_source
     episodes = [ep for ep in episodes if len(ep) > 0]
@@ -278,25 +299,35 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
     if L < 1 or h < 1:
         raise ValueError(f"horizon ({L}) and history ({h}) must be >= 1")
 
-    lengths = np.array([len(ep) for ep in episodes], dtype=np.int64)
+    runs = continuation_runs(episodes) if spec.layout.full_windows else [[i] for i in range(len(episodes))]
+    has_goals = all(ep.goals is not None for ep in episodes)
+
+    def joined(ids: list[int], rows: str) -> np.ndarray:
+        """A run's states or goals: each episode's rows but its last, then the run's final row."""
+        parts = [np.asarray(getattr(episodes[i], rows), np.float32) for i in ids]
+        return np.concatenate([p[:-1] for p in parts] + [parts[-1][-1:]])
+
+    lengths = np.array([sum(len(episodes[i]) for i in ids) for ids in runs], dtype=np.int64)
     action_offsets = np.concatenate([[0], np.cumsum(lengths)])
     state_offsets = np.concatenate([[0], np.cumsum(lengths + 1)])
-    states = np.concatenate([np.asarray(ep.states, np.float32) for ep in episodes])
+    states = np.concatenate([joined(ids, "states") for ids in runs])
+    goals = np.concatenate([joined(ids, "goals") for ids in runs]) if has_goals else None
     actions = np.concatenate([np.asarray(ep.actions, np.float32) for ep in episodes])
-    has_goals = all(ep.goals is not None for ep in episodes)
-    goals = np.concatenate([np.asarray(ep.goals, np.float32) for ep in episodes]) if has_goals else None
     rewards = np.concatenate([np.asarray(ep.rewards, np.float32) for ep in episodes])
     terms = np.concatenate([np.asarray(ep.terminations, bool) for ep in episodes])
     truncs = np.concatenate([np.asarray(ep.truncations, bool) for ep in episodes])
     rtg = np.concatenate(
         [returns_to_go(ep.rewards, ep.terminations, spec.gamma, spec.termination_penalty) for ep in episodes]
     )
+    ep_lengths = np.array([len(ep) for ep in episodes], dtype=np.int64)
+    episode = np.repeat(np.arange(len(episodes), dtype=np.int64), ep_lengths)
+    t_in_episode = np.arange(len(actions), dtype=np.int64) - np.repeat(np.cumsum(ep_lengths) - ep_lengths, ep_lengths)
 
-    episode = np.repeat(np.arange(len(episodes), dtype=np.int64), lengths)
-    t = np.arange(len(actions), dtype=np.int64) - np.repeat(action_offsets[:-1], lengths)
-    T = lengths[episode]  # (N,) length of each window's episode
-    a0 = action_offsets[:-1][episode]
-    s0 = state_offsets[:-1][episode]
+    run = np.repeat(np.arange(len(runs), dtype=np.int64), lengths)
+    t = np.arange(len(actions), dtype=np.int64) - np.repeat(action_offsets[:-1], lengths)  # step within the run
+    T = lengths[run]  # (N,) length of each window's run
+    a0 = action_offsets[:-1][run]
+    s0 = state_offsets[:-1][run]
 
     k = np.arange(0, L, int(spec.plan_stride), dtype=np.int64)[None, :]  # every k-th step (state plans' stride)
     steps = t[:, None] + k  # (N, L / stride) time index of each slot
@@ -326,5 +357,5 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
         state_index=s0 + t,
         action_index=a0 + t,
         episode=episode,
-        t=t,
+        t=t_in_episode,
     )

@@ -70,9 +70,11 @@ class TaskData:
     """Normalised training data of one task.
 
     - ``diffusion``: x (B, T, D) plans and cond (B, cond_dim) (layout: ``TaskSpec.x_shape``, ``TaskSpec.cond_dim``); for
-      ``states`` plans the end-of-episode padding has ``spec.rest_dims`` set to 0 (the agent rests).
+      ``states`` plans the end-of-episode padding has ``spec.rest_dims`` set to 0 (the agent rests);
+      ``endpoints`` plans use full windows only, cond = [x[:, 0], x[:, -1]].
     - ``reward``: input (B, obs_dim+act_dim) for ``chunk`` = [s_n, a_n], (B, obs_dim+goal_dim)
-      for ``states`` = [s_t, goal]; rtg (B,) normalised to [-1, 1].
+      for ``states`` = [s_t, goal], (B, 2 obs_dim) for ``endpoints`` = [s_t, goal state]; rtg (B,)
+      normalised to [-1, 1].
     - ``transitions``: s, s_next (B, obs_dim), a (B, act_dim), for inverse dynamics.
     - ``normalizers``: ``state``, ``action``, ``rtg`` and ``goal`` when the task has one.
     """
@@ -85,6 +87,9 @@ class TaskData:
     transitions: Source
     reward_input: str
     """What the reward model reads (``Layout.reward_input``), for its artifact."""
+    diffusion_rows: torch.Tensor
+    """(len(diffusion),) the row of ``windows`` behind each row of ``diffusion``: every window, or
+    (``Layout.full_windows``) only those wholly inside an episode."""
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -103,11 +108,12 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str, normalize
         norms["goal"] = Normalizer.fit(windows.goals)
     if normalizers is not None:
         norms.update(normalizers)
+    layout = spec.layout
     S = _t(norms["state"].normalize(windows.states))
     A = _t(norms["action"].normalize(windows.actions))
-    G = _t(norms["goal"].normalize(windows.goals)) if windows.goals is not None else None
+    # the goal block as the model reads it: the goal, or (endpoint plans) the goal state at rest
+    G = _t(norms[layout.goal_source].normalize(layout.goal_state(spec, windows.goals))) if windows.goals is not None else None
     R = _t(norms["rtg"].normalize(windows.rtg.reshape(-1, 1))).reshape(-1)
-    layout = spec.layout
     X = {"action": A, "state": S}[layout.x_source]
     x_index = torch.as_tensor(windows.x_index)
     rest = None  # (dims, their normalised 0, padded rows) for the end-of-episode padding of states plans
@@ -125,8 +131,14 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str, normalize
         if rest is not None:  # past the episode's end: the last state, at rest
             dims, zero, pad = rest
             x[..., dims] = torch.where(pad[idx][..., None], zero, x[..., dims])
-        goal = G[state_index[idx]] if G is not None else None
+        goal = layout.training_goal(x, G[state_index[idx]] if G is not None else None)
         return {"x": x, "cond": layout.cond(S[cond_index[idx]], goal)}  # cond_index: (B, h) past states
+
+    # the windows the diffusion models train on: all, or only the full ones (endpoint plans)
+    diffusion_rows = torch.as_tensor(np.flatnonzero(windows.x_mask.all(axis=1))) if layout.full_windows else torch.arange(n)
+    if len(diffusion_rows) == 0:
+        raise RactdError(f"dataset {dataset_id} has no stretch of {spec.horizon} steps without an episode end, "
+                         f"which {spec.name}'s plans need; fetch more data (e.g. `ractd fetch {spec.name} --source local --force`)")
 
     def reward(idx: torch.Tensor) -> Batch:
         s, goal = S[state_index[idx]], (G[state_index[idx]] if G is not None else None)
@@ -144,7 +156,8 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str, normalize
         dataset_id=dataset_id,
         windows=windows,
         normalizers=norms,
-        diffusion=Source(n, diffusion),
+        diffusion=Source(n, diffusion).subset(diffusion_rows) if layout.full_windows else Source(n, diffusion),
+        diffusion_rows=diffusion_rows,
         reward=Source(n, reward),
         transitions=Source(len(s_rows), transitions),
         reward_input=layout.reward_input,

@@ -47,16 +47,16 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
     returns = td.state_returns(windows)
     norms = {**data.normalizers, "return": Normalizer.fit(returns.reshape(-1, 1))}
     G = torch.as_tensor(norms["return"].normalize(returns.reshape(-1, 1))).reshape(-1)
-    x_index = torch.as_tensor(windows.x_index)
+    x_index = torch.as_tensor(windows.x_index)[data.diffusion_rows]  # the windows the refiner trains on
     H, obs = view.horizon, view.obs_dim
 
     def gather(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        b = data.diffusion.gather(idx)  # x (B, H, obs) states, cond [s_0, goal]
+        b = data.diffusion.gather(idx)  # x (B, H, obs) states, cond [s_0, goal block]
         goal = b["cond"][:, obs:]
         g = G[x_index[idx]]  # (B, H) the return-to-go at each planned state
         return {"x": b["x"], "g": g, "goal": goal}
 
-    plans = Source(len(windows), gather)
+    plans = Source(len(data.diffusion), gather)
     written_by = {"dataset": dataset, "view": {"horizon": H}}
     cfg = {kind: opts.config(kind, view) for kind in ("inverse-dynamics", "teacher", "proposer")}
 
@@ -78,7 +78,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
 
     # 3. the proposer over (state, return-to-go) tokens
     opts.seed_init()
-    cond_dim = obs + 1 + view.goal_dim
+    cond_dim = obs + 1 + view.layout.goal_width(view)
     proposer = make_proposer(opts.preset, x_dim=obs + 1, cond_dim=cond_dim, horizon=H - 1)
 
     def proposer_loss(model, ema, b, gen):
@@ -104,7 +104,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
             "net_kind": proposer.kind, "net": proposer.config,
             "refiner_kind": refiner_net.kind, "refiner": refiner_net.config,
             "inverse_kind": inverse.kind, "inverse": inverse.config,
-            "horizon": H, "planning": "states",
+            "horizon": H, "planning": view.planning,
             "sigma_data": SIGMA_DATA, "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX,
             "p_uncond": td.COND_DROPOUT, "distance": distance,
             "best_return": best,

@@ -21,7 +21,7 @@ from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact, save_artifact
 from ..data.windows import Normalizer
 from ..errors import RactdError, UsageError
-from ..models import load_net, normalizer_tensors, normalizers_from, prefixed
+from ..models import check_reward_input, load_net, normalizer_tensors, normalizers_from, prefixed
 from ..nets import RewardMLP
 from .common import TrainOptions
 from .data import Source, held_out_episodes, load_task_data
@@ -67,6 +67,7 @@ def frozen_reward(
     another dataset, or normalising plans otherwise, is refused with what to run.
     """
     art = load_artifact(reward_ref, kind="reward", task=spec.name)
+    check_reward_input(art, spec)
     if art.meta.get("dataset") != dataset:
         raise UsageError(f"reward model {art.id} was fitted on {art.meta.get('dataset')} and {user} on {dataset}; "
                          f"run `ractd train-reward --env {spec.name} --dataset {dataset}` (or pass --reward)")

@@ -95,7 +95,10 @@ def _spec(maze: str) -> TaskSpec:
         env_id=env_id,
         obs_dim=4,
         act_dim=2,
-        planning="states",
+        # the RACTD authors' conditioning (their edm_policy_maze.py and Maze2d env runner): a plan of H
+        # states given its first and last state; trained on the data's own windows, evaluated with the
+        # goal at rest as the last state (ractd_cli.layouts.EndpointPlans)
+        planning="endpoints",
         horizon=_HORIZONS[maze],
         history=1,
         goal_dim=2,
@@ -110,7 +113,8 @@ def _spec(maze: str) -> TaskSpec:
         loss_weights=LOSS_WEIGHTS[maze],
         model_preset=f"maze2d-{maze}",  # paper Table 6
         presets={"quick": QUICK},
-        rest_dims=(2, 3),  # (vx, vy): a plan that reaches its goal stops there
+        goal_dims=(0, 1),  # the goal is the position (x, y) ...
+        rest_dims=(2, 3),  # ... at rest: (vx, vy) = 0
         ref_min_score=lo,  # Minari's, for the dataset metadata
         ref_max_score=hi,
         ref_scores={scale: refs[maze] for scale, refs in _REF_SCORES.items()},
