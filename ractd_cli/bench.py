@@ -29,7 +29,7 @@ from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import UsageError
 from .evaluate import PLAN_CHECK_RATES, PolicyRecipe, RolloutResult, check_follow, check_workers, run_episodes
 from .models import resolve_device
-from .planner import CudaGraphs, Planner, TrajDiffuserOptions, frozen
+from .planner import CudaGraphs, Planner, Sampling, TrajDiffuserOptions, frozen
 
 
 @dataclass
@@ -197,6 +197,7 @@ def run(
     student: str | None = None,
     ctd: str | None = None,
     workers: int = 1,
+    sampling: Sampling | None = None,
 ) -> BenchResult:
     """Time and score every row of :func:`bench_rows`. Every row's ``states`` plans are executed the
     same way (``follow``, ``replan``, ``snap_goal``: see :class:`~ractd_cli.evaluate.PlannerPolicy`) and
@@ -207,7 +208,8 @@ def run(
     as its frozen in-process graph. ``student``, ``ctd``: the students to bench (default: see
     :func:`pick_students`); each student row records its ``reward_weight``. ``workers`` > 1 runs
     each row's episodes in that many CPU processes (:func:`~ractd_cli.evaluate.run_episodes`): the
-    same scores; the latencies are timed in this process as always."""
+    same scores; the latencies are timed in this process as always. ``sampling``: the teacher and
+    student rows' initial noise and clamping (default the authors', :class:`~ractd_cli.planner.Sampling`)."""
     if runtime not in RUNTIMES:
         raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     follow = check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)
@@ -230,7 +232,7 @@ def run(
         recipe = PolicyRecipe(spec.name, row.model_id, "trajdiffuser" if trajdiffuser else "diffusion", sampler=row.sampler,
                               nfe=None if trajdiffuser else row.nfe_budget,
                               trajdiffuser=TrajDiffuserOptions(refine_steps=row.refine_steps) if trajdiffuser else None,
-                              seed=seed, jit=jit, cuda_graphs=cuda_graphs, **following)
+                              seed=seed, jit=jit, cuda_graphs=cuda_graphs, sampling=sampling, **following)
         loaded, planner, policy = recipe.build(adapter, spec, dev)
         plan1 = functools.partial(planner.plan, past1, goal1)  # this row's planner at batch 1, for the timers
         lat = time_calls(plan1, repeats=repeats, warmup=5, sync=sync)
@@ -291,6 +293,7 @@ def run(
         "episodes": 0 if latency_only else episodes,
         "score_scale": score_scale,
         "planning": "/".join(sorted({str(r["planning"]) for r in out_rows if r.get("planning")})) or None,
+        **(sampling or Sampling()).describe(),
         "plan_stride": "/".join(sorted({str(r["plan_stride"]) for r in out_rows if r.get("plan_stride")}, key=int)) or None,
         "follow": follow,
         "replan": replan if follow else None,

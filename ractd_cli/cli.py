@@ -270,6 +270,8 @@ NprocOpt = typer.Option(1, "--nproc", help="Train as N data-parallel processes o
 DatasetOpt = typer.Option(None, "--dataset", help="Dataset id (default: the one fetched for the task).")
 FollowOpt = typer.Option(None, "--follow", help="State-planning tasks: how the one open-loop plan per episode is executed. inverse (default, the RACTD paper's): the inverse-dynamics model a_t = f(s_t, s*_{t+1}) of the plan s*; track: the adapter's tracking rule a = (p*-p) + (v*-v); controller: the adapter's PD controller.")
 ReplanOpt = typer.Option(False, "--replan", help="State-planning tasks: plan again from the current state whenever the plan runs out (default, the paper's: one plan per episode, then hold its last state at rest). A deviation, recorded in the result; on Maze2d it lifts every planner (docs/results.md).")
+InitNoiseOpt = typer.Option("unit", "--init-noise", help="Teacher and student sampling: where it starts. unit (default): x_T ~ N(0, I), the RACTD authors' code; edm: x_T = sigma_max z, EDM's and the paper's text. Recorded in the result.")
+ClampOpt = typer.Option(True, "--clamp/--no-clamp", help="Teacher and student sampling: clamp every denoised estimate and student jump to the data's normalised range [-1, 1] (default, the RACTD authors' code); --no-clamp is the paper's text. Recorded in the result.")
 SnapGoalOpt = typer.Option(False, "--snap-goal", help="With --follow controller: give the controller the goal, which snaps a target near it to the goal at rest (default off: the follower sees only the plan).")
 ScoreScaleOpt = typer.Option(None, "--score-scale", help="Reference returns of the normalised score: d4rl (default, the paper's) or minari (Maze2d); a task without d4rl uses its own (see `ractd envs --json`).")
 JitOpt = typer.Option(True, "--jit/--no-jit", help="Run every network call through a traced, frozen TorchScript graph (same math, less Python overhead).")
@@ -311,7 +313,7 @@ def train_teacher(
     reward_weight: float = typer.Option(0.0, "--reward-weight", help="w > 0: a reward-aware teacher (the paper's Table 4 ablation), its loss adding -w R_psi of its own denoised estimates; needs a reward model (`ractd train-reward` first). 0 (default): the paper's unconditioned teacher."),
     reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path for --reward-weight (default: latest for the task)."),
     net: Optional[str] = typer.Option(None, "--net", help="The denoiser network instead of the preset's: quick (64/128/256), small (16/32/64), mujoco, maze2d-umaze|medium|large (the paper's), mlp. For sizing studies; recorded in the artifact, inherited by its students."),
-    plan_stride: int = typer.Option(1, "--plan-stride", help="State-planning tasks: plan every k-th state (H/k knots, followed along the straight lines between them), recorded in the artifact and inherited by its students. 1 (default): every state, the paper's."),
+    plan_stride: Optional[int] = typer.Option(None, "--plan-stride", help="State-planning tasks: plan every k-th state (H/k knots, followed along the straight lines between them), recorded in the artifact and inherited by its students. Default: the preset's, 1 (every state, the paper's) except where a task's quick preset sizes it for a CPU (`ractd envs --json` shows the presets)."),
     eval_every: int = typer.Option(0, "--eval-every", help="Score the teacher (its EMA weights, the ones saved) every N steps and at the end in the environment, with --eval-sampler, the task's default follower: a learning curve, in the artifact and --json as eval_curve. 0: no evaluation. Training is the same either way."),
     eval_episodes: int = typer.Option(20, "--eval-episodes", help="Episodes per evaluation (seed 0: the starts of `ractd rollout`)."),
     eval_sampler: str = typer.Option("euler", "--eval-sampler", help="Sampler for --eval-every: euler (default, cheap), heun or ancestral, at --eval-nfe."),
@@ -493,6 +495,8 @@ def export(
     out: Path = typer.Option(..., "-o", "--output", help="The file to write."),
     sampler: Optional[str] = typer.Option(None, help="Student: onestep (default). Teacher: euler (default) or heun, unrolled into the graph."),
     nfe: Optional[int] = typer.Option(None, "--nfe", help="Teacher: network calls (default 15 for euler, 159 for heun)."),
+    init_noise: str = InitNoiseOpt,
+    clamp: bool = ClampOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Write a planner as one self-contained graph: (past states, goal, noise) -> plan, in env units.
@@ -503,12 +507,13 @@ def export(
     Kitchen, states for Maze2d. The file's metadata names the task, dimensions, artifact and sampler.
     """
     from .export import export as do_export
-    from .planner import load_for_planning
+    from .planner import Sampling, load_for_planning
     from .registry import get_task
 
+    sampling = Sampling(init_noise, clamp)
     adapter, spec = get_task(env)
     loaded = load_for_planning(model, spec)
-    meta = do_export(loaded.art, spec, out, fmt=fmt, sampler=sampler, nfe=nfe)
+    meta = do_export(loaded.art, spec, out, fmt=fmt, sampler=sampler, nfe=nfe, sampling=sampling)
     doc = {"path": str(out), "format": fmt, **meta}
     if json_:
         print_json(doc)
@@ -549,6 +554,8 @@ def rollout(
     follow: Optional[str] = FollowOpt,
     replan: bool = ReplanOpt,
     snap_goal: bool = SnapGoalOpt,
+    init_noise: str = InitNoiseOpt,
+    clamp: bool = ClampOpt,
     score_scale: Optional[str] = ScoreScaleOpt,
     device: str = DeviceOpt,
     jit: bool = JitOpt,
@@ -559,13 +566,14 @@ def rollout(
     from .evaluate import check_workers
     from .evaluate import rollout as do_rollout
     from .models import resolve_device
-    from .planner import TrajDiffuserOptions
+    from .planner import Sampling, TrajDiffuserOptions
     from .registry import get_task
 
     if episodes < 1 or batch < 1:
         raise UsageError("--episodes and --batch must be at least 1")
     check_seed(seed)
     check_workers(workers, resolve_device(device), video=video is not None)
+    sampling = Sampling(init_noise, clamp)
     adapter, spec = get_task(env)
     recorder = None
     if video is not None:
@@ -581,7 +589,7 @@ def rollout(
         res = do_rollout(adapter, spec, model, sampler=sampler, nfe=nfe, episodes=episodes, seed=seed, batch=batch,
                          follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, device=device, show_progress=True,
                          planner=planner, proposer=proposer, trajdiffuser=td_opts, jit=jit, cuda_graphs=cuda_graphs, video=recorder,
-                         workers=workers)
+                         workers=workers, sampling=sampling)
     except BaseException:
         if recorder is not None:
             recorder.abort()
@@ -603,7 +611,7 @@ def rollout(
                 f"steps from sigma {summary['refine_sigma']:g}, guidance {summary['guidance']:g}, target return {summary['target_return']:g}"
                 + (f", best of {summary['candidates']}" if summary["candidates"] > 1 else "") + ")")
     nfe = f"NFE {summary['nfe_paper']}, {summary['nfe']} network calls" if summary["nfe_paper"] != summary["nfe"] else f"NFE {summary['nfe']}"
-    err.print(f"{spec.name} {what} ({nfe}{_following(summary)}): "
+    err.print(f"{spec.name} {what} ({nfe}{_sampling(summary)}{_following(summary)}): "
               f"{summary['score_scale']} score [bold]{summary['score_mean']:.1f} ± {summary['score_stderr']:.1f}[/] over {summary['episodes']} episodes, "
               f"return {summary['return_mean']:.2f}{succ}, {summary['ms_per_action']:.2f} ms/action, {summary['wall_s']:.1f} s")
     if "plan_reaches_goal_rate" in summary:
@@ -621,6 +629,13 @@ def _following(doc: dict) -> str:
     return f"{plans}, follow {doc['follow']}, {replan}" + (", goal snapping" if doc["snap_goal"] else "")
 
 
+def _sampling(doc: dict) -> str:
+    """', x_T = z, clamped' (and so on) for a result that records its initial noise and clamping."""
+    if doc.get("init_noise") is None:
+        return ""
+    return f", x_T = {'z' if doc['init_noise'] == 'unit' else 'sigma_max z'}" + (", clamped" if doc.get("clamp") else ", unclamped")
+
+
 # ------------------------------------------------------------------------------------------ bench
 @app.command()
 def bench(
@@ -635,6 +650,8 @@ def bench(
     follow: Optional[str] = FollowOpt,
     replan: bool = ReplanOpt,
     snap_goal: bool = SnapGoalOpt,
+    init_noise: str = InitNoiseOpt,
+    clamp: bool = ClampOpt,
     score_scale: Optional[str] = ScoreScaleOpt,
     device: str = DeviceOpt,
     jit: bool = JitOpt,
@@ -659,13 +676,16 @@ def bench(
     check_seed(seed)
     adapter, spec = get_task(env)
     check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before "no models"
+    from .planner import Sampling
+
+    sampling = Sampling(init_noise, clamp)
     check_workers(workers, resolve_device(device))
     resolve_score_scale(spec, score_scale)
     if runtime not in b.RUNTIMES:
         raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(b.RUNTIMES)}")
     b.require_models(spec)
     out = b.run(adapter, spec, episodes=episodes, teacher_episodes=teacher_episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit, cuda_graphs=cuda_graphs,
-                follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, runtime=runtime, student=student, ctd=ctd,
+                follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, runtime=runtime, student=student, ctd=ctd, sampling=sampling,
                 workers=workers)
     if plot is not None:
         from .plots import plot_bench
@@ -676,7 +696,7 @@ def bench(
     if json_:
         print_json(out)
         return
-    table = Table(title=f"ractd bench {spec.name} on {out['device']}" + _following(out)
+    table = Table(title=f"ractd bench {spec.name} on {out['device']}" + _sampling(out) + _following(out)
                   + ("" if latency_only else f", {episodes} episodes, {out['score_scale']} scores"))
     success = any(r["success_rate"] is not None for r in out["rows"])
     paper = any(r["paper"] for r in out["rows"])

@@ -24,7 +24,18 @@ from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact
 from .errors import UsageError
 from .models import resolve_device
-from .planner import PLANNERS, Loaded, Planner, TrajDiffuserOptions, TrajDiffuserPlanner, build_planner, load_for_planning, load_trajdiffuser, loaded_from
+from .planner import (
+    PLANNERS,
+    Loaded,
+    Planner,
+    Sampling,
+    TrajDiffuserOptions,
+    TrajDiffuserPlanner,
+    build_planner,
+    load_for_planning,
+    load_trajdiffuser,
+    loaded_from,
+)
 from .ui import progress
 
 PLAN_CHECK_RATES = {"plan_reaches_goal_rate": "plan reaches goal", "plan_hits_wall_rate": "plan hits wall"}
@@ -123,8 +134,12 @@ class PlannerPolicy:
 
     def describe(self) -> dict:
         """How plans are made and executed, for results: the planning kind (its conditioning) and plan
-        stride the model was trained with; ``follow``, ``replan``, ``snap_goal`` (None for ``chunk`` tasks)."""
+        stride the model was trained with, the initial noise and clamping (None for the Trajectory
+        Diffuser, which starts from its proposal); ``follow``, ``replan``, ``snap_goal`` (None for
+        ``chunk`` tasks)."""
+        sampling = getattr(self.planner, "sampling", None)
         return {"planning": self.spec.planning, "plan_stride": self.spec.plan_stride,
+                **(sampling.describe() if sampling is not None else {"init_noise": None, "clamp": None}),
                 "follow": self.follow, "replan": self.replan, "snap_goal": self.snap_goal}
 
     def reset(self, n: int, episodes: Sequence[int] | None = None) -> None:
@@ -213,12 +228,13 @@ class PolicyRecipe:
     follow: str | None = None
     replan: bool = False
     snap_goal: bool = False
+    sampling: Sampling | None = None
 
     def build(self, adapter: EnvAdapter, spec: TaskSpec, device: str | torch.device) -> tuple[Loaded, Planner | TrajDiffuserPlanner, PlannerPolicy]:
         """Load the artifact and make its planner on ``device`` and the policy that follows its plans."""
         loaded = load_trajdiffuser(self.model, spec) if self.planner == "trajdiffuser" else load_for_planning(self.model, spec)
         planner = build_planner(loaded, spec, sampler=self.sampler, nfe=self.nfe, trajdiffuser=self.trajdiffuser, device=device, seed=self.seed,
-                                jit=self.jit, cuda_graphs=self.cuda_graphs)
+                                jit=self.jit, cuda_graphs=self.cuda_graphs, sampling=self.sampling)
         policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse, follow=self.follow, replan=self.replan, snap_goal=self.snap_goal)
         return loaded, planner, policy
 
@@ -450,13 +466,15 @@ def rollout(
     trajdiffuser: TrajDiffuserOptions | None = None,
     video: Any = None,
     workers: int = 1,
+    sampling: Sampling | None = None,
 ) -> RolloutResult:
     """Plan with a teacher or student (``planner="diffusion"``: ``model``, default the latest
     student, sampled by ``sampler`` at ``nfe`` evaluations) or with the Trajectory Diffuser
     (``planner="trajdiffuser"``: the artifact ``proposer``, default the task's latest, run with
     ``trajdiffuser`` options), and run the episodes. ``states`` plans are executed by
     ``follow`` (default ``inverse``; ``replan``, ``snap_goal``: see :class:`PlannerPolicy`),
-    scores normalised on ``score_scale`` (default ``d4rl``); all four are recorded in ``info``.
+    scores normalised on ``score_scale`` (default ``d4rl``); all four are recorded in ``info``, with
+    ``sampling`` (initial noise and clamping, :class:`~ractd_cli.planner.Sampling`).
     ``workers`` > 1 runs the episodes in that many CPU processes (:func:`run_episodes`).
     """
 
@@ -476,7 +494,7 @@ def rollout(
     check_workers(workers, dev, video=video is not None)
     recipe = PolicyRecipe(spec.name, (proposer or "latest") if planner == "trajdiffuser" else (model or "student"), planner, sampler=sampler,
                           nfe=nfe, trajdiffuser=trajdiffuser, seed=seed, jit=jit, cuda_graphs=cuda_graphs, follow=follow, replan=replan,
-                          snap_goal=snap_goal)
+                          snap_goal=snap_goal, sampling=sampling)
     loaded, p, policy = recipe.build(adapter, spec, dev)
     extra = p.describe() if planner == "trajdiffuser" else {"planner": "diffusion"}
     res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress,

@@ -6,7 +6,7 @@ tasks, states for state-planning ones. The normalisers are inside and the initia
 input, so the caller controls the randomness: the same noise gives the in-process planner's plan.
 
 What can be exported: the one-step student (its frozen graph, :class:`ractd_cli.planner._OneStep`,
-the noise scaled by sigma_max inside), and a teacher with a deterministic sampler (``euler`` or
+the noise scaled inside: by sigma_max, or by 1 with ``--init-noise unit``), and a teacher with a deterministic sampler (``euler`` or
 ``heun`` at ``nfe`` steps, unrolled into the graph). The file's metadata names the task, its
 dimensions, horizon and history, the artifact id and the sampler.
 """
@@ -25,7 +25,7 @@ from . import __version__
 from .adapters import TaskSpec
 from .artifacts import Artifact, atomic_write
 from .errors import UsageError
-from .planner import Planner, _OneStep
+from .planner import Planner, Sampling
 
 FORMATS = ("onnx", "torchscript")
 EXPORT_SAMPLERS = {"student": ("onestep",), "teacher": ("euler", "heun")}
@@ -36,9 +36,9 @@ class PlanGraph(nn.Module):
 
     def __init__(self, planner: Planner):
         super().__init__()
-        self.spec, self.sigma_max = planner.spec, float(planner.sigmas[0])
+        self.spec, self.noise_scale = planner.spec, planner.noise_scale
         if planner.art.kind == "student":
-            self.one_step = _OneStep(planner.io, planner.model, float(planner.sigmas[0]), float(planner.sigmas[-1]))
+            self.one_step = planner.one_step()
         else:
             self.one_step = None
             self.io, self.model, self.sample_fn = planner.io, planner.model, planner.sample_fn
@@ -47,7 +47,7 @@ class PlanGraph(nn.Module):
     def forward(self, past: torch.Tensor, goal: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         if self.one_step is not None:
             return self.one_step(noise, past, goal)
-        x = noise * self.sigma_max
+        x = noise * self.noise_scale
         cond = self.io.cond(past, goal)
         x0, _ = self.sample_fn(self.model, x, self.sigmas, cond=cond)
         return self.io.plan(x0)
@@ -63,6 +63,7 @@ def metadata(planner: Planner) -> dict[str, str]:
         "plan": spec.layout.x_source, "obs_dim": str(spec.obs_dim), "act_dim": str(spec.act_dim),
         "goal_dim": str(spec.goal_dim), "history": str(spec.history), "horizon": str(T), "plan_dim": str(D),
         "plan_stride": str(spec.plan_stride), "sigma_max": repr(float(planner.sigmas[0])),
+        "init_noise": planner.sampling.init_noise, "noise_scale": repr(planner.noise_scale), "clamp": str(planner.sampling.clamp).lower(),
         "inputs": "past (B, history, obs_dim) env units; goal (B, goal_dim) env units; noise (B, horizon, plan_dim) ~ N(0, I)",
         "output": "plan (B, horizon, plan_dim) env units",
     }
@@ -76,8 +77,10 @@ def example_inputs(spec: TaskSpec, batch: int = 2, generator: torch.Generator | 
             torch.randn(batch, T, D, generator=g))
 
 
-def export(art: Artifact, spec: TaskSpec, out: Path, *, fmt: str = "onnx", sampler: str | None = None, nfe: int | None = None) -> dict[str, str]:
-    """Write ``art``'s planner to ``out`` as ``fmt``; returns the metadata written with it."""
+def export(art: Artifact, spec: TaskSpec, out: Path, *, fmt: str = "onnx", sampler: str | None = None, nfe: int | None = None,
+           sampling: Sampling | None = None) -> dict[str, str]:
+    """Write ``art``'s planner to ``out`` as ``fmt`` (with ``sampling``'s initial noise scale and
+    clamping inside); returns the metadata written with it."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
     if art.kind not in EXPORT_SAMPLERS:
@@ -86,7 +89,7 @@ def export(art: Artifact, spec: TaskSpec, out: Path, *, fmt: str = "onnx", sampl
     if sampler not in EXPORT_SAMPLERS[art.kind]:
         raise UsageError(f"a {art.kind} exports with --sampler {' or '.join(EXPORT_SAMPLERS[art.kind])} (a deterministic "
                          f"sampler whose only randomness is the initial noise), not {sampler!r}")
-    planner = Planner(art, spec, sampler=sampler, nfe=nfe, device="cpu", jit=False)
+    planner = Planner(art, spec, sampler=sampler, nfe=nfe, device="cpu", jit=False, sampling=sampling)
     graph = PlanGraph(planner).eval()
     meta = metadata(planner)
     example = example_inputs(planner.spec)

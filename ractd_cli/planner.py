@@ -52,6 +52,33 @@ TEACHER_SAMPLERS = ("heun", "euler", "ancestral")
 STUDENT_SAMPLERS = ("onestep", "multistep")
 DEFAULT_NFE = {"heun": 159, "euler": 15, "ancestral": 15, "onestep": 1, "multistep": 2}
 PLANNERS = ("diffusion", "trajdiffuser")
+INIT_NOISES = ("unit", "edm")
+"""Where sampling starts: ``unit``, x_T = z ~ N(0, I), the RACTD authors' code (their
+``sample_inital_position``: "Reducing Initial Variance"); ``edm``, x_T = sigma_max z (EDM's, the
+paper's text)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a teacher or student samples, beyond its sampler and NFE: one validated value.
+
+    - ``init_noise``: ``unit`` (default, the RACTD authors' code) or ``edm`` (:data:`INIT_NOISES`);
+    - ``clamp``: clamp every denoised estimate and every student jump to the data's normalised range
+      [-1, 1] (default True, the authors' code: their diffusion.py ``clamp=True`` at inference).
+
+    The defaults are the authors' because on maze2d-large they lift the plans of the same teacher
+    (docs/results.md); ``--init-noise edm --no-clamp`` is the paper's text.
+    """
+
+    init_noise: str = "unit"
+    clamp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.init_noise not in INIT_NOISES:
+            raise UsageError(f"unknown --init-noise {self.init_noise!r}; use one of {', '.join(INIT_NOISES)}")
+
+    def describe(self) -> dict:
+        return {"init_noise": self.init_noise, "clamp": self.clamp}
 REFINE_SAMPLERS = ("euler", "heun")
 
 
@@ -79,6 +106,7 @@ class Planner:
     def __init__(
         self, art: Artifact, spec: TaskSpec, *, sampler: str | None = None, nfe: int | None = None,
         device: str | torch.device = "cpu", seed: int = 0, jit: bool = False, cuda_graphs: bool = True,
+        sampling: Sampling | None = None,
     ):
         spec = spec_for(art, spec)  # the plan stride it was trained with
         self.art, self.spec = art, spec
@@ -94,9 +122,13 @@ class Planner:
         if nfe < 1:
             raise UsageError(f"--nfe must be at least 1, got {nfe}")
         self.sampler_name, self.nfe_budget = sampler, nfe
-        self.model = (student_from(art) if is_student else denoiser_from(art)).to(self.device)
+        self.sampling = sampling = sampling or Sampling()
+        model = (student_from(art) if is_student else denoiser_from(art)).to(self.device)
+        self.model = Clamped(model) if sampling.clamp else model
         self.sample_fn: Callable = ctm_sample if is_student else SAMPLERS[sampler]
         self.sigmas = sigma_grid(sampler, nfe, art.config, self.device)
+        self.noise_scale = float(self.sigmas[0]) if sampling.init_noise == "edm" else 1.0
+        """x_T = noise_scale * z, z ~ N(0, I) (:class:`Sampling`)."""
         self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.io: PlanIO = plan_io(art, spec).to(self.device)
@@ -124,7 +156,7 @@ class Planner:
         if is_student and self.sampler_name == "onestep":
             # normalisers folded in: (x_T, past, goal) raw -> the plan in env units, one graph
             x, past, goal = _raw_example(self)
-            graph = frozen(_OneStep(self.io, self.model, float(self.sigmas[0]), float(self.sigmas[-1])), (x, past, goal))
+            graph = frozen(self.one_step(), (x, past, goal))
             self._one_step_graph = CudaGraphs(graph) if self.cuda_graphs else graph
         else:
             self.model = frozen_model(self.model, self, n_times=2 if is_student else 1, cuda_graphs=self.cuda_graphs)
@@ -135,6 +167,11 @@ class Planner:
         11), though it makes 2N - 1 network calls (``nfe_per_plan``); every other sampler makes one
         call per step, so both counts agree."""
         return len(self.sigmas) - 1 if self.sampler_name == "heun" else self.nfe_budget
+
+    def one_step(self) -> "_OneStep":
+        """This student's one-step plan as one module: (z, past, goal) raw -> the plan raw."""
+        student = self.model.inner if isinstance(self.model, Clamped) else self.model
+        return _OneStep(self.io, student, float(self.sigmas[0]), float(self.sigmas[-1]), noise_scale=self.noise_scale, clamp=self.sampling.clamp)
 
     def noise_streams(self, episodes) -> StackedRandomGenerator:
         """One noise stream per episode, seeded by (``seed``, episode): pass it to :meth:`plan` and an
@@ -159,10 +196,10 @@ class Planner:
         generator = generator if generator is not None else self.generator
         past, goal = _on(past, self.device), _goal_on(goal, past, self.device)
         z = randn((past.shape[0], self.T, self.D), generator, device=self.device)
-        if self._one_step_graph is not None:  # it scales z to x_T = T z itself
+        if self._one_step_graph is not None:  # it scales z to x_T itself
             self.nfe_per_plan = 1
             return self._one_step_graph(z, past, goal), 1
-        x = z * self.sigmas[0]
+        x = z * self.noise_scale
         x0, self.nfe_per_plan = self.sample_fn(self.model, x, self.sigmas, cond=self.io.cond(past, goal), generator=generator)
         return self.io.plan(x0), self.nfe_per_plan
 
@@ -182,28 +219,51 @@ def _goal_on(goal: torch.Tensor | None, past: torch.Tensor, device: torch.device
 
 
 class _OneStep(nn.Module):
-    """z ~ N(0, I) (B, T, D), past, goal (raw) -> the student's one-step plan G(T z, T, s_end, cond)
-    in env units, with its times fixed and its normalisers around it.
+    """z ~ N(0, I) (B, T, D), past, goal (raw) -> the student's one-step plan G(x_T, T, s_end, cond)
+    in env units, x_T = noise_scale z, with its times fixed and its normalisers around it (and, with
+    ``clamp``, the jump's result clamped to the data's [-1, 1], as the RACTD authors' code does).
 
     The times are 0-d constants, not (B,) tensors: frozen, every scaling (c_skip, c_out, c_in, s/T)
     and both time embeddings fold into constants computed once, and a call is the network's own
     layers plus a few elementwise operations (what makes a tiny network's plan cost about its
     forward pass)."""
 
-    def __init__(self, io: PlanIO, student: nn.Module, T: float, s_end: float):
+    def __init__(self, io: PlanIO, student: nn.Module, T: float, s_end: float, *, noise_scale: float | None = None, clamp: bool = False):
         super().__init__()
         if not s_end < T:
             raise ValueError(f"a one-step jump needs s_end < T, got {s_end} and {T}")
         self.io, self.student, self.T, self.s_end = io, student, T, s_end
+        self.noise_scale, self.clamp = T if noise_scale is None else float(noise_scale), bool(clamp)
 
     def forward(self, z: torch.Tensor, past: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         # G(x, T, s) = (s/T) x + (1 - s/T) g(x, T, s), written out (s < T: no identity branch), so the
         # graph has no data-dependent control flow and exports (ractd_cli.export) as it traces
-        x = z * self.T
+        x = z * self.noise_scale
         t = torch.tensor(self.T, dtype=z.dtype, device=z.device)
         s = torch.tensor(self.s_end, dtype=z.dtype, device=z.device)
         ratio = s / t
-        return self.io.plan(ratio * x + (1 - ratio) * self.student.g(x, t, s, self.io.cond(past, goal)))
+        x0 = ratio * x + (1 - ratio) * self.student.g(x, t, s, self.io.cond(past, goal))
+        return self.io.plan(x0.clamp(-1.0, 1.0) if self.clamp else x0)
+
+
+class Clamped(nn.Module):
+    """A denoiser D(x, sigma, cond) or student G(x, t, s, cond) whose every estimate is clamped to
+    the data's normalised range [-1, 1]: the RACTD authors' sampling (their diffusion.py ``clamp``),
+    ``--clamp``."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.inner(*args).clamp(-1.0, 1.0)
+
+    def g(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.inner.g(*args)
+
+    @property
+    def net(self) -> nn.Module:
+        return self.inner.net
 
 
 class _Broadcast:
@@ -532,9 +592,12 @@ def build_planner(
     seed: int = 0,
     jit: bool = True,
     cuda_graphs: bool = True,
+    sampling: Sampling | None = None,
 ) -> Planner | TrajDiffuserPlanner:
     """The one way ``rollout`` and ``bench`` make a planner: a Trajectory Diffuser artifact (kind
-    ``proposer``) with ``trajdiffuser`` options, or a teacher or student sampled by ``sampler`` at ``nfe``."""
+    ``proposer``) with ``trajdiffuser`` options, or a teacher or student sampled by ``sampler`` at
+    ``nfe`` with ``sampling`` (its initial noise and clamping; the Trajectory Diffuser starts from
+    its proposal and ignores it)."""
     if loaded.art.kind == "proposer":
         if nfe is not None:
             raise UsageError("--nfe does not apply to --planner trajdiffuser; set --refine-steps (and --sampler euler|heun)")
@@ -543,4 +606,4 @@ def build_planner(
         return TrajDiffuserPlanner(loaded.art, spec, **opts.given(), reward=reward, sampler=sampler, device=device, seed=seed)
     if trajdiffuser is not None:
         raise UsageError("--proposer, --refine-steps, --refine-sigma, --guidance, --target-return and --candidates need --planner trajdiffuser")
-    return Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=device, seed=seed, jit=jit, cuda_graphs=cuda_graphs)
+    return Planner(loaded.art, spec, sampler=sampler, nfe=nfe, device=device, seed=seed, jit=jit, cuda_graphs=cuda_graphs, sampling=sampling)

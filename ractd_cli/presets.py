@@ -32,6 +32,10 @@ class Preset:
     """Gradient steps per model kind, every one of :data:`MODEL_KINDS`."""
     batch_size: int = 64
     lr: float = 5e-4
+    plan_stride: int = 1
+    """State-planning tasks: the teacher plans every k-th state (``train-teacher --plan-stride``); 1,
+    every state, is the paper's. A task's ``quick`` override may choose a larger k as a CPU sizing
+    (like its network size); it is recorded in the artifact and in every result."""
 
     def __post_init__(self) -> None:
         if self.net is not None and self.net not in DENOISER_PRESETS:
@@ -47,11 +51,13 @@ class Preset:
             raise ValueError(f"preset {self.name!r}: batch_size must be a positive integer, got {self.batch_size!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"preset {self.name!r}: lr must be positive, got {self.lr!r}")
+        if not isinstance(self.plan_stride, int) or isinstance(self.plan_stride, bool) or self.plan_stride < 1:
+            raise ValueError(f"preset {self.name!r}: plan_stride must be a positive integer, got {self.plan_stride!r}")
 
     def override(self, overrides: Mapping[str, Any]) -> "Preset":
-        """This preset with a task's overrides: keys ``net``, ``batch_size``, ``lr`` or a model kind
-        (its step count). Unknown keys and bad values raise ValueError."""
-        allowed = ("net", "batch_size", "lr", *MODEL_KINDS)
+        """This preset with a task's overrides: keys ``net``, ``batch_size``, ``lr``, ``plan_stride`` or
+        a model kind (its step count). Unknown keys and bad values raise ValueError."""
+        allowed = ("net", "batch_size", "lr", "plan_stride", *MODEL_KINDS)
         for key in overrides:
             if key not in allowed:
                 raise ValueError(unknown_choice(f"preset {self.name!r}: override", key, allowed))

@@ -115,7 +115,8 @@ def test_snap_goal_hands_the_goal_to_the_controller():
     goals = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
     _run(policy, lambda t: goals, steps=2)
     np.testing.assert_array_equal(adapter.seen[-1][2], goals)
-    assert policy.describe() == {"follow": "controller", "replan": False, "snap_goal": True}
+    assert policy.describe() == {"planning": "states", "plan_stride": 1, "init_noise": None, "clamp": None,
+                                 "follow": "controller", "replan": False, "snap_goal": True}
 
 
 def test_replan_plans_again_when_the_plan_runs_out():
@@ -123,7 +124,8 @@ def test_replan_plans_again_when_the_plan_runs_out():
     policy = PlannerPolicy(planner, Followers(), inverse=Difference(), replan=True)
     _run(policy, lambda t: np.zeros((2, 2), np.float32), steps=2 * (H - 1) + 1)
     assert planner.calls == 3
-    assert policy.describe() == {"follow": "inverse", "replan": True, "snap_goal": False}
+    assert policy.describe() == {"planning": "states", "plan_stride": 1, "init_noise": None, "clamp": None,
+                                 "follow": "inverse", "replan": True, "snap_goal": False}
 
 
 def test_followers_the_adapter_lacks_and_misplaced_flags_are_refused():
@@ -142,7 +144,8 @@ def test_followers_the_adapter_lacks_and_misplaced_flags_are_refused():
         check_follow(Followers(), _spec(planning="chunk"), "inverse")
     with pytest.raises(UsageError, match="state-planning"):
         check_follow(Followers(), _spec(planning="chunk"), replan=True)
-    assert PlannerPolicy(FakePlanner(_spec(planning="chunk")), object()).describe() == {"follow": None, "replan": None, "snap_goal": None}
+    chunk = PlannerPolicy(FakePlanner(_spec(planning="chunk")), object()).describe()
+    assert {k: chunk[k] for k in ("planning", "follow", "replan", "snap_goal")} == {"planning": "chunk", "follow": None, "replan": None, "snap_goal": None}
 
 
 def test_score_scales():

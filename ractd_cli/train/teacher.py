@@ -65,7 +65,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
 
 def run(
     adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber",
-    reward_weight: float = 0.0, reward_ref: str = "latest", plan_stride: int = 1, net_name: str | None = None,
+    reward_weight: float = 0.0, reward_ref: str = "latest", plan_stride: int | None = None, net_name: str | None = None,
     evaluator: Callable[[Artifact], dict] | None = None, eval_every: int = 0, eval_label: dict | None = None,
 ) -> list[Artifact]:
     """Train (inverse dynamics and) the teacher; return the artifacts written, teacher last.
@@ -77,7 +77,7 @@ def run(
     this is the teacher-side twin of RACTD's reward term on the student's jumps. w = 0 (default) is
     the paper's unconditioned teacher, unchanged. ``plan_stride`` k > 1 (state plans only): the
     teacher plans every k-th state (``TaskSpec.plan_stride``), recorded in its config and inherited
-    by its students; 1 is the paper's. ``net_name``: the denoiser network (a key of
+    by its students; 1 is the paper's; None: the preset's (``Preset.plan_stride``, a task's CPU sizing). ``net_name``: the denoiser network (a key of
     ``ractd_cli.nets.DENOISER_PRESETS``) instead of the preset's, for sizing studies.
     ``evaluator(teacher)`` (every ``eval_every`` steps and at the end) scores an unsaved teacher of the
     current EMA weights (the ones saved); the results become the artifact's ``eval_curve`` (a learning
@@ -86,6 +86,8 @@ def run(
     """
     if net_name is not None and net_name not in DENOISER_PRESETS:
         raise UsageError(unknown_choice("--net", net_name, DENOISER_PRESETS))
+    if plan_stride is None:
+        plan_stride = opts.preset_for(spec).plan_stride
     if plan_stride != 1:
         if not spec.layout.open_loop:
             raise UsageError(f"--plan-stride applies to state-planning tasks; {spec.name} plans action chunks")
