@@ -88,3 +88,36 @@ def test_bench_times_the_onnx_export_beside_the_frozen_graph(models):
     row = doc["rows"][-1]
     assert row["key"] == "ractd-1-onnxruntime" and row["model_id"] == models["student"] and row["ms_per_action"] > 0
     assert row["vs_frozen_torch"] > 0
+
+
+@pytest.mark.parametrize("kind, kw", [("student", {}), ("teacher", {"sampler": "euler", "nfe": 4})])
+def test_initial_noise_and_clamp_change_the_sampler_as_stated(models, kind, kw):
+    """unit: x_T = z (the authors'), edm: x_T = sigma_max z; clamp keeps every estimate in the data's
+    normalised [-1, 1] (so the plan within the normaliser's range) and changes nothing already inside it."""
+    from ractd_cli.artifacts import load_artifact
+    from ractd_cli.planner import Planner, Sampling
+    from ractd_cli.registry import get_task
+
+    spec, art = get_task("bimodal")[1], load_artifact(models[kind])
+    p = {name: Planner(art, spec, sampling=Sampling(*s), **kw)
+         for name, s in {"unit": ("unit", False), "edm": ("edm", False), "unit+clamp": ("unit", True), "edm+clamp": ("edm", True)}.items()}
+    assert p["unit"].noise_scale == 1.0 and p["edm"].noise_scale == pytest.approx(float(p["edm"].sigmas[0])) and p["edm"].noise_scale > 1
+    past = torch.randn(64, spec.history, spec.obs_dim, generator=torch.Generator().manual_seed(0)) * 3
+
+    def plan(name):
+        return p[name].plan(past, None, StackedRandomGenerator("cpu", range(64)))[0]
+
+    x = {name: plan(name) for name in p}
+    assert not torch.allclose(x["unit"], x["edm"])
+    norm = p["unit"].io.x  # raw plan -> the model's normalised space
+    for name in ("unit+clamp", "edm+clamp"):
+        assert norm(x[name]).abs().max() <= 1 + 1e-5
+    # the unclamped EDM start strays outside the data's range somewhere; clamping brings it back
+    assert norm(x["edm"]).abs().max() > 1
+    # the unit start of the one-step student is G(z, T, s_end): the same jump from x_T = z, no other change
+    if kind == "student":
+        model = p["unit"].model
+        z = randn_like(torch.empty(64, p["unit"].T, p["unit"].D), StackedRandomGenerator("cpu", range(64)))
+        cond = p["unit"].io.cond(past, None)
+        jump = model(z, p["unit"].sigmas[0], p["unit"].sigmas[-1], cond)
+        torch.testing.assert_close(x["unit"], p["unit"].io.plan(jump), atol=1e-5, rtol=0)
