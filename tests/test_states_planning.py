@@ -178,3 +178,11 @@ def test_plan_stride_through_the_commands(tmp_path, monkeypatch, ractd_ok):
     for task, stride, says in (("maze2d-umaze", "3", "divisor"), ("bimodal", "2", "state-planning")):
         r = runner.invoke(app, ["train-teacher", "--env", task, "--plan-stride", stride])
         assert r.exit_code == 2 and says in r.output, r.output
+
+
+def test_a_preset_may_size_the_plan_stride():
+    spec = _spec(horizon=8, presets={"quick": {"plan_stride": 4}})
+    assert TrainOptions(preset="quick", device="cpu").preset_for(spec).plan_stride == 4
+    assert TrainOptions(preset="paper", device="cpu").preset_for(spec).plan_stride == 1  # the paper's: every state
+    with pytest.raises(UsageError, match="plan_stride must be a positive integer"):
+        TrainOptions(preset="quick", device="cpu").preset_for(_spec(presets={"quick": {"plan_stride": 0}}))
