@@ -34,7 +34,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ractd_cli plugins tests scripts
 
-# The main job, end to end on a CPU (under 20 minutes on 2 cores, the install included): Maze2d
+# The main job, end to end on a CPU (about 25 minutes on 2 cores, the install included; its two
+# 1600-step students take 6 min each, measured 2026-12-05): Maze2d
 # umaze data generated here (Minari's pointmaze recipe), inverse dynamics and the EDM teacher, the
 # reward model, a plain CTD and the one-step RACTD student at the task's default reward weight (all
 # `--preset quick`), then the bench table over 100 episodes (teacher samplers and students, latency
