@@ -150,17 +150,19 @@ class StatePlans(Layout):
         return s if goal is None else torch.cat([s, goal], dim=-1)
 
     def reward_input_dim(self, spec: TaskSpec) -> int:
-        return spec.obs_dim + spec.goal_dim
+        return spec.obs_dim + self.goal_width(spec)
 
     def reward_pairs(self, s, a, goal):
         return s if goal is None else torch.cat([s, goal], dim=-1)
 
     def reward(self, spec, reward_net):
-        """The mean over the plan of R_psi(s_t, goal), in [-1, 1] whatever the horizon."""
+        """The mean over the plan of R_psi(s_t, goal block), in [-1, 1] whatever the horizon: the goal
+        (``states``) or the goal state, cond's last block (``endpoints``)."""
+        width = self.goal_width(spec)
 
         def reward(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
             B, H, _ = x0_hat.shape
-            goal = cond[:, spec.obs_dim :].unsqueeze(1).expand(B, H, spec.goal_dim)
+            goal = cond[:, spec.obs_dim :].unsqueeze(1).expand(B, H, width)
             return reward_net(torch.cat([x0_hat, goal], dim=-1).reshape(B * H, -1)).reshape(B, H).mean(1)
 
         return reward
@@ -208,19 +210,6 @@ class EndpointPlans(StatePlans):
 
     def training_goal(self, x, goal):
         return x[:, -1]
-
-    def reward_input_dim(self, spec: TaskSpec) -> int:
-        return 2 * spec.obs_dim
-
-    def reward(self, spec, reward_net):
-        """The mean over the plan of R_psi(s_t, goal state), the goal state being cond's last block."""
-
-        def reward(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-            B, H, _ = x0_hat.shape
-            goal = cond[:, spec.obs_dim :].unsqueeze(1).expand(B, H, spec.obs_dim)
-            return reward_net(torch.cat([x0_hat, goal], dim=-1).reshape(B * H, -1)).reshape(B, H).mean(1)
-
-        return reward
 
 
 def goal_placement(spec: TaskSpec) -> Any:

@@ -118,6 +118,22 @@ def test_reward_pairs_read_the_goal_state():
     np.testing.assert_allclose(b["input"][:, 2:].numpy(), np.repeat(goal_state, 3, 0), atol=1e-6)
 
 
+def test_the_reward_scores_each_planned_state_against_the_goal_state():
+    spec = _spec()
+    seen = []
+
+    def net(inp):  # R(s, g) = s_position - g_position, one row per planned state
+        seen.append(inp)
+        return inp[:, 0] - inp[:, 2]
+
+    assert spec.layout.reward_input_dim(spec) == 4
+    x0 = torch.tensor([[[0.0, 1.0], [1.0, 1.0], [2.0, 0.0], [3.0, 0.0]]])
+    cond = torch.tensor([[0.0, 1.0, 5.0, 0.0]])
+    r = spec.layout.reward(spec, net)(x0, cond)
+    assert seen[0].shape == (4, 4) and (seen[0][:, 2:] == torch.tensor([5.0, 0.0])).all()
+    assert r.item() == pytest.approx((0 + 1 + 2 + 3) / 4 - 5)
+
+
 def test_evaluation_conditions_on_the_goal_at_rest():
     spec = _spec()
     data = build_task_data(spec, make_windows([_episode(0.0, 1.0, 6, goal=6.0), _episode(-3.0, 2.0, 5, goal=7.0)], spec), "line")
