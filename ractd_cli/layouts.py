@@ -46,7 +46,7 @@ class Layout:
     or ``"state"`` (the goal as a state, :meth:`goal_state`)."""
     full_windows: bool = False
     """True: train only on windows that lie wholly inside an episode (no end-of-episode padding), and
-    join episodes that continue one another (:func:`ractd_cli.data.windows.join_continuations`)."""
+    join episodes that continue one another (:func:`ractd_cli.data.windows.continuation_runs`)."""
 
     def validate(self, spec: TaskSpec) -> None:
         """Raise ValueError for a spec this layout could only plan wrongly."""
@@ -143,7 +143,7 @@ class StatePlans(Layout):
             raise ValueError(f"task {spec.name}: state plans condition on the current state only (history 1), got {spec.history}")
 
     def cond_blocks(self, spec: TaskSpec) -> tuple[tuple[str, int], ...]:
-        return (("state", spec.obs_dim),) + ((("goal", spec.goal_dim),) if spec.goal_dim else ())
+        return (("state", spec.obs_dim),) + (((self.goal_source, self.goal_width(spec)),) if spec.goal_dim else ())
 
     def cond(self, past_states: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor:
         s = past_states[:, -1]
@@ -204,9 +204,6 @@ class EndpointPlans(StatePlans):
         if isinstance(goal, torch.Tensor):
             return goal @ torch.as_tensor(place, dtype=goal.dtype, device=goal.device)
         return np.asarray(goal, dtype=np.float32) @ place
-
-    def cond_blocks(self, spec: TaskSpec) -> tuple[tuple[str, int], ...]:
-        return (("state", spec.obs_dim), ("state", spec.obs_dim))
 
     def training_goal(self, x, goal):
         return x[:, -1]

@@ -52,6 +52,7 @@ TEACHER_SAMPLERS = ("heun", "euler", "ancestral")
 STUDENT_SAMPLERS = ("onestep", "multistep")
 DEFAULT_NFE = {"heun": 159, "euler": 15, "ancestral": 15, "onestep": 1, "multistep": 2}
 PLANNERS = ("diffusion", "trajdiffuser")
+REFINE_SAMPLERS = ("euler", "heun")
 INIT_NOISES = ("unit", "edm")
 """Where sampling starts: ``unit``, x_T = z ~ N(0, I), the RACTD authors' code (their
 ``sample_inital_position``: "Reducing Initial Variance"); ``edm``, x_T = sigma_max z (EDM's, the
@@ -79,7 +80,6 @@ class Sampling:
 
     def describe(self) -> dict:
         return {"init_noise": self.init_noise, "clamp": self.clamp}
-REFINE_SAMPLERS = ("euler", "heun")
 
 
 def sigma_grid(sampler: str, nfe: int, cfg: dict, device: torch.device | None = None) -> torch.Tensor:
@@ -257,9 +257,6 @@ class Clamped(nn.Module):
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         return self.inner(*args).clamp(-1.0, 1.0)
-
-    def g(self, *args: torch.Tensor) -> torch.Tensor:
-        return self.inner.g(*args)
 
     @property
     def net(self) -> nn.Module:
