@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install test lint demo results sweep table4 clean
+.PHONY: install test stress lint demo results sweep table4 clean
 
 $(STAMP): pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests $(foreach d,$(PLUGIN_DIRS),$(wildcard $(d)/tests))
+
+# The torchrun stress loop (docs/reliability.md): 20 pairs of identical `--nproc 2` runs and 20
+# Ctrl-C stops of one rank, each ending cleanly on every rank. Run it with the other core busy too.
+STRESS_ROUNDS ?= 20
+stress: $(STAMP)
+	RACTD_STRESS_ROUNDS=$(STRESS_ROUNDS) $(PY) -m pytest -q -m stress tests/test_distributed.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ractd_cli plugins tests scripts

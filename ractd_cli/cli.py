@@ -65,8 +65,7 @@ class _Group(TyperGroup):
             from . import distributed
 
             if distributed.peer_lost(e):
-                _stop_with("error: another training process of this run stopped; the last checkpoint (if any) "
-                           "is kept, rerun the same command with --resume", 1)
+                _stop_with(distributed.PEER_LOST_LINE, 1)
             msg = str(e).splitlines()[0] if str(e) else ""
             _stop_with(f"error: internal error {type(e).__name__}: {msg} (rerun with --debug for the traceback)", 1)
 
@@ -744,14 +743,16 @@ def main() -> None:
     if distributed.world().rank > 0:
         err.quiet = True
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
-    code = 1
     try:
         app()
-    except SystemExit as e:
+    except SystemExit as e:  # typer ends every command this way
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        raise
-    finally:
         distributed.shutdown(ok=code == 0)
+        distributed.leave(code)  # a torchrun worker exits here, before the interpreter's teardown
+        raise
+    except BaseException:  # --debug: the traceback is printed on the way out
+        distributed.shutdown(ok=False)
+        raise
 
 
 if __name__ == "__main__":

@@ -103,9 +103,8 @@ def test_a_stopped_or_dead_rank_leaves_no_artifact_and_resume_finishes_the_same(
     for sig in (signal.SIGINT, signal.SIGKILL):
         proc = subprocess.Popen([sys.executable, "-m", "ractd_cli", *TEACHER, *steps, "--json"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 240
-        while not (ckpts.is_dir() and any(ckpts.glob("teacher-*.safetensors"))):
-            assert proc.poll() is None and time.time() < deadline, "no checkpoint was written"
+        while not (ckpts.is_dir() and any(ckpts.glob("teacher-*.safetensors"))):  # the run ends by itself
+            assert proc.poll() is None, "the run ended before writing a checkpoint"
             time.sleep(0.2)
         workers = _workers(proc.pid)
         assert set(workers) == {0, 1}
@@ -121,6 +120,34 @@ def test_a_stopped_or_dead_rank_leaves_no_artifact_and_resume_finishes_the_same(
         resumed = _ok(*TEACHER, *steps, "--resume", cache=cache)
         assert resumed["id"] == whole["id"], sig  # every rank's generators came back: the same artifact
         (cache / "models" / Path(resumed["path"]).name).unlink()
+
+
+@pytest.mark.stress
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the workers")
+def test_stress_identical_runs_and_stops_end_cleanly_on_every_rank(cache):
+    """`make stress`: RACTD_STRESS_ROUNDS times (20), two identical `--nproc 2` runs in a row (the
+    second rewrites an artifact that already exists) end with exit 0 and the same artifact, and a
+    Ctrl-C of rank 1 ends with exit 130 and the one interrupted line. Before the workers left with
+    :func:`distributed.leave`, about one run in eight on a loaded 2-core machine ended in a SIGABRT
+    of a worker at interpreter exit."""
+    rounds = int(os.environ.get("RACTD_STRESS_ROUNDS", "20"))
+    env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    env.pop(distributed.LAUNCH_ENV, None)
+    ckpts, ids, stops = cache / "checkpoints", set(), []
+    for _ in range(rounds):
+        ids |= {_ok(*TEACHER, "--steps", "60", "--nproc", "2", cache=cache)["id"] for _ in range(2)}
+        for old in ckpts.glob("*"):
+            old.unlink()
+        proc = subprocess.Popen([sys.executable, "-m", "ractd_cli", *TEACHER, "--steps", "1500", "--nproc", "2", "--json"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while not (ckpts.is_dir() and any(ckpts.glob("teacher-*.safetensors"))):
+            assert proc.poll() is None, "the run ended before writing a checkpoint"
+            time.sleep(0.2)
+        os.kill(_workers(proc.pid)[1], signal.SIGINT)
+        _, stderr = proc.communicate(timeout=300)
+        stops.append((proc.returncode, _said(stderr)[-1:]))
+    assert len(ids) == 1  # every run, the same artifact
+    assert stops == [(130, ["interrupted; the last checkpoint (if any) is kept, rerun with --resume"])] * rounds, stops
 
 
 def _said(stderr: str) -> list[str]:
