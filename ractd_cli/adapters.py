@@ -1,7 +1,7 @@
 """The environment-adapter interface: the only place env-specific knowledge lives.
 
-A third-party package makes a task family available to ``ractd`` by exposing an object that
-satisfies :class:`EnvAdapter` under the entry-point group ``ractd.envs``::
+A third-party package makes a task family available to ``ractd`` by exposing an instance of a
+subclass of :class:`EnvAdapter` under the entry-point group ``ractd.envs``::
 
     [project.entry-points."ractd.envs"]
     maze2d = "ractd_maze2d:adapter"
@@ -18,7 +18,7 @@ import os
 import traceback
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -135,35 +135,68 @@ class TaskSpec:
         return self.layout.cond_dim(self)
 
 
-@runtime_checkable
-class EnvAdapter(Protocol):
-    """What an adapter provides. All methods take the task name first; none keep global state."""
+PLUGIN_API = 2
+"""The version of the adapter contract this ``ractd`` implements (docs/plugins.md, "Plugin API
+changes"). An adapter declares the version it was written for (``api_version``; subclasses of
+:class:`EnvAdapter` declare this one). 1: scores from ``TaskSpec.ref_min_score``/``ref_max_score``
+and ``normalized_score(task, episode_return)``. 2: named score scales (``TaskSpec.ref_scores``,
+``normalized_score(task, episode_return, scale=None)``). An adapter of version 1 still works
+(:mod:`ractd_cli.plugin_api`), with one deprecation line in ``ractd envs``."""
 
-    tasks: Mapping[str, TaskSpec]
+
+class EnvAdapter:
+    """What an adapter provides; subclass it. All methods take the task name first; none keep
+    global state. :meth:`make_env`, :meth:`state` and :meth:`states` must be defined (and
+    :meth:`generate` where the task can be generated locally); every other method has a default
+    that suits a task without goals. An object that defines the same methods without subclassing
+    works too (the registry fills in the defaults, :func:`ractd_cli.plugin_api.adopt`)."""
+
+    api_version: int = PLUGIN_API
+    """The plugin API version the adapter was written for (:data:`PLUGIN_API`)."""
+    tasks: Mapping[str, TaskSpec] = {}
+    """Task name -> :class:`TaskSpec` (each spec's ``name`` is its key)."""
+
+    REQUIRED: tuple[str, ...] = ("make_env", "state", "states")
+    """The methods with no default."""
+
+    def spec(self, task: str) -> TaskSpec:
+        """The spec of one of this adapter's tasks; a UsageError naming them for another."""
+        try:
+            return self.tasks[task]
+        except KeyError:
+            raise UsageError(f"{type(self).__name__} has no task {task!r}; its tasks: {', '.join(sorted(self.tasks))}") from None
 
     def make_env(self, task: str, *, seed: int | None = None) -> Any:
         """Build the gymnasium env used for evaluation (time limit included). With ``seed`` its RNGs
         are seeded (e.g. one ``reset(seed=seed)``); later resets pass ``reset_options``."""
+        raise NotImplementedError(f"{type(self).__name__} defines no make_env()")
 
     def state(self, task: str, obs: Any) -> np.ndarray:
         """One env observation -> flat state, shape (obs_dim,)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no state()")
 
     def states(self, task: str, observations: Any) -> np.ndarray:
         """A Minari episode's ``observations`` (array or dict of arrays, T+1 rows) -> (T+1, obs_dim)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no states()")
 
     def goals(self, task: str, observations: Any) -> np.ndarray | None:
-        """A Minari episode's goals, (T+1, goal_dim), or None if the task has no goal."""
+        """A Minari episode's goals, (T+1, goal_dim), or None if the task has no goal (the default)."""
+        return None
 
     def goal(self, task: str, obs: Any) -> np.ndarray | None:
-        """Goal of one env observation, (goal_dim,), or None."""
+        """Goal of one env observation, (goal_dim,), or None (the default: no goal)."""
+        return None
 
     def reset_options(self, task: str, episode: int, rng: np.random.Generator) -> dict | None:
-        """Options for ``env.reset`` of evaluation episode ``episode`` (e.g. a fixed goal cell)."""
+        """Options for ``env.reset`` of evaluation episode ``episode`` (e.g. a fixed goal cell);
+        default None (the env draws its own start)."""
+        return None
 
     def generate(
         self, task: str, *, steps: int, seed: int, progress: Callable[[int], None] | None = None
     ) -> tuple[Sequence[Any], dict]:
         """Generate a dataset locally: (list of ``minari.data_collector.EpisodeBuffer``, metadata).
+        The default refuses: the task's data must be downloaded (``TaskSpec.local_generation`` is "").
 
         Each buffer is a complete episode: ``observations`` with T+1 rows (an array, or a dict of
         arrays for dict observation spaces), ``actions``/``rewards``/``terminations``/``truncations``
@@ -177,16 +210,19 @@ class EnvAdapter(Protocol):
         ``ref_max_score`` (stored as Minari's reference scores; default the spec's). Anything else
         (JSON-serialisable) is kept under ``metadata["ractd"]["generator"]``.
         """
+        raise NotImplementedError(f"{task} cannot be generated locally; fetch its Minari dataset instead")
 
     def normalized_score(self, task: str, episode_return: float, scale: str | None = None) -> float:
         """Normalised score x100 of one episode's undiscounted return on the score scale ``scale``
         (a key of the spec's ``ref_scores``; None: ``d4rl``, or the task's first scale without it).
-        An unknown scale raises :class:`~ractd_cli.errors.UsageError`; :func:`normalize_return`
-        does all of this for a spec."""
+        An unknown scale raises :class:`~ractd_cli.errors.UsageError`. The default is
+        :func:`normalize_return` on the task's spec."""
+        return normalize_return(self.spec(task), episode_return, scale)
 
     def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
-        """Whether an evaluation episode succeeded, or None where success is undefined. ``info`` is
-        the ``info`` dict of the episode's last step."""
+        """Whether an evaluation episode succeeded, or None where success is undefined (the
+        default). ``info`` is the ``info`` dict of the episode's last step."""
+        return None
 
 
 DEFAULT_SCORE_SCALE = "d4rl"

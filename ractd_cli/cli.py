@@ -119,13 +119,19 @@ def _root(
 def envs(json_: bool = JsonOpt) -> None:
     """List the installed environment adapters (entry-point group `ractd.envs`) and their tasks.
 
+    A plugin that cannot load is listed with the reason; one written for an older plugin API works
+    and gets a deprecation line saying what to change (docs/plugins.md, "Plugin API changes").
+
     With --json each adapter also carries `specs`: every task's spec as data (dimensions, planning,
     horizon, history, goal_dim, gamma, loss weights, score scales, presets), for scripts."""
+    from rich.markup import escape
+
     from .adapters import spec_dict
     from .registry import collisions, plugins
 
     rows = [
         {"name": p.name, "distribution": p.distribution, "version": p.version, "tasks": p.tasks, "error": p.error,
+         "api_version": p.adapter.api_version if p.adapter is not None else None, "deprecations": p.notes,
          "specs": {t: spec_dict(p.adapter.tasks[t]) for t in p.tasks}}
         for p in plugins().values()
     ]
@@ -137,9 +143,12 @@ def envs(json_: bool = JsonOpt) -> None:
     for col in ("adapter", "distribution", "version", "tasks"):
         table.add_column(col)
     for r in rows:
-        tasks = ", ".join(r["tasks"]) if r["error"] is None else f"[red]failed to load: {r['error']}[/]"
+        tasks = ", ".join(r["tasks"]) if r["error"] is None else f"[red]{escape(r['error'])}[/]"
         table.add_row(r["name"], r["distribution"], r["version"], tasks)
     err.print(table)
+    for r in rows:
+        for note in r["deprecations"]:
+            err.print(f"[yellow]deprecated: plugin {r['name']} {escape(note)}[/]", soft_wrap=True)
     for task, who in clashes.items():
         err.print(f"[red]task {task} is declared by {' and '.join(who)}: the name is refused until one is uninstalled[/]")
     if not rows:

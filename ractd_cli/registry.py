@@ -1,25 +1,29 @@
 """The env-adapter registry: plugins register under the entry-point group ``ractd.envs``.
 
-Loading is lazy (on first use) and happens once per process. A plugin that fails to import, lacks
-a method of the adapter protocol or declares a bad task (unknown network or preset override) is
-recorded with its error and reported by ``ractd envs``; it never breaks the CLI or the other
-plugins. Two plugins declaring the same task name are both listed, and the name is refused.
-Unknown task names get a "did you mean" and the list of known tasks.
+Loading is lazy (on first use) and happens once per process. Each adapter is taken through the
+plugin API (:func:`ractd_cli.plugin_api.adopt`): one written for an older contract keeps working,
+with a deprecation note. A plugin that fails to import (an exception, ``sys.exit`` or a
+KeyboardInterrupt raised while importing), lacks a required method or declares a bad task (unknown
+network or preset override, no score scale) is recorded with its error and reported by ``ractd
+envs``; it never breaks the CLI or the other plugins, and what it prints while importing goes to
+stderr, never into ``--json`` output. Two plugins declaring the same task name are both listed, and
+the name is refused. Unknown task names get a "did you mean" and the list of known tasks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
 from .adapters import EnvAdapter, TaskSpec
 from .errors import UsageError
+from .plugin_api import PluginError, adopt
 from .presets import task_preset_problems
 
-REQUIRED_METHODS = ("make_env", "state", "states", "goals", "goal", "reset_options", "generate", "normalized_score", "success")
-"""What every adapter must have (``ractd_cli.adapters.EnvAdapter``)."""
 OPTIONAL_HOOKS = ("track_action", "controller_action", "draw", "plan_check")
 """What an adapter may add: ``rollout --follow track|controller``, the maze drawing of ``bench --plot``
 and the check of each episode's first plan (``plan_check``)."""
@@ -36,6 +40,8 @@ class Plugin:
     version: str
     adapter: EnvAdapter | None = None
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    """Deprecations: what the plugin should change before a later release drops its contract."""
 
     @property
     def tasks(self) -> list[str]:
@@ -53,18 +59,26 @@ def _load_entry_point(ep: Any) -> Plugin:
         version=dist.version if dist is not None else "?",
     )
     try:
-        adapter = ep.load()
-        if callable(adapter) and not hasattr(adapter, "tasks"):
-            adapter = adapter()  # a factory
-        if not hasattr(getattr(adapter, "tasks", None), "items"):
-            raise TypeError("adapter has no `tasks` mapping")
-        problems = adapter_problems(adapter)
-        if problems:
-            raise TypeError("; ".join(problems))
-        plugin.adapter = adapter
-    except Exception as e:  # a broken plugin must not break the CLI
-        plugin.error = f"{type(e).__name__}: {e}".splitlines()[0]
+        with contextlib.redirect_stdout(sys.stderr):  # a print at import must not corrupt --json output
+            adapter = ep.load()
+            if callable(adapter) and not hasattr(adapter, "tasks"):
+                adapter = adapter()  # a factory
+        plugin.adapter, plugin.notes = _checked(adapter, ep.name)
+    except PluginError as e:
+        plugin.error = str(e)
+    except (Exception, SystemExit, KeyboardInterrupt) as e:  # a broken plugin must not break (or end) the CLI
+        what = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
+        plugin.error = f"plugin {ep.name} failed to load: {what}"
     return plugin
+
+
+def _checked(adapter: Any, name: str) -> tuple[EnvAdapter, list[str]]:
+    """``adapter`` under the current plugin API, with its notes; PluginError if it cannot work."""
+    adopted, notes = adopt(adapter, name)
+    problems = adapter_problems(adopted)
+    if problems:
+        raise PluginError(f"plugin {name}: " + "; ".join(problems))
+    return adopted, notes
 
 
 def trajdiffuser_problems(spec: TaskSpec) -> list[str]:
@@ -73,15 +87,17 @@ def trajdiffuser_problems(spec: TaskSpec) -> list[str]:
     return settings_problems(spec)
 
 
-def adapter_problems(adapter: Any) -> list[str]:
-    """What keeps an adapter from working ([] when nothing does): a missing protocol method, a
-    non-callable optional hook, a task whose key is not its name, a bad network or preset override."""
-    problems = [f"adapter lacks the method {m}()" for m in REQUIRED_METHODS if not callable(getattr(adapter, m, None))]
-    problems += [f"adapter hook {h} is not callable" for h in OPTIONAL_HOOKS if hasattr(adapter, h) and not callable(getattr(adapter, h))]
+def adapter_problems(adapter: EnvAdapter) -> list[str]:
+    """What keeps an adopted adapter from working ([] when nothing does): a non-callable optional
+    hook, a task whose key is not its name, a bad network or preset override, a task with no score
+    scale (``rollout`` could not score it)."""
+    problems = [f"adapter hook {h} is not callable" for h in OPTIONAL_HOOKS if hasattr(adapter, h) and not callable(getattr(adapter, h))]
     for key, spec in adapter.tasks.items():
         if not isinstance(spec, TaskSpec) or spec.name != key:
             problems.append(f"task {key!r} must map to a TaskSpec named {key!r}")
             continue
+        if not spec.ref_scores:
+            problems.append(f"task {key} has no score scale: set TaskSpec.ref_scores = {{name: (random_return, expert_return)}}")
         problems += task_preset_problems(spec.name, spec.model_preset, spec.presets)
         problems += trajdiffuser_problems(spec)
     return problems
@@ -97,9 +113,12 @@ def plugins() -> dict[str, Plugin]:
     return _plugins
 
 
-def register(name: str, adapter: EnvAdapter, *, distribution: str = "(in-process)", version: str = "") -> None:
-    """Register an adapter in-process (tests, notebooks). Overrides an entry point of the same name."""
-    plugins()[name] = Plugin(name=name, distribution=distribution, version=version, adapter=adapter)
+def register(name: str, adapter: Any, *, distribution: str = "(in-process)", version: str = "") -> None:
+    """Register an adapter in-process (tests, notebooks), checked as an entry point's is (a
+    :class:`~ractd_cli.plugin_api.PluginError` if it cannot work). Overrides an entry point of the
+    same name."""
+    adopted, notes = _checked(adapter, name)
+    plugins()[name] = Plugin(name=name, distribution=distribution, version=version, adapter=adopted, notes=notes)
 
 
 def unregister(name: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ractd_cli import registry
-from ractd_cli.adapters import TaskSpec
+from ractd_cli.adapters import EnvAdapter, TaskSpec
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -24,12 +24,12 @@ def _tmp_cache(tmp_path, monkeypatch):
     yield tmp_path / "cache"
 
 
-class FakeAdapter:
-    """The smallest adapter satisfying the protocol, for registry/CLI tests."""
+class FakeAdapter(EnvAdapter):
+    """The smallest adapter of the current plugin API, for registry/CLI tests."""
 
     tasks = {
-        "fake-easy": TaskSpec(name="fake-easy", env_id="Fake-v0", obs_dim=3, act_dim=2, planning="chunk", horizon=4),
-        "fake-hard": TaskSpec(name="fake-hard", env_id="Fake-v0", obs_dim=3, act_dim=2, planning="chunk", horizon=4),
+        name: TaskSpec(name=name, env_id="Fake-v0", obs_dim=3, act_dim=2, planning="chunk", horizon=4, ref_scores={"fake": (0.0, 1.0)})
+        for name in ("fake-easy", "fake-hard")
     }
 
     def make_env(self, task, *, seed=None):
@@ -41,23 +41,8 @@ class FakeAdapter:
     def states(self, task, observations):
         return observations
 
-    def goals(self, task, observations):
-        return None
-
-    def goal(self, task, obs):
-        return None
-
-    def reset_options(self, task, episode, rng):
-        return None
-
     def generate(self, task, *, steps, seed, progress=None):
         return [], {}
-
-    def normalized_score(self, task, episode_return, scale=None):
-        return 100.0 * episode_return
-
-    def success(self, task, episode_return, info):
-        return None
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ def test_envs_json_shows_each_tasks_spec_as_data(fake_adapter):
     assert (s["name"], s["env_id"], s["obs_dim"], s["act_dim"], s["planning"], s["horizon"]) == ("fake-easy", "Fake-v0", 3, 2, "chunk", 4)
     assert (s["history"], s["goal_dim"], s["gamma"]) == (1, 0, 0.99)
     assert s["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 1.0}
-    assert s["score_scales"] == {} and s["default_score_scale"] is None
+    assert s["score_scales"] == {"fake": {"min": 0.0, "max": 1.0}} and s["default_score_scale"] == "fake"
     assert s["model_preset"] == "mujoco" and s["presets"] == {}
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ractd_cli.adapters import TaskSpec, normalize_return
+from ractd_cli.adapters import EnvAdapter, TaskSpec
 
 from . import env as benv
 
@@ -43,7 +43,7 @@ PATH_BEND = 0.4
 """Each scripted path bends sideways by a constant drawn from U(-PATH_BEND, PATH_BEND)."""
 
 
-class BimodalAdapter:
+class BimodalAdapter(EnvAdapter):
     """:class:`ractd_cli.adapters.EnvAdapter` for the two-goal toy task."""
 
     name = "bimodal"
@@ -52,15 +52,10 @@ class BimodalAdapter:
         benv.register()
         self.tasks: Mapping[str, TaskSpec] = {SPEC.name: SPEC}
 
-    def _task(self, task: str) -> TaskSpec:
-        if task not in self.tasks:
-            raise KeyError(f"bimodal adapter has no task {task!r}; tasks: {', '.join(self.tasks)}")
-        return self.tasks[task]
-
     def make_env(self, task: str, *, seed: int | None = None) -> Any:
         import gymnasium as gym
 
-        spec = self._task(task)
+        spec = self.spec(task)
         benv.register()
         env = gym.make(spec.env_id)
         if seed is not None:
@@ -73,19 +68,6 @@ class BimodalAdapter:
 
     def states(self, task: str, observations: Any) -> np.ndarray:
         return np.asarray(observations, dtype=np.float32).reshape(-1, 2)
-
-    def goal(self, task: str, obs: Any) -> np.ndarray | None:
-        return None
-
-    def goals(self, task: str, observations: Any) -> np.ndarray | None:
-        return None
-
-    def reset_options(self, task: str, episode: int, rng: np.random.Generator) -> dict | None:
-        return None  # the env draws its own start near the origin
-
-    def normalized_score(self, task: str, episode_return: float, scale: str | None = None) -> float:
-        """100 * return on the task's own scale ``bimodal`` (the default; the only one)."""
-        return normalize_return(self._task(task), episode_return, scale)
 
     def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
         """Goal A (the better one) reached."""
@@ -110,7 +92,7 @@ class BimodalAdapter:
         episode is completed, so the total may exceed ``steps`` by < 32)."""
         from minari.data_collector import EpisodeBuffer
 
-        spec = self._task(task)
+        spec = self.spec(task)
         env = self.make_env(task)
         rng = np.random.default_rng(seed)
         buffers: list[Any] = []

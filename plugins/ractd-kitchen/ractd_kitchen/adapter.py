@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import gymnasium as gym
 import numpy as np
 
-from ractd_cli.adapters import TaskSpec, normalize_return, quiet_import
+from ractd_cli.adapters import EnvAdapter, TaskSpec, normalize_return, quiet_import
 from ractd_cli.data.recording import ProgressBatcher, random_policy, rollout
 
 ENV_ID = "FrankaKitchen-v1"
@@ -137,16 +137,10 @@ class TaskCompletionReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return out
 
 
-class KitchenAdapter:
+class KitchenAdapter(EnvAdapter):
     """The ``kitchen`` plugin: kitchen-complete, kitchen-partial, kitchen-mixed."""
 
     tasks: Mapping[str, TaskSpec] = {f"kitchen-{d}": _spec(d) for d in TARGETS}
-
-    def _task(self, task: str) -> TaskSpec:
-        try:
-            return self.tasks[task]
-        except KeyError:
-            raise KeyError(f"unknown kitchen task {task!r}; known: {', '.join(sorted(self.tasks))}") from None
 
     # -- environment -------------------------------------------------------------------------
 
@@ -155,7 +149,7 @@ class KitchenAdapter:
         gymnasium_robotics = quiet_import("gymnasium_robotics")
 
         gym.register_envs(gymnasium_robotics)
-        return gym.make(ENV_ID, **env_kwargs(self._task(task).extra["dataset"]), **({"render_mode": render_mode} if render_mode else {}))
+        return gym.make(ENV_ID, **env_kwargs(self.spec(task).extra["dataset"]), **({"render_mode": render_mode} if render_mode else {}))
 
     def make_env(self, task: str, *, seed: int | None = None, render_mode: str | None = None) -> Any:
         """The evaluation env: :meth:`make_raw_env` with :class:`TaskCompletionReward` on top.
@@ -170,7 +164,7 @@ class KitchenAdapter:
         return env
 
     def state(self, task: str, obs: Any) -> np.ndarray:
-        self._task(task)
+        self.spec(task)
         s = np.asarray(obs["observation"] if isinstance(obs, Mapping) else obs, dtype=np.float32)
         if s.shape != (OBS_DIM,):
             raise ValueError(f"{task}: expected a {OBS_DIM}-dim 'observation', got shape {s.shape}")
@@ -179,7 +173,7 @@ class KitchenAdapter:
     def states(self, task: str, observations: Any) -> np.ndarray:
         """Minari's dict of arrays (``observations['observation']``, (T+1, 59)), a (T+1, 59) array,
         or a list of per-step dict observations -> float32 (T+1, 59)."""
-        self._task(task)
+        self.spec(task)
         if isinstance(observations, Mapping):
             s = np.asarray(observations["observation"], dtype=np.float32)
         elif isinstance(observations, (list, tuple)) and observations and isinstance(observations[0], Mapping):
@@ -189,15 +183,6 @@ class KitchenAdapter:
         if s.ndim != 2 or s.shape[1] != OBS_DIM:
             raise ValueError(f"{task}: expected observations of shape (T+1, {OBS_DIM}), got {s.shape}")
         return s
-
-    def goals(self, task: str, observations: Any) -> np.ndarray | None:
-        return None  # the four target tasks are fixed per dataset: nothing to condition on
-
-    def goal(self, task: str, obs: Any) -> np.ndarray | None:
-        return None
-
-    def reset_options(self, task: str, episode: int, rng: np.random.Generator) -> dict | None:
-        return None
 
     # -- data --------------------------------------------------------------------------------
 
@@ -218,7 +203,7 @@ class KitchenAdapter:
         ``behaviour`` (beyond the protocol, for symmetry with the mujoco plugin) accepts only
         ``None`` or ``"random"``.
         """
-        spec = self._task(task)
+        spec = self.spec(task)
         if behaviour not in (None, "random"):
             raise ValueError(f"kitchen data can only be generated with behaviour='random', got {behaviour!r}")
         if steps < 1:
@@ -251,7 +236,7 @@ class KitchenAdapter:
     def tasks_completed(self, task: str, episode_return: float, info: Mapping[str, Any] | None = None) -> int:
         """Distinct target tasks completed: from ``info['episode_task_completions']`` when given,
         else from the return of an episode run in :meth:`make_env`'s env."""
-        targets = set(self._task(task).extra["targets"])
+        targets = set(self.spec(task).extra["targets"])
         if info is not None and "episode_task_completions" in info:
             return len(targets & set(info["episode_task_completions"]))
         n = float(episode_return)
@@ -270,7 +255,7 @@ class KitchenAdapter:
         is an episode's return in the :meth:`make_env` env (= tasks completed); the optional ``info``
         (the episode's final info, beyond the protocol) takes precedence when it carries
         ``episode_task_completions``."""
-        return normalize_return(self._task(task), self.tasks_completed(task, episode_return, info), scale)
+        return normalize_return(self.spec(task), self.tasks_completed(task, episode_return, info), scale)
 
     def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
         """All four target tasks completed."""

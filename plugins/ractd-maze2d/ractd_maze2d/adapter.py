@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ractd_cli.adapters import TaskSpec, normalize_return, quiet_import
+from ractd_cli.adapters import EnvAdapter, TaskSpec, quiet_import
 from ractd_cli.data.recording import ProgressBatcher
 
 from .planner import GridPlanner, WaypointController
@@ -143,7 +143,7 @@ def _spec(maze: str) -> TaskSpec:
     )
 
 
-class Maze2dAdapter:
+class Maze2dAdapter(EnvAdapter):
     """:class:`ractd_cli.adapters.EnvAdapter` for PointMaze (see the module docstring).
 
     Extra, beyond the protocol: :meth:`track_action` and :meth:`controller_action` (follow a planned
@@ -158,12 +158,6 @@ class Maze2dAdapter:
 
     # -- env -----------------------------------------------------------------------------------------
 
-    def _task(self, task: str) -> TaskSpec:
-        try:
-            return self.tasks[task]
-        except KeyError:
-            raise KeyError(f"maze2d adapter has no task {task!r}; tasks: {', '.join(self.tasks)}") from None
-
     def make_env(self, task: str, *, seed: int | None = None) -> Any:
         """The evaluation env: fixed goal (``reset_target=False``), sparse reward, the task's time limit.
 
@@ -174,7 +168,7 @@ class Maze2dAdapter:
         gymnasium_robotics = quiet_import("gymnasium_robotics")
 
         gym.register_envs(gymnasium_robotics)
-        spec = self._task(task)
+        spec = self.spec(task)
         env = gym.make(
             spec.env_id,
             continuing_task=True,
@@ -212,7 +206,7 @@ class Maze2dAdapter:
 
     def reset_options(self, task: str, episode: int, rng: np.random.Generator) -> dict | None:
         """The task's fixed goal cell and a start cell drawn uniformly from the other free cells."""
-        spec = self._task(task)
+        spec = self.spec(task)
         goal = tuple(spec.extra["eval_goal_cell"])
         cells = [c for c in self._free(task) if c != goal]
         start = cells[int(rng.integers(len(cells)))]
@@ -220,7 +214,7 @@ class Maze2dAdapter:
 
     def _grid(self, task: str) -> list[list[Any]]:
         maps = quiet_import("gymnasium_robotics.envs.maze.maps")
-        return {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE, "large": maps.LARGE_MAZE}[self._task(task).extra["maze"]]
+        return {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE, "large": maps.LARGE_MAZE}[self.spec(task).extra["maze"]]
 
     def _free(self, task: str) -> list[tuple[int, int]]:
         if task not in self._free_cells:
@@ -246,7 +240,7 @@ class Maze2dAdapter:
                 if v == 1:
                     x, y = self._cell_xy(grid, (i, j))
                     ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1.0, 1.0, color="0.75", zorder=0))
-        gx, gy = self._cell_xy(grid, self._task(task).extra["eval_goal_cell"])
+        gx, gy = self._cell_xy(grid, self.spec(task).extra["eval_goal_cell"])
         ax.add_patch(Circle((gx, gy), SUCCESS_RADIUS, color="tab:green", alpha=0.25, zorder=0, label="goal"))
         rows, cols = len(grid), len(grid[0])
         ax.set_xlim(-cols / 2.0, cols / 2.0)
@@ -268,11 +262,6 @@ class Maze2dAdapter:
         return {"plan_reaches_goal": near_goal.any(axis=1), "plan_hits_wall": in_wall.any(axis=1)}
 
     # -- scores --------------------------------------------------------------------------------------
-
-    def normalized_score(self, task: str, episode_return: float, scale: str | None = None) -> float:
-        """100 * (R - random) / (expert - random) on ``scale``: ``d4rl`` (default; D4RL's maze2d-v1
-        references, the paper's) or ``minari`` (Minari's, for this env)."""
-        return normalize_return(self._task(task), episode_return, scale)
 
     def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
         """Reached the goal at least once: the sparse reward pays only within 0.45 of the goal."""
@@ -333,7 +322,7 @@ class Maze2dAdapter:
         from minari.data_collector import EpisodeBuffer
 
         gym.register_envs(gymnasium_robotics)
-        spec = self._task(task)
+        spec = self.spec(task)
         steps = int(steps)
         env = gym.make(spec.env_id, continuing_task=True, reset_target=True, max_episode_steps=steps + 1)
         u = env.unwrapped  # stepped directly: no wrapper overhead, no time limit inside the run
@@ -415,7 +404,7 @@ class Maze2dAdapter:
         """Mean return of the noise-free waypoint controller and of uniform random actions on the
         evaluation env (same goal and start cells as evaluation). Minari's published values in the
         TaskSpec were made the same way with 100 episodes; this is a check, not used for scoring."""
-        spec = self._task(task)
+        spec = self.spec(task)
         rng = np.random.default_rng(seed)
         out: dict[str, float] = {}
         for policy in ("controller", "random"):

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ractd_cli.adapters import TaskSpec, normalize_return
+from ractd_cli.adapters import EnvAdapter, TaskSpec
 from ractd_cli.data.recording import ProgressBatcher, random_policy, rollout
 from ractd_cli.paths import cache_root
 
@@ -164,18 +164,12 @@ def _spec(body: str, dataset: str) -> TaskSpec:
     )
 
 
-class MujocoAdapter:
+class MujocoAdapter(EnvAdapter):
     """The ``mujoco`` plugin: 3 bodies x 5 datasets, closed-loop action-chunk planning."""
 
     tasks: Mapping[str, TaskSpec] = {
         f"{body}-{dataset}": _spec(body, dataset) for body in _BODIES for dataset in DATASETS
     }
-
-    def _task(self, task: str) -> TaskSpec:
-        try:
-            return self.tasks[task]
-        except KeyError:
-            raise KeyError(f"unknown mujoco task {task!r}; known: {', '.join(sorted(self.tasks))}") from None
 
     # -- environment -------------------------------------------------------------------------
 
@@ -184,7 +178,7 @@ class MujocoAdapter:
         ``render_mode="rgb_array"`` renders offscreen (``rollout --video``)."""
         import gymnasium as gym
 
-        spec = self._task(task)
+        spec = self.spec(task)
         extra = {"render_mode": render_mode, "width": 480, "height": 480} if render_mode else {}
         env = gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps, **extra)
         if seed is not None:
@@ -193,27 +187,18 @@ class MujocoAdapter:
         return env
 
     def state(self, task: str, obs: Any) -> np.ndarray:
-        spec = self._task(task)
+        spec = self.spec(task)
         s = np.asarray(obs, dtype=np.float32)
         if s.shape != (spec.obs_dim,):
             raise ValueError(f"{task}: expected an observation of shape ({spec.obs_dim},), got {s.shape}")
         return s
 
     def states(self, task: str, observations: Any) -> np.ndarray:
-        spec = self._task(task)
+        spec = self.spec(task)
         s = np.asarray(observations, dtype=np.float32)
         if s.ndim != 2 or s.shape[1] != spec.obs_dim:
             raise ValueError(f"{task}: expected observations of shape (T+1, {spec.obs_dim}), got {s.shape}")
         return s
-
-    def goals(self, task: str, observations: Any) -> np.ndarray | None:
-        return None
-
-    def goal(self, task: str, obs: Any) -> np.ndarray | None:
-        return None
-
-    def reset_options(self, task: str, episode: int, rng: np.random.Generator) -> dict | None:
-        return None
 
     # -- data --------------------------------------------------------------------------------
 
@@ -243,7 +228,7 @@ class MujocoAdapter:
         Returns the buffers (ids 0..n-1, observations with T+1 rows, the last episode cut at the
         budget and marked truncated) and metadata with the D4RL reference scores.
         """
-        spec = self._task(task)
+        spec = self.spec(task)
         dataset = spec.extra["dataset"]
         if behaviour is None:
             behaviour = "sac" if dataset != "simple" else "random"
@@ -302,10 +287,6 @@ class MujocoAdapter:
         return buffers, meta
 
     # -- scores ------------------------------------------------------------------------------
-
-    def normalized_score(self, task: str, episode_return: float, scale: str | None = None) -> float:
-        """D4RL normalised score: 100 * (R - random) / (expert - random); ``d4rl`` is the only scale."""
-        return normalize_return(self._task(task), episode_return, scale)
 
     def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
         return None  # locomotion has no success criterion
