@@ -163,7 +163,11 @@ def save_artifact(
     meta["made_on"] = made_on()
     path = (directory or models_dir()) / f"{kind}-{task}-{meta['id']}.safetensors"
     if is_main():  # in a torchrun group only rank 0 writes (every rank computes the same artifact)
-        atomic_save_tensors(path, cpu, {_META_KEY: json.dumps(meta, sort_keys=True)})
+        try:
+            atomic_save_tensors(path, cpu, {_META_KEY: json.dumps(meta, sort_keys=True)})
+        except OSError as e:  # a full disk, a read-only cache: nothing half-written is left (atomic)
+            raise RactdError(f"cannot write the {kind} to {path.parent} ({e.strerror or type(e).__name__}); free space or fix its "
+                             f"permissions, then rerun the same command with --resume (the finished run's checkpoint is kept)") from e
     return Artifact(path=path, meta=meta, tensors=cpu)
 
 
@@ -184,7 +188,8 @@ def read_header(path: Path) -> dict[str, Any]:
 
 
 def list_artifacts(directory: Path | None = None) -> list[Artifact]:
-    """Every readable artifact in the store (headers only, no tensors), newest first."""
+    """Every readable artifact in the store (headers only, no tensors), newest first. The files
+    whose header cannot be read are :func:`damaged_artifacts`, never silently left out of a choice."""
     d = directory or models_dir()
     out = []
     for p in sorted(d.glob("*.safetensors")) if d.is_dir() else []:
@@ -194,6 +199,33 @@ def list_artifacts(directory: Path | None = None) -> list[Artifact]:
             continue
     out.sort(key=lambda a: (a.meta.get("created", ""), a.path.stat().st_mtime), reverse=True)
     return out
+
+
+def damaged_artifacts(directory: Path | None = None) -> list[Path]:
+    """The store's artifact files whose header cannot be read (truncated, overwritten), by name."""
+    d = directory or models_dir()
+    bad = []
+    for p in sorted(d.glob("*.safetensors")) if d.is_dir() else []:
+        try:
+            read_header(p)
+        except RactdError:
+            bad.append(p)
+    return bad
+
+
+def _damaged_in_the_way(ref: str, chosen: Artifact | None, kind: str | None, task: str | None, directory: Path | None) -> None:
+    """Refuse to choose around a damaged file: ``latest`` when a damaged file of that kind and task
+    is newer than the choice, an id that only a damaged file's name matches."""
+    for p in damaged_artifacts(directory):
+        if ref == "latest":
+            prefix = f"{kind}-{task}-" if kind and task else f"{kind}-" if kind else ""
+            hit = p.name.startswith(prefix) and (task is None or f"-{task}-" in p.name) and (
+                chosen is None or p.stat().st_mtime >= chosen.path.stat().st_mtime)
+        else:
+            hit = ref in p.name
+        if hit:
+            raise RactdError(f"{p.name} is damaged (its header cannot be read), so `{ref}` cannot be resolved safely; "
+                             f"delete it with `ractd cache rm {p.name}` and re-create it, or pass another model by id")
 
 
 MADE_BY = {
@@ -215,6 +247,7 @@ def resolve(ref: str | Path, *, kind: str | None = None, task: str | None = None
     arts = list_artifacts(directory)
     if ref == "latest":
         cands = [a for a in arts if (kind is None or a.kind == kind) and (task is None or a.task == task)]
+        _damaged_in_the_way(ref, cands[0] if cands else None, kind, task, directory)
         if not cands:
             what = f"{kind or 'artifact'}" + (f" for {task}" if task else "")
             if kind in MADE_BY and task:
@@ -223,6 +256,7 @@ def resolve(ref: str | Path, *, kind: str | None = None, task: str | None = None
         return cands[0].path
     matches = [a for a in arts if a.id.startswith(ref) or a.path.name == ref or a.path.stem == ref]
     if not matches:
+        _damaged_in_the_way(ref, None, kind, task, directory)
         raise RactdError(f"no artifact matches {ref!r}; list them with `ractd cache list`")
     if len({a.id for a in matches}) > 1:
         raise RactdError(f"{ref!r} matches {len(matches)} artifacts; give more characters of the id")

@@ -185,10 +185,11 @@ def cache_list(
     env: Optional[str] = typer.Option(None, "--env", help="Only artifacts of this task."),
     json_: bool = JsonOpt,
 ) -> None:
-    """List model artifacts in the cache, newest first."""
-    from .artifacts import list_artifacts
+    """List model artifacts in the cache, newest first, and any damaged file (its header unreadable)."""
+    from .artifacts import damaged_artifacts, list_artifacts
 
     arts = [a for a in list_artifacts() if (kind is None or a.kind == kind) and (env is None or a.task == env)]
+    damaged = [p for p in damaged_artifacts() if (kind is None or p.name.startswith(f"{kind}-")) and (env is None or f"-{env}-" in p.name)]
     rows = [
         {
             "id": a.id,
@@ -202,7 +203,7 @@ def cache_list(
         for a in arts
     ]
     if json_:
-        print_json({"artifacts": rows})
+        print_json({"artifacts": rows, "damaged": [str(p) for p in damaged]})
         return
     table = Table(title=f"artifacts in {arts[0].path.parent}" if arts else "artifacts")
     for col in ("id", "kind", "task", "created", "size", "parents"):
@@ -210,7 +211,9 @@ def cache_list(
     for r in rows:
         table.add_row(r["id"], r["kind"], r["task"], r["created"] or "", f"{r['size_bytes'] / 1e6:.2f} MB", ", ".join(r["parents"]))
     err.print(table)
-    if not rows:
+    for p in damaged:
+        err.print(f"[red]damaged: {p.name} (its header cannot be read); delete it with `ractd cache rm {p.name}`[/]", soft_wrap=True)
+    if not rows and not damaged:
         err.print("no artifacts yet: train one with `ractd train-teacher --env TASK`")
 
 

@@ -47,7 +47,10 @@ def test_loop_learns_and_ema_tracks(monkeypatch):
     written = _count_checkpoints(monkeypatch)
     res = train(_model(), _loss, _data(), _cfg(steps=300, lr=5e-2), name="t", show_progress=False)
     assert res.losses["loss"] < 0.05
-    assert res.speed["steps"] == 300 and written == list(range(20, 300, 20))  # every 20 steps, none at the end
+    assert res.speed["steps"] == 300 and written == list(range(20, 301, 20))  # every 20 steps and the last
+    assert res.checkpoint.exists()  # kept until the artifact is written ...
+    res.release()
+    assert not res.checkpoint.exists()  # ... then removed
     w = res.ema.weight.detach().squeeze()
     assert torch.allclose(w, torch.tensor([1.0, -2.0, 0.5]), atol=0.1)
 
@@ -75,11 +78,12 @@ def test_resume_after_interrupt_matches_uninterrupted(monkeypatch):
     written = _count_checkpoints(monkeypatch)
     res = train(_model(), _loss, _data(), _cfg(), name="t", resume=True, show_progress=False)
     assert res.resumed_from == 40
-    # the speed it reports is this process's share: the 20 steps after the checkpoint, none written (60 is the end)
-    assert res.speed["steps"] == 20 and written == []
+    # the speed it reports is this process's share: the 20 steps after the checkpoint, and one checkpoint at the end
+    assert res.speed["steps"] == 20 and written == [60]
     resumed = res.ema.state_dict()
     assert all(torch.equal(full[k], resumed[k]) for k in full)
-    assert not checkpoint_path("t", _cfg().run_key({})).exists()  # cleaned up after success
+    res.release()
+    assert not checkpoint_path("t", _cfg().run_key({})).exists()  # cleaned up once the artifact is written
 
 
 def test_interrupt_in_the_last_tenth_then_resume_reports_the_same_losses():

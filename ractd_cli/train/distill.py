@@ -24,7 +24,7 @@ from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MI
 from ..errors import UsageError
 from ..models import denoiser_from, normalizers_from, prefixed, spec_for
 from .common import TrainOptions
-from .loop import train
+from .loop import saved, train
 from .reward import frozen_reward
 
 SAVED_WEIGHTS = ("raw", "ema")
@@ -152,7 +152,7 @@ def run(
     extra = {"loss_terms": loss_terms(res.losses, alpha, beta, sigma_r)}
     if eval_cfg:
         extra.update(eval=eval_cfg, eval_curve=res.curve)
-    return save_artifact(
+    return saved(save_artifact(
         tensors_of(res.model, res.ema),
         kind="student",
         task=spec.name,
@@ -162,4 +162,4 @@ def run(
         losses=res.losses,
         loss_curve=res.loss_curve,
         speed=res.speed,
-    )
+    ), res)

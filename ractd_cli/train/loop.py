@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping, TypeVar, Union
 
 import torch
 from safetensors.torch import load_file
@@ -46,6 +46,8 @@ Data = Union[Mapping[str, torch.Tensor], Any]
 LossFn = Callable[[nn.Module, nn.Module, Batch, torch.Generator], Mapping[str, torch.Tensor]]
 """``loss_fn(model, ema_model, batch, generator) -> {"loss": scalar, other scalars...}``."""
 
+
+T = TypeVar("T")
 
 @dataclass
 class TrainConfig:
@@ -100,6 +102,14 @@ class TrainResult:
     """How fast this process's share of the run went (the artifact's unhashed ``speed``): ``steps``
     taken here (after any resume), loop ``seconds`` (set-up excluded), ``samples_per_s`` (the
     effective batch: every rank's), and ``checkpoint_seconds`` and ``eval_seconds`` within them."""
+    checkpoint: Path | None = None
+    """The run's last checkpoint (written at the final step too): kept until the artifact is
+    written, so a failed save loses nothing and ``--resume`` goes straight to saving."""
+
+    def release(self) -> None:
+        """The artifact is written: delete the run's checkpoint (rank 0 owns it)."""
+        if self.checkpoint is not None and distributed.is_main():
+            self.checkpoint.unlink(missing_ok=True)
 
 
 def _lr_lambda(warmup: int, steps: int) -> Callable[[int], float]:
@@ -353,7 +363,8 @@ def train(
             done = step + 1
             evaluating = evaluate is not None and eval_every and (done % eval_every == 0 or done == cfg.steps) and world.rank == 0
             stop = distributed.any_rank(interrupted()) if world.active else interrupted()
-            checkpointing = stop or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps)
+            # periodic, and at the last step: the checkpoint outlives the artifact's write (TrainResult.release)
+            checkpointing = stop or (cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.steps))
             if len(pending) >= sync_every or evaluating or checkpointing or done == cfg.steps:
                 flush()
             if evaluating:
@@ -371,8 +382,6 @@ def train(
         seconds = time.perf_counter() - began
     if writer is not None:
         writer.close()
-    if world.rank == 0:
-        ckpt.unlink(missing_ok=True)
     losses = {k: v / max(tail["count"], 1) for k, v in sums.items()}
     stretches = sorted(coarse["sums"], key=int)
     loss_curve = {"step": [min((int(b) + 1) * every, cfg.steps) for b in stretches],
@@ -380,7 +389,15 @@ def train(
     taken = cfg.steps - start
     speed = {"steps": taken, "seconds": round(seconds, 3), "samples_per_s": round(taken * cfg.batch_size * world.size / max(seconds, 1e-9), 1),
              **{k: round(v, 3) for k, v in timer.items()}}
-    return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start, loss_curve=loss_curve, curve=curve, speed=speed)
+    return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start, loss_curve=loss_curve, curve=curve, speed=speed,
+                       checkpoint=ckpt if cfg.checkpoint_every else None)
+
+
+def saved(artifact: T, *results: TrainResult) -> T:
+    """``artifact``, written: the checkpoints of the runs in it are no longer needed."""
+    for res in results:
+        res.release()
+    return artifact
 
 
 def _event_writer(cfg: TrainConfig, name: str, run: str):

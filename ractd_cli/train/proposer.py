@@ -32,7 +32,7 @@ from ..nets import make_denoiser_net
 from ..proposer import make_proposer
 from .common import TrainOptions
 from .data import Source, build_task_data, default_dataset
-from .loop import train
+from .loop import saved, train
 from .teacher import fit_inverse_dynamics
 
 
@@ -89,7 +89,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
                      run_extra={**written_by, "net": proposer.config}, resume=opts.resume, show_progress=opts.show_progress)
 
     best = float(returns.max())
-    return save_artifact(
+    return saved(save_artifact(
         {
             **prefixed(res_prop.ema.state_dict(), "net"),
             **prefixed(res_ref.ema.net.state_dict(), "refiner"),
@@ -115,5 +115,5 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
                 "inverse": res_inv.losses.get("loss", float("nan"))},
         loss_curve={"proposer": res_prop.loss_curve, "refiner": res_ref.loss_curve, "inverse": res_inv.loss_curve},
         speed={"proposer": res_prop.speed, "refiner": res_ref.speed, "inverse": res_inv.speed},
-    )
+    ), res_prop, res_ref, res_inv)
 

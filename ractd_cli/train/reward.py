@@ -25,7 +25,7 @@ from ..models import check_reward_input, load_net, normalizer_tensors, normalize
 from ..nets import RewardMLP
 from .common import TrainOptions
 from .data import Source, held_out_episodes, load_task_data
-from .loop import train
+from .loop import saved, train
 
 VAL_FRACTION = 0.1
 """Share of episodes held out to measure R_psi's fit (RACTD's reward configs: ``val_ratio: 0.1``)."""
@@ -107,7 +107,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction
                 evaluate=evaluate if validating and eval_every else None, eval_every=eval_every)
     validation = {"episodes": int(len(set(data.windows.episode[val_rows.numpy()].tolist()))), "rows": len(held_out),
                   **({f"val_{k}": v for k, v in fit_on(res.ema, held_out).items()} if validating else {})}
-    return save_artifact(
+    return saved(save_artifact(
         {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
         kind="reward",
         task=spec.name,
@@ -117,4 +117,4 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction
         losses={**res.losses, **{k: v for k, v in validation.items() if k.startswith("val_")}},
         loss_curve=res.loss_curve,
         speed=res.speed,
-    )
+    ), res)

@@ -29,7 +29,7 @@ from ..models import normalizer_tensors, prefixed
 from ..nets import DENOISER_PRESETS, InverseDynamics, make_denoiser_net
 from .common import TrainOptions
 from .data import TaskData, load_task_data
-from .loop import TrainConfig, TrainResult, train
+from .loop import TrainConfig, TrainResult, saved, train
 from .reward import frozen_reward
 
 
@@ -51,7 +51,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
     """Fit inverse dynamics on the task's transitions and save it as its own artifact."""
     net, res, cfg = fit_inverse_dynamics(spec, data.transitions, opts, name=f"inverse-dynamics-{spec.name}",
                                          run_extra={"dataset": data.dataset_id})
-    return save_artifact(
+    return saved(save_artifact(
         {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
         kind="inverse-dynamics",
         task=spec.name,
@@ -60,7 +60,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
         losses=res.losses,
         loss_curve=res.loss_curve,
         speed=res.speed,
-    )
+    ), res)
 
 
 def run(
@@ -167,7 +167,7 @@ def run(
     )
     curve = {"eval": eval_cfg, "eval_curve": res.curve} if eval_cfg else {}
     written.append(
-        save_artifact(
+        saved(save_artifact(
             tensors_of(res.ema),
             kind="teacher",
             task=spec.name,
@@ -178,6 +178,6 @@ def run(
             speed=res.speed,
             **parents,
             **extra,
-        )
+        ), res)
     )
     return written
