@@ -59,15 +59,30 @@ class _Group(TyperGroup):
             _stop_with(f"error: {e}", e.exit_code)
         except KeyboardInterrupt:
             _stop_with("interrupted; the last checkpoint (if any) is kept, rerun with --resume", 130)
+        except MemoryError as e:
+            _stop_with(f"error: out of memory{_first_line(e)}; lower --batch-size (or --episodes), or use a larger machine", 1)
         except Exception as e:  # a bug: still one line unless --debug
             if _state["debug"] or type(e).__module__.startswith(("typer", "click")):
                 raise  # usage errors and exits are rendered by typer itself
             from . import distributed
 
+            if _out_of_memory(e):
+                _stop_with(f"error: out of memory{_first_line(e)}; lower --batch-size (or --episodes), or use a larger machine", 1)
             if distributed.peer_lost(e):
                 _stop_with(distributed.PEER_LOST_LINE, 1)
             msg = str(e).splitlines()[0] if str(e) else ""
             _stop_with(f"error: internal error {type(e).__name__}: {msg} (rerun with --debug for the traceback)", 1)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation failure (torch's CPU allocator or CUDA), not a bug."""
+    return type(e).__name__ == "OutOfMemoryError" or (isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)))
+
+
+def _first_line(e: BaseException) -> str:
+    """`` (what the error said, in short)``, or nothing."""
+    text = str(e).splitlines()[0][:160] if str(e) else ""
+    return f" ({text})" if text else ""
 
 
 def _stop_with(line: str, code: int) -> None:
@@ -93,6 +108,14 @@ cache_app = typer.Typer(help="Inspect and clean the local cache of datasets and 
 app.add_typer(cache_app, name="cache")
 
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout (human output goes to stderr).")
+
+# Bounds of the numeric options: a typo (`--steps 1e9`, `--seed -1`) is a one-line usage error at
+# once, not an allocation failure or a run of days.
+SEED_MAX = 2**32 - 1
+STEPS_MAX = 100_000_000
+BATCH_MAX = 1_048_576
+NFE_MAX = 10_000
+EPISODES_MAX = 1_000_000
 
 
 def _version(value: bool) -> None:
@@ -237,8 +260,8 @@ def cache_rm(
 def fetch(
     task: str = typer.Argument(..., help="Task name, e.g. maze2d-umaze (see `ractd envs`)."),
     source: str = typer.Option("minari", help="`minari`: download the published Minari dataset; `local`: generate it here."),
-    steps: Optional[int] = typer.Option(None, help="Env steps to generate (local source; default: the adapter's)."),
-    seed: int = typer.Option(0, help="Seed of the local generator."),
+    steps: Optional[int] = typer.Option(None, min=1, max=10 * STEPS_MAX, help="Env steps to generate (local source; default: the adapter's)."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the local generator."),
     force: bool = typer.Option(False, "--force", help="Re-fetch even if the dataset is already in the cache."),
     json_: bool = JsonOpt,
 ) -> None:
@@ -269,10 +292,10 @@ def fetch(
 
 # -------------------------------------------------------------------------------------- training
 PresetOpt = typer.Option("quick", "--preset", help="quick: CPU-sized (minutes); paper: the paper's network sizes (GPU); tiny: seconds, for smoke tests.")
-StepsOpt = typer.Option(None, "--steps", help="Gradient steps (default: from the preset).")
-BatchOpt = typer.Option(None, "--batch-size", help="Minibatch size (default: from the preset).")
+StepsOpt = typer.Option(None, "--steps", min=1, max=STEPS_MAX, help="Gradient steps (default: from the preset).")
+BatchOpt = typer.Option(None, "--batch-size", min=1, max=BATCH_MAX, help="Minibatch size (default: from the preset).")
 LrOpt = typer.Option(None, "--lr", help="Peak AdamW learning rate (default: from the preset).")
-SeedOpt = typer.Option(0, "--seed", help="Seed: the same seed, data and options give the same artifact (bit-identical weights, same id) on the same CPU type, torch version and thread count (OMP_NUM_THREADS), whatever the interruptions (--resume); another thread count or CPU may change the last bits and so the id. The artifact records these in `made_on`.")
+SeedOpt = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed: the same seed, data and options give the same artifact (bit-identical weights, same id) on the same CPU type, torch version and thread count (OMP_NUM_THREADS), whatever the interruptions (--resume); another thread count or CPU may change the last bits and so the id. The artifact records these in `made_on`.")
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same configuration from its last checkpoint.")
 LogDirOpt = typer.Option(None, "--log-dir", help="Where the TensorBoard event files go (each loss term and the learning rate, every step; one folder per run). Default: the cache's runs/ when tensorboard is installed. `ractd curves` draws them.")
@@ -505,7 +528,7 @@ def export(
     fmt: str = typer.Option("onnx", "--format", help="onnx (run it with onnxruntime) or torchscript (torch.jit.load)."),
     out: Path = typer.Option(..., "-o", "--output", help="The file to write."),
     sampler: Optional[str] = typer.Option(None, help="Student: onestep (default). Teacher: euler (default) or heun, unrolled into the graph."),
-    nfe: Optional[int] = typer.Option(None, "--nfe", help="Teacher: network calls (default 15 for euler, 159 for heun)."),
+    nfe: Optional[int] = typer.Option(None, "--nfe", min=1, max=NFE_MAX, help="Teacher: network calls (default 15 for euler, 159 for heun)."),
     init_noise: str = InitNoiseOpt,
     clamp: bool = ClampOpt,
     json_: bool = JsonOpt,
@@ -547,7 +570,7 @@ def rollout(
     env: str = EnvOpt,
     model: Optional[str] = typer.Option(None, "--model", help="Artifact id/path, or `student` / `teacher` (the latest of that kind). Default: student. Not with --planner trajdiffuser (see --proposer)."),
     sampler: Optional[str] = typer.Option(None, help="onestep|multistep (student), heun|euler|ancestral (teacher), euler|heun (trajdiffuser refinement). Default: onestep / heun / euler."),
-    nfe: Optional[int] = typer.Option(None, "--nfe", help="Network calls per plan (default: 1 student; 159 = 80 Heun bins teacher, which the paper counts as NFE 80; 15 Euler/ancestral). A student with --nfe k > 1 samples in k steps (the authors' chain: re-noise to sigma 27, then 54)."),
+    nfe: Optional[int] = typer.Option(None, "--nfe", min=1, max=NFE_MAX, help="Network calls per plan (default: 1 student; 159 = 80 Heun bins teacher, which the paper counts as NFE 80; 15 Euler/ancestral). A student with --nfe k > 1 samples in k steps (the authors' chain: re-noise to sigma 27, then 54)."),
     planner: str = typer.Option("diffusion", "--planner", help="diffusion: sample the teacher/student; trajdiffuser: the Trajectory Diffuser (`train-proposer`): a return-conditioned transformer proposes states, a return-guided diffusion model refines them, inverse dynamics acts."),
     proposer: Optional[str] = typer.Option(None, "--proposer", help="trajdiffuser: its artifact id/path (default: the task's latest)."),
     refine_steps: Optional[int] = typer.Option(None, "--refine-steps", help="trajdiffuser: refiner steps K (default 5, the authors'; 0 = the proposal alone)."),
@@ -558,8 +581,8 @@ def rollout(
     reward_ref: Optional[str] = typer.Option(None, "--reward", help="trajdiffuser --candidates N > 1: reward artifact id/path (default: latest for the task)."),
     video: Optional[Path] = typer.Option(None, "--video", help="Write the first --video-episodes episodes as an MP4: Maze2d draws the maze, the plan and the path (no OpenGL needed); MuJoCo and Kitchen render offscreen (MUJOCO_GL=egl or osmesa). Needs imageio-ffmpeg (`make install`)."),
     video_episodes: int = typer.Option(1, "--video-episodes", help="How many episodes (the first ones) --video records."),
-    episodes: int = typer.Option(100, help="Evaluation episodes."),
-    seed: int = typer.Option(0, help="Seed: episode i uses seed+i, so planners are compared on the same starts."),
+    episodes: int = typer.Option(100, min=1, max=EPISODES_MAX, help="Evaluation episodes."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed: episode i uses seed+i, so planners are compared on the same starts."),
     batch: int = typer.Option(50, help="Episodes run in lockstep (planner batch size)."),
     workers: int = WorkersOpt,
     follow: Optional[str] = FollowOpt,
@@ -651,12 +674,12 @@ def _sampling(doc: dict) -> str:
 @app.command()
 def bench(
     env: str = EnvOpt,
-    episodes: int = typer.Option(20, help="Rollout episodes per method (scores); ignored with --latency-only."),
+    episodes: int = typer.Option(20, min=1, max=EPISODES_MAX, help="Rollout episodes per method (scores); ignored with --latency-only."),
     teacher_episodes: Optional[int] = typer.Option(None, "--teacher-episodes", help="Episodes of the 80-bin Heun teacher row alone (default: --episodes): its 159 network calls per decision can make 100 closed-loop MuJoCo episodes take hours on a CPU. Each row records its episode count."),
     repeats: int = typer.Option(50, help="Least number of timed planner calls per method at batch 1 (after 5 warm-up calls; fast planners are called for at least 1 s)."),
     latency_only: bool = typer.Option(False, "--latency-only", help="Only time the planners; skip the rollouts."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: return distribution per method (and planned paths for Maze2d)."),
-    seed: int = typer.Option(0, help="Seed of the rollouts (same starts for every method)."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the rollouts (same starts for every method)."),
     workers: int = WorkersOpt,
     follow: Optional[str] = FollowOpt,
     replan: bool = ReplanOpt,

@@ -62,3 +62,46 @@ def test_a_damaged_artifact_is_named_never_skipped(bimodal):
     assert r.exit_code == 1 and newest.name in r.stderr and "cache rm" in r.stderr  # not the older model, silently
     r = _run("rollout", "--env", "bimodal", "--model", second["id"][:8], "--episodes", "1")
     assert r.exit_code == 1 and "damaged" in r.stderr
+
+
+def test_out_of_memory_is_one_line_with_the_remedy(bimodal, monkeypatch):
+    from ractd_cli.train import loop
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+
+    monkeypatch.setattr(loop, "sample_batch", no_memory)
+    r = _run(*TEACHER)
+    said = [line for line in r.stderr.splitlines() if not line.startswith("teacher-bimodal")]  # the progress bar aside
+    assert r.exit_code == 1 and len(said) == 1 and "out of memory" in said[0] and "--batch-size" in said[0], r.stderr
+
+
+@pytest.mark.parametrize("option", [("--seed", "-1"), ("--seed", str(2**40)), ("--steps", "0"), ("--steps", str(10**12)), ("--batch-size", str(2**31))])
+def test_numeric_options_are_bounded(option):
+    r = runner.invoke(app, [*TEACHER[:-4], *option])
+    assert r.exit_code == 2 and option[0] in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGTERM"), reason="no SIGTERM")
+def test_sigterm_checkpoints_like_ctrl_c(bimodal):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "RACTD_CACHE_DIR": str(bimodal), "OMP_NUM_THREADS": "1"}
+    whole = json.loads(_run(*TEACHER[:-4], "--steps", "3000").stdout)
+    (bimodal / "models" / whole["path"].rsplit("/", 1)[-1]).unlink()
+    proc = subprocess.Popen([sys.executable, "-m", "ractd_cli", *TEACHER[:-4], "--steps", "3000", "--json"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpts = bimodal / "checkpoints"
+    while not (ckpts.is_dir() and any(ckpts.glob("teacher-*.safetensors"))):
+        assert proc.poll() is None, "the run ended before writing a checkpoint"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "--resume" in stderr.splitlines()[-1], stderr
+    assert not list((bimodal / "models").glob("teacher-*"))
+    resumed = json.loads(_run(*TEACHER[:-4], "--steps", "3000", "--resume").stdout)
+    assert resumed["id"] == whole["id"]

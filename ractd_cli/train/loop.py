@@ -204,8 +204,10 @@ def _load_checkpoint(
 
 @contextlib.contextmanager
 def _interrupt_flag():
-    """While training, Ctrl-C sets a flag instead of raising mid-step: the loop then writes a
-    checkpoint at a step boundary and stops, so an interrupted run loses nothing."""
+    """While training, Ctrl-C (and, outside torchrun, SIGTERM: a `kill`, a batch scheduler's stop)
+    sets a flag instead of raising mid-step: the loop then writes a checkpoint at a step boundary
+    and stops, so an interrupted run loses nothing. Under torchrun SIGTERM stays torchrun's: its
+    launcher sends it to stop the other workers once one has failed."""
     hit = {"n": 0}
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
@@ -213,14 +215,16 @@ def _interrupt_flag():
 
     def handler(signum, frame):
         hit["n"] += 1
-        if hit["n"] > 1:  # a second Ctrl-C stops at once
+        if hit["n"] > 1:  # a second signal stops at once
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, handler)
+    signals = (signal.SIGINT,) if distributed.launched() else (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield lambda: hit["n"] > 0
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class _Loss(nn.Module):
