@@ -105,3 +105,37 @@ def test_sigterm_checkpoints_like_ctrl_c(bimodal):
     assert not list((bimodal / "models").glob("teacher-*"))
     resumed = json.loads(_run(*TEACHER[:-4], "--steps", "3000", "--resume").stdout)
     assert resumed["id"] == whole["id"]
+
+
+def _interrupted_run(bimodal, monkeypatch) -> None:
+    """A teacher run stopped by Ctrl-C after its first checkpoint (step 500 of 1000)."""
+    from ractd_cli.train import loop
+
+    save = loop._save_checkpoint
+
+    def stop_after_saving(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_save_checkpoint", stop_after_saving)
+    r = _run(*TEACHER[:-4], "--steps", "1000")
+    assert r.exit_code == 130, r.output
+    monkeypatch.setattr(loop, "_save_checkpoint", save)
+
+
+def test_resume_refuses_a_damaged_checkpoint(bimodal, monkeypatch):
+    _interrupted_run(bimodal, monkeypatch)
+    (ckpt,) = (bimodal / "checkpoints").glob("teacher-*.safetensors")
+    raw = bytearray(ckpt.read_bytes())
+    raw[-1000] ^= 0x10  # one bit of a tensor flipped
+    ckpt.write_bytes(bytes(raw))
+    r = _run(*TEACHER[:-4], "--steps", "1000", "--resume")
+    assert r.exit_code == 1 and "is damaged (its checksum does not match)" in r.stderr, r.stderr
+
+
+def test_resume_refuses_a_checkpoint_of_other_data(bimodal, monkeypatch):
+    _interrupted_run(bimodal, monkeypatch)
+    r = _run("fetch", "bimodal", "--source", "local", "--steps", "2000", "--seed", "1", "--force")  # regenerated
+    assert r.exit_code == 0, r.output
+    r = _run(*TEACHER[:-4], "--steps", "1000", "--resume")
+    assert r.exit_code == 1 and "was made on other data" in r.stderr and "without --resume" in r.stderr, r.stderr

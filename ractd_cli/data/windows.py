@@ -14,6 +14,7 @@ arrays, e.g. ``actions_t[torch.as_tensor(w.x_index[idx])]``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -198,6 +199,16 @@ class Windows:
     action_index: np.ndarray
     episode: np.ndarray
     t: np.ndarray
+
+    def fingerprint(self) -> str:
+        """A hash of the data (states, actions, goals, rewards, ends, offsets): two loads of the same
+        dataset agree; a regenerated or changed dataset differs (checked by ``--resume``)."""
+        h = hashlib.sha256()
+        for a in (self.states, self.actions, self.goals, self.rewards, self.terminations, self.truncations,
+                  self.state_offsets, self.action_offsets):
+            if a is not None:
+                h.update(np.ascontiguousarray(a).view(np.uint8).data)
+        return h.hexdigest()[:16]
 
     def __len__(self) -> int:
         return int(self.x_index.shape[0])

@@ -147,7 +147,7 @@ def run(
         name=f"student-{spec.name}",
         run_extra={"parents": parents, "weights": [alpha, beta, sigma_r], "distance": distance, **({"eval": eval_cfg} if eval_cfg else {})},
         resume=opts.resume, show_progress=opts.show_progress,
-        evaluate=evaluate if eval_cfg else None, eval_every=eval_every,
+        evaluate=evaluate if eval_cfg else None, eval_every=eval_every, fingerprint=data.windows.fingerprint(),
     )
     extra = {"loss_terms": loss_terms(res.losses, alpha, beta, sigma_r)}
     if eval_cfg:

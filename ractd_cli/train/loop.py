@@ -25,6 +25,7 @@ import math
 import signal
 import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar, Union
@@ -156,7 +157,17 @@ def _rng_key(name: str, rank: int) -> str:
     return f"rng.{name}" if rank == 0 else f"rng.{name}.{rank}"
 
 
-def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: Generators, tail: dict) -> None:
+def _checksum(tensors: Mapping[str, torch.Tensor]) -> int:
+    """CRC-32 of every tensor's bytes, in key order: a checkpoint damaged on disk does not match."""
+    crc = 0
+    for k in sorted(tensors):
+        crc = zlib.crc32(k.encode(), crc)
+        crc = zlib.crc32(tensors[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data, crc)
+    return crc
+
+
+def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: Generators, tail: dict,
+                     fingerprint: str | None = None) -> None:
     """Write a checkpoint (rank 0; every rank must call it, to hand over its generator states)."""
     data_states, noise_states = distributed.gather_states(gens[0].get_state()), distributed.gather_states(gens[1].get_state())
     if not distributed.is_main():
@@ -172,13 +183,14 @@ def _save_checkpoint(path: Path, step: int, model: nn.Module, ema: AveragedModel
             tensors[f"opt.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
     for rank, (d, n) in enumerate(zip(data_states, noise_states)):
         tensors[_rng_key("data", rank)], tensors[_rng_key("noise", rank)] = d, n
-    meta = {"step": step, "param_groups": opt_state["param_groups"], "tail": tail}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {"step": step, "param_groups": opt_state["param_groups"], "tail": tail, "data": fingerprint, "crc32": _checksum(tensors)}
     atomic_save_tensors(path, tensors, {"ractd_checkpoint": json.dumps(meta)})
 
 
 def _load_checkpoint(
-    path: Path, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: Generators, device: torch.device
+    path: Path, model: nn.Module, ema: AveragedModel, opt: torch.optim.Optimizer, gens: Generators, device: torch.device,
+    fingerprint: str | None = None,
 ) -> tuple[int, dict]:
     from safetensors import safe_open
 
@@ -188,6 +200,11 @@ def _load_checkpoint(
             meta = json.loads(f.metadata()["ractd_checkpoint"])
     except Exception as e:
         raise RactdError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it and rerun without --resume") from e
+    if "crc32" in meta and meta["crc32"] != _checksum(tensors):
+        raise RactdError(f"checkpoint {path} is damaged (its checksum does not match); delete it and rerun without --resume")
+    if fingerprint is not None and meta.get("data") not in (None, fingerprint):
+        raise RactdError(f"checkpoint {path} was made on other data (the dataset changed since the run stopped); "
+                         f"rerun without --resume to start over on the data now in the cache")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     state: dict[int, dict[str, torch.Tensor]] = {}
@@ -263,9 +280,12 @@ def train(
     show_progress: bool = True,
     evaluate: Callable[[nn.Module, nn.Module], dict] | None = None,
     eval_every: int = 0,
+    fingerprint: str | None = None,
 ) -> TrainResult:
     """Optimise ``model`` on minibatches of ``data`` with ``loss_fn``; return the model and its EMA.
 
+    ``fingerprint`` (e.g. :meth:`ractd_cli.data.windows.Windows.fingerprint`) names the data's
+    content: a checkpoint made on other data refuses ``resume`` with the reason.
     ``name`` labels the progress bar and the checkpoint file; ``run_extra`` (JSON-able) joins
     ``cfg`` in identifying the run, so ``resume=True`` only picks up a checkpoint of the same run.
     ``evaluate(model, ema)`` (JSON-able dict) runs every ``eval_every`` steps and after the last;
@@ -303,7 +323,7 @@ def train(
     start, tail = 0, {"sums": {}, "count": 0, "curve": []}
     if resume:
         if ckpt.exists():
-            start, tail = _load_checkpoint(ckpt, model, ema, opt, gens, device)
+            start, tail = _load_checkpoint(ckpt, model, ema, opt, gens, device, fingerprint)
             if scaler.is_enabled() and tail.get("scaler"):
                 scaler.load_state_dict(tail["scaler"])
         # no checkpoint of this exact run: start from scratch (said in the progress description)
@@ -379,7 +399,7 @@ def train(
                 t0 = time.perf_counter()
                 if scaler.is_enabled():
                     tail["scaler"] = scaler.state_dict()
-                _save_checkpoint(ckpt, done, model, ema, opt, gens, tail)
+                _save_checkpoint(ckpt, done, model, ema, opt, gens, tail, fingerprint)
                 timer["checkpoint_seconds"] += time.perf_counter() - t0
                 if stop:
                     raise KeyboardInterrupt

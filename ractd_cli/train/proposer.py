@@ -61,7 +61,9 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
     cfg = {kind: opts.config(kind, view) for kind in ("inverse-dynamics", "teacher", "proposer")}
 
     # 1. inverse dynamics
-    inverse, res_inv, _ = fit_inverse_dynamics(view, data.transitions, opts, name=f"trajdiffuser-inverse-{spec.name}", run_extra=written_by)
+    fingerprint = data.windows.fingerprint()
+    inverse, res_inv, _ = fit_inverse_dynamics(view, data.transitions, opts, name=f"trajdiffuser-inverse-{spec.name}", run_extra=written_by,
+                                               fingerprint=fingerprint)
 
     # 2. the return-guided refiner
     opts.seed_init()
@@ -74,7 +76,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
 
     res_ref = train(refiner, refiner_loss, plans, cfg["teacher"], name=f"trajdiffuser-refiner-{spec.name}",
                     run_extra={**written_by, "net": refiner_net.config, "distance": distance, "p_uncond": td.COND_DROPOUT},
-                    resume=opts.resume, show_progress=opts.show_progress)
+                    resume=opts.resume, show_progress=opts.show_progress, fingerprint=fingerprint)
 
     # 3. the proposer over (state, return-to-go) tokens
     opts.seed_init()
@@ -86,7 +88,8 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
         return {"loss": ((model(tok, td.proposer_cond(b["x"][:, 0], b["g"][:, 0], b["goal"])) - tok) ** 2).mean()}
 
     res_prop = train(proposer, proposer_loss, plans, cfg["proposer"], name=f"trajdiffuser-proposer-{spec.name}",
-                     run_extra={**written_by, "net": proposer.config}, resume=opts.resume, show_progress=opts.show_progress)
+                     run_extra={**written_by, "net": proposer.config}, resume=opts.resume, show_progress=opts.show_progress,
+                     fingerprint=fingerprint)
 
     best = float(returns.max())
     return saved(save_artifact(

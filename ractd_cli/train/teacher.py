@@ -33,7 +33,8 @@ from .loop import TrainConfig, TrainResult, saved, train
 from .reward import frozen_reward
 
 
-def fit_inverse_dynamics(spec: TaskSpec, transitions, opts: TrainOptions, *, name: str, run_extra: dict) -> tuple[InverseDynamics, TrainResult, TrainConfig]:
+def fit_inverse_dynamics(spec: TaskSpec, transitions, opts: TrainOptions, *, name: str, run_extra: dict,
+                         fingerprint: str | None = None) -> tuple[InverseDynamics, TrainResult, TrainConfig]:
     """Fit a_t = f(s_t, s_{t+1}) on normalised ``transitions`` (MSE) through the one training loop:
     the network, the loop's result and its config. The teacher's and the Trajectory Diffuser's."""
     opts.seed_init()
@@ -43,14 +44,15 @@ def fit_inverse_dynamics(spec: TaskSpec, transitions, opts: TrainOptions, *, nam
         return {"loss": ((model(batch["s"], batch["s_next"]) - batch["a"]) ** 2).mean()}
 
     cfg = opts.config("inverse-dynamics", spec)
-    res = train(net, loss_fn, transitions, cfg, name=name, run_extra=run_extra, resume=opts.resume, show_progress=opts.show_progress)
+    res = train(net, loss_fn, transitions, cfg, name=name, run_extra=run_extra, resume=opts.resume, show_progress=opts.show_progress,
+                fingerprint=fingerprint)
     return net, res, cfg
 
 
 def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -> Artifact:
     """Fit inverse dynamics on the task's transitions and save it as its own artifact."""
     net, res, cfg = fit_inverse_dynamics(spec, data.transitions, opts, name=f"inverse-dynamics-{spec.name}",
-                                         run_extra={"dataset": data.dataset_id})
+                                         run_extra={"dataset": data.dataset_id}, fingerprint=data.windows.fingerprint())
     return saved(save_artifact(
         {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
         kind="inverse-dynamics",
@@ -164,6 +166,7 @@ def run(
         show_progress=opts.show_progress,
         evaluate=evaluate if eval_cfg else None,
         eval_every=eval_every,
+        fingerprint=data.windows.fingerprint(),
     )
     curve = {"eval": eval_cfg, "eval_curve": res.curve} if eval_cfg else {}
     written.append(
