@@ -262,10 +262,14 @@ def fetch(
     source: str = typer.Option("minari", help="`minari`: download the published Minari dataset; `local`: generate it here."),
     steps: Optional[int] = typer.Option(None, min=1, max=10 * STEPS_MAX, help="Env steps to generate (local source; default: the adapter's)."),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the local generator."),
-    force: bool = typer.Option(False, "--force", help="Re-fetch even if the dataset is already in the cache."),
+    force: bool = typer.Option(False, "--force", help="Re-fetch even if the dataset is already in the cache (a damaged one is re-fetched without it)."),
     json_: bool = JsonOpt,
 ) -> None:
-    """Download (or generate locally) the offline dataset of TASK into the cache, in Minari format."""
+    """Download (or generate locally) the offline dataset of TASK into the cache, in Minari format.
+
+    A dataset already in the cache is checked against the checksums recorded when it was fetched: a
+    damaged one (a file truncated, missing or changed) is fetched again, a local one with the steps
+    and seed it was made with."""
     from .data import store
     from .data.fetch import check_fetch_args, default_steps, will_generate
     from .data.fetch import fetch as do_fetch
@@ -274,6 +278,14 @@ def fetch(
 
     check_fetch_args(source, steps, seed)
     adapter, spec = get_task(task)
+    present = store.local_dataset_id(spec) if source == "local" else (store.remote_dataset_id(spec) if spec.minari_ids else None)
+    damaged = store.dataset_problem(present) if present and store.dataset_exists(present) and not force else None
+    if damaged:  # repair: fetch it again, with the recipe it was made with unless told otherwise
+        made = _recipe_of(present)
+        steps = steps if steps is not None else made.get("steps")
+        seed = seed if seed != 0 or made.get("seed") is None else int(made["seed"])
+        err.print(f"[yellow]dataset {present} is damaged ({damaged}): fetching it again[/]", soft_wrap=True)
+        force = True
     if source == "local" and will_generate(spec, force=force):
         with progress(f"generating {task}", steps or default_steps(spec)) as advance:
             dataset_id = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, force=force, progress=advance)
@@ -288,6 +300,16 @@ def fetch(
         print_json(info)
     else:
         err.print(f"dataset [bold]{dataset_id}[/]: {info['episodes']} episodes, {info['steps']} steps, in {info['path']}")
+
+
+def _recipe_of(dataset_id: str) -> dict:
+    """How a local dataset was generated (``steps``, ``seed``), from its metadata; {} if unreadable."""
+    from .data import store
+
+    try:
+        return dict(store.read_metadata(dataset_id).get("ractd", {}))
+    except (OSError, ValueError):
+        return {}
 
 
 # -------------------------------------------------------------------------------------- training

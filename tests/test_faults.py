@@ -139,3 +139,19 @@ def test_resume_refuses_a_checkpoint_of_other_data(bimodal, monkeypatch):
     assert r.exit_code == 0, r.output
     r = _run(*TEACHER[:-4], "--steps", "1000", "--resume")
     assert r.exit_code == 1 and "was made on other data" in r.stderr and "without --resume" in r.stderr, r.stderr
+
+
+def test_a_truncated_dataset_is_named_and_fetch_repairs_it(bimodal):
+    data = bimodal / "datasets" / "ractd" / "bimodal" / "local-v0" / "data"
+    whole = json.loads(_run(*TEACHER).stdout)
+    h5 = data / "main_data.hdf5"
+    h5.write_bytes(h5.read_bytes()[: h5.stat().st_size // 2])  # half of it
+    r = _run(*TEACHER)
+    assert r.exit_code == 1 and "is damaged: main_data.hdf5 has changed" in r.stderr and "ractd fetch" in r.stderr, r.stderr
+    r = _run("fetch", "bimodal", "--source", "local")  # no --force needed, nor the recipe: it is read back
+    assert r.exit_code == 0 and "damaged" in r.stderr, r.output
+    assert json.loads(_run(*TEACHER).stdout)["id"] == whole["id"]  # the same data again
+    h5.unlink()
+    r = _run(*TEACHER)
+    assert r.exit_code == 1 and "main_data.hdf5 is missing" in r.stderr
+    assert _run("fetch", "bimodal", "--source", "local").exit_code == 0 and h5.exists()

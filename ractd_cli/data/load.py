@@ -49,7 +49,14 @@ def open_dataset(dataset_id_or_path: str | Path, root: Path | str | None = None)
     data_dir = store.resolve_data_dir(dataset_id_or_path, root)
     if not (data_dir / "metadata.json").is_file():
         raise RactdError(f"no dataset {dataset_id_or_path} in {data_dir.parent}; run `ractd fetch` first")
-    return minari.MinariDataset(data_dir)
+    damaged = store.dataset_problem(str(dataset_id_or_path), root) if data_dir == store.dataset_path(str(dataset_id_or_path), root) / "data" else None
+    if damaged:
+        raise RactdError(f"dataset {dataset_id_or_path} is damaged: {damaged}; run `ractd fetch TASK` (with the --source you used) to repair it")
+    try:
+        return minari.MinariDataset(data_dir)
+    except (OSError, ValueError, KeyError) as e:
+        raise RactdError(f"dataset {dataset_id_or_path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         f"run `ractd fetch TASK --force` (with the --source you used) to rebuild it") from e
 
 
 def load_episodes(
@@ -65,28 +72,35 @@ def load_episodes(
     """
     dataset = open_dataset(dataset_id_or_path, root)
     episodes: list[Episode] = []
-    for ep in dataset.iterate_episodes():
-        T = len(ep.rewards)
-        states = np.asarray(adapter.states(spec.name, ep.observations), dtype=np.float32)
-        actions = np.asarray(ep.actions, dtype=np.float32).reshape(T, -1)
-        goals = adapter.goals(spec.name, ep.observations)
-        if goals is not None:
-            goals = np.asarray(goals, dtype=np.float32).reshape(T + 1, -1)
-        _check(spec, dataset_id_or_path, ep.id, states, actions, goals, T)
-        episodes.append(
-            Episode(
-                states=states,
-                actions=actions,
-                rewards=np.asarray(ep.rewards, dtype=np.float32).reshape(T),
-                terminations=np.asarray(ep.terminations, dtype=bool).reshape(T),
-                truncations=np.asarray(ep.truncations, dtype=bool).reshape(T),
-                goals=goals,
-                id=int(ep.id),
-            )
-        )
+    try:
+        for ep in dataset.iterate_episodes():
+            episodes.append(_episode(adapter, spec, dataset_id_or_path, ep))
+    except (OSError, KeyError, ValueError) as e:  # an HDF5 file cut short under a dataset without checksums
+        raise RactdError(f"dataset {dataset_id_or_path} cannot be read ({type(e).__name__}); "
+                         f"run `ractd fetch TASK --force` (with the --source you used) to rebuild it") from e
     if not episodes:
         raise RactdError(f"dataset {dataset_id_or_path} has no episodes")
     return episodes
+
+
+def _episode(adapter: EnvAdapter, spec: TaskSpec, where: Any, ep: Any) -> Episode:
+    """One Minari episode as an :class:`Episode`, checked against the task's dimensions."""
+    T = len(ep.rewards)
+    states = np.asarray(adapter.states(spec.name, ep.observations), dtype=np.float32)
+    actions = np.asarray(ep.actions, dtype=np.float32).reshape(T, -1)
+    goals = adapter.goals(spec.name, ep.observations)
+    if goals is not None:
+        goals = np.asarray(goals, dtype=np.float32).reshape(T + 1, -1)
+    _check(spec, where, ep.id, states, actions, goals, T)
+    return Episode(
+        states=states,
+        actions=actions,
+        rewards=np.asarray(ep.rewards, dtype=np.float32).reshape(T),
+        terminations=np.asarray(ep.terminations, dtype=bool).reshape(T),
+        truncations=np.asarray(ep.truncations, dtype=bool).reshape(T),
+        goals=goals,
+        id=int(ep.id),
+    )
 
 
 def _check(spec: TaskSpec, where: Any, ep_id: int, states, actions, goals, T: int) -> None:

@@ -9,6 +9,7 @@ and is moved into place with one rename, so a dataset folder either is complete 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +38,49 @@ def dataset_path(dataset_id: str, root: Path | str | None = None) -> Path:
 def dataset_exists(dataset_id: str, root: Path | str | None = None) -> bool:
     data = dataset_path(dataset_id, root) / "data"
     return (data / "metadata.json").is_file()
+
+
+CHECKSUMS = "ractd-checksums.json"
+"""Beside a dataset's files in ``data/``: the SHA-256 of each (``metadata.json`` aside), written
+when ``fetch`` publishes it, checked before it is read (:func:`dataset_problem`)."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(data_dir: Path) -> None:
+    """Record the checksum of every data file of a dataset folder (before it is published)."""
+    sums = {p.name: _sha256(p) for p in sorted(data_dir.iterdir()) if p.is_file() and p.name not in ("metadata.json", CHECKSUMS)}
+    (data_dir / CHECKSUMS).write_text(json.dumps(sums, indent=1, sort_keys=True))
+
+
+def dataset_problem(dataset_id: str, root: Path | str | None = None) -> str | None:
+    """What is wrong with a dataset in the cache (a file missing or changed since ``fetch`` wrote
+    it, unreadable metadata), or None. A dataset fetched before checksums were recorded is only
+    checked for its metadata."""
+    data = dataset_path(dataset_id, root) / "data"
+    try:
+        json.loads((data / "metadata.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"its metadata.json is unreadable ({type(e).__name__})"
+    try:
+        sums = json.loads((data / CHECKSUMS).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        return f"its {CHECKSUMS} is unreadable ({type(e).__name__})"
+    for name, digest in sums.items():
+        f = data / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if _sha256(f) != digest:
+            return f"{name} has changed since it was fetched (truncated or overwritten)"
+    return None
 
 
 def local_dataset_id(spec: TaskSpec) -> str:
@@ -109,6 +153,8 @@ def publish(stage: Path, dataset_id: str, *, replace: bool, root: Path | str | N
     src = stage / dataset_id
     dst = dataset_path(dataset_id, root)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    if (src / "data").is_dir():
+        write_checksums(src / "data")
     _copy_namespace_metadata(stage, dataset_id, root)
     trash: Path | None = None
     if dst.exists():
