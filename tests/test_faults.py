@@ -155,3 +155,18 @@ def test_a_truncated_dataset_is_named_and_fetch_repairs_it(bimodal):
     r = _run(*TEACHER)
     assert r.exit_code == 1 and "main_data.hdf5 is missing" in r.stderr
     assert _run("fetch", "bimodal", "--source", "local").exit_code == 0 and h5.exists()
+
+
+def test_the_folders_of_a_killed_fetch_are_cleaned_by_the_next(bimodal):
+    from ractd_cli.data import store
+
+    base = bimodal / "datasets"
+    dead = base / ".staging-999999999-0123456789ab"  # no such process
+    (dead / "half").mkdir(parents=True)
+    trash = base / ".trash-0123456789ab"
+    trash.mkdir()
+    mine = base / f".staging-{__import__('os').getpid()}-0123456789ab"  # a live run's: kept
+    mine.mkdir()
+    assert store.stale_folders() == sorted([dead]) + [trash]
+    assert _run("fetch", "bimodal", "--source", "local", "--steps", "2000", "--force").exit_code == 0
+    assert not dead.exists() and not trash.exists() and mine.exists()

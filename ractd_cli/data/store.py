@@ -129,12 +129,38 @@ def minari_datapath(path: Path) -> Iterator[Path]:
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def stale_folders(root: Path | str | None = None) -> list[Path]:
+    """Hidden work folders of ``fetch`` runs that died (``kill -9``, a crash): a staging folder
+    whose process is gone, or a replaced dataset not yet deleted."""
+    base = datasets_dir(root)
+    out = []
+    for p in sorted(base.glob(".staging-*")) + sorted(base.glob(".trash-*")) if base.is_dir() else []:
+        parts = p.name.split("-")
+        pid = int(parts[1]) if p.name.startswith(".staging-") and len(parts) == 3 and parts[1].isdigit() else None
+        if pid is None or not _alive(pid):
+            out.append(p)
+    return out
+
+
 @contextlib.contextmanager
 def staging_area(root: Path | str | None = None) -> Iterator[Path]:
-    """A fresh hidden folder next to the datasets, removed on exit whatever happens."""
+    """A fresh hidden folder next to the datasets (named by this process), removed on exit whatever
+    happens; the folders of dead runs (:func:`stale_folders`) are removed first."""
     base = datasets_dir(root)
     base.mkdir(parents=True, exist_ok=True)
-    stage = base / f".staging-{uuid.uuid4().hex[:12]}"
+    for old in stale_folders(root):
+        shutil.rmtree(old, ignore_errors=True)
+    stage = base / f".staging-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     stage.mkdir()
     try:
         yield stage
