@@ -299,10 +299,12 @@ def remove(ref: str, directory: Path | None = None) -> list[Path]:
         paths = sorted(d.glob("*.safetensors")) if d.is_dir() else []
     else:
         given = Path(ref)
+        if not ref.strip() or given.name in ("", ".", "..") or ref.strip("/") == "":
+            raise UsageError(f"{ref!r} names no artifact; give an id (or its first characters), a file name from `ractd cache list`, or `all`")
         if len(given.parts) > 1 and given.resolve().parent != d.resolve():
             raise UsageError(f"{ref} is not in the cache ({d}); `ractd cache rm` removes cached artifacts only: give an id or a file name")
         p = d / given.name
-        if p.exists():
+        if p.is_file() and p.suffix == ".safetensors":
             paths = [p]
         else:
             paths = [a.path for a in list_artifacts(d) if a.id.startswith(ref)]

@@ -170,3 +170,11 @@ def test_the_folders_of_a_killed_fetch_are_cleaned_by_the_next(bimodal):
     assert store.stale_folders() == sorted([dead]) + [trash]
     assert _run("fetch", "bimodal", "--source", "local", "--steps", "2000", "--force").exit_code == 0
     assert not dead.exists() and not trash.exists() and mine.exists()
+
+
+@pytest.mark.parametrize("ref", ["..", "/", ".", "", "  "])
+def test_cache_rm_of_a_folder_is_a_usage_error(ref, _tmp_cache):
+    (_tmp_cache / "models").mkdir(parents=True)
+    r = runner.invoke(app, ["cache", "rm", ref])
+    assert r.exit_code == 2 and r.stderr.startswith("error:") and r.stderr.count("\n") == 1, r.stderr
+    assert (_tmp_cache / "models").is_dir()
