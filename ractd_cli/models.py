@@ -23,7 +23,7 @@ from .adapters import TaskSpec
 from .artifacts import Artifact
 from .data.windows import Normalizer
 from .diffusion import CTMPrecond, EDMPrecond
-from .errors import UsageError
+from .errors import RactdError, UsageError
 from .layouts import LAYOUTS
 from .nets import build_net
 from .proposer import build_proposer
@@ -168,8 +168,18 @@ def load_net(art: Artifact, prefix: str = "net") -> nn.Module:
     """Rebuild the network stored in an artifact (config ``<prefix>_kind``/``<prefix>``) with its weights."""
     cfg = art.config
     net = build_net(cfg[f"{prefix}_kind"], cfg[prefix])
-    net.load_state_dict(art.group(prefix))
+    _load_weights(net, art, prefix)
     return net.eval()
+
+
+def _load_weights(net: nn.Module, art: Artifact, prefix: str) -> None:
+    """``net``'s weights from ``art``; an artifact whose weights do not fit the network its header
+    describes (edited or mixed up files) is one line naming it."""
+    try:
+        net.load_state_dict(art.group(prefix))
+    except RuntimeError as e:
+        raise RactdError(f"artifact {art.id} ({art.path.name}) holds weights that do not fit the network its header describes; "
+                         f"delete it with `ractd cache rm {art.path.name}` and train it again") from e
 
 
 def denoiser_from(art: Artifact) -> EDMPrecond:
@@ -185,5 +195,5 @@ def student_from(art: Artifact) -> CTMPrecond:
 def proposer_from(art: Artifact) -> nn.Module:
     """Rebuild the Trajectory Diffuser proposer stored in a ``proposer`` artifact."""
     net = build_proposer(art.config["net"], art.config["net_kind"])
-    net.load_state_dict(art.group("net"))
+    _load_weights(net, art, "net")
     return net.eval()

@@ -178,3 +178,18 @@ def test_cache_rm_of_a_folder_is_a_usage_error(ref, _tmp_cache):
     r = runner.invoke(app, ["cache", "rm", ref])
     assert r.exit_code == 2 and r.stderr.startswith("error:") and r.stderr.count("\n") == 1, r.stderr
     assert (_tmp_cache / "models").is_dir()
+
+
+def test_an_artifact_whose_weights_do_not_fit_its_header_is_one_line(bimodal):
+    """A file edited consistently (its content hash rewritten) is still refused when its weights do
+    not fit the network its header describes, in one line (a tampered file fails the hash first)."""
+    from ractd_cli.artifacts import Artifact, load_artifact
+    from ractd_cli.errors import RactdError
+    from ractd_cli.models import denoiser_from
+
+    art = load_artifact(json.loads(_run(*TEACHER).stdout)["id"])
+    key = next(k for k in art.tensors if k.startswith("net.") and art.tensors[k].ndim == 2)
+    wrong = Artifact(path=art.path, meta=art.meta, tensors={**art.tensors, key: art.tensors[key][:, :1].contiguous()})
+    with pytest.raises(RactdError, match="do not fit the network its header describes") as e:
+        denoiser_from(wrong)
+    assert "\n" not in str(e.value) and "cache rm" in str(e.value)
