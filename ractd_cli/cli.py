@@ -566,6 +566,10 @@ def export(
     from .planner import Sampling, load_for_planning
     from .registry import get_task
 
+    if out.is_dir():
+        raise UsageError(f"-o {out} is a folder; give the file to write, e.g. -o {out / ('plan.' + {'torchscript': 'pt'}.get(fmt, fmt))}")
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {out}: the folder {out.parent} does not exist; create it first")
     sampling = Sampling(init_noise, clamp)
     adapter, spec = get_task(env)
     loaded = load_for_planning(model, spec)

@@ -193,3 +193,10 @@ def test_an_artifact_whose_weights_do_not_fit_its_header_is_one_line(bimodal):
     with pytest.raises(RactdError, match="do not fit the network its header describes") as e:
         denoiser_from(wrong)
     assert "\n" not in str(e.value) and "cache rm" in str(e.value)
+
+
+def test_export_to_a_folder_is_a_usage_error(tmp_path):
+    r = runner.invoke(app, ["export", "--env", "bimodal", "-o", str(tmp_path)])
+    assert r.exit_code == 2 and "is a folder" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    r = runner.invoke(app, ["export", "--env", "bimodal", "-o", str(tmp_path / "no" / "plan.onnx")])
+    assert r.exit_code == 2 and "does not exist" in r.stderr, r.stderr
