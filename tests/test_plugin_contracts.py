@@ -13,6 +13,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from conftest import FakeAdapter
 from typer.testing import CliRunner
 
 from ractd_cli import registry
@@ -96,17 +97,9 @@ def test_an_api1_adapter_scores_on_its_one_scale_only(fresh_registry):
     assert adapter.make_env is not None and adapter.inner is module.adapter  # its own methods, reached through
 
 
-class _Current(EnvAdapter):
+class _Current(FakeAdapter):
     tasks = {"cur": TaskSpec(name="cur", env_id="X-v0", obs_dim=2, act_dim=1, planning="chunk", horizon=4, ref_scores={"s": (0.0, 1.0)})}
-
-    def make_env(self, task, *, seed=None):
-        raise NotImplementedError
-
-    def state(self, task, obs):
-        return obs
-
-    def states(self, task, observations):
-        return observations
+    generate = EnvAdapter.generate  # the default
 
 
 def test_a_subclass_gets_the_defaults_and_no_note(fresh_registry):
