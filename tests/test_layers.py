@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("errors", "paths", "distributed", "ui", "artifacts", "layouts", "adapters")),
     ("math, networks, data", ("diffusion", "nets", "proposer", "trajdiffuser", "data", "presets")),
     ("models", ("models",)),
-    ("plugins", ("registry",)),
+    ("plugins", ("registry", "plugin_api")),
     ("training", ("train",)),
     ("planning", ("planner", "export")),
     ("evaluation", ("evaluate",)),
