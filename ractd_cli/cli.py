@@ -58,7 +58,9 @@ class _Group(TyperGroup):
                 raise
             _stop_with(f"error: {e}", e.exit_code)
         except KeyboardInterrupt:
-            _stop_with("interrupted; the last checkpoint (if any) is kept, rerun with --resume", 130)
+            if ctx.invoked_subcommand in TRAIN_COMMANDS:
+                _stop_with("interrupted; the last checkpoint (if any) is kept, rerun with --resume", 130)
+            _stop_with("interrupted; nothing half-written is left in the cache, rerun the same command", 130)
         except MemoryError as e:
             _stop_with(f"error: out of memory{_first_line(e)}; lower --batch-size (or --episodes), or use a larger machine", 1)
         except Exception as e:  # a bug: still one line unless --debug

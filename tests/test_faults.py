@@ -200,3 +200,21 @@ def test_export_to_a_folder_is_a_usage_error(tmp_path):
     assert r.exit_code == 2 and "is a folder" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     r = runner.invoke(app, ["export", "--env", "bimodal", "-o", str(tmp_path / "no" / "plan.onnx")])
     assert r.exit_code == 2 and "does not exist" in r.stderr, r.stderr
+
+
+def test_ctrl_c_during_fetch_leaves_nothing_and_says_to_rerun(_tmp_cache, monkeypatch):
+    pytest.importorskip("ractd_bimodal")
+    from ractd_cli.registry import get_task
+
+    adapter, _ = get_task("bimodal")
+
+    def interrupted(task, *, steps, seed, progress=None):
+        if progress:
+            progress(10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(adapter, "generate", interrupted)
+    r = runner.invoke(app, ["fetch", "bimodal", "--source", "local", "--steps", "100"])
+    said = [line for line in r.stderr.splitlines() if not line.startswith("generating")]
+    assert r.exit_code == 130 and said == ["interrupted; nothing half-written is left in the cache, rerun the same command"], r.stderr
+    assert not list((_tmp_cache / "datasets").rglob("*.hdf5"))
