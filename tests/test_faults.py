@@ -218,3 +218,21 @@ def test_ctrl_c_during_fetch_leaves_nothing_and_says_to_rerun(_tmp_cache, monkey
     said = [line for line in r.stderr.splitlines() if not line.startswith("generating")]
     assert r.exit_code == 130 and said == ["interrupted; nothing half-written is left in the cache, rerun the same command"], r.stderr
     assert not list((_tmp_cache / "datasets").rglob("*.hdf5"))
+
+
+def test_fetch_refuses_data_the_disk_or_the_file_limit_cannot_hold(_tmp_cache, monkeypatch):
+    pytest.importorskip("ractd_bimodal")
+    import resource
+    import shutil
+
+    from ractd_cli.data import store
+
+    usage = shutil.disk_usage(str(_tmp_cache.parent))
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    r = runner.invoke(app, ["fetch", "bimodal", "--source", "local", "--steps", "500"])
+    assert r.exit_code == 1 and "not enough disk space" in r.stderr, r.stderr
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: usage)
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1000, resource.RLIM_INFINITY))
+    r = runner.invoke(app, ["fetch", "bimodal", "--source", "local", "--steps", "500"])
+    assert r.exit_code == 1 and "ulimit -f" in r.stderr, r.stderr
+    assert not list((_tmp_cache / "datasets").rglob("*.hdf5"))  # nothing written, nothing left

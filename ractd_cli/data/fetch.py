@@ -115,6 +115,7 @@ def _fetch_local(
     if not buffers:
         raise RactdError(f"the {spec.name} generator produced no episodes; try more --steps")
     meta = dict(meta or {})
+    store.check_room(buffers, root)
 
     import minari
 

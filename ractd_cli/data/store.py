@@ -83,6 +83,34 @@ def dataset_problem(dataset_id: str, root: Path | str | None = None) -> str | No
     return None
 
 
+def _nbytes(x: Any) -> int:
+    if isinstance(x, dict):
+        return sum(_nbytes(v) for v in x.values())
+    return int(getattr(x, "nbytes", 0))
+
+
+def check_room(buffers: Any, root: Path | str | None = None) -> None:
+    """Refuse to write episodes the disk (or the process's file-size limit, ``ulimit -f``) cannot
+    hold: the HDF5 writer does not fail cleanly when a write is cut short (it can crash the
+    process). The need is the arrays' size plus a quarter for HDF5's own structures."""
+    import resource
+
+    from ..errors import RactdError
+
+    need = int(1.25 * sum(_nbytes(getattr(b, k, None)) for b in buffers
+                          for k in ("observations", "actions", "rewards", "terminations", "truncations")))
+    base = datasets_dir(root)
+    base.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(base).free
+    if need > free:
+        raise RactdError(f"not enough disk space for the dataset: it needs about {need / 1e6:,.0f} MB and {base} has "
+                         f"{free / 1e6:,.0f} MB free; free some space (`ractd cache rm` old models) or generate fewer --steps")
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and need > soft:
+        raise RactdError(f"the dataset needs about {need / 1e6:,.0f} MB but this shell limits files to {soft / 1e6:,.0f} MB "
+                         f"(`ulimit -f`); raise the limit or generate fewer --steps")
+
+
 def local_dataset_id(spec: TaskSpec) -> str:
     """Id of the locally generated dataset of a task: ``ractd/<task>/local-v0``."""
     return f"ractd/{spec.name}/{LOCAL_DATASET_NAME}"
