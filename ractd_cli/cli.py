@@ -8,6 +8,7 @@ Conventions shared by every command:
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -61,6 +62,17 @@ class _Group(TyperGroup):
             if ctx.invoked_subcommand in TRAIN_COMMANDS:
                 _stop_with("interrupted; the last checkpoint (if any) is kept, rerun with --resume", 130)
             _stop_with("interrupted; nothing half-written is left in the cache, rerun the same command", 130)
+        except (PermissionError, NotADirectoryError, FileExistsError) as e:  # the cache (or an output) cannot be written
+            if _state["debug"]:
+                raise
+            from .paths import cache_root
+
+            _stop_with(f"error: cannot write {e.filename or 'a file'} ({e.strerror or type(e).__name__}); the cache is {cache_root()}: "
+                       f"make it a writable folder, or set RACTD_CACHE_DIR to one", 1)
+        except OSError as e:
+            if e.errno != errno.EROFS or _state["debug"]:
+                raise
+            _stop_with(f"error: cannot write {e.filename or 'a file'}: the file system is read-only; set RACTD_CACHE_DIR to a writable folder", 1)
         except MemoryError as e:
             _stop_with(f"error: out of memory{_first_line(e)}; lower --batch-size (or --episodes), or use a larger machine", 1)
         except Exception as e:  # a bug: still one line unless --debug

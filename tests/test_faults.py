@@ -236,3 +236,13 @@ def test_fetch_refuses_data_the_disk_or_the_file_limit_cannot_hold(_tmp_cache, m
     r = runner.invoke(app, ["fetch", "bimodal", "--source", "local", "--steps", "500"])
     assert r.exit_code == 1 and "ulimit -f" in r.stderr, r.stderr
     assert not list((_tmp_cache / "datasets").rglob("*.hdf5"))  # nothing written, nothing left
+
+
+def test_a_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("ractd_bimodal")
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(not_a_folder))
+    r = runner.invoke(app, ["fetch", "bimodal", "--source", "local", "--steps", "100"])
+    said = [line for line in r.stderr.splitlines() if not line.startswith("generating")]  # the bar aside
+    assert r.exit_code == 1 and len(said) == 1 and "Not a directory" in said[0] and "RACTD_CACHE_DIR" in said[0], r.stderr
