@@ -246,3 +246,17 @@ def test_a_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch):
     r = runner.invoke(app, ["fetch", "bimodal", "--source", "local", "--steps", "100"])
     said = [line for line in r.stderr.splitlines() if not line.startswith("generating")]  # the bar aside
     assert r.exit_code == 1 and len(said) == 1 and "Not a directory" in said[0] and "RACTD_CACHE_DIR" in said[0], r.stderr
+
+
+def test_after_the_data_are_fetched_again_distill_names_the_stale_model(bimodal):
+    tiny = ("--preset", "tiny", "--steps", "30", "--device", "cpu")
+    assert _run("train-teacher", "--env", "bimodal", *tiny).exit_code == 0
+    assert _run("train-reward", "--env", "bimodal", *tiny).exit_code == 0
+    assert _run("fetch", "bimodal", "--source", "local", "--steps", "2000", "--seed", "1", "--force").exit_code == 0
+    r = _run("distill", "--env", "bimodal", *tiny)
+    assert r.exit_code == 1 and "teacher" in r.stderr and "earlier version" in r.stderr and "train-teacher" in r.stderr, r.stderr
+    assert _run("train-teacher", "--env", "bimodal", *tiny).exit_code == 0
+    r = _run("distill", "--env", "bimodal", *tiny)  # now the reward model is the stale one
+    assert r.exit_code == 1 and "reward model" in r.stderr and "train-reward" in r.stderr, r.stderr
+    assert _run("train-reward", "--env", "bimodal", *tiny).exit_code == 0
+    assert _run("distill", "--env", "bimodal", *tiny).exit_code == 0

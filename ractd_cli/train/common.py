@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..adapters import TaskSpec
+from ..artifacts import Artifact
 from ..errors import UsageError, check_seed
 from ..models import resolve_device
 from ..presets import PRESETS, Preset
@@ -75,3 +76,9 @@ class TrainOptions:
     def seed_init(self) -> None:
         """Seed torch before building a network, so its initial weights (and the artifact) depend on --seed only."""
         torch.manual_seed(self.seed)
+
+
+def stale(art: Artifact, fingerprint: str) -> bool:
+    """``art`` was trained on other contents of its dataset than ``fingerprint`` names (the dataset
+    was fetched again since). Artifacts from before fingerprints were recorded are never stale."""
+    return art.meta.get("data_fingerprint") not in (None, fingerprint)

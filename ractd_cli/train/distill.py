@@ -21,9 +21,9 @@ from torch import nn
 from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact, save_artifact
 from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, ractd_loss, student_from_teacher, teacher_sigmas
-from ..errors import UsageError
+from ..errors import RactdError, UsageError
 from ..models import denoiser_from, normalizers_from, prefixed, spec_for
-from .common import TrainOptions
+from .common import TrainOptions, stale
 from .loop import saved, train
 from .reward import frozen_reward
 
@@ -88,11 +88,15 @@ def run(
     teacher_norms = normalizers_from(teacher_art.tensors)
     cfg = opts.config("student", spec)
     device = torch.device(cfg.device)
+    data = load_task_data(adapter, spec, dataset, normalizers=teacher_norms)
+    fingerprint = data.windows.fingerprint()
+    if stale(teacher_art, fingerprint):
+        raise RactdError(f"teacher {teacher_art.id} was trained on an earlier version of {dataset} (it was fetched again since); "
+                         f"run `ractd train-teacher --env {spec.name}` again")
     reward_art, reward_fn = None, None
     if sigma_r > 0:
         reward_art, reward_fn = frozen_reward(spec, reward_ref, dataset=dataset, normalizers=teacher_norms,
-                                              user=f"teacher {teacher_art.id}", device=device)
-    data = load_task_data(adapter, spec, dataset, normalizers=teacher_norms)
+                                              user=f"teacher {teacher_art.id}", device=device, fingerprint=fingerprint)
     teacher = denoiser_from(teacher_art)
     teacher.requires_grad_(False)
     opts.seed_init()
@@ -147,7 +151,7 @@ def run(
         name=f"student-{spec.name}",
         run_extra={"parents": parents, "weights": [alpha, beta, sigma_r], "distance": distance, **({"eval": eval_cfg} if eval_cfg else {})},
         resume=opts.resume, show_progress=opts.show_progress,
-        evaluate=evaluate if eval_cfg else None, eval_every=eval_every, fingerprint=data.windows.fingerprint(),
+        evaluate=evaluate if eval_cfg else None, eval_every=eval_every, fingerprint=fingerprint,
     )
     extra = {"loss_terms": loss_terms(res.losses, alpha, beta, sigma_r)}
     if eval_cfg:
@@ -162,4 +166,5 @@ def run(
         losses=res.losses,
         loss_curve=res.loss_curve,
         speed=res.speed,
+        data_fingerprint=fingerprint,
     ), res)

@@ -118,5 +118,6 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
                 "inverse": res_inv.losses.get("loss", float("nan"))},
         loss_curve={"proposer": res_prop.loss_curve, "refiner": res_ref.loss_curve, "inverse": res_inv.loss_curve},
         speed={"proposer": res_prop.speed, "refiner": res_ref.speed, "inverse": res_inv.speed},
+        data_fingerprint=fingerprint,
     ), res_prop, res_ref, res_inv)
 

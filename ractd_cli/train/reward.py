@@ -23,7 +23,7 @@ from ..data.windows import Normalizer
 from ..errors import RactdError, UsageError
 from ..models import check_reward_input, load_net, normalizer_tensors, normalizers_from, prefixed
 from ..nets import RewardMLP
-from .common import TrainOptions
+from .common import TrainOptions, stale
 from .data import Source, held_out_episodes, load_task_data
 from .loop import saved, train
 
@@ -54,7 +54,7 @@ RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def frozen_reward(
     spec: TaskSpec, reward_ref: str, *, dataset: str | None, normalizers: Mapping[str, Normalizer], user: str,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", fingerprint: str | None = None,
 ) -> tuple[Artifact, RewardFn]:
     """The reward model ``reward_ref``, frozen, as R(x0_hat, cond) for plans in the space of
     ``normalizers`` (those of ``user``, the model whose loss it joins, trained on ``dataset``).
@@ -71,6 +71,9 @@ def frozen_reward(
     if art.meta.get("dataset") != dataset:
         raise UsageError(f"reward model {art.id} was fitted on {art.meta.get('dataset')} and {user} on {dataset}; "
                          f"run `ractd train-reward --env {spec.name} --dataset {dataset}` (or pass --reward)")
+    if fingerprint is not None and stale(art, fingerprint):
+        raise RactdError(f"reward model {art.id} was fitted on an earlier version of {dataset} (it was fetched again since); "
+                         f"run `ractd train-reward --env {spec.name}` again")
     own = normalizers_from(art.tensors)
     if any(not own[k].same_as(n) for k, n in normalizers.items() if k in own and k != "rtg"):
         raise RactdError(f"reward model {art.id} normalises plans otherwise than {user} (the dataset changed between "
@@ -117,4 +120,5 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction
         losses={**res.losses, **{k: v for k, v in validation.items() if k.startswith("val_")}},
         loss_curve=res.loss_curve,
         speed=res.speed,
+        data_fingerprint=data.windows.fingerprint(),
     ), res)

@@ -62,6 +62,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
         losses=res.losses,
         loss_curve=res.loss_curve,
         speed=res.speed,
+        data_fingerprint=data.windows.fingerprint(),
     ), res)
 
 
@@ -179,6 +180,7 @@ def run(
             losses=res.losses,
             loss_curve=res.loss_curve,
             speed=res.speed,
+            data_fingerprint=data.windows.fingerprint(),
             **parents,
             **extra,
         ), res)
