@@ -108,10 +108,17 @@ def _atomically(path: Path, write: Callable[[Any, str], Any]) -> None:
             write(f, tmp)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600: follow the user's umask like any new file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def made_on() -> dict[str, Any]:

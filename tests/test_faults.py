@@ -260,3 +260,16 @@ def test_after_the_data_are_fetched_again_distill_names_the_stale_model(bimodal)
     assert r.exit_code == 1 and "reward model" in r.stderr and "train-reward" in r.stderr, r.stderr
     assert _run("train-reward", "--env", "bimodal", *tiny).exit_code == 0
     assert _run("distill", "--env", "bimodal", *tiny).exit_code == 0
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+
+    from ractd_cli.artifacts import atomic_write
+
+    old = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
