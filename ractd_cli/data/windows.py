@@ -14,6 +14,7 @@ arrays, e.g. ``actions_t[torch.as_tensor(w.x_index[idx])]``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -200,9 +201,11 @@ class Windows:
     episode: np.ndarray
     t: np.ndarray
 
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """A hash of the data (states, actions, goals, rewards, ends, offsets): two loads of the same
-        dataset agree; a regenerated or changed dataset differs (checked by ``--resume``)."""
+        """A hash of the data (states, actions, goals, rewards, ends, offsets), computed once: two
+        loads of the same dataset agree; a regenerated or changed dataset differs (checked by
+        ``--resume`` and by ``distill``)."""
         h = hashlib.sha256()
         for a in (self.states, self.actions, self.goals, self.rewards, self.terminations, self.truncations,
                   self.state_offsets, self.action_offsets):

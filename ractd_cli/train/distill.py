@@ -89,7 +89,7 @@ def run(
     cfg = opts.config("student", spec)
     device = torch.device(cfg.device)
     data = load_task_data(adapter, spec, dataset, normalizers=teacher_norms)
-    fingerprint = data.windows.fingerprint()
+    fingerprint = data.windows.fingerprint
     if stale(teacher_art, fingerprint):
         raise RactdError(f"teacher {teacher_art.id} was trained on an earlier version of {dataset} (it was fetched again since); "
                          f"run `ractd train-teacher --env {spec.name}` again")

@@ -284,7 +284,7 @@ def train(
 ) -> TrainResult:
     """Optimise ``model`` on minibatches of ``data`` with ``loss_fn``; return the model and its EMA.
 
-    ``fingerprint`` (e.g. :meth:`ractd_cli.data.windows.Windows.fingerprint`) names the data's
+    ``fingerprint`` (e.g. :attr:`ractd_cli.data.windows.Windows.fingerprint`) names the data's
     content: a checkpoint made on other data refuses ``resume`` with the reason.
     ``name`` labels the progress bar and the checkpoint file; ``run_extra`` (JSON-able) joins
     ``cfg`` in identifying the run, so ``resume=True`` only picks up a checkpoint of the same run.

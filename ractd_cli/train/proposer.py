@@ -61,7 +61,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
     cfg = {kind: opts.config(kind, view) for kind in ("inverse-dynamics", "teacher", "proposer")}
 
     # 1. inverse dynamics
-    fingerprint = data.windows.fingerprint()
+    fingerprint = data.windows.fingerprint
     inverse, res_inv, _ = fit_inverse_dynamics(view, data.transitions, opts, name=f"trajdiffuser-inverse-{spec.name}", run_extra=written_by,
                                                fingerprint=fingerprint)
 

@@ -107,7 +107,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction
     res = train(net, loss_fn, fit_rows, cfg, name=f"reward-{spec.name}",
                 run_extra={"dataset": data.dataset_id, "net": net.config, "val_fraction": val_fraction, "eval_every": eval_every},
                 resume=opts.resume, show_progress=opts.show_progress,
-                evaluate=evaluate if validating and eval_every else None, eval_every=eval_every, fingerprint=data.windows.fingerprint())
+                evaluate=evaluate if validating and eval_every else None, eval_every=eval_every, fingerprint=data.windows.fingerprint)
     validation = {"episodes": int(len(set(data.windows.episode[val_rows.numpy()].tolist()))), "rows": len(held_out),
                   **({f"val_{k}": v for k, v in fit_on(res.ema, held_out).items()} if validating else {})}
     return saved(save_artifact(
@@ -120,5 +120,5 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction
         losses={**res.losses, **{k: v for k, v in validation.items() if k.startswith("val_")}},
         loss_curve=res.loss_curve,
         speed=res.speed,
-        data_fingerprint=data.windows.fingerprint(),
+        data_fingerprint=data.windows.fingerprint,
     ), res)

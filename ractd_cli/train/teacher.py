@@ -52,7 +52,7 @@ def fit_inverse_dynamics(spec: TaskSpec, transitions, opts: TrainOptions, *, nam
 def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -> Artifact:
     """Fit inverse dynamics on the task's transitions and save it as its own artifact."""
     net, res, cfg = fit_inverse_dynamics(spec, data.transitions, opts, name=f"inverse-dynamics-{spec.name}",
-                                         run_extra={"dataset": data.dataset_id}, fingerprint=data.windows.fingerprint())
+                                         run_extra={"dataset": data.dataset_id}, fingerprint=data.windows.fingerprint)
     return saved(save_artifact(
         {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
         kind="inverse-dynamics",
@@ -62,7 +62,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
         losses=res.losses,
         loss_curve=res.loss_curve,
         speed=res.speed,
-        data_fingerprint=data.windows.fingerprint(),
+        data_fingerprint=data.windows.fingerprint,
     ), res)
 
 
@@ -167,7 +167,7 @@ def run(
         show_progress=opts.show_progress,
         evaluate=evaluate if eval_cfg else None,
         eval_every=eval_every,
-        fingerprint=data.windows.fingerprint(),
+        fingerprint=data.windows.fingerprint,
     )
     curve = {"eval": eval_cfg, "eval_curve": res.curve} if eval_cfg else {}
     written.append(
@@ -180,7 +180,7 @@ def run(
             losses=res.losses,
             loss_curve=res.loss_curve,
             speed=res.speed,
-            data_fingerprint=data.windows.fingerprint(),
+            data_fingerprint=data.windows.fingerprint,
             **parents,
             **extra,
         ), res)
