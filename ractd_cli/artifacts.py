@@ -194,36 +194,31 @@ def read_header(path: Path) -> dict[str, Any]:
         ) from e
 
 
-def list_artifacts(directory: Path | None = None) -> list[Artifact]:
-    """Every readable artifact in the store (headers only, no tensors), newest first. The files
-    whose header cannot be read are :func:`damaged_artifacts`, never silently left out of a choice."""
+def scan_store(directory: Path | None = None) -> tuple[list[Artifact], list[Path]]:
+    """One read of every artifact header in the store: (the readable artifacts, newest first; the
+    files whose header cannot be read, truncated or overwritten, by name)."""
     d = directory or models_dir()
-    out = []
+    out, bad = [], []
     for p in sorted(d.glob("*.safetensors")) if d.is_dir() else []:
         try:
             out.append(Artifact(path=p, meta=read_header(p)))
         except RactdError:
-            continue
-    out.sort(key=lambda a: (a.meta.get("created", ""), a.path.stat().st_mtime), reverse=True)
-    return out
-
-
-def damaged_artifacts(directory: Path | None = None) -> list[Path]:
-    """The store's artifact files whose header cannot be read (truncated, overwritten), by name."""
-    d = directory or models_dir()
-    bad = []
-    for p in sorted(d.glob("*.safetensors")) if d.is_dir() else []:
-        try:
-            read_header(p)
-        except RactdError:
             bad.append(p)
-    return bad
+    out.sort(key=lambda a: (a.meta.get("created", ""), a.path.stat().st_mtime), reverse=True)
+    return out, bad
 
 
-def _damaged_in_the_way(ref: str, chosen: Artifact | None, kind: str | None, task: str | None, directory: Path | None) -> None:
+def list_artifacts(directory: Path | None = None) -> list[Artifact]:
+    """Every readable artifact in the store (headers only, no tensors), newest first. The files
+    whose header cannot be read (:func:`scan_store`) are never silently left out of a choice:
+    :func:`resolve` refuses to choose around them."""
+    return scan_store(directory)[0]
+
+
+def _damaged_in_the_way(ref: str, chosen: Artifact | None, kind: str | None, task: str | None, damaged: list[Path]) -> None:
     """Refuse to choose around a damaged file: ``latest`` when a damaged file of that kind and task
     is newer than the choice, an id that only a damaged file's name matches."""
-    for p in damaged_artifacts(directory):
+    for p in damaged:
         if ref == "latest":
             prefix = f"{kind}-{task}-" if kind and task else f"{kind}-" if kind else ""
             hit = p.name.startswith(prefix) and (task is None or f"-{task}-" in p.name) and (
@@ -251,10 +246,10 @@ def resolve(ref: str | Path, *, kind: str | None = None, task: str | None = None
     if p.suffix == ".safetensors" and p.exists():
         return p
     ref = str(ref)
-    arts = list_artifacts(directory)
+    arts, damaged = scan_store(directory)
     if ref == "latest":
         cands = [a for a in arts if (kind is None or a.kind == kind) and (task is None or a.task == task)]
-        _damaged_in_the_way(ref, cands[0] if cands else None, kind, task, directory)
+        _damaged_in_the_way(ref, cands[0] if cands else None, kind, task, damaged)
         if not cands:
             what = f"{kind or 'artifact'}" + (f" for {task}" if task else "")
             if kind in MADE_BY and task:
@@ -263,7 +258,7 @@ def resolve(ref: str | Path, *, kind: str | None = None, task: str | None = None
         return cands[0].path
     matches = [a for a in arts if a.id.startswith(ref) or a.path.name == ref or a.path.stem == ref]
     if not matches:
-        _damaged_in_the_way(ref, None, kind, task, directory)
+        _damaged_in_the_way(ref, None, kind, task, damaged)
         raise RactdError(f"no artifact matches {ref!r}; list them with `ractd cache list`")
     if len({a.id for a in matches}) > 1:
         raise RactdError(f"{ref!r} matches {len(matches)} artifacts; give more characters of the id")

@@ -223,10 +223,11 @@ def cache_list(
     json_: bool = JsonOpt,
 ) -> None:
     """List model artifacts in the cache, newest first, and any damaged file (its header unreadable)."""
-    from .artifacts import damaged_artifacts, list_artifacts
+    from .artifacts import scan_store
 
-    arts = [a for a in list_artifacts() if (kind is None or a.kind == kind) and (env is None or a.task == env)]
-    damaged = [p for p in damaged_artifacts() if (kind is None or p.name.startswith(f"{kind}-")) and (env is None or f"-{env}-" in p.name)]
+    readable, unreadable = scan_store()
+    arts = [a for a in readable if (kind is None or a.kind == kind) and (env is None or a.task == env)]
+    damaged = [p for p in unreadable if (kind is None or p.name.startswith(f"{kind}-")) and (env is None or f"-{env}-" in p.name)]
     rows = [
         {
             "id": a.id,
