@@ -23,7 +23,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 
 from .errors import UsageError
-from .layouts import LAYOUTS, Layout
+from .layouts import LAYOUTS, WINDOWS, Layout
 
 Planning = Literal["chunk", "states", "endpoints"]
 """``chunk``: closed loop, x = c future actions given h past states; execute the first action, replan.
@@ -84,6 +84,11 @@ class TaskSpec:
     (H/k knots), and is followed through the straight lines between them. 1 (every state) is the
     paper's; a training option (``train-teacher --plan-stride k``), recorded in the artifacts, never
     an adapter default."""
+    windows: str = "full"
+    """The training windows of the diffusion models (:data:`ractd_cli.layouts.WINDOWS`): ``full``
+    (RACTD's code, the default: no window runs past an episode's end) or ``padded`` (every transition
+    starts a window, padded at the end by repeating the last row; ractd before 0.2). A training option
+    (``train-teacher --windows``), recorded in the artifacts and inherited by students."""
     goal_dims: tuple[int, ...] = ()
     """``endpoints`` planning: the state dimension each goal entry is (e.g. (0, 1): the goal is the
     position); with ``rest_dims`` it makes the goal state the plan is asked to end at."""
@@ -112,6 +117,10 @@ class TaskSpec:
                 raise ValueError(f"task {self.name}: {field_name} must be at least 1, got {getattr(self, field_name)}")
         if self.plan_stride < 1 or self.horizon % self.plan_stride:
             raise ValueError(f"task {self.name}: plan_stride {self.plan_stride} must be >= 1 and divide the horizon {self.horizon}")
+        if self.windows not in WINDOWS:
+            raise ValueError(f"task {self.name}: windows {self.windows!r} is none of {', '.join(WINDOWS)}")
+        if self.windows != "full" and self.layout.full_windows:
+            raise ValueError(f"task {self.name}: {self.planning} plans train on full windows only, not {self.windows!r}")
         for dims_name in ("rest_dims", "goal_dims"):
             bad = [d for d in getattr(self, dims_name) if not 0 <= d < self.obs_dim]
             if bad:

@@ -295,6 +295,7 @@ def run(
         "planning": "/".join(sorted({str(r["planning"]) for r in out_rows if r.get("planning")})) or None,
         **(sampling or Sampling()).describe(),
         "plan_stride": "/".join(sorted({str(r["plan_stride"]) for r in out_rows if r.get("plan_stride")}, key=int)) or None,
+        "windows": "/".join(sorted({str(r["windows"]) for r in out_rows if r.get("windows")})) or None,
         "follow": follow,
         "replan": replan if follow else None,
         "snap_goal": snap_goal if follow else None,

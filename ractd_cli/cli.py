@@ -385,6 +385,7 @@ def train_teacher(
     reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path for --reward-weight (default: latest for the task)."),
     net: Optional[str] = typer.Option(None, "--net", help="The denoiser network instead of the preset's: quick (64/128/256), small (16/32/64), mujoco, maze2d-umaze|medium|large (the paper's), mlp. For sizing studies; recorded in the artifact, inherited by its students."),
     plan_stride: Optional[int] = typer.Option(None, "--plan-stride", help="State-planning tasks: plan every k-th state (H/k knots, followed along the straight lines between them), recorded in the artifact and inherited by its students. Default: the preset's, 1 (every state, the paper's) except where a task's quick preset sizes it for a CPU (`ractd envs --json` shows the presets)."),
+    windows: Optional[str] = typer.Option(None, "--windows", help="Training windows: full (default for every task, RACTD's code: no window runs past an episode's end) or padded (every transition starts a window, padded by repeating the episode's last row; ractd before 0.2). Recorded in the artifact, inherited by its students. Endpoint plans (Maze2d) take full only."),
     eval_every: int = typer.Option(0, "--eval-every", help="Score the teacher (its EMA weights, the ones saved) every N steps and at the end in the environment, with --eval-sampler, the task's default follower: a learning curve, in the artifact and --json as eval_curve. 0: no evaluation. Training is the same either way."),
     eval_episodes: int = typer.Option(20, "--eval-episodes", help="Episodes per evaluation (seed 0: the starts of `ractd rollout`)."),
     eval_sampler: str = typer.Option("euler", "--eval-sampler", help="Sampler for --eval-every: euler (default, cheap), heun or ancestral, at --eval-nfe."),
@@ -415,7 +416,7 @@ def train_teacher(
 
     arts = teacher.run(adapter, spec, opts,
                        distance=distance, reward_weight=reward_weight, reward_ref=reward_ref, plan_stride=plan_stride,
-                       net_name=net, evaluator=evaluator, eval_every=eval_every,
+                       net_name=net, windows=windows, evaluator=evaluator, eval_every=eval_every,
                        eval_label={"episodes": eval_episodes, "seed": 0, "sampler": eval_sampler, "nfe": eval_nfe})
     _report_artifacts(arts, json_)
 
@@ -708,7 +709,8 @@ def _sampling(doc: dict) -> str:
     """', x_T = z, clamped' (and so on) for a result that records its initial noise and clamping."""
     if doc.get("init_noise") is None:
         return ""
-    return f", x_T = {'z' if doc['init_noise'] == 'unit' else 'sigma_max z'}" + (", clamped" if doc.get("clamp") else ", unclamped")
+    padded = ", padded windows" if doc.get("windows") == "padded" else ""
+    return f", x_T = {'z' if doc['init_noise'] == 'unit' else 'sigma_max z'}" + (", clamped" if doc.get("clamp") else ", unclamped") + padded
 
 
 # ------------------------------------------------------------------------------------------ bench

@@ -133,12 +133,12 @@ class PlannerPolicy:
             raise UsageError("this task plans states: it needs an inverse-dynamics model (train-teacher makes one), or --follow track|controller")
 
     def describe(self) -> dict:
-        """How plans are made and executed, for results: the planning kind (its conditioning) and plan
-        stride the model was trained with, the initial noise and clamping (None for the Trajectory
+        """How plans are made and executed, for results: the planning kind (its conditioning), plan
+        stride and training windows the model was trained with, the initial noise and clamping (None for the Trajectory
         Diffuser, which starts from its proposal); ``follow``, ``replan``, ``snap_goal`` (None for
         ``chunk`` tasks)."""
         sampling = getattr(self.planner, "sampling", None)
-        return {"planning": self.spec.planning, "plan_stride": self.spec.plan_stride,
+        return {"planning": self.spec.planning, "plan_stride": self.spec.plan_stride, "windows": self.spec.windows,
                 **(sampling.describe() if sampling is not None else {"init_noise": None, "clamp": None}),
                 "follow": self.follow, "replan": self.replan, "snap_goal": self.snap_goal}
 

@@ -216,5 +216,18 @@ def goal_placement(spec: TaskSpec) -> Any:
     return place
 
 
+WINDOWS = ("full", "padded")
+"""Which training windows the diffusion models see (``TaskSpec.windows``, ``train-teacher --windows``):
+``full``, only windows whose rows all lie inside one episode (RACTD's code: ``pad_before: 0``,
+``pad_after: 0`` in every config), or ``padded``, every transition starts a window and rows past the
+episode's end repeat its last row. Layouts with ``full_windows`` (endpoint plans) allow only ``full``."""
+
+
+def full_window_rows(x_mask: np.ndarray, t: np.ndarray, history: int) -> np.ndarray:
+    """The windows with no padding: every plan row real (``x_mask`` (N, L) all True) and the
+    conditioning's h past states inside the episode (``t`` (N,) >= h - 1). Returns their indices (M,)."""
+    return np.flatnonzero(x_mask.all(axis=1) & (t >= history - 1))
+
+
 LAYOUTS: dict[str, Layout] = {layout.kind: layout for layout in (ActionChunks(), StatePlans(), EndpointPlans())}
 """Every planning kind a task may declare (``TaskSpec.planning``)."""

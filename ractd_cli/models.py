@@ -119,17 +119,19 @@ class PlanIO(nn.Module):
 
 
 def spec_for(art: Artifact, spec: TaskSpec) -> TaskSpec:
-    """``spec`` as ``art`` was trained: with the plan stride its config records (1 when absent) and
-    its planning kind, where that is another open-loop one (a Maze2d model from before the
+    """``spec`` as ``art`` was trained: with the plan stride its config records (1 when absent), its
+    training windows (``padded`` when absent, ractd's choice before it was recorded) and its planning kind, where that is another open-loop one (a Maze2d model from before the
     ``endpoints`` conditioning keeps planning from the current state and the goal, ``states``)."""
     k = int(art.config.get("plan_stride", 1))
     planning = art.config.get("planning", spec.planning)
     if planning != spec.planning:
         if planning not in LAYOUTS or not (LAYOUTS[planning].open_loop and spec.layout.open_loop):
             raise UsageError(f"artifact {art.id} plans {planning!r} but {spec.name} plans {spec.planning!r}; retrain it")
-    if k == spec.plan_stride and planning == spec.planning:
+    # models from before the choice was recorded trained on padded windows, except endpoint plans
+    windows = art.config.get("windows", "full" if LAYOUTS[planning].full_windows else "padded")
+    if (k, planning, windows) == (spec.plan_stride, spec.planning, spec.windows):
         return spec
-    return dataclasses.replace(spec, plan_stride=k, planning=planning)
+    return dataclasses.replace(spec, plan_stride=k, planning=planning, windows=windows)
 
 
 def check_reward_input(art: Artifact, spec: TaskSpec) -> None:

@@ -116,6 +116,13 @@ def teacher_and_reward(task: str, extra: list[str], teacher: str | None = None, 
             full_id(task, "reward", reward) or artifacts(task, "reward")[0]["id"])
 
 
+def settings_line(doc: dict) -> str:
+    """The choices behind every row, for the table's header: planning kind, training windows, plan
+    stride, initial noise and clamping (each as the bench JSON records it)."""
+    keys = (("planning", "planning"), ("windows", "windows"), ("plan stride", "plan_stride"), ("x_T", "init_noise"), ("clamp", "clamp"))
+    return "settings: " + ", ".join(f"{label} {doc[k]}" for label, k in keys if doc.get(k) is not None)
+
+
 def markdown(doc: dict) -> str:
     success = any(r.get("success_rate") is not None for r in doc["rows"])
     checks = [k for k in PLAN_CHECK_RATES if any(r.get(k) is not None for r in doc["rows"])]
@@ -152,7 +159,8 @@ def main() -> None:
     doc = json.loads(ractd("bench", "--env", task, "--student", ractd_student["id"], "--ctd", ctd["id"], "--episodes", str(a.episodes), *teacher_episodes,
                            *shlex.split(a.bench_args), "--plot", str(a.out / f"results-{task}.png"), "--json", capture=True))
     (a.out / f"results-{task}.json").write_text(json.dumps(doc, indent=2))
-    print(f"{task}, {doc['episodes']} episodes, on {doc['device']}" + (f", bench {a.bench_args}" if a.bench_args.strip() else "") + ":\n")
+    print(f"{task}, {doc['episodes']} episodes, on {doc['device']}" + (f", bench {a.bench_args}" if a.bench_args.strip() else "") + ":")
+    print(settings_line(doc) + "\n")
     print(markdown(doc))
     print(f"\n{models_line(doc['rows'])}")
 

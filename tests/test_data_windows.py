@@ -95,3 +95,64 @@ def test_batch_accepts_slices_and_skips_empty_episodes():
     np.testing.assert_array_equal(w.batch(slice(1, 3))["x"][:, :, 0], [[1, 2], [2, 2]])
     with pytest.raises(ValueError):
         make_windows([empty], _spec("chunk", horizon=2))
+
+
+@pytest.mark.parametrize("planning", ["chunk", "states"])
+def test_full_windows_never_cross_an_episode_end(planning):
+    """The default (RACTD's code: pad_before 0, pad_after 0): the diffusion models train only on
+    windows whose rows are all real; ``padded`` keeps one window per transition."""
+    import dataclasses
+
+    import torch
+
+    from ractd_cli.train.data import build_task_data
+
+    chunk = planning == "chunk"
+    eps = [_episode(T, base, goal=None if chunk else 1.0) for T, base in ((5, 0.0), (2, 100.0), (4, 200.0))]
+    spec = _spec(planning, horizon=3, history=2 if chunk else 1, goal_dim=0 if chunk else 1)
+    assert spec.windows == "full"
+    w = make_windows(eps, spec)
+    full = build_task_data(spec, w, "toy")
+    padded = build_task_data(dataclasses.replace(spec, windows="padded"), w, "toy")
+    assert len(padded.diffusion) == len(w) == 11
+    rows = full.diffusion_rows.numpy()
+    # chunk: a_n..a_{n+2} inside the episode (n <= T - 3) and s_{n-1} too (n >= 1); states: s_n..s_{n+2} (n <= T - 2)
+    expected = {"chunk": [1, 2, 8], "states": [0, 1, 2, 3, 5, 7, 8, 9]}[planning]
+    assert rows.tolist() == expected
+    assert w.x_mask[rows].all() and (w.t[rows] >= spec.history - 1).all()
+    x = full.diffusion.gather(torch.arange(len(full.diffusion)))["x"]
+    raw = full.normalizers[spec.layout.x_source].unnormalize(x)[..., 0].numpy()
+    step = 1.0 if planning == "chunk" else 10.0  # consecutive actions / states of one episode
+    np.testing.assert_allclose(np.diff(raw, axis=1), step, atol=1e-3)
+
+
+def test_windows_choice_is_checked():
+    with pytest.raises(ValueError, match="windows"):
+        TaskSpec(name="toy", env_id="Toy-v0", obs_dim=2, act_dim=1, planning="chunk", horizon=2, windows="some")
+    with pytest.raises(ValueError, match="full windows only"):
+        TaskSpec(name="toy", env_id="Toy-v0", obs_dim=2, act_dim=1, planning="endpoints", horizon=2, goal_dim=2,
+                 goal_dims=(0, 1), windows="padded")
+
+
+def test_windows_through_the_commands(tmp_path, monkeypatch, ractd_ok):
+    """`train-teacher --windows padded`: recorded in the teacher, inherited by its student, stated by
+    `rollout`; the default is full; an unknown choice or padded endpoint plans are usage errors."""
+    from typer.testing import CliRunner
+
+    from ractd_cli.artifacts import load_artifact
+    from ractd_cli.cli import app
+
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    ok = ractd_ok
+    ok("fetch", "bimodal", "--source", "local", "--steps", "600")
+    full = ok("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "3")
+    padded = ok("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "3", "--windows", "padded")
+    assert load_artifact(full["id"]).config["windows"] == "full"
+    assert load_artifact(padded["id"]).config["windows"] == "padded" and padded["id"] != full["id"]
+    student = ok("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "2", "--reward-weight", "0", "--teacher", padded["id"])
+    assert load_artifact(student["id"]).config["windows"] == "padded"
+    assert ok("rollout", "--env", "bimodal", "--model", student["id"], "--episodes", "1")["windows"] == "padded"
+    runner = CliRunner()
+    for task, choice, says in (("bimodal", "some", "--windows"), ("maze2d-umaze", "padded", "full windows only")):
+        r = runner.invoke(app, ["train-teacher", "--env", task, "--windows", choice])
+        assert r.exit_code == 2 and says in r.output, r.output

@@ -31,7 +31,7 @@ def _episode(T: int) -> Episode:
 
 def test_states_padding_rests_in_rest_dims():
     eps = [_episode(4), _episode(7)]
-    spec = _spec(rest_dims=(2,))
+    spec = _spec(rest_dims=(2,), windows="padded")  # padding is what this tests
     w = make_windows(eps, spec)
     data = build_task_data(spec, w, "toy")
     idx = torch.arange(len(w))
@@ -43,7 +43,7 @@ def test_states_padding_rests_in_rest_dims():
     np.testing.assert_allclose(x[pad].numpy(), w.x_source[w.x_index][w.x_mask], atol=1e-5)
     np.testing.assert_allclose(x[~pad][:, :2].numpy(), w.x_source[w.x_index][~w.x_mask][:, :2], atol=1e-5)
     # without rest_dims the padding repeats the last state as it is
-    plain = build_task_data(_spec(), w, "toy")
+    plain = build_task_data(_spec(windows="padded"), w, "toy")
     xp = plain.normalizers["state"].unnormalize(plain.diffusion.gather(idx)["x"])
     np.testing.assert_allclose(xp.numpy(), w.x_source[w.x_index], atol=1e-5)
 

@@ -18,6 +18,7 @@ from ..data import store
 from ..data.load import load_episodes
 from ..data.windows import Normalizer, Windows, make_windows
 from ..errors import RactdError
+from ..layouts import full_window_rows
 
 Batch = dict[str, torch.Tensor]
 
@@ -89,7 +90,7 @@ class TaskData:
     """What the reward model reads (``Layout.reward_input``), for its artifact."""
     diffusion_rows: torch.Tensor
     """(len(diffusion),) the row of ``windows`` behind each row of ``diffusion``: every window, or
-    (``Layout.full_windows``) only those wholly inside an episode."""
+    (``TaskSpec.windows == "full"``) only those wholly inside an episode."""
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -134,8 +135,9 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str, normalize
         goal = layout.training_goal(x, G[state_index[idx]] if G is not None else None)
         return {"x": x, "cond": layout.cond(S[cond_index[idx]], goal)}  # cond_index: (B, h) past states
 
-    # the windows the diffusion models train on: all, or only the full ones (endpoint plans)
-    diffusion_rows = torch.as_tensor(np.flatnonzero(windows.x_mask.all(axis=1))) if layout.full_windows else torch.arange(n)
+    # the windows the diffusion models train on: only the full ones (spec.windows, the default), or all
+    full = spec.windows == "full"
+    diffusion_rows = torch.as_tensor(full_window_rows(windows.x_mask, windows.t, windows.history)) if full else torch.arange(n)
     if len(diffusion_rows) == 0:
         raise RactdError(f"dataset {dataset_id} has no stretch of {spec.horizon} steps without an episode end, "
                          f"which {spec.name}'s plans need; fetch more data (e.g. `ractd fetch {spec.name} --source local --force`)")
@@ -156,7 +158,7 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str, normalize
         dataset_id=dataset_id,
         windows=windows,
         normalizers=norms,
-        diffusion=Source(n, diffusion).subset(diffusion_rows) if layout.full_windows else Source(n, diffusion),
+        diffusion=Source(n, diffusion).subset(diffusion_rows) if full else Source(n, diffusion),
         diffusion_rows=diffusion_rows,
         reward=Source(n, reward),
         transitions=Source(len(s_rows), transitions),

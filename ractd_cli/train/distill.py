@@ -124,7 +124,7 @@ def run(
 
     def config(**extra) -> dict:
         return {
-            **{k: teacher_art.config[k] for k in ("sigma_data", "sigma_min", "sigma_max", "planning", "horizon", "plan_stride")
+            **{k: teacher_art.config[k] for k in ("sigma_data", "sigma_min", "sigma_max", "planning", "horizon", "plan_stride", "windows")
                if k in teacher_art.config},
             "net_kind": teacher_art.config["net_kind"],
             "net": {**teacher_art.config["net"], "student": True},

@@ -107,7 +107,7 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: st
             "net_kind": proposer.kind, "net": proposer.config,
             "refiner_kind": refiner_net.kind, "refiner": refiner_net.config,
             "inverse_kind": inverse.kind, "inverse": inverse.config,
-            "horizon": H, "planning": view.planning,
+            "horizon": H, "planning": view.planning, "windows": view.windows,
             "sigma_data": SIGMA_DATA, "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX,
             "p_uncond": td.COND_DROPOUT, "distance": distance,
             "best_return": best,

@@ -25,6 +25,7 @@ from ..diffusion import (
     training_denoise,
 )
 from ..errors import UsageError, unknown_choice
+from ..layouts import WINDOWS
 from ..models import normalizer_tensors, prefixed
 from ..nets import DENOISER_PRESETS, InverseDynamics, make_denoiser_net
 from .common import TrainOptions
@@ -69,7 +70,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
 def run(
     adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber",
     reward_weight: float = 0.0, reward_ref: str = "latest", plan_stride: int | None = None, net_name: str | None = None,
-    evaluator: Callable[[Artifact], dict] | None = None, eval_every: int = 0, eval_label: dict | None = None,
+    windows: str | None = None, evaluator: Callable[[Artifact], dict] | None = None, eval_every: int = 0, eval_label: dict | None = None,
 ) -> list[Artifact]:
     """Train (inverse dynamics and) the teacher; return the artifacts written, teacher last.
 
@@ -81,7 +82,9 @@ def run(
     the paper's unconditioned teacher, unchanged. ``plan_stride`` k > 1 (state plans only): the
     teacher plans every k-th state (``TaskSpec.plan_stride``), recorded in its config and inherited
     by its students; 1 is the paper's; None: the preset's (``Preset.plan_stride``, a task's CPU sizing). ``net_name``: the denoiser network (a key of
-    ``ractd_cli.nets.DENOISER_PRESETS``) instead of the preset's, for sizing studies.
+    ``ractd_cli.nets.DENOISER_PRESETS``) instead of the preset's, for sizing studies. ``windows``: the
+    training windows (``TaskSpec.windows``; None: the task's, ``full`` as RACTD's code), recorded in
+    the config and inherited by the students.
     ``evaluator(teacher)`` (every ``eval_every`` steps and at the end) scores an unsaved teacher of the
     current EMA weights (the ones saved); the results become the artifact's ``eval_curve`` (a learning
     curve, to size presets), with ``eval_label`` (sampler, episodes) recorded beside it and joining
@@ -97,6 +100,12 @@ def run(
         if plan_stride < 1 or spec.horizon % plan_stride:
             raise UsageError(f"--plan-stride must be a divisor of {spec.name}'s horizon {spec.horizon}, got {plan_stride}")
         spec = dataclasses.replace(spec, plan_stride=plan_stride)
+    if windows is not None and windows != spec.windows:
+        if windows not in WINDOWS:
+            raise UsageError(unknown_choice("--windows", windows, WINDOWS))
+        if spec.layout.full_windows:
+            raise UsageError(f"{spec.name} plans from a window's first to its last state: it trains on full windows only")
+        spec = dataclasses.replace(spec, windows=windows)
     if distance not in DISTANCES:
         raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
     if not (math.isfinite(reward_weight) and reward_weight >= 0):
@@ -142,6 +151,7 @@ def run(
             "sigma_max": SIGMA_MAX,
             "planning": spec.planning,
             "horizon": T,
+            "windows": spec.windows,
             "distance": distance,
             "train": cfg.record(),
             "preset": opts.preset,
