@@ -120,8 +120,9 @@ class PlanIO(nn.Module):
 
 def spec_for(art: Artifact, spec: TaskSpec) -> TaskSpec:
     """``spec`` as ``art`` was trained: with the plan stride its config records (1 when absent), its
-    training windows (``padded`` when absent, ractd's choice before it was recorded) and its planning kind, where that is another open-loop one (a Maze2d model from before the
-    ``endpoints`` conditioning keeps planning from the current state and the goal, ``states``)."""
+    training windows (``padded`` when absent, ractd's choice before it was recorded) and its
+    planning kind, where that is another open-loop one (a Maze2d model from before the ``endpoints``
+    conditioning keeps planning from the current state and the goal, ``states``)."""
     k = int(art.config.get("plan_stride", 1))
     planning = art.config.get("planning", spec.planning)
     if planning != spec.planning:

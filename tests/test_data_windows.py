@@ -156,3 +156,30 @@ def test_windows_through_the_commands(tmp_path, monkeypatch, ractd_ok):
     for task, choice, says in (("bimodal", "some", "--windows"), ("maze2d-umaze", "padded", "full windows only")):
         r = runner.invoke(app, ["train-teacher", "--env", task, "--windows", choice])
         assert r.exit_code == 2 and says in r.output, r.output
+
+
+def test_return_to_go_options_of_train_reward(tmp_path, monkeypatch, ractd_ok):
+    """`train-reward --gamma G --termination-penalty P` regresses that return-to-go and records it;
+    out-of-range values are usage errors."""
+    from typer.testing import CliRunner
+
+    from ractd_cli.artifacts import load_artifact
+    from ractd_cli.cli import app
+    from ractd_cli.models import load_net, normalizers_from
+
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    ok = ractd_ok
+    ok("fetch", "bimodal", "--source", "local", "--steps", "600")
+    base = load_artifact(ok("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "2")["id"])
+    other = load_artifact(ok("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "2", "--gamma", "0.5",
+                             "--termination-penalty", "-3")["id"])
+    assert (base.config["gamma"], base.config["termination_penalty"]) == (0.99, 0.0)  # the bimodal task's
+    assert (other.config["gamma"], other.config["termination_penalty"]) == (0.5, -3.0)
+    # a shorter discount gives smaller returns-to-go: the fitted target range shrinks
+    hi = lambda art: float(np.asarray(normalizers_from(art.tensors)["rtg"].max).reshape(-1)[0])  # noqa: E731
+    assert hi(other) < hi(base)
+    assert load_net(other) is not None
+    runner = CliRunner()
+    for args in (["--gamma", "1.5"], ["--gamma", "0"], ["--termination-penalty", "nan"]):
+        r = runner.invoke(app, ["train-reward", "--env", "bimodal", *args])
+        assert r.exit_code == 2 and args[0] in r.output, r.output

@@ -1,7 +1,7 @@
 """``ractd train-reward``: the return-to-go model R_psi, trained independently of the teacher.
 
 ``chunk`` tasks: R_psi(s_n, a_n) regresses the normalised discounted return-to-go of (s_n, a_n)
-(gamma and the termination penalty from the adapter). ``states`` tasks: R_psi(s_t, goal)
+(gamma and the termination penalty: the task's, or ``--gamma`` / ``--termination-penalty``). ``states`` tasks: R_psi(s_t, goal)
 regresses the return-to-go from s_t under the episode's goal; a plan is scored by the mean of
 R_psi over its states (so the term stays O(1) whatever the horizon).
 
@@ -13,6 +13,8 @@ steers the student, so a poor fit (low held-out R^2) is worth knowing before dis
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Callable, Mapping
 
 import torch
@@ -83,9 +85,18 @@ def frozen_reward(
     return art, spec.layout.reward(spec, net)
 
 
-def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction: float = VAL_FRACTION, eval_every: int = 0) -> Artifact:
+def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction: float = VAL_FRACTION, eval_every: int = 0,
+        gamma: float | None = None, termination_penalty: float | None = None) -> Artifact:
     """Fit R_psi on all but ``val_fraction`` of the episodes; its held-out fit is measured at the end
-    (and every ``eval_every`` steps, the artifact's ``fit_curve``)."""
+    (and every ``eval_every`` steps, the artifact's ``fit_curve``). ``gamma`` and
+    ``termination_penalty`` (None: the task's, ``TaskSpec.gamma`` and ``.termination_penalty``) define
+    the return-to-go it regresses; both are recorded in its config."""
+    if gamma is not None and not (math.isfinite(gamma) and 0 < gamma <= 1):
+        raise UsageError(f"--gamma must be in (0, 1], got {gamma}")
+    if termination_penalty is not None and not math.isfinite(termination_penalty):
+        raise UsageError(f"--termination-penalty must be a finite number, got {termination_penalty}")
+    spec = dataclasses.replace(spec, gamma=spec.gamma if gamma is None else gamma,
+                               termination_penalty=spec.termination_penalty if termination_penalty is None else termination_penalty)
     if not 0 <= val_fraction < 1:
         raise UsageError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     if eval_every < 0:
@@ -115,7 +126,8 @@ def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction
         kind="reward",
         task=spec.name,
         dataset=data.dataset_id,
-        config={"net_kind": net.kind, "net": net.config, "input": data.reward_input, "gamma": spec.gamma, "train": cfg.record(), "preset": opts.preset,
+        config={"net_kind": net.kind, "net": net.config, "input": data.reward_input, "gamma": spec.gamma,
+                "termination_penalty": spec.termination_penalty, "train": cfg.record(), "preset": opts.preset,
                 "val_fraction": val_fraction, "validation": validation, **({"fit_curve": res.curve} if res.curve else {})},
         losses={**res.losses, **{k: v for k, v in validation.items() if k.startswith("val_")}},
         loss_curve=res.loss_curve,
