@@ -115,6 +115,43 @@ def models_line(rows: list[dict[str, Any]]) -> str:
     return "models: " + "; ".join(parts)
 
 
+DATA_TOP_FRACTION = 0.1
+"""The data's "best episodes" row: the mean score of this share of its episodes, the best ones."""
+
+
+def data_ceiling(adapter: EnvAdapter, spec: TaskSpec, dataset: str, score_scale: str) -> dict[str, Any] | None:
+    """The data's own scores beside the planners' (closed-loop tasks, whose dataset episodes are
+    episodes of the evaluated kind): the mean episode, the best :data:`DATA_TOP_FRACTION` of episodes
+    and the best episode, each on ``score_scale`` (means with their standard errors). None for open-
+    loop tasks, whose data are cut at every goal reached (Maze2d): no episode there is comparable
+    with an evaluation episode."""
+    if spec.layout.open_loop:
+        return None
+    from .data.load import load_episodes
+
+    scores = np.sort([float(adapter.normalized_score(spec.name, float(np.sum(ep.rewards)), scale=score_scale))
+                      for ep in load_episodes(adapter, spec, dataset) if len(ep)])[::-1]
+    top = scores[: max(1, int(round(DATA_TOP_FRACTION * len(scores))))]
+
+    def stderr(a: np.ndarray) -> float:
+        return float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
+
+    return {"dataset": dataset, "episodes": len(scores), "score_scale": score_scale,
+            "mean": float(scores.mean()), "mean_stderr": stderr(scores),
+            "top_fraction": DATA_TOP_FRACTION, "top_mean": float(top.mean()), "top_stderr": stderr(top),
+            "max": float(scores[0])}
+
+
+def data_rows(ceiling: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """(label, score) rows of :func:`data_ceiling` for a results table; [] where there is none."""
+    if not ceiling:
+        return []
+    share = f"{100 * ceiling['top_fraction']:.0f}%"
+    return [(f"data: mean of its {ceiling['episodes']} episodes", f"{ceiling['mean']:.1f} ± {ceiling['mean_stderr']:.1f}"),
+            (f"data: mean of its best {share} of episodes", f"{ceiling['top_mean']:.1f} ± {ceiling['top_stderr']:.1f}"),
+            ("data: its best episode", f"{ceiling['max']:.1f}")]
+
+
 @dataclass
 class BenchResult:
     """What ``bench`` measured: ``doc`` is the JSON document (rows and run-wide fields), the rest
@@ -227,6 +264,7 @@ def run(
     plans: dict[str, np.ndarray] = {}
     first = _first_start(adapter, spec, seed) if spec.layout.x_source == "state" else None  # plans to draw
     forward_ms = overhead = None
+    teacher_dataset = None
     for row in rows:
         trajdiffuser = row.refine_steps is not None
         recipe = PolicyRecipe(spec.name, row.model_id, "trajdiffuser" if trajdiffuser else "diffusion", sampler=row.sampler,
@@ -268,6 +306,8 @@ def run(
             "paper": spec.paper_scores.get(row.key),
         }
         rec.update(policy.describe(), score_scale=score_scale)
+        if row.key == "teacher-heun":
+            teacher_dataset = loaded.art.meta.get("dataset")
         if trajdiffuser:
             rec.update(planner.describe())
         if not latency_only:
@@ -300,6 +340,7 @@ def run(
         "replan": replan if follow else None,
         "snap_goal": snap_goal if follow else None,
         "rows": out_rows,
+        "data": None if latency_only or not teacher_dataset else data_ceiling(adapter, spec, teacher_dataset, score_scale),
         "forward_ms": forward_ms,
         "forward_overhead": overhead,
         "workers": workers,

@@ -792,6 +792,8 @@ def bench(
         cells += ["-" if r["success_rate"] is None else f"{100 * r['success_rate']:.0f}%"] * success
         cells += [f"{100 * r[k]:.0f}%" if k in r else "-" for k in checks]
         table.add_row(*cells, *([r["paper"] or ""] * paper))
+    for label, score in b.data_rows(out.get("data")):  # the data's own scores: what the planners learn from
+        table.add_row(label, *[""] * (len(cols) - 2), score, *[""] * (success + len(checks) + paper))
     err.print(table)
     err.print(b.models_line(out["rows"]))
     if out["forward_ms"]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ractd_cli.artifacts import read_header
-from ractd_cli.bench import models_line  # the footer naming the teacher and students, as bench prints it
+from ractd_cli.bench import data_rows, models_line  # the data's rows and the footer naming the models, as bench prints them
 from ractd_cli.evaluate import PLAN_CHECK_RATES  # the adapter's checks of first plans (Maze2d), as bench names them
 
 RACTD = os.environ.get("RACTD", "ractd")
@@ -137,6 +137,8 @@ def markdown(doc: dict) -> str:
         cells += ["-" if r.get("success_rate") is None else f"{100 * r['success_rate']:.0f}%"] * success
         cells += ["-" if r.get(k) is None else f"{100 * r[k]:.0f}%" for k in checks]
         lines.append("| " + " | ".join(cells + [r.get("paper") or ""]) + " |")
+    for label, score in data_rows(doc.get("data")):  # the data's own scores
+        lines.append("| " + " | ".join([label, "-", "-", "-", score] + ["-"] * (success + len(checks)) + [""]) + " |")
     return "\n".join(lines)
 
 

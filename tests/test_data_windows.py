@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -101,8 +103,6 @@ def test_batch_accepts_slices_and_skips_empty_episodes():
 def test_full_windows_never_cross_an_episode_end(planning):
     """The default (RACTD's code: pad_before 0, pad_after 0): the diffusion models train only on
     windows whose rows are all real; ``padded`` keeps one window per transition."""
-    import dataclasses
-
     import torch
 
     from ractd_cli.train.data import build_task_data
@@ -183,3 +183,32 @@ def test_return_to_go_options_of_train_reward(tmp_path, monkeypatch, ractd_ok):
     for args in (["--gamma", "1.5"], ["--gamma", "0"], ["--termination-penalty", "nan"]):
         r = runner.invoke(app, ["train-reward", "--env", "bimodal", *args])
         assert r.exit_code == 2 and args[0] in r.output, r.output
+
+
+def test_data_ceiling_scores_the_datasets_own_episodes(monkeypatch):
+    """bench's data rows: the mean episode, the best tenth and the best episode, on the score scale."""
+    from ractd_cli import bench
+    from ractd_cli.adapters import EnvAdapter
+    from ractd_cli.data import load
+
+    spec = TaskSpec(name="toy", env_id="Toy-v0", obs_dim=2, act_dim=1, planning="chunk", horizon=2,
+                    ref_scores={"toy": (0.0, 10.0)})
+    # 20 episodes with returns 1..20 (one step each): scores 10, 20, ..., 200
+    eps = [Episode(np.zeros((2, 2), np.float32), np.zeros((1, 1), np.float32), np.array([r], np.float32),
+                   np.zeros(1, bool), np.ones(1, bool)) for r in range(1, 21)]
+    monkeypatch.setattr(load, "load_episodes", lambda adapter, spec, dataset: eps)
+
+    class Toy(EnvAdapter):
+        tasks = {"toy": spec}
+
+        def make_env(self, task, **kw): ...
+
+        def state(self, obs): ...
+
+        def states(self, obs): ...
+
+    d = bench.data_ceiling(Toy(), spec, "toy/local-v0", "toy")
+    assert d["episodes"] == 20 and d["max"] == 200.0
+    assert d["mean"] == pytest.approx(105.0) and d["top_mean"] == pytest.approx(195.0)  # the best 2: 200 and 190
+    assert [label for label, _ in bench.data_rows(d)][1] == "data: mean of its best 10% of episodes"
+    assert bench.data_ceiling(Toy(), dataclasses.replace(spec, planning="states"), "x", "toy") is None  # open loop: none

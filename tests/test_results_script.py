@@ -38,6 +38,10 @@ def test_results_runs_the_chain_once_and_prints_the_table(tmp_path, _tmp_cache):
     episodes = {r["method"]: r["episodes"] for r in doc["rows"] if r["score_mean"] is not None}
     assert 2 in episodes.values() and 4 in episodes.values()  # the Heun teacher's row at --teacher-episodes
     assert "| method | NFE |" in first.stdout and "(2 episodes)" in first.stdout
+    # the data's own rows and the settings behind every row
+    data = doc["data"]
+    assert data["episodes"] > 0 and data["mean"] <= data["top_mean"] <= data["max"]
+    assert "| data: its best episode |" in first.stdout and "settings: planning chunk, windows full" in first.stdout
     again = _results(tmp_path, _tmp_cache)  # everything cached: only the bench runs again
     assert again.returncode == 0, again.stderr[-2000:]
     assert "$ ractd distill" not in again.stderr and "$ ractd train-" not in again.stderr
