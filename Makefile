@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml $(PLUGINS)
 		echo "torch $(TORCH_VERSION): $(TORCH_CPU_INDEX) is unreachable, installing from the default index"; \
 		$(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
 	fi
-	$(PY) -m pip install -q -e ".[test,export,watch]" $(foreach d,$(PLUGIN_DIRS),-e $(d))
+	$(PY) -m pip install -q -e ".[test,export,watch,hf]" $(foreach d,$(PLUGIN_DIRS),-e $(d))
 	touch $(STAMP)
 
 install: $(STAMP)
