@@ -213,7 +213,7 @@ def _sync_for(device: torch.device):
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
-def run(
+def bench_planners(
     adapter: EnvAdapter,
     spec: TaskSpec,
     *,

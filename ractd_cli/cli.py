@@ -381,8 +381,9 @@ def train_teacher(
     env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
     lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt,
     dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt,
-    reward_weight: float = typer.Option(0.0, "--reward-weight", help="w > 0: a reward-aware teacher (the paper's Table 4 ablation), its loss adding -w R_psi of its own denoised estimates; needs a reward model (`ractd train-reward` first). 0 (default): the paper's unconditioned teacher."),
-    reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path for --reward-weight (default: latest for the task)."),
+    teacher_reward_weight: float = typer.Option(0.0, "--teacher-reward-weight", help="w > 0: a reward-aware teacher (the paper's Table 4 ablation), its loss adding -w R_psi of its own denoised estimates; needs a reward model (`ractd train-reward` first). 0 (default): the paper's unconditioned teacher. (Not distill's --reward-weight, the student's sigma.)"),
+    old_reward_weight: Optional[float] = typer.Option(None, "--reward-weight", hidden=True, help="Deprecated name of --teacher-reward-weight."),
+    reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path for --teacher-reward-weight (default: latest for the task)."),
     net: Optional[str] = typer.Option(None, "--net", help="The denoiser network instead of the preset's: quick (64/128/256), small (16/32/64), mujoco, maze2d-umaze|medium|large (the paper's), mlp. For sizing studies; recorded in the artifact, inherited by its students."),
     plan_stride: Optional[int] = typer.Option(None, "--plan-stride", help="State-planning tasks: plan every k-th state (H/k knots, followed along the straight lines between them), recorded in the artifact and inherited by its students. Default: the preset's, 1 (every state, the paper's) except where a task's quick preset sizes it for a CPU (`ractd envs --json` shows the presets)."),
     windows: Optional[str] = typer.Option(None, "--windows", help="Training windows: full (default for every task, RACTD's code: no window runs past an episode's end) or padded (every transition starts a window, padded by repeating the episode's last row; ractd before 0.2). Recorded in the artifact, inherited by its students. Endpoint plans (Maze2d) take full only."),
@@ -398,6 +399,12 @@ def train_teacher(
 
     if eval_every < 0 or eval_episodes < 1 or eval_nfe < 1:
         raise UsageError("--eval-every must be >= 0, --eval-episodes and --eval-nfe at least 1")
+    if old_reward_weight is not None:  # the option's name until issue 29: one name per meaning now
+        if teacher_reward_weight not in (0.0, old_reward_weight):
+            raise UsageError("give --teacher-reward-weight alone (--reward-weight is its deprecated name)")
+        teacher_reward_weight = old_reward_weight
+        err.print("deprecated: `train-teacher --reward-weight` is now `--teacher-reward-weight` (w of the reward-aware teacher; "
+                  "`distill --reward-weight` is the student's sigma); the old name will be removed in ractd 0.3")
     adapter, spec = get_task(env)
     opts = _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir)
     evaluator = None
@@ -414,8 +421,8 @@ def train_teacher(
             return score_artifact(adapter, spec, art, episodes=eval_episodes, device=resolve_device(opts.device),
                                   sampler=eval_sampler, nfe=eval_nfe)
 
-    arts = teacher.run(adapter, spec, opts,
-                       distance=distance, reward_weight=reward_weight, reward_ref=reward_ref, plan_stride=plan_stride,
+    arts = teacher.train_teacher(adapter, spec, opts,
+                       distance=distance, reward_weight=teacher_reward_weight, reward_ref=reward_ref, plan_stride=plan_stride,
                        net_name=net, windows=windows, evaluator=evaluator, eval_every=eval_every,
                        eval_label={"episodes": eval_episodes, "seed": 0, "sampler": eval_sampler, "nfe": eval_nfe})
     _report_artifacts(arts, json_)
@@ -441,7 +448,7 @@ def train_reward(
     from .train import reward
 
     adapter, spec = get_task(env)
-    art = reward.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir),
+    art = reward.train_reward(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir),
                      val_fraction=val_fraction, eval_every=eval_every, gamma=gamma, termination_penalty=termination_penalty)
     _report_artifacts([art], json_)
 
@@ -484,7 +491,7 @@ def distill(
         def evaluator(student):
             return score_artifact(adapter, spec, student, episodes=eval_episodes, device=resolve_device(opts.device))
 
-    art = d.run(adapter, spec, opts,
+    art = d.distill_student(adapter, spec, opts,
                 teacher_ref=teacher_ref, reward_ref=reward_ref, alpha=ctm_weight, beta=dsm_weight, reward_weight=reward_weight,
                 distance=distance, weights=weights, evaluator=evaluator, eval_every=eval_every,
                 eval_label={"episodes": eval_episodes, "seed": 0})
@@ -513,7 +520,7 @@ def train_proposer(
     from .train import proposer
 
     adapter, spec = get_task(env)
-    _report_artifacts([proposer.run(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir),
+    _report_artifacts([proposer.train_trajdiffuser(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir),
                                     distance=distance)], json_)
 
 
@@ -763,7 +770,7 @@ def bench(
     if runtime not in b.RUNTIMES:
         raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(b.RUNTIMES)}")
     b.require_models(spec)
-    out = b.run(adapter, spec, episodes=episodes, teacher_episodes=teacher_episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit, cuda_graphs=cuda_graphs,
+    out = b.bench_planners(adapter, spec, episodes=episodes, teacher_episodes=teacher_episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit, cuda_graphs=cuda_graphs,
                 follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, runtime=runtime, student=student, ctd=ctd, sampling=sampling,
                 workers=workers)
     if plot is not None:

@@ -7,7 +7,7 @@ step whose output the cache already holds:
     ractd fetch TASK --source local                 (a no-op when the dataset exists)
     ractd train-teacher --env TASK                  (the unconditioned teacher, unless one exists)
     ractd train-reward --env TASK                   (unless a reward model exists)
-    ractd train-teacher --env TASK --reward-weight V --reward R
+    ractd train-teacher --env TASK --teacher-reward-weight V --reward R
                                                     (the reward-aware teacher, unless one of R and V exists)
     ractd distill --env TASK --teacher T --reward-weight 0          (per teacher T: the unconditioned student)
     ractd distill --env TASK --teacher T --reward R --reward-weight W   (per teacher T: the RACTD student)
@@ -83,7 +83,7 @@ def main() -> None:
         sys.exit(f"the reward-aware weights must be > 0 (student {w:g}, teacher {v:g}); pass --student-weight / --teacher-weight")
     plain, reward = teacher_and_reward(task, extra, a.teacher, a.reward)
     if aware_teacher(task, reward, v) is None:
-        ractd("train-teacher", "--env", task, "--reward-weight", f"{v:g}", "--reward", reward, *extra)
+        ractd("train-teacher", "--env", task, "--teacher-reward-weight", f"{v:g}", "--reward", reward, *extra)
     aware = aware_teacher(task, reward, v)
     if aware is None:
         sys.exit("the reward-aware teacher was not found in the cache after its training")

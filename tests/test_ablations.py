@@ -1,5 +1,5 @@
 """The paper's ablations as commands: `distill --eval-every N` (Figure 4's score-vs-training curve, which
-leaves training alone), `train-teacher --eval-every N` (the teacher's learning curve) and `train-teacher --reward-weight w` (Table 4's reward-aware teacher)."""
+leaves training alone), `train-teacher --eval-every N` (the teacher's learning curve) and `train-teacher --teacher-reward-weight w` (Table 4's reward-aware teacher)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_bad_eval_options_are_usage_errors(command, extra):
 
 
 def test_reward_aware_teacher_records_its_reward_model_and_distills(tmp_path, monkeypatch):
-    """`train-teacher --reward-weight w` (Table 4's reward-aware teacher): the reward term joins the
+    """`train-teacher --teacher-reward-weight w` (Table 4's reward-aware teacher): the reward term joins the
     teacher's loss and changes its weights; w = 0 is the unconditioned teacher, bit for bit."""
     pytest.importorskip("ractd_bimodal")
     monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
@@ -82,8 +82,8 @@ def test_reward_aware_teacher_records_its_reward_model_and_distills(tmp_path, mo
     reward = _ok("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "40")
     common = ("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "30")
     plain = _ok(*common)
-    zero = _ok(*common, "--reward-weight", "0")
-    aware = _ok(*common, "--reward-weight", "1.0", "--reward", reward["id"])
+    zero = _ok(*common, "--teacher-reward-weight", "0")
+    aware = _ok(*common, "--teacher-reward-weight", "1.0", "--reward", reward["id"])
     assert zero["id"] == plain["id"] and plain["parents"] == []
     assert aware["id"] != plain["id"] and aware["parents"] == [reward["id"]]
     assert {"edm", "reward", "reward_abs"} <= aware["losses"].keys() and aware["losses"]["reward_abs"] > 0
@@ -95,5 +95,11 @@ def test_reward_aware_teacher_records_its_reward_model_and_distills(tmp_path, mo
     assert any(not (art.tensors[k] == load_artifact(plain["id"]).tensors[k]).all() for k in art.tensors if k.startswith("net."))
     student = _ok("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "5", "--teacher", aware["id"], "--reward-weight", "0")
     assert student["parents"] == [aware["id"]]
-    r = runner.invoke(app, [*common, "--reward-weight", "inf"])
-    assert r.exit_code == 2 and "--reward-weight" in r.output
+    r = runner.invoke(app, [*common, "--teacher-reward-weight", "inf"])
+    assert r.exit_code == 2 and "--teacher-reward-weight" in r.output
+    # the option's old name still works, and says it is deprecated
+    old = runner.invoke(app, [*common, "--reward-weight", "1.0", "--reward", reward["id"], "--json"])
+    assert old.exit_code == 0 and json.loads(old.stdout)["id"] == aware["id"], old.output
+    assert "deprecated: `train-teacher --reward-weight` is now `--teacher-reward-weight`" in old.stderr
+    both = runner.invoke(app, [*common, "--reward-weight", "1.0", "--teacher-reward-weight", "2.0"])
+    assert both.exit_code == 2 and "give --teacher-reward-weight alone" in both.output

@@ -289,11 +289,11 @@ def test_maze_models_record_their_conditioning_and_old_goal_conditioned_ones_sti
     adapter, spec = get_task("maze2d-umaze")
     old = dataclasses.replace(spec, planning="states", goal_dims=())
     opts = TrainOptions(preset="tiny", steps=5, device="cpu", show_progress=False)
-    old_teacher = teacher_train.run(adapter, old, opts)[-1]
+    old_teacher = teacher_train.train_teacher(adapter, old, opts)[-1]
     assert old_teacher.config["planning"] == "states"
     doc = _json([*ROLL[:4], old_teacher.id, *ROLL[5:]])
     assert doc["planning"] == "states" and len(doc["per_episode"]) == 2
-    old_reward = reward_train.run(adapter, old, opts)
+    old_reward = reward_train.train_reward(adapter, old, opts)
     assert old_reward.config["input"] == "state_goal"
     r = runner.invoke(app, ["distill", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "2", "--teacher", new_teacher, "--reward", old_reward.id])
     assert r.exit_code == 2 and f"reward model {old_reward.id} reads state_goal" in " ".join(r.output.split())

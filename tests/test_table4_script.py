@@ -28,7 +28,7 @@ def _table4(tmp_path: Path, cache: Path, *args: str) -> subprocess.CompletedProc
 def test_table4_trains_both_teachers_and_four_students_then_reuses_them(tmp_path, _tmp_cache):
     first = _table4(tmp_path, _tmp_cache)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert first.stderr.count("$ ractd train-teacher") == 2 and "--reward-weight 1" in first.stderr
+    assert first.stderr.count("$ ractd train-teacher") == 2 and "--teacher-reward-weight 1" in first.stderr
     assert first.stderr.count("$ ractd distill") == 4 and first.stderr.count("$ ractd rollout") == 4
     doc = json.loads((tmp_path / "out" / "table4-bimodal.json").read_text())
     cells = {(c["teacher"], c["student"]): c for c in doc["cells"]}

@@ -39,7 +39,7 @@ def loss_terms(losses: dict[str, float], alpha: float, beta: float, sigma_r: flo
             "reward": sigma_r * losses.get("reward_abs", 0.0)}
 
 
-def run(
+def distill_student(
     adapter: EnvAdapter,
     spec: TaskSpec,
     opts: TrainOptions,

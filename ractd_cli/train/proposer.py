@@ -36,7 +36,7 @@ from .loop import saved, train
 from .teacher import fit_inverse_dynamics
 
 
-def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber") -> Artifact:
+def train_trajdiffuser(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber") -> Artifact:
     """Train the Trajectory Diffuser for ``spec`` and save it as one ``proposer`` artifact."""
     if distance not in DISTANCES:
         raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")

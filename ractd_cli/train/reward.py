@@ -85,7 +85,7 @@ def frozen_reward(
     return art, spec.layout.reward(spec, net)
 
 
-def run(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction: float = VAL_FRACTION, eval_every: int = 0,
+def train_reward(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction: float = VAL_FRACTION, eval_every: int = 0,
         gamma: float | None = None, termination_penalty: float | None = None) -> Artifact:
     """Fit R_psi on all but ``val_fraction`` of the episodes; its held-out fit is measured at the end
     (and every ``eval_every`` steps, the artifact's ``fit_curve``). ``gamma`` and

@@ -67,7 +67,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
     ), res)
 
 
-def run(
+def train_teacher(
     adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber",
     reward_weight: float = 0.0, reward_ref: str = "latest", plan_stride: int | None = None, net_name: str | None = None,
     windows: str | None = None, evaluator: Callable[[Artifact], dict] | None = None, eval_every: int = 0, eval_label: dict | None = None,
@@ -109,7 +109,7 @@ def run(
     if distance not in DISTANCES:
         raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
     if not (math.isfinite(reward_weight) and reward_weight >= 0):
-        raise UsageError(f"--reward-weight must be a finite number >= 0, got {reward_weight}")
+        raise UsageError(f"--teacher-reward-weight must be a finite number >= 0, got {reward_weight}")
     data = load_task_data(adapter, spec, opts.dataset)
     cfg = opts.config("teacher", spec)
     reward_art, reward_fn = None, None
