@@ -666,6 +666,8 @@ def rollout(
 
         if video_episodes < 1:
             raise UsageError("--video-episodes must be at least 1")
+        if video.suffix.lower() != ".mp4":  # the file is an H.264 MP4 whatever its name: say so rather than mislabel it
+            raise UsageError(f"--video writes an MP4 video; name it {video.with_suffix('.mp4')}")
         recorder = VideoRecorder(adapter, spec, video, min(video_episodes, episodes))
     td_given = any(v is not None for v in (refine_steps, refine_sigma, guidance, target_return, reward_ref)) or candidates != 1
     td_opts = TrajDiffuserOptions(refine_steps=refine_steps, refine_sigma=refine_sigma, guidance=guidance, target_return=target_return,

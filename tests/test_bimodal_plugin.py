@@ -63,8 +63,11 @@ def test_generated_data_has_two_equal_separable_modes(tmp_path, monkeypatch):
     monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
     a = ractd_bimodal.adapter
     spec = a.tasks["bimodal"]
-    did = fetch(a, spec, source="local", steps=1000, seed=0, force=False)
+    counted: list[int] = []
+    did = fetch(a, spec, source="local", steps=1000, seed=0, force=False, progress=counted.append)
     eps = load_episodes(a, spec, did)
+    # the bar counts to the steps asked for, though the last episode runs on to its end
+    assert sum(counted) == 1000 and sum(len(e) for e in eps) >= 1000
     ends_x = np.array([e.states[-1, 0] for e in eps])
     returns = np.array([e.episode_return for e in eps])
     assert all(e.terminations[-1] for e in eps)  # every scripted path reaches its goal

@@ -71,3 +71,12 @@ def test_two_mujoco_episodes_decode_to_their_frames(tmp_path):
     frames = imageio_ffmpeg.read_frames(str(video))
     next(frames)
     assert sum(1 for _ in frames) == doc["video"]["frames"]
+
+
+def test_a_video_not_named_mp4_is_refused(tmp_path, monkeypatch):
+    """The file is an MP4 whatever its name: a .gif name is a usage error naming the .mp4 one, before
+    anything runs and with nothing written."""
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path / "cache"))
+    r = runner.invoke(app, ["rollout", "--env", "bimodal", "--video", str(tmp_path / "m.gif")])
+    assert r.exit_code == 2 and "name it" in r.output and "m.mp4" in r.output, r.output
+    assert not (tmp_path / "m.gif").exists()

@@ -127,9 +127,9 @@ class BimodalAdapter(EnvAdapter):
                     truncations=np.asarray(truncs, dtype=bool),
                 )
             )
+            if progress is not None:  # the bar counts up to the steps asked for; the last episode may run past them
+                progress(min(len(actions), max(0, steps - total)))
             total += len(actions)
-            if progress is not None:
-                progress(len(actions))
         env.close()
         meta = {
             "env": spec.env_id,
