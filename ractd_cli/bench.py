@@ -315,7 +315,7 @@ def bench_planners(
             # ran: the same episodes as `ractd rollout --seed`
             n = teacher_episodes if teacher_episodes is not None and row.key == "teacher-heun" else episodes
             res = run_episodes(adapter, spec, policy, episodes=n, seed=seed, show_progress=show_progress, score_scale=score_scale,
-                               workers=workers, recipe=recipe.resolved(loaded))
+                               workers=workers, recipe=recipe.resolved(loaded), label=row.method)
             rec["episodes"] = n
             s = res.summary()
             rec.update(score_mean=s["score_mean"], score_stderr=s["score_stderr"], success_rate=s["success_rate"],

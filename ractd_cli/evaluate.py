@@ -318,6 +318,7 @@ def run_episodes(
     workers: int = 1,
     recipe: PolicyRecipe | None = None,
     episode_ids: Sequence[int] | None = None,
+    label: str | None = None,
 ) -> RolloutResult:
     """Run ``episodes`` evaluation episodes of ``spec`` under ``policy``, ``batch`` at a time.
     ``video`` (a :class:`ractd_cli.video.VideoRecorder`) is shown every step of its episodes.
@@ -334,14 +335,15 @@ def run_episodes(
     process with an equal share of torch's threads; each builds its own policy from ``recipe`` (which
     must make ``policy``; the task must come from an installed plugin). Each part's results are those
     of one process at that batch and thread count, joined in episode order. ``episode_ids``: run
-    only these of the ``episodes`` (what a worker does).
+    only these of the ``episodes`` (what a worker does). ``label``: what the progress bar names
+    besides the task (e.g. bench's row).
     """
     score_scale = resolve_score_scale(spec, score_scale)
     if workers > 1:
         if recipe is None or video is not None:
             raise ValueError("rollout workers need the policy's recipe, and record no video")
         return _run_in_workers(spec, recipe, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress,
-                               score_scale=score_scale, workers=workers)
+                               score_scale=score_scale, workers=workers, label=label)
     timed = TimedPolicy(policy)
     results: list[EpisodeResult] = []
     steps_taken = 0
@@ -349,7 +351,7 @@ def run_episodes(
     rng = np.random.default_rng(seed)
     options = [adapter.reset_options(spec.name, i, rng) for i in range(episodes)]
     ids = list(range(episodes)) if episode_ids is None else [int(i) for i in episode_ids]
-    with progress(f"rollout {spec.name}", len(ids), disable=not show_progress) as advance:
+    with progress(f"rollout {spec.name}" + (f": {label}" if label else ""), len(ids), disable=not show_progress) as advance:
         for first in range(0, len(ids), batch):
             chunk = ids[first:first + batch]
             n = len(chunk)
@@ -408,14 +410,15 @@ def run_episodes(
 
 
 def _run_in_workers(spec: TaskSpec, recipe: PolicyRecipe, *, episodes: int, seed: int, batch: int, show_progress: bool, score_scale: str,
-                    workers: int) -> RolloutResult:
+                    workers: int, label: str | None = None) -> RolloutResult:
     """:func:`run_episodes` over ``workers`` spawned processes, each running a contiguous part of the
     episodes; their results are joined in episode order. The progress advances as each part ends."""
     parts = [p.tolist() for p in np.array_split(np.arange(episodes), min(workers, episodes)) if len(p)]
     threads = max(1, torch.get_num_threads() // len(parts))
     t_start = time.perf_counter()
     done: dict[int, RolloutResult] = {}
-    with progress(f"rollout {spec.name} ({len(parts)} workers)", episodes, disable=not show_progress) as advance, \
+    with progress(f"rollout {spec.name}" + (f": {label}" if label else "") + f" ({len(parts)} workers)", episodes,
+                  disable=not show_progress) as advance, \
             ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_worker, recipe, part, episodes, seed, batch, score_scale, threads): k for k, part in enumerate(parts)}
         for fut in as_completed(futures):  # one part per worker: all start at once, so there is nothing queued to cancel

@@ -220,8 +220,13 @@ def test_missing_teacher_names_the_command(tmp_path, monkeypatch):
 
 def test_bench_json_schema_and_plot(cache, tmp_path):
     png = tmp_path / "bench.png"
-    doc = ractd("bench", "--env", "bimodal", "--episodes", "12", "--teacher-episodes", "6", "--repeats", "3", "--seed", "2", "--plot", str(png))
+    r = runner.invoke(app, ["bench", "--env", "bimodal", "--episodes", "12", "--teacher-episodes", "6", "--repeats", "3", "--seed", "2",
+                            "--plot", str(png), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
     assert doc["task"] == "bimodal" and doc["device"]
+    # each row's rollout bar names its row
+    assert all(f"rollout bimodal: {row['method']}" in r.stderr for row in doc["rows"] if row["episodes"]), r.stderr[-2000:]
     methods = {r["method"]: r for r in doc["rows"]}
     teacher = doc["rows"][0]
     assert teacher["nfe"] == 159 and teacher["speedup_vs_teacher"] == 1.0
