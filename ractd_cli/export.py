@@ -13,10 +13,11 @@ dimensions, horizon and history, the artifact id and the sampler.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -96,7 +97,7 @@ def export(art: Artifact, spec: TaskSpec, out: Path, *, fmt: str = "onnx", sampl
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_exporters():
             traced = torch.jit.freeze(torch.jit.trace(graph, example, check_trace=False).eval())
         buf = io.BytesIO()
         torch.jit.save(traced, buf, _extra_files={"ractd.json": json.dumps(meta)})
@@ -106,7 +107,7 @@ def export(art: Artifact, spec: TaskSpec, out: Path, *, fmt: str = "onnx", sampl
     _require("onnxscript", "ONNX export")
     batch = torch.export.Dim("batch", min=1)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_exporters():
             program = torch.onnx.export(graph, example, None, input_names=["past", "goal", "noise"], output_names=["plan"],
                                         dynamic_shapes={"past": {0: batch}, "goal": {0: batch}, "noise": {0: batch}}, dynamo=True,
                                         verbose=False)
@@ -118,6 +119,26 @@ def export(art: Artifact, spec: TaskSpec, out: Path, *, fmt: str = "onnx", sampl
         model.metadata_props.add(key=k, value=v)
     atomic_write(out, model.SerializeToString())
     return meta
+
+
+@contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """Silence the tracer's and the ONNX exporter's warnings, which are about what the graph holds by
+    design: the noise levels and the shape checks are constants of the trace (the exported graph's
+    plans equal the eager planner's at several batch sizes: tests/test_export.py), and the exporter
+    lists torchvision operators it skips and axis names it merges."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _require(module: str, what: str) -> Any:

@@ -121,3 +121,23 @@ def test_initial_noise_and_clamp_change_the_sampler_as_stated(models, kind, kw):
         cond = p["unit"].io.cond(past, None)
         jump = model(z, p["unit"].sigmas[0], p["unit"].sigmas[-1], cond)
         torch.testing.assert_close(x["unit"], p["unit"].io.plan(jump), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_prints_one_line_not_the_exporters_warnings(models, tmp_path, fmt):
+    """The tracer's and the exporter's warnings (constants of the trace by design, skipped
+    torchvision operators) are not shown: a user sees what was written."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+    out = tmp_path / f"plan.{'onnx' if fmt == 'onnx' else 'pt'}"
+    ractd = str(Path(sys.executable).parent / "ractd")
+    r = subprocess.run([ractd, "export", "--env", "bimodal", "--model", models["student"], "--format", fmt, "-o", str(out)],
+                       capture_output=True, text=True, env=os.environ, timeout=300)
+    assert r.returncode == 0 and out.exists(), r.stderr
+    assert "Warning" not in r.stderr and "torchvision" not in r.stderr, r.stderr
+    assert f"wrote {out}" in r.stderr.replace("\n", "")
