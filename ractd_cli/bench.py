@@ -29,7 +29,7 @@ from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import UsageError
 from .evaluate import PLAN_CHECK_RATES, PolicyRecipe, RolloutResult, check_follow, check_workers, run_episodes
 from .models import resolve_device
-from .planner import CudaGraphs, Planner, Sampling, TrajDiffuserOptions, frozen
+from .planner import CudaGraphs, Planner, Sampling, TrajDiffuserOptions, frozen, newest_student
 
 
 @dataclass
@@ -52,15 +52,13 @@ def pick_students(spec: TaskSpec, student: str | None = None, ctd: str | None = 
     default), else the newest at any weight > 0. CTD (reward weight 0): ``ctd`` when given, else
     the newest distilled from the RACTD student's teacher. Both must share one teacher (a
     UsageError says which to pass when they do not)."""
-    sigma = spec.loss_weights[2]
     found = [a for a in list_artifacts() if a.kind == "student" and a.task == spec.name]
     if student is not None:
         ractd = load_artifact(student, kind="student", task=spec.name)
         if not ractd.config.get("reward_weight", 0) > 0:
             raise UsageError(f"--student {ractd.id[:8]} has reward weight 0 (a CTD student); pass it as --ctd, and a RACTD student as --student")
     else:
-        rewarded = [a for a in found if a.config.get("reward_weight", 0) > 0]
-        ractd = next((a for a in rewarded if a.config["reward_weight"] == sigma), rewarded[0] if rewarded else None)
+        ractd = newest_student(spec, rewarded=True)
     if ctd is not None:
         plain = load_artifact(ctd, kind="student", task=spec.name)
         if plain.config.get("reward_weight", 0) != 0:

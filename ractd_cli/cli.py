@@ -571,7 +571,7 @@ def curves(
 @app.command()
 def export(
     env: str = EnvOpt,
-    model: str = typer.Option("student", "--model", help="Artifact id/path, or `student` / `teacher` (the latest of that kind)."),
+    model: str = typer.Option("student", "--model", help="Artifact id/path, `teacher` (the latest), or `student` (default): the newest student at the task's default reward weight, else the newest RACTD one, else the newest CTD one; the choice is printed."),
     fmt: str = typer.Option("onnx", "--format", help="onnx (run it with onnxruntime) or torchscript (torch.jit.load)."),
     out: Path = typer.Option(..., "-o", "--output", help="The file to write."),
     sampler: Optional[str] = typer.Option(None, help="Student: onestep (default). Teacher: euler (default) or heun, unrolled into the graph."),
@@ -598,6 +598,10 @@ def export(
     sampling = Sampling(init_noise, clamp)
     adapter, spec = get_task(env)
     loaded = load_for_planning(model, spec)
+    if model == "student":
+        from .planner import student_choice
+
+        err.print(student_choice(loaded.art, spec))
     meta = do_export(loaded.art, spec, out, fmt=fmt, sampler=sampler, nfe=nfe, sampling=sampling)
     doc = {"path": str(out), "format": fmt, **meta}
     if json_:
@@ -619,7 +623,7 @@ WorkersOpt = typer.Option(
 @app.command()
 def rollout(
     env: str = EnvOpt,
-    model: Optional[str] = typer.Option(None, "--model", help="Artifact id/path, or `student` / `teacher` (the latest of that kind). Default: student. Not with --planner trajdiffuser (see --proposer)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Artifact id/path, `teacher` (the latest), or `student` (default): the newest student at the task's default reward weight, else the newest RACTD one, else the newest CTD one; the choice is printed. Not with --planner trajdiffuser (see --proposer)."),
     sampler: Optional[str] = typer.Option(None, help="onestep|multistep (student), heun|euler|ancestral (teacher), euler|heun (trajdiffuser refinement). Default: onestep / heun / euler."),
     nfe: Optional[int] = typer.Option(None, "--nfe", min=1, max=NFE_MAX, help="Network calls per plan (default: 1 student; 159 = 80 Heun bins teacher, which the paper counts as NFE 80; 15 Euler/ancestral). A student with --nfe k > 1 samples in k steps (the authors' chain: re-noise to sigma 27, then 54)."),
     planner: str = typer.Option("diffusion", "--planner", help="diffusion: sample the teacher/student; trajdiffuser: the Trajectory Diffuser (`train-proposer`): a return-conditioned transformer proposes states, a return-guided diffusion model refines them, inverse dynamics acts."),
@@ -669,6 +673,13 @@ def rollout(
         if video.suffix.lower() != ".mp4":  # the file is an H.264 MP4 whatever its name: say so rather than mislabel it
             raise UsageError(f"--video writes an MP4 video; name it {video.with_suffix('.mp4')}")
         recorder = VideoRecorder(adapter, spec, video, min(video_episodes, episodes))
+    if planner != "trajdiffuser" and model in (None, "student"):  # say which student "the student" is
+        from .planner import newest_student, student_choice
+
+        chosen = newest_student(spec)
+        if chosen is not None:
+            model = chosen.id
+            err.print(student_choice(chosen, spec))
     td_given = any(v is not None for v in (refine_steps, refine_sigma, guidance, target_return, reward_ref)) or candidates != 1
     td_opts = TrajDiffuserOptions(refine_steps=refine_steps, refine_sigma=refine_sigma, guidance=guidance, target_return=target_return,
                                   candidates=candidates, reward=reward_ref) if planner == "trajdiffuser" or td_given else None

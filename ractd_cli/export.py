@@ -97,10 +97,10 @@ def export(art: Artifact, spec: TaskSpec, out: Path, *, fmt: str = "onnx", sampl
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
+        buf = io.BytesIO()
         with torch.no_grad(), _quiet_exporters():
             traced = torch.jit.freeze(torch.jit.trace(graph, example, check_trace=False).eval())
-        buf = io.BytesIO()
-        torch.jit.save(traced, buf, _extra_files={"ractd.json": json.dumps(meta)})
+            torch.jit.save(traced, buf, _extra_files={"ractd.json": json.dumps(meta)})
         atomic_write(out, buf.getvalue())
         return meta
     _require("onnx", "ONNX export")

@@ -28,7 +28,7 @@ from torch import nn
 
 from . import trajdiffuser as td
 from .adapters import TaskSpec
-from .artifacts import Artifact, load_artifact
+from .artifacts import Artifact, list_artifacts, load_artifact
 from .diffusion import (
     SAMPLERS,
     EDMPrecond,
@@ -529,10 +529,31 @@ class Loaded:
     """Inverse dynamics in env units (:class:`~ractd_cli.models.RawInverse`), for ``states`` tasks."""
 
 
+def newest_student(spec: TaskSpec, *, rewarded: bool = False) -> Artifact | None:
+    """The student a user means by "the student": the newest of ``spec``'s task at the task's own
+    reward weight sigma (``TaskSpec.loss_weights``, what ``distill`` uses by default), else the newest
+    at any weight > 0, else (unless ``rewarded``) the newest CTD student. None when there is none."""
+    found = [a for a in list_artifacts() if a.kind == "student" and a.task == spec.name]
+    sigma = spec.loss_weights[2]
+    weighted = [a for a in found if a.config.get("reward_weight", 0) > 0]
+    pick = next((a for a in weighted if a.config["reward_weight"] == sigma), weighted[0] if weighted else None)
+    return pick if pick is not None or rewarded else (found[0] if found else None)
+
+
+def student_choice(art: Artifact, spec: TaskSpec) -> str:
+    """One line saying which student :func:`newest_student` chose, and why."""
+    w = art.config.get("reward_weight", 0)
+    why = ("the task's default reward weight" if w == spec.loss_weights[2] else
+           f"no student at the task's reward weight {spec.loss_weights[2]:g}" if w > 0 else "a CTD student: no RACTD student in the cache")
+    return f"model: student {art.id[:8]} (reward weight {w:g}, {why}; --model ID picks another)"
+
+
 def load_for_planning(ref: str, spec: TaskSpec) -> Loaded:
-    """Resolve ``ref`` (id, path, ``student``/``teacher`` = latest of that kind) for ``spec``."""
+    """Resolve ``ref`` (id, path, ``teacher`` = the latest teacher, ``student`` = :func:`newest_student`)
+    for ``spec``."""
     if ref in ("student", "teacher"):
-        art = load_artifact("latest", kind=ref, task=spec.name)
+        chosen = newest_student(spec) if ref == "student" else None
+        art = load_artifact(chosen.path if chosen is not None else "latest", kind=ref, task=spec.name)
     else:
         art = load_artifact(ref, task=spec.name)
         if art.kind not in ("student", "teacher"):

@@ -1,0 +1,42 @@
+"""Which model "the student" is: `rollout` and `export` without --model take the newest student at
+the task's default reward weight (as `bench` does), not simply the newest, and say which."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from ractd_cli.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout), r.stderr
+
+
+def test_the_default_student_is_the_newest_at_the_tasks_reward_weight(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    tiny = ("--env", "bimodal", "--preset", "tiny")
+    _run("fetch", "bimodal", "--source", "local", "--steps", "600")
+    _run("train-teacher", *tiny, "--steps", "3")
+    _run("train-reward", *tiny, "--steps", "3")
+    ctd_first, _ = _run("distill", *tiny, "--steps", "2", "--reward-weight", "0")
+    # only a CTD student: it is the one, and the line says so
+    doc, err = _run("rollout", "--env", "bimodal", "--episodes", "1")
+    assert doc["model_id"] == ctd_first["id"] and f"model: student {ctd_first['id'][:8]}" in err and "CTD student" in err
+    ractd, _ = _run("distill", *tiny, "--steps", "2")  # the task's reward weight (bimodal: 1)
+    other, _ = _run("distill", *tiny, "--steps", "2", "--reward-weight", "0.5")
+    ctd, _ = _run("distill", *tiny, "--steps", "3", "--reward-weight", "0")  # the newest of all
+    doc, err = _run("rollout", "--env", "bimodal", "--episodes", "1")
+    assert doc["model_id"] == ractd["id"] not in (other["id"], ctd["id"])
+    assert f"model: student {ractd['id'][:8]} (reward weight 1, the task's default reward weight" in err
+    out = tmp_path / "plan.pt"
+    doc, err = _run("export", "--env", "bimodal", "--format", "torchscript", "-o", str(out))
+    assert doc["artifact_id"] == ractd["id"] and f"model: student {ractd['id'][:8]}" in err
+    # an explicit --model is taken as given, with no line
+    doc, err = _run("rollout", "--env", "bimodal", "--episodes", "1", "--model", ctd["id"])
+    assert doc["model_id"] == ctd["id"] and "model: student" not in err
