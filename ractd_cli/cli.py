@@ -20,7 +20,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__
-from .errors import RactdError, UsageError, check_seed
+from .errors import RactdError, UsageError, check_seed, unknown_choice
 from .ui import err, print_json, say_last
 
 _state = {"debug": False}
@@ -222,10 +222,23 @@ def cache_list(
     env: Optional[str] = typer.Option(None, "--env", help="Only artifacts of this task."),
     json_: bool = JsonOpt,
 ) -> None:
-    """List model artifacts in the cache, newest first, and any damaged file (its header unreadable)."""
-    from .artifacts import scan_store
+    """List model artifacts in the cache, newest first, and any damaged file (its header unreadable).
+
+    Each row: id, kind, task, reward weight (a student's sigma, a reward-aware teacher's w), preset,
+    gradient steps, the last evaluation (an --eval-every curve's final score, a reward model's
+    held-out R^2), when it was made, size and parents."""
+    from .artifacts import KINDS, scan_store
+    from .models import model_summary
 
     readable, unreadable = scan_store()
+    if kind is not None and kind not in KINDS:
+        raise UsageError(unknown_choice("--kind", kind, KINDS))
+    if env is not None and env not in {a.task for a in readable}:
+        from .registry import all_tasks
+
+        tasks = all_tasks()
+        if env not in tasks:
+            raise UsageError(unknown_choice("--env", env, sorted(tasks)))
     arts = [a for a in readable if (kind is None or a.kind == kind) and (env is None or a.task == env)]
     damaged = [p for p in unreadable if (kind is None or p.name.startswith(f"{kind}-")) and (env is None or f"-{env}-" in p.name)]
     rows = [
@@ -237,6 +250,7 @@ def cache_list(
             "parents": a.meta.get("parents", []),
             "size_bytes": a.path.stat().st_size,
             "path": str(a.path),
+            **model_summary(a),
         }
         for a in arts
     ]
@@ -244,10 +258,20 @@ def cache_list(
         print_json({"artifacts": rows, "damaged": [str(p) for p in damaged]})
         return
     table = Table(title=f"artifacts in {arts[0].path.parent}" if arts else "artifacts")
-    for col in ("id", "kind", "task", "created", "size", "parents"):
+    for col in ("id", "kind", "task", "reward weight", "preset", "steps", "last evaluation", "created", "size", "parents"):
         table.add_column(col)
+
+    def evaluation(e: dict | None) -> str:
+        if not e:
+            return ""
+        if "val_r2" in e:
+            return f"held-out R^2 {e['val_r2']:.3f}"
+        return f"{e['score_mean']:.1f} ± {e['score_stderr'] or 0:.1f} at step {e['step']}"
+
     for r in rows:
-        table.add_row(r["id"], r["kind"], r["task"], r["created"] or "", f"{r['size_bytes'] / 1e6:.2f} MB", ", ".join(r["parents"]))
+        table.add_row(r["id"][:16], r["kind"], r["task"], "" if r["reward_weight"] is None else f"{r['reward_weight']:g}", r["preset"] or "",
+                      "" if r["steps"] is None else str(r["steps"]), evaluation(r["evaluation"]), (r["created"] or "")[:16],
+                      f"{r['size_bytes'] / 1e6:.2f} MB", ", ".join(p[:8] for p in r["parents"]))
     err.print(table)
     for p in damaged:
         err.print(f"[red]damaged: {p.name} (its header cannot be read); delete it with `ractd cache rm {p.name}`[/]", soft_wrap=True)

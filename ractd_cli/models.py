@@ -13,7 +13,7 @@ normalises anything by hand.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -116,6 +116,24 @@ class PlanIO(nn.Module):
 
     def plan(self, x0: torch.Tensor) -> torch.Tensor:
         return self.x.inverse(x0)
+
+
+def model_summary(art: Artifact) -> dict[str, Any]:
+    """What tells one model from another in ``cache list``: its reward weight (a student's sigma; a
+    reward-aware teacher's w), preset, gradient steps and last evaluation (the final point of an
+    ``--eval-every`` curve, or a reward model's held-out R^2), each None where it has none."""
+    c = art.config
+    train = c.get("train") or {}
+    steps = train.get("steps") if "steps" in train else (train.get("teacher") or {}).get("steps")  # a proposer: its refiner's
+    curve = c.get("eval_curve") or []
+    last = curve[-1] if curve else None
+    if last is not None and last.get("score_mean") is not None:
+        evaluation = {"step": last.get("step"), "score_mean": last["score_mean"], "score_stderr": last.get("score_stderr")}
+    elif (c.get("validation") or {}).get("val_r2") is not None:
+        evaluation = {"val_r2": c["validation"]["val_r2"]}
+    else:
+        evaluation = None
+    return {"reward_weight": c.get("reward_weight"), "preset": c.get("preset"), "steps": steps, "evaluation": evaluation}
 
 
 def spec_for(art: Artifact, spec: TaskSpec) -> TaskSpec:

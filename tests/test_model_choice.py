@@ -40,3 +40,25 @@ def test_the_default_student_is_the_newest_at_the_tasks_reward_weight(tmp_path, 
     # an explicit --model is taken as given, with no line
     doc, err = _run("rollout", "--env", "bimodal", "--episodes", "1", "--model", ctd["id"])
     assert doc["model_id"] == ctd["id"] and "model: student" not in err
+
+
+def test_cache_list_tells_models_apart(tmp_path, monkeypatch):
+    """`cache list` shows each model's reward weight, preset, steps and last evaluation; a task or
+    kind it does not know is a usage error, not an empty table."""
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    tiny = ("--env", "bimodal", "--preset", "tiny")
+    _run("fetch", "bimodal", "--source", "local", "--steps", "600")
+    teacher, _ = _run("train-teacher", *tiny, "--steps", "3")
+    reward, _ = _run("train-reward", *tiny, "--steps", "4")
+    student, _ = _run("distill", *tiny, "--steps", "2", "--reward-weight", "0.5", "--eval-every", "2", "--eval-episodes", "2")
+    rows = {r["id"]: r for r in _run("cache", "list")[0]["artifacts"]}
+    s, t, r = rows[student["id"]], rows[teacher["id"]], rows[reward["id"]]
+    assert (s["kind"], s["reward_weight"], s["preset"], s["steps"]) == ("student", 0.5, "tiny", 2)
+    assert s["evaluation"]["step"] == 2 and s["evaluation"]["score_mean"] == student["eval_curve"][-1]["score_mean"]
+    assert (t["reward_weight"], t["steps"], t["evaluation"]) == (None, 3, None)
+    assert r["steps"] == 4 and r["evaluation"]["val_r2"] == reward["validation"]["val_r2"]
+    table = runner.invoke(app, ["cache", "list"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "reward weight" in table.stderr and "held-out R^2" in table.stderr
+    for args, says in ((["--env", "bimdal"], "did you mean 'bimodal'"), (["--kind", "studnet"], "--kind")):
+        bad = runner.invoke(app, ["cache", "list", *args])
+        assert bad.exit_code == 2 and says in bad.output, bad.output
