@@ -9,6 +9,7 @@ Conventions shared by every command:
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 from pathlib import Path
@@ -277,6 +278,61 @@ def cache_list(
         err.print(f"[red]damaged: {p.name} (its header cannot be read); delete it with `ractd cache rm {p.name}`[/]", soft_wrap=True)
     if not rows and not damaged:
         err.print("no artifacts yet: train one with `ractd train-teacher --env TASK`")
+
+
+@cache_app.command("show")
+def cache_show(
+    ref: str = typer.Argument(..., help="Artifact id (or unique prefix) or file name, as `cache list` shows them."),
+    json_: bool = JsonOpt,
+) -> None:
+    """A model card: what the model is, how it was made (config, training recipe, data, parents),
+    what was made from it, its losses and its evaluation curve. The file's integrity is checked."""
+    from .artifacts import list_artifacts, load_artifact
+    from .models import model_summary
+
+    art = load_artifact(ref)
+    by_id = {a.id: a for a in list_artifacts()}
+    config = dict(art.config)
+    curve = config.pop("eval_curve", None) or []
+    card = {
+        "id": art.id, "kind": art.kind, "task": art.task, "path": str(art.path), "size_bytes": art.path.stat().st_size,
+        **model_summary(art),
+        "created": art.meta.get("created"), "made_on": art.meta.get("made_on"), "ractd_version": art.meta.get("ractd_version"),
+        "dataset": art.meta.get("dataset"), "data_fingerprint": art.meta.get("data_fingerprint"),
+        "parents": [{"id": p, "kind": by_id[p].kind if p in by_id else None} for p in art.meta.get("parents", [])],
+        "children": [{"id": a.id, "kind": a.kind} for a in by_id.values() if art.id in a.meta.get("parents", [])],
+        "config": config, "losses": art.meta.get("losses", {}), "speed": art.meta.get("speed", {}), "eval_curve": curve,
+    }
+    if json_:
+        print_json(card)
+        return
+    train = config.get("train") or {}
+    recipe = ", ".join(f"{k} {train[k]}" for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "ema_decay", "seed", "device")
+                       if k in train)
+    settings = ", ".join(f"{k} {config[k]}" for k in ("reward_weight", "ctm_weight", "dsm_weight", "planning", "horizon", "plan_stride",
+                                                       "windows", "distance", "weights", "gamma", "termination_penalty", "input")
+                         if config.get(k) is not None)
+    made = art.meta.get("made_on") or {}
+    lines = [
+        f"[bold]{art.kind} {art.id}[/] ({art.task}), {card['size_bytes'] / 1e6:.2f} MB: {art.path}",
+        f"made {card['created']} by ractd {card['ractd_version']}" + (f" (torch {made.get('torch')}, {made.get('threads')} threads)" if made else ""),
+        f"data: {card['dataset']}" + (f", fingerprint {card['data_fingerprint']}" if card["data_fingerprint"] else ""),
+        f"network: {config.get('net_kind')} {json.dumps(config.get('net'))}" if config.get("net") else "",
+        f"preset {config.get('preset')}; training: {recipe}" if recipe else "",
+        f"settings: {settings}" if settings else "",
+        "parents: " + (", ".join(f"{p['kind'] or '(not in the cache)'} {p['id']}" for p in card["parents"]) or "none"),
+        "made from it: " + (", ".join(f"{c['kind']} {c['id']}" for c in card["children"]) or "nothing yet"),
+        "final losses: " + ", ".join(f"{k} {v:.4g}" for k, v in card["losses"].items()) if card["losses"] else "",
+    ]
+    if curve:
+        lines.append("evaluation curve: " + "; ".join(f"step {c['step']}: {c['score_mean']:.1f} ± {c.get('score_stderr') or 0:.1f}"
+                                                       for c in curve if c.get("score_mean") is not None))
+    if (config.get("validation") or {}).get("val_r2") is not None:
+        v = config["validation"]
+        lines.append(f"held-out fit: R^2 {v['val_r2']:.3f}, MSE {v['val_mse']:.4g} on {v['episodes']} episodes")
+    for line in lines:
+        if line:
+            err.print(line, soft_wrap=True, highlight=False)
 
 
 @cache_app.command("rm")

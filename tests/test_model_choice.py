@@ -59,6 +59,15 @@ def test_cache_list_tells_models_apart(tmp_path, monkeypatch):
     assert r["steps"] == 4 and r["evaluation"]["val_r2"] == reward["validation"]["val_r2"]
     table = runner.invoke(app, ["cache", "list"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "reward weight" in table.stderr and "held-out R^2" in table.stderr
+    # the model card: provenance both ways, the recipe, the curve
+    card, _ = _run("cache", "show", student["id"][:8])
+    assert card["id"] == student["id"] and card["parents"] == [{"id": teacher["id"], "kind": "teacher"}, {"id": reward["id"], "kind": "reward"}]
+    assert card["config"]["train"]["steps"] == 2 and card["eval_curve"][-1]["step"] == 2 and card["reward_weight"] == 0.5
+    assert {"id": student["id"], "kind": "student"} in _run("cache", "show", teacher["id"])[0]["children"]
+    shown = runner.invoke(app, ["cache", "show", reward["id"]])
+    assert shown.exit_code == 0 and f"made from it: student {student['id']}" in shown.stderr and "held-out fit: R^2" in shown.stderr
+    missing = runner.invoke(app, ["cache", "show", "zzzz"])
+    assert missing.exit_code == 1 and "ractd cache list" in missing.output
     for args, says in ((["--env", "bimdal"], "did you mean 'bimodal'"), (["--kind", "studnet"], "--kind")):
         bad = runner.invoke(app, ["cache", "list", *args])
         assert bad.exit_code == 2 and says in bad.output, bad.output
