@@ -635,13 +635,15 @@ def curves(
         print_json({"log_dir": str(where), "runs": data, **({"plot": str(plot)} if plot else {})})
         return
     table = Table(title=f"training runs of {env} under {where}")
-    for col in ("run", "steps", "first loss", "last loss", "terms"):
-        table.add_column(col, justify="left" if col in ("run", "terms") else "right")
+    for col in ("run", "steps", "first loss", "last loss", "terms", "last evaluation"):
+        table.add_column(col, justify="left" if col in ("run", "terms", "last evaluation") else "right")
     for name, tags in data.items():
         loss = tags.get("loss/loss", {"step": [], "value": []})
         terms = ", ".join(t[5:] for t in tags if t.startswith("loss/") and t != "loss/loss")
+        score = tags.get("eval/score_mean")
+        last_eval = f"{score['value'][-1]:.1f} at step {score['step'][-1]}" if score and score["value"] else "-"
         table.add_row(name, str(loss["step"][-1] if loss["step"] else 0), f"{loss['value'][0]:.4g}" if loss["value"] else "-",
-                      f"{loss['value'][-1]:.4g}" if loss["value"] else "-", terms or "-")
+                      f"{loss['value'][-1]:.4g}" if loss["value"] else "-", terms or "-", last_eval)
     err.print(table)
     if plot is not None:
         err.print(f"plot written to {plot}")

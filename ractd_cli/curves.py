@@ -35,6 +35,26 @@ def read_run(run: Path) -> dict[str, dict[str, list[float]]]:
     return out
 
 
+def _plot_evaluations(ax, run: str, tags: dict[str, dict[str, list[float]]]) -> None:
+    """The run's evaluations during training (``--eval-every``): the score with its standard error
+    and, where recorded, the success rate (twin axis, %); a note where the run has none."""
+    score, err = tags.get("eval/score_mean"), tags.get("eval/score_stderr")
+    if score is None:
+        ax.text(0.5, 0.5, "no evaluation during training (--eval-every)", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_axis_off()
+        return
+    ax.errorbar(score["step"], score["value"], yerr=err["value"] if err and len(err["value"]) == len(score["value"]) else None,
+                marker="o", ms=3, lw=1, capsize=2, label="score")
+    ax.set_xlabel("step")
+    ax.set_ylabel("score")
+    ax.set_title(f"{run}: evaluations", fontsize=9)
+    success = tags.get("eval/success_rate")
+    if success is not None:
+        ax2 = ax.twinx()
+        ax2.plot(success["step"], [100 * v for v in success["value"]], color="tab:green", ls=":", marker=".", lw=0.8)
+        ax2.set_ylabel("success %", color="tab:green")
+
+
 def plot_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path: Path) -> Path:
     """One panel per run: every loss term against the step (log scale), the learning rate on a twin axis."""
     import matplotlib
@@ -43,7 +63,11 @@ def plot_curves(curves: dict[str, dict[str, dict[str, list[float]]]], path: Path
     import matplotlib.pyplot as plt
 
     n = max(len(curves), 1)
-    fig, axes = plt.subplots(n, 1, figsize=(8, 3.2 * n), squeeze=False)
+    evaluated = any(tag.startswith("eval/") for tags in curves.values() for tag in tags)
+    fig, axes = plt.subplots(n, 2 if evaluated else 1, figsize=(14 if evaluated else 8, 3.2 * n), squeeze=False)
+    for row, (run, tags) in enumerate(curves.items()):
+        if evaluated:
+            _plot_evaluations(axes[row, 1], run, tags)
     for ax, (run, tags) in zip(axes[:, 0], curves.items()):
         for tag, c in tags.items():
             if tag.startswith("loss/"):

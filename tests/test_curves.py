@@ -47,3 +47,22 @@ def test_curves_says_when_there_is_nothing_to_draw():
     pytest.importorskip("ractd_bimodal")
     r = runner.invoke(app, ["curves", "--env", "bimodal"])
     assert r.exit_code == 1 and "no training runs of bimodal" in r.output
+
+
+def test_evaluations_during_training_go_to_the_event_files(tmp_path):
+    """`--eval-every`: each evaluation's numbers are scalars `eval/<name>` at its step, the same as the
+    artifact's eval_curve; `curves` lists the last one and draws them beside the losses."""
+    pytest.importorskip("ractd_bimodal")
+    pytest.importorskip("tensorboard")
+    _ok("fetch", "bimodal", "--source", "local", "--steps", "600")
+    _ok("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "6")
+    _ok("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "6")
+    student = _ok("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "6", "--eval-every", "3", "--eval-episodes", "2",
+                  "--log-dir", str(tmp_path / "tb"))
+    doc = _ok("curves", "--env", "bimodal", "--log-dir", str(tmp_path / "tb"), "--plot", str(tmp_path / "curves.png"))
+    (tags,) = doc["runs"].values()
+    assert tags["eval/score_mean"]["step"] == [3, 6]
+    assert tags["eval/score_mean"]["value"] == pytest.approx([p["score_mean"] for p in student["eval_curve"]], rel=1e-6)
+    assert "eval/score_stderr" in tags and (tmp_path / "curves.png").stat().st_size > 0
+    r = runner.invoke(app, ["curves", "--env", "bimodal", "--log-dir", str(tmp_path / "tb")], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "last evaluation" in r.stderr and "at step 6" in r.stderr

@@ -289,8 +289,9 @@ def train(
     ``name`` labels the progress bar and the checkpoint file; ``run_extra`` (JSON-able) joins
     ``cfg`` in identifying the run, so ``resume=True`` only picks up a checkpoint of the same run.
     ``evaluate(model, ema)`` (JSON-able dict) runs every ``eval_every`` steps and after the last;
-    its results form ``TrainResult.curve`` (checkpointed, so a resumed run has the whole curve). It
-    must leave the model and the training generators alone: training is the same with or without it.
+    its results form ``TrainResult.curve`` (checkpointed, so a resumed run has the whole curve), and
+    their numbers go to the run's event file as ``eval/<name>`` beside ``loss/<term>``. It must leave
+    the model and the training generators alone: training is the same with or without it.
     """
     device = torch.device(cfg.device)
     world = distributed.init(cfg.device)
@@ -395,6 +396,10 @@ def train(
                 t0 = time.perf_counter()
                 curve.append({"step": done, **evaluate(model, ema.module)})
                 timer["eval_seconds"] += time.perf_counter() - t0
+                if writer is not None:  # the numbers of each evaluation, beside the losses (`ractd curves` draws them)
+                    for k, v in curve[-1].items():
+                        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                            writer.add_scalar(f"eval/{k}", v, done)
             if checkpointing:
                 t0 = time.perf_counter()
                 if scaler.is_enabled():
