@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -34,11 +35,13 @@ def _run(*args: str | Path, **kw) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheels")
-    build = tmp_path_factory.mktemp("build")
-    # --no-build-isolation: setuptools is already here (no index needed); each project builds in a copy
+    sources = tmp_path_factory.mktemp("sources")
+    # each project builds from a copy (setuptools writes build/ and *.egg-info beside its sources);
+    # --no-build-isolation: setuptools is already here, no index needed
+    skip = shutil.ignore_patterns(".*", "build", "dist", "out", "*.egg-info", "__pycache__", "tests", "plugins", "scripts", "docs")
     for project in (ROOT, *PLUGINS):
-        _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--wheel-dir", out, project,
-             cwd=build)
+        copy = shutil.copytree(project, sources / project.name, ignore=skip)
+        _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--wheel-dir", out, copy, cwd=sources)
     return out
 
 
