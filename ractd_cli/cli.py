@@ -256,7 +256,8 @@ def cache_list(
         for a in arts
     ]
     if json_:
-        print_json({"artifacts": rows, "damaged": [str(p) for p in damaged]})
+        print_json({"artifacts": rows, "damaged": [str(p) for p in damaged],
+                    "other": {name: {"holds": what, "files": files, "size_bytes": size} for name, what, (files, size) in _other_cache_parts()}})
         return
     table = Table(title=f"artifacts in {arts[0].path.parent}" if arts else "artifacts")
     for col in ("id", "kind", "task", "reward weight", "preset", "steps", "last evaluation", "created", "size", "parents"):
@@ -278,6 +279,16 @@ def cache_list(
         err.print(f"[red]damaged: {p.name} (its header cannot be read); delete it with `ractd cache rm {p.name}`[/]", soft_wrap=True)
     if not rows and not damaged:
         err.print("no artifacts yet: train one with `ractd train-teacher --env TASK`")
+    for name, what, (files, size) in _other_cache_parts():
+        err.print(f"also in the cache: {name}/ ({what}): {files} files, {size / 1e6:.1f} MB; `ractd cache rm {name}` deletes it", soft_wrap=True)
+
+
+def _other_cache_parts() -> list[tuple[str, str, tuple[int, int]]]:
+    """The cache's non-empty folders besides models/: (name, what it holds, (files, bytes))."""
+    from .paths import CACHE_PARTS, cache_root, folder_size
+
+    parts = [(name, what, folder_size(cache_root() / name)) for name, what in CACHE_PARTS.items()]
+    return [p for p in parts if p[2][0]]
 
 
 @cache_app.command("show")
@@ -337,17 +348,35 @@ def cache_show(
 
 @cache_app.command("rm")
 def cache_rm(
-    ref: str = typer.Argument(..., help="Artifact id (or unique prefix), file name, or `all`."),
+    ref: str = typer.Argument(..., help="Artifact id (or unique prefix), file name, `all` (every artifact), or a folder: datasets, runs, checkpoints, sac."),
     json_: bool = JsonOpt,
 ) -> None:
-    """Delete model artifacts from the cache."""
+    """Delete model artifacts from the cache (`all`: every one), or one of its other folders by name:
+    datasets, runs (event files), checkpoints, sac (the MuJoCo plugin's SAC runs)."""
     from .artifacts import remove
+    from .paths import CACHE_PARTS, cache_root
 
+    if ref in CACHE_PARTS:
+        import shutil
+
+        folder = cache_root() / ref
+        existed = folder.is_dir()
+        if existed:
+            shutil.rmtree(folder)
+        if json_:
+            print_json({"removed": [str(folder)] if existed else []})
+        else:
+            err.print(f"removed {folder}" if existed else f"nothing to remove: {folder} does not exist")
+        return
     removed = remove(ref)
     if json_:
         print_json({"removed": [str(p) for p in removed]})
-    else:
-        err.print(f"removed {len(removed)} artifact(s)")
+        return
+    err.print(f"removed {len(removed)} artifact(s)")
+    kept = _other_cache_parts()
+    if ref == "all" and kept:
+        err.print("kept: " + ", ".join(f"{name}/ ({size / 1e6:.1f} MB)" for name, _, (_, size) in kept)
+                  + "; `ractd cache rm NAME` deletes one of them", soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------------- fetch

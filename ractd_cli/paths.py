@@ -1,4 +1,6 @@
-"""Where ractd keeps its files: one cache root holding ``datasets/`` and ``models/``."""
+"""Where ractd keeps its files: one cache root holding ``models/``, ``datasets/``, ``runs/`` (event
+files), ``checkpoints/`` (interrupted and unreleased training runs) and plugins' own folders (the
+MuJoCo plugin's ``sac/``)."""
 
 from __future__ import annotations
 
@@ -28,3 +30,18 @@ def datasets_dir() -> Path:
 def runs_dir() -> Path:
     """Where training runs write their TensorBoard event files by default (``--log-dir``)."""
     return cache_root() / "runs"
+
+
+CACHE_PARTS = {
+    "datasets": "datasets (Minari layout), fetched or generated",
+    "runs": "TensorBoard event files of training runs",
+    "checkpoints": "checkpoints of interrupted training runs (`--resume`)",
+    "sac": "the MuJoCo plugin's SAC runs behind `fetch --source local`",
+}
+"""The cache's folders besides ``models/``, with what each holds (``cache list`` and ``cache rm``)."""
+
+
+def folder_size(path: Path) -> tuple[int, int]:
+    """(files, bytes) under ``path`` (0, 0 where it does not exist)."""
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    return len(files), sum(p.stat().st_size for p in files)

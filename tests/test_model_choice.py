@@ -71,3 +71,19 @@ def test_cache_list_tells_models_apart(tmp_path, monkeypatch):
     for args, says in ((["--env", "bimdal"], "did you mean 'bimodal'"), (["--kind", "studnet"], "--kind")):
         bad = runner.invoke(app, ["cache", "list", *args])
         assert bad.exit_code == 2 and says in bad.output, bad.output
+
+
+def test_the_cache_shows_and_removes_what_is_not_a_model(tmp_path, monkeypatch):
+    """`cache list` names the datasets, event files and checkpoints beside the models; `cache rm all`
+    says what it kept; `cache rm datasets` (or runs, checkpoints, sac) deletes that folder."""
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    _run("fetch", "bimodal", "--source", "local", "--steps", "600")
+    _run("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "3")
+    other = _run("cache", "list")[0]["other"]
+    assert other["datasets"]["files"] > 0 and other["datasets"]["size_bytes"] > 0 and "checkpoints" not in other
+    r = runner.invoke(app, ["cache", "rm", "all"])
+    assert r.exit_code == 0 and "removed 1 artifact(s)" in r.stderr and "kept: datasets/" in r.stderr, r.output
+    gone = _run("cache", "rm", "datasets")[0]
+    assert gone["removed"] == [str(tmp_path / "datasets")] and not (tmp_path / "datasets").exists()
+    assert "datasets" not in _run("cache", "list")[0]["other"]
+    assert _run("cache", "rm", "sac")[0]["removed"] == []  # nothing there: nothing removed, no error
