@@ -27,8 +27,79 @@ from .ui import err, print_json, say_last
 _state = {"debug": False}
 
 
+CHOICES: dict[str, tuple[str, ...]] = {
+    "--preset": ("tiny", "quick", "paper"),  # presets.PRESETS
+    "--device": ("auto", "cpu", "cuda"),
+    "--precision": ("fp32", "bf16", "fp16"),  # train.loop.PRECISIONS
+    "--distance": ("huber", "l2"),  # diffusion.DISTANCES
+    "--follow": ("inverse", "track", "controller"),  # evaluate.FOLLOWERS
+    "--init-noise": ("unit", "edm"),  # planner.INIT_NOISES
+    "--sampler": ("onestep", "multistep", "heun", "euler", "ancestral"),  # planner.STUDENT_SAMPLERS + TEACHER_SAMPLERS
+    "--eval-sampler": ("euler", "heun", "ancestral"),  # planner.TEACHER_SAMPLERS
+    "--planner": ("diffusion", "trajdiffuser"),  # planner.PLANNERS
+    "--source": ("minari", "local"),  # data.fetch.SOURCES
+    "--format": ("onnx", "torchscript"),  # export.FORMATS
+    "--runtime": ("torch", "onnxruntime"),  # bench.RUNTIMES
+    "--weights": ("raw", "ema"),  # train.distill.SAVED_WEIGHTS
+    "--windows": ("full", "padded"),  # layouts.WINDOWS
+    "--score-scale": ("d4rl", "minari"),  # the shipped tasks' scales; a plugin may add its own
+    "--kind": ("teacher", "reward", "student", "inverse-dynamics", "proposer"),  # artifacts.KINDS
+}
+
+EVAL_PANELS: dict[str, tuple[str, ...]] = {
+    "Sampling": ("--sampler", "--nfe", "--init-noise", "--clamp"),
+    "Executing state plans (Maze2d)": ("--follow", "--replan", "--snap-goal"),
+    "Trajectory Diffuser (--planner trajdiffuser)": ("--proposer", "--refine-steps", "--refine-sigma", "--guidance", "--target-return",
+                                                     "--candidates", "--reward"),
+    "Episodes and scores": ("--episodes", "--teacher-episodes", "--seed", "--score-scale"),
+    "Speed": ("--device", "--jit", "--cuda-graphs", "--workers", "--batch", "--repeats", "--runtime"),
+    "Video": ("--video", "--video-episodes"),
+}
+TRAIN_PANELS: dict[str, tuple[str, ...]] = {
+    "Training recipe": ("--preset", "--steps", "--batch-size", "--lr", "--seed", "--dataset", "--distance", "--net", "--plan-stride",
+                        "--windows", "--weights"),
+    "Running": ("--device", "--resume", "--nproc", "--precision", "--log-dir"),
+    "Evaluation during training": ("--eval-every", "--eval-episodes", "--eval-sampler", "--eval-nfe", "--val-fraction"),
+}
+"""``--help`` panels of the long commands (rollout and bench; the trainers), by option name; the rest
+stay under "Options". Applied to commands with more than :data:`PANEL_MIN_OPTIONS` options."""
+PANEL_MIN_OPTIONS = 14
+_PANEL_OF = {
+    "rollout": {opt: panel for panel, opts in EVAL_PANELS.items() for opt in opts},
+    "bench": {opt: panel for panel, opts in EVAL_PANELS.items() for opt in opts},
+    **{cmd: {opt: panel for panel, opts in TRAIN_PANELS.items() for opt in opts}
+       for cmd in ("train-teacher", "train-reward", "distill", "train-proposer")},
+}
+"""The values of each option with a fixed set of them, shown in ``--help`` as ``[a|b|c]``; each
+option still checks its value itself, with a one-line error (tests/test_cli_basic.py checks this
+table against the constants it copies)."""
+
+
+def _show_choices(command) -> None:
+    """``--help`` shows each choice option's values, no ``<bool>`` after a flag, and a long command's
+    options in panels."""
+    params = getattr(command, "params", [])
+    panels = _PANEL_OF.get(getattr(command, "name", ""), {}) if len(params) > PANEL_MIN_OPTIONS else {}
+    for param in params:
+        panel = next((panels[o] for o in getattr(param, "opts", []) if o in panels), None)
+        if panel is not None and hasattr(param, "rich_help_panel") and param.rich_help_panel is None:
+            param.rich_help_panel = panel
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif any(o in CHOICES for o in getattr(param, "opts", [])):
+            param.metavar = "[" + "|".join(next(CHOICES[o] for o in param.opts if o in CHOICES)) + "]"
+    for sub in getattr(command, "commands", {}).values():
+        _show_choices(sub)
+
+
 class _Group(TyperGroup):
     """Turns library errors into one-line messages with the right exit code."""
+
+    def get_command(self, ctx, cmd_name):  # type: ignore[override]
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _show_choices(command)
+        return command
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
         """Click's own usage errors (an unknown option, a value of the wrong type) are one line too:

@@ -1,5 +1,6 @@
 """The paper's ablations as commands: `distill --eval-every N` (Figure 4's score-vs-training curve, which
-leaves training alone), `train-teacher --eval-every N` (the teacher's learning curve) and `train-teacher --teacher-reward-weight w` (Table 4's reward-aware teacher)."""
+leaves training alone), `train-teacher --eval-every N` (the teacher's learning curve) and
+`train-teacher --teacher-reward-weight w` (Table 4's reward-aware teacher)."""
 
 from __future__ import annotations
 

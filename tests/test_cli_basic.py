@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -290,3 +291,35 @@ def test_no_plugins_says_how_to_get_tasks(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "ractd_cli" / "cli.py"))
     plain = cli.no_adapters_hint()
     assert "pip install ./plugins/ractd-maze2d" in plain and "this checkout" not in plain
+
+
+def test_help_shows_the_choices_and_groups_long_commands():
+    """`--help` lists each choice option's values (from one table, checked here against the constants
+    the commands check with), no `<bool>` after a flag, and long commands' options in panels."""
+    from ractd_cli import cli
+    from ractd_cli.artifacts import KINDS
+    from ractd_cli.bench import RUNTIMES
+    from ractd_cli.data.fetch import SOURCES
+    from ractd_cli.diffusion import DISTANCES
+    from ractd_cli.evaluate import FOLLOWERS
+    from ractd_cli.export import FORMATS
+    from ractd_cli.layouts import WINDOWS
+    from ractd_cli.planner import INIT_NOISES, PLANNERS, STUDENT_SAMPLERS, TEACHER_SAMPLERS
+    from ractd_cli.presets import PRESETS
+    from ractd_cli.train.distill import SAVED_WEIGHTS
+    from ractd_cli.train.loop import PRECISIONS
+
+    expected = {"--preset": tuple(PRESETS), "--precision": tuple(PRECISIONS), "--distance": DISTANCES, "--follow": FOLLOWERS,
+                "--init-noise": INIT_NOISES, "--sampler": STUDENT_SAMPLERS + TEACHER_SAMPLERS, "--eval-sampler": TEACHER_SAMPLERS,
+                "--planner": PLANNERS, "--source": SOURCES, "--format": FORMATS, "--runtime": RUNTIMES, "--weights": SAVED_WEIGHTS,
+                "--windows": WINDOWS, "--kind": KINDS}
+    for opt, values in expected.items():
+        assert set(cli.CHOICES[opt]) == set(values), opt
+    r = runner.invoke(app, ["rollout", "--help"], env={"COLUMNS": "160"})
+    assert r.exit_code == 0
+    assert "[inverse|track|controller]" in r.output and "[unit|edm]" in r.output
+    assert r.output.count("<bool>") == 1 and re.search(r"--help\s+-h\s+<bool>", r.output)  # click's own --help alone
+    for panel in ("Sampling", "Executing state plans (Maze2d)", "Episodes and scores", "Speed"):
+        assert f"─ {panel} ─" in r.output, panel
+    t = runner.invoke(app, ["train-teacher", "--help"], env={"COLUMNS": "160"})
+    assert "[tiny|quick|paper]" in t.output and "[full|padded]" in t.output and "─ Training recipe ─" in t.output
