@@ -95,6 +95,13 @@ def _show_choices(command) -> None:
 class _Group(TyperGroup):
     """Turns library errors into one-line messages with the right exit code."""
 
+    def get_params(self, ctx):  # type: ignore[override]
+        params = super().get_params(ctx)
+        for param in params:  # `ractd --help`: no <bool> after --version, --debug, the completion flags
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        return params
+
     def get_command(self, ctx, cmd_name):  # type: ignore[override]
         command = super().get_command(ctx, cmd_name)
         if command is not None:
@@ -187,7 +194,7 @@ app = typer.Typer(
     "Pipeline: fetch -> train-teacher -> train-reward -> distill -> rollout / bench.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 cache_app = typer.Typer(help="Inspect and clean the local cache of datasets and models.", no_args_is_help=True)

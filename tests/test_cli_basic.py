@@ -323,3 +323,10 @@ def test_help_shows_the_choices_and_groups_long_commands():
         assert f"─ {panel} ─" in r.output, panel
     t = runner.invoke(app, ["train-teacher", "--help"], env={"COLUMNS": "160"})
     assert "[tiny|quick|paper]" in t.output and "[full|padded]" in t.output and "─ Training recipe ─" in t.output
+
+
+def test_shell_completion_is_offered():
+    r = runner.invoke(app, ["--show-completion", "bash"])
+    assert r.exit_code == 0 and "_ractd_completion" in r.output
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "160"})
+    assert "--install-completion" in top.output and "<bool>" not in top.output
