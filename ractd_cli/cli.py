@@ -460,7 +460,8 @@ def cache_rm(
 # ----------------------------------------------------------------------------------------- fetch
 @app.command()
 def fetch(
-    task: str = typer.Argument(..., help="Task name, e.g. maze2d-umaze (see `ractd envs`)."),
+    task: Optional[str] = typer.Argument(None, help="Task name, e.g. maze2d-umaze (see `ractd envs`); or give it as --env, as every other command takes it."),
+    env: Optional[str] = typer.Option(None, "--env", help="The task, as other commands take it (instead of TASK)."),
     source: str = typer.Option("minari", help="`minari`: download the published Minari dataset; `local`: generate it here."),
     steps: Optional[int] = typer.Option(None, min=1, max=10 * STEPS_MAX, help="Env steps to generate (local source; default: the adapter's)."),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the local generator."),
@@ -476,6 +477,12 @@ def fetch(
     from .data.fetch import check_fetch_args, default_steps, will_generate
     from .data.fetch import fetch as do_fetch
     from .registry import get_task
+
+    if task is not None and env is not None and task != env:
+        raise UsageError(f"two tasks given ({task} and --env {env}); give one")
+    task = task or env
+    if task is None:
+        raise UsageError("name the task: `ractd fetch TASK` or `ractd fetch --env TASK` (`ractd envs` lists them)")
     from .ui import progress
 
     check_fetch_args(source, steps, seed)

@@ -330,3 +330,12 @@ def test_shell_completion_is_offered():
     assert r.exit_code == 0 and "_ractd_completion" in r.output and "complete -o default" in r.output
     top = runner.invoke(app, ["--help"], env={"COLUMNS": "160"})
     assert "--install-completion" in top.output and "<bool>" not in top.output
+
+
+def test_fetch_takes_the_task_as_every_command_does(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    r = runner.invoke(app, ["fetch", "--env", "bimodal", "--source", "local", "--steps", "300", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["dataset_id"] == "ractd/bimodal/local-v0", r.output
+    for args, says in (([], "name the task"), (["bimodal", "--env", "maze2d-umaze"], "two tasks given")):
+        bad = runner.invoke(app, ["fetch", *args])
+        assert bad.exit_code == 2 and says in bad.output, bad.output
