@@ -793,6 +793,10 @@ def export(
         raise UsageError(f"-o {out}: the folder {out.parent} does not exist; create it first")
     sampling = Sampling(init_noise, clamp)
     adapter, spec = get_task(env)
+    from .export import FORMATS
+
+    if fmt not in FORMATS:
+        raise UsageError(unknown_choice("--format", fmt, FORMATS))
     loaded = load_for_planning(model, spec)
     if model == "student":
         from .planner import student_choice
@@ -870,7 +874,12 @@ def rollout(
             raise UsageError(f"--video writes an MP4 video; name it {video.with_suffix('.mp4')}")
         recorder = VideoRecorder(adapter, spec, video, min(video_episodes, episodes))
     if planner != "trajdiffuser" and model in (None, "student"):  # say which student "the student" is
-        from .planner import newest_student, student_choice
+        from .evaluate import check_follow
+        from .planner import STUDENT_SAMPLERS, TEACHER_SAMPLERS, newest_student, student_choice
+
+        check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before the line
+        if sampler is not None and sampler not in STUDENT_SAMPLERS + TEACHER_SAMPLERS:
+            raise UsageError(unknown_choice("--sampler", sampler, STUDENT_SAMPLERS + TEACHER_SAMPLERS))
 
         chosen = newest_student(spec)
         if chosen is not None:

@@ -37,6 +37,10 @@ def test_the_default_student_is_the_newest_at_the_tasks_reward_weight(tmp_path, 
     out = tmp_path / "plan.pt"
     doc, err = _run("export", "--env", "bimodal", "--format", "torchscript", "-o", str(out))
     assert doc["artifact_id"] == ractd["id"] and f"model: student {ractd['id'][:8]}" in err
+    # a bad choice is refused before any model is chosen
+    for args in (["rollout", "--env", "bimodal", "--sampler", "foo"], ["export", "--env", "bimodal", "--format", "foo", "-o", str(out)]):
+        bad = runner.invoke(app, args)
+        assert bad.exit_code == 2 and "(choose from" in bad.output and "model: student" not in bad.output, bad.output
     # an explicit --model is taken as given, with no line
     doc, err = _run("rollout", "--env", "bimodal", "--episodes", "1", "--model", ctd["id"])
     assert doc["model_id"] == ctd["id"] and "model: student" not in err
