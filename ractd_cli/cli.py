@@ -92,6 +92,22 @@ def _show_choices(command) -> None:
         _show_choices(sub)
 
 
+def _config_first(args: list[str], commands: set[str]) -> list[str]:
+    """``ractd CMD ... --config FILE ...`` as ``ractd --config FILE CMD ...``: the recipe option
+    belongs to the group (it sets every command's defaults) but reads naturally after the command."""
+    cmd = next((i for i, a in enumerate(args) if a in commands), None)
+    if cmd is None:
+        return args
+    for i in range(cmd + 1, len(args)):
+        if args[i] == "--":
+            break
+        if args[i] == "--config" and i + 1 < len(args):
+            return ["--config", args[i + 1], *args[:i], *args[i + 2:]]
+        if args[i].startswith("--config="):
+            return [args[i], *args[:i], *args[i + 1:]]
+    return args
+
+
 class _Group(TyperGroup):
     """Turns library errors into one-line messages with the right exit code."""
 
@@ -111,6 +127,7 @@ class _Group(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
         """Click's own usage errors (an unknown option, a value of the wrong type) are one line too:
         ``error: <what>; see `ractd CMD --help```, exit code 2."""
+        args = _config_first(list(sys.argv[1:] if args is None else args), set(self.commands))
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
@@ -219,15 +236,41 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
     cache_dir: Optional[Path] = typer.Option(
         None, "--cache-dir", help="Cache root for datasets and models (default: $RACTD_CACHE_DIR or the user cache dir)."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    config: Optional[str] = typer.Option(None, "--config", metavar="FILE|NAME", help="A recipe: a TOML file with one table per command ([train-teacher], [distill], ...) whose keys are its options (steps = 24000, batch-size = 128); they become the defaults, and flags on the command line win. NAME: a recipe shipped with ractd (`ractd recipes` lists them). May also follow the command: `ractd train-teacher --config FILE`."),
 ) -> None:
     _state["debug"] = debug
     if cache_dir is not None:
         os.environ["RACTD_CACHE_DIR"] = str(cache_dir)
+    if config is not None:
+        from .config import default_map, read_recipe
+
+        group = ctx.command
+        commands = {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+        ctx.default_map = {**(ctx.default_map or {}), **default_map(read_recipe(config), commands, config)}
+
+
+@app.command()
+def recipes(json_: bool = JsonOpt) -> None:
+    """List the recipes shipped with ractd (`ractd --config NAME CMD`): TOML files of options, one table
+    per command; print where they are, to copy one and edit it."""
+    from .config import RECIPES_DIR, read_recipe, shipped_recipes
+
+    rows = [{"name": n, "path": str(RECIPES_DIR / f"{n}.toml"), "commands": list(read_recipe(n))} for n in shipped_recipes()]
+    if json_:
+        print_json({"recipes": rows})
+        return
+    table = Table(title=f"recipes in {RECIPES_DIR}")
+    for col in ("name", "commands"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["commands"]))
+    err.print(table)
 
 
 # --------------------------------------------------------------------------------------------- envs

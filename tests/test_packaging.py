@@ -84,6 +84,9 @@ def test_pip_install_all_from_the_wheels_lists_every_task(wheels, tmp_path):
     assert set(EXTRAS) <= set(loaded), envs
     assert all(loaded[name]["tasks"] and not loaded[name]["error"] for name in EXTRAS), envs
     assert {loaded[name]["distribution"] for name in EXTRAS} == set(EXTRAS.values())
+    # the shipped recipes are in the wheel
+    recipes = json.loads(_run(venv / "bin" / "ractd", "recipes", "--json", env=env).stdout)["recipes"]
+    assert {"maze2d-umaze", "maze2d-medium", "maze2d-large"} <= {r["name"] for r in recipes}
     # ractd itself comes from the wheel, not from this checkout
     where = _run(python, "-c", "import ractd_cli; print(ractd_cli.__file__)", cwd=tmp_path).stdout.strip()
     assert Path(where).is_relative_to(venv), where
