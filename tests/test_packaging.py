@@ -84,6 +84,15 @@ def test_pip_install_all_from_the_wheels_lists_every_task(wheels, tmp_path):
     assert set(EXTRAS) <= set(loaded), envs
     assert all(loaded[name]["tasks"] and not loaded[name]["error"] for name in EXTRAS), envs
     assert {loaded[name]["distribution"] for name in EXTRAS} == set(EXTRAS.values())
+    # a tiny chain runs from the installed wheels
+    chain = {**env, "RACTD_CACHE_DIR": str(tmp_path / "cache")}
+    ractd = venv / "bin" / "ractd"
+    _run(ractd, "fetch", "bimodal", "--source", "local", "--steps", "300", env=chain)
+    _run(ractd, "train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "3", env=chain)
+    _run(ractd, "train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "3", env=chain)
+    _run(ractd, "distill", "--env", "bimodal", "--preset", "tiny", "--steps", "2", env=chain)
+    rollout = json.loads(_run(ractd, "rollout", "--env", "bimodal", "--episodes", "2", "--json", env=chain).stdout)
+    assert rollout["episodes"] == 2 and rollout["model_kind"] == "student"
     # the shipped recipes are in the wheel
     recipes = json.loads(_run(venv / "bin" / "ractd", "recipes", "--json", env=env).stdout)["recipes"]
     assert {"maze2d-umaze", "maze2d-medium", "maze2d-large"} <= {r["name"] for r in recipes}
