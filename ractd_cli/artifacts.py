@@ -69,10 +69,11 @@ class Artifact:
         return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
 
 
-UNHASHED = ("id", "created", "made_on", "loss_curve", "speed")
+UNHASHED = ("id", "created", "made_on", "loss_curve", "speed", "runs")
 """Metadata outside the content id: when and on what an artifact was made, and how fast, do not
-change what it is, and its coarse loss curve comes from the same training as its weights (so ids
-stay as before it)."""
+change what it is, and its coarse loss curve and the names of its training runs (``runs``: the
+folders of their event files and checkpoints) come from the same training as its weights (so ids
+stay as before them)."""
 
 
 def _content_id(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> str:

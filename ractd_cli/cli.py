@@ -434,6 +434,7 @@ def cache_show(
         "parents": [{"id": p, "kind": by_id[p].kind if p in by_id else None} for p in art.meta.get("parents", [])],
         "children": [{"id": a.id, "kind": a.kind} for a in by_id.values() if art.id in a.meta.get("parents", [])],
         "config": config, "losses": art.meta.get("losses", {}), "speed": art.meta.get("speed", {}), "eval_curve": curve,
+        "runs": art.meta.get("runs") or [],
     }
     if json_:
         print_json(card)
@@ -454,6 +455,7 @@ def cache_show(
         f"settings: {settings}" if settings else "",
         "parents: " + (", ".join(f"{p['kind'] or '(not in the cache)'} {p['id']}" for p in card["parents"]) or "none"),
         "made from it: " + (", ".join(f"{c['kind']} {c['id']}" for c in card["children"]) or "nothing yet"),
+        f"training runs: {', '.join(card['runs'])} (`ractd curves --env {art.task} --model {art.id[:8]}`)" if card["runs"] else "",
         "final losses: " + ", ".join(f"{k} {v:.4g}" for k, v in card["losses"].items()) if card["losses"] else "",
     ]
     if curve:
@@ -767,6 +769,7 @@ def curves(
     env: str = EnvOpt,
     log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Where the runs wrote their event files (default: the cache's runs/)."),
     run: Optional[str] = typer.Option(None, "--run", help="Only the runs whose folder name contains this (e.g. teacher, student, a run key)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Only the runs that trained this artifact (its id or prefix; `ractd cache show ID` names them)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: every loss term and the learning rate against the step, one panel per run."),
     json_: bool = JsonOpt,
 ) -> None:
@@ -781,9 +784,18 @@ def curves(
 
     get_task(env)
     where = log_dir or runs_dir()
-    dirs = [d for d in run_dirs(where, env) if run is None or run in d.name]
+    wanted = None
+    if model is not None:
+        from .artifacts import load_artifact
+
+        art = load_artifact(model, task=env)
+        wanted = set(art.meta.get("runs") or [])
+        if not wanted:
+            raise RactdError(f"artifact {art.id} does not record its training runs (made before ractd recorded them); use --run")
+    dirs = [d for d in run_dirs(where, env) if (run is None or run in d.name) and (wanted is None or d.name in wanted)]
     if not dirs:
         raise RactdError(f"no training runs of {env} under {where}" + (f" matching {run!r}" if run else "")
+                         + (f" of model {model}" if model else "")
                          + "; train a model first (event files need the tensorboard package: `make install`)")
     data = {d.name: read_run(d) for d in dirs}
     if plot is not None:

@@ -66,3 +66,12 @@ def test_evaluations_during_training_go_to_the_event_files(tmp_path):
     assert "eval/score_stderr" in tags and (tmp_path / "curves.png").stat().st_size > 0
     r = runner.invoke(app, ["curves", "--env", "bimodal", "--log-dir", str(tmp_path / "tb")], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "last evaluation" in r.stderr and "at step 6" in r.stderr
+    # the artifact names its run: `curves --model ID` finds it, `cache show` says so
+    from ractd_cli.artifacts import load_artifact
+
+    (run,) = load_artifact(student["id"]).meta["runs"]
+    assert list(doc["runs"]) == [run]
+    assert list(_ok("curves", "--env", "bimodal", "--log-dir", str(tmp_path / "tb"), "--model", student["id"][:8])["runs"]) == [run]
+    assert _ok("cache", "show", student["id"])["runs"] == [run]
+    teacher_run = _ok("curves", "--env", "bimodal", "--model", load_artifact("latest", kind="teacher").id)["runs"]
+    assert len(teacher_run) == 1 and next(iter(teacher_run)).startswith("teacher-bimodal-")

@@ -166,5 +166,6 @@ def distill_student(
         losses=res.losses,
         loss_curve=res.loss_curve,
         speed=res.speed,
+        runs=[res.run],
         data_fingerprint=fingerprint,
     ), res)

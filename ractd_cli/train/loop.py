@@ -103,6 +103,9 @@ class TrainResult:
     """How fast this process's share of the run went (the artifact's unhashed ``speed``): ``steps``
     taken here (after any resume), loop ``seconds`` (set-up excluded), ``samples_per_s`` (the
     effective batch: every rank's), and ``checkpoint_seconds`` and ``eval_seconds`` within them."""
+    run: str = ""
+    """The run's name, ``<name>-<run key>``: its event files' folder (under ``--log-dir``) and its
+    checkpoint's file name. Artifacts record it (``runs``) so that ``ractd curves --model ID`` finds it."""
     checkpoint: Path | None = None
     """The run's last checkpoint (written at the final step too): kept until the artifact is
     written, so a failed save loses nothing and ``--resume`` goes straight to saving."""
@@ -419,7 +422,7 @@ def train(
     speed = {"steps": taken, "seconds": round(seconds, 3), "samples_per_s": round(taken * cfg.batch_size * world.size / max(seconds, 1e-9), 1),
              **{k: round(v, 3) for k, v in timer.items()}}
     return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start, loss_curve=loss_curve, curve=curve, speed=speed,
-                       checkpoint=ckpt if cfg.checkpoint_every else None)
+                       run=ckpt.stem, checkpoint=ckpt if cfg.checkpoint_every else None)
 
 
 def saved(artifact: T, *results: TrainResult) -> T:

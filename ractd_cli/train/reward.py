@@ -132,5 +132,6 @@ def train_reward(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val
         losses={**res.losses, **{k: v for k, v in validation.items() if k.startswith("val_")}},
         loss_curve=res.loss_curve,
         speed=res.speed,
+        runs=[res.run],
         data_fingerprint=data.windows.fingerprint,
     ), res)

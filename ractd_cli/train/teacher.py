@@ -63,6 +63,7 @@ def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -
         losses=res.losses,
         loss_curve=res.loss_curve,
         speed=res.speed,
+        runs=[res.run],
         data_fingerprint=data.windows.fingerprint,
     ), res)
 
@@ -190,6 +191,7 @@ def train_teacher(
             losses=res.losses,
             loss_curve=res.loss_curve,
             speed=res.speed,
+            runs=[res.run],
             data_fingerprint=data.windows.fingerprint,
             **parents,
             **extra,
