@@ -69,11 +69,27 @@ class Artifact:
         return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
 
 
-UNHASHED = ("id", "created", "made_on", "loss_curve", "speed", "runs")
+UNHASHED = ("id", "created", "made_on", "loss_curve", "speed", "runs", "name")
 """Metadata outside the content id: when and on what an artifact was made, and how fast, do not
 change what it is, and its coarse loss curve and the names of its training runs (``runs``: the
 folders of their event files and checkpoints) come from the same training as its weights (so ids
-stay as before them)."""
+stay as before them); a user's ``name`` (``--name``) labels it."""
+
+RESERVED_NAMES = ("latest", "student", "teacher", "all", "datasets", "runs", "checkpoints", "sac")
+"""Words a ``--name`` cannot be: they already mean something where models are named."""
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can name a model, else a one-line UsageError: letters, digits, ``. _ -``, starting
+    with a letter, at most 64 characters, not a word that means something else, and not hex alone
+    (it would read as an id prefix)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]{0,63}", name):
+        raise UsageError(f"--name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter (at most 64)")
+    if name in RESERVED_NAMES or re.fullmatch(r"[0-9a-f]+", name):
+        raise UsageError(f"--name {name!r} would read as " + ("a keyword" if name in RESERVED_NAMES else "an artifact id") + "; choose another")
+    return name
 
 
 def _content_id(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> str:
@@ -242,7 +258,8 @@ MADE_BY = {
 
 
 def resolve(ref: str | Path, *, kind: str | None = None, task: str | None = None, directory: Path | None = None) -> Path:
-    """Find an artifact file by path, by id (or unique id prefix), or as ``latest`` of kind for task."""
+    """Find an artifact file by path, by id (or unique id prefix), by ``--name`` (the newest of that
+    name), or as ``latest`` of kind for task."""
     p = Path(ref)
     if p.suffix == ".safetensors" and p.exists():
         return p
@@ -258,6 +275,9 @@ def resolve(ref: str | Path, *, kind: str | None = None, task: str | None = None
             raise RactdError(f"no {what} in the cache; train one first (see `ractd --help`)")
         return cands[0].path
     matches = [a for a in arts if a.id.startswith(ref) or a.path.name == ref or a.path.stem == ref]
+    if not matches:  # a --name: the newest model of that name (of the kind and task asked for)
+        named = [a for a in arts if a.meta.get("name") == ref and (kind is None or a.kind == kind) and (task is None or a.task == task)]
+        matches = named[:1]
     if not matches:
         _damaged_in_the_way(ref, None, kind, task, damaged)
         raise RactdError(f"no artifact matches {ref!r}; list them with `ractd cache list`")

@@ -372,6 +372,7 @@ def cache_list(
             "parents": a.meta.get("parents", []),
             "size_bytes": a.path.stat().st_size,
             "path": str(a.path),
+            "name": a.meta.get("name"),
             **model_summary(a),
         }
         for a in arts
@@ -381,7 +382,7 @@ def cache_list(
                     "other": {name: {"holds": what, "files": files, "size_bytes": size} for name, what, (files, size) in _other_cache_parts()}})
         return
     table = Table(title=f"artifacts in {arts[0].path.parent}" if arts else "artifacts")
-    for col in ("id", "kind", "task", "reward weight", "preset", "steps", "last evaluation", "created", "size", "parents"):
+    for col in ("id", "name", "kind", "task", "reward weight", "preset", "steps", "last evaluation", "created", "size", "parents"):
         table.add_column(col)
 
     def evaluation(e: dict | None) -> str:
@@ -392,7 +393,7 @@ def cache_list(
         return f"{e['score_mean']:.1f} ± {e['score_stderr'] or 0:.1f} at step {e['step']}"
 
     for r in rows:
-        table.add_row(r["id"][:16], r["kind"], r["task"], "" if r["reward_weight"] is None else f"{r['reward_weight']:g}", r["preset"] or "",
+        table.add_row(r["id"][:16], r["name"] or "", r["kind"], r["task"], "" if r["reward_weight"] is None else f"{r['reward_weight']:g}", r["preset"] or "",
                       "" if r["steps"] is None else str(r["steps"]), evaluation(r["evaluation"]), (r["created"] or "")[:16],
                       f"{r['size_bytes'] / 1e6:.2f} MB", ", ".join(p[:8] for p in r["parents"]))
     err.print(table)
@@ -427,7 +428,8 @@ def cache_show(
     config = dict(art.config)
     curve = config.pop("eval_curve", None) or []
     card = {
-        "id": art.id, "kind": art.kind, "task": art.task, "path": str(art.path), "size_bytes": art.path.stat().st_size,
+        "id": art.id, "name": art.meta.get("name"), "kind": art.kind, "task": art.task, "path": str(art.path),
+        "size_bytes": art.path.stat().st_size,
         **model_summary(art),
         "created": art.meta.get("created"), "made_on": art.meta.get("made_on"), "ractd_version": art.meta.get("ractd_version"),
         "dataset": art.meta.get("dataset"), "data_fingerprint": art.meta.get("data_fingerprint"),
@@ -447,7 +449,7 @@ def cache_show(
                          if config.get(k) is not None)
     made = art.meta.get("made_on") or {}
     lines = [
-        f"[bold]{art.kind} {art.id}[/] ({art.task}), {card['size_bytes'] / 1e6:.2f} MB: {art.path}",
+        f"[bold]{art.kind} {art.id}[/]" + (f" \"{card['name']}\"" if card["name"] else "") + f" ({art.task}), {card['size_bytes'] / 1e6:.2f} MB: {art.path}",
         f"made {card['created']} by ractd {card['ractd_version']}" + (f" (torch {made.get('torch')}, {made.get('threads')} threads)" if made else ""),
         f"data: {card['dataset']}" + (f", fingerprint {card['data_fingerprint']}" if card["data_fingerprint"] else ""),
         f"network: {config.get('net_kind')} {json.dumps(config.get('net'))}" if config.get("net") else "",
@@ -574,6 +576,7 @@ LrOpt = typer.Option(None, "--lr", help="Peak AdamW learning rate (default: from
 SeedOpt = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed: the same seed, data and options give the same artifact (bit-identical weights, same id) on the same CPU type, torch version and thread count (OMP_NUM_THREADS), whatever the interruptions (--resume); another thread count or CPU may change the last bits and so the id. The artifact records these in `made_on`.")
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue an interrupted run of the same configuration from its last checkpoint.")
+NameOpt = typer.Option(None, "--name", help="A name for the model made (letters, digits, . _ -; starting with a letter), recorded in it and shown by `cache list`; any command's --model/--teacher/--reward then takes it instead of the id (the newest of that name). Outside the model's content id.")
 LogDirOpt = typer.Option(None, "--log-dir", help="Where the TensorBoard event files go (each loss term and the learning rate, every step; one folder per run). Default: the cache's runs/ when tensorboard is installed. `ractd curves` draws them.")
 PrecisionOpt = typer.Option("fp32", "--precision", help="fp32 (default), bf16 or fp16: autocast of the forward pass (fp16 with a gradient scaler); weights, optimiser and EMA stay fp32. Recorded in the artifact when not fp32. fp32 stays the default on CUDA too: bf16 was within 7% of its speed on the paper's hopper U-Net (docs/results.md).")
 NprocOpt = typer.Option(1, "--nproc", help="Train as N data-parallel processes on this machine: relaunches the command under torchrun (gloo on CPU, nccl on CUDA; DistributedDataParallel). Each process draws its own batches (seeded by seed and rank): the effective batch is N x --batch-size. Same seed and N, same artifact. See docs/scaling.md.")
@@ -590,7 +593,7 @@ EnvOpt = typer.Option(..., "--env", help="Task name (see `ractd envs`).")
 DistanceOpt = typer.Option("huber", "--distance", help="d of the loss: huber (the paper's element-wise pseudo-Huber, c = 0.00054 sqrt(T*D)) or l2 (squared error).")
 
 
-def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc=1, precision="fp32", log_dir=None):
+def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc=1, precision="fp32", log_dir=None, name=None):
     from .train.common import TrainOptions
 
     if nproc != 1:  # `ractd ... --nproc N` (N > 1) was relaunched under torchrun by main() before reaching here
@@ -598,11 +601,11 @@ def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset,
                          f"under torchrun itself, leave it out")
 
     return TrainOptions(preset=preset, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                        resume=resume, dataset=dataset, precision=precision, log_dir=None if log_dir is None else str(log_dir))
+                        resume=resume, dataset=dataset, precision=precision, log_dir=None if log_dir is None else str(log_dir), name=name)
 
 
 def _report_artifacts(arts, json_: bool) -> None:
-    docs = [{"id": a.id, "kind": a.kind, "task": a.task, "path": str(a.path), "losses": a.meta.get("losses", {}),
+    docs = [{"id": a.id, "name": a.meta.get("name"), "kind": a.kind, "task": a.task, "path": str(a.path), "losses": a.meta.get("losses", {}),
              "parents": a.meta.get("parents", []), "speed": a.meta.get("speed", {}),
              **{k: a.config[k] for k in ("loss_terms", "eval_curve", "validation", "fit_curve") if k in a.config}} for a in arts]
     if json_:
@@ -612,13 +615,14 @@ def _report_artifacts(arts, json_: bool) -> None:
         losses = "  ".join(f"{k} {v:.4g}" for k, v in d["losses"].items())
         speed = d["speed"]
         rate = f", {speed['samples_per_s']:,.0f} samples/s over {speed['steps']} steps" if speed.get("steps") else ""
-        err.print(f"saved {d['kind']} [bold]{d['id']}[/] ({losses}{rate})")
+        named = f" \"{d['name']}\"" if d["name"] else ""
+        err.print(f"saved {d['kind']} [bold]{d['id']}[/]{named} ({losses}{rate})")
 
 
 @app.command("train-teacher")
 def train_teacher(
     env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
-    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt,
+    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt, name: Optional[str] = NameOpt,
     dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt,
     teacher_reward_weight: float = typer.Option(0.0, "--teacher-reward-weight", help="w > 0: a reward-aware teacher (the paper's Table 4 ablation), its loss adding -w R_psi of its own denoised estimates; needs a reward model (`ractd train-reward` first). 0 (default): the paper's unconditioned teacher. (Not distill's --reward-weight, the student's sigma.)"),
     old_reward_weight: Optional[float] = typer.Option(None, "--reward-weight", hidden=True, help="Deprecated name of --teacher-reward-weight."),
@@ -645,7 +649,7 @@ def train_teacher(
         err.print("deprecated: `train-teacher --reward-weight` is now `--teacher-reward-weight` (w of the reward-aware teacher; "
                   "`distill --reward-weight` is the student's sigma); the old name will be removed in ractd 0.3")
     adapter, spec = get_task(env)
-    opts = _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir)
+    opts = _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir, name)
     evaluator = None
     if eval_every:
         from .errors import unknown_choice
@@ -670,7 +674,7 @@ def train_teacher(
 @app.command("train-reward")
 def train_reward(
     env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
-    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt,
+    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt, name: Optional[str] = NameOpt,
     dataset: Optional[str] = DatasetOpt,
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of episodes held out (chosen by --seed) to measure the fit: held-out MSE and R^2 are printed and kept in the artifact. 0.1 as RACTD's configs; 0: fit on every episode, no measurement."),
     eval_every: int = typer.Option(0, "--eval-every", help="Also measure the held-out fit every N steps: the learning curve goes into the artifact and --json as fit_curve. 0: only at the end. Training is the same either way."),
@@ -687,7 +691,7 @@ def train_reward(
     from .train import reward
 
     adapter, spec = get_task(env)
-    art = reward.train_reward(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir),
+    art = reward.train_reward(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir, name),
                      val_fraction=val_fraction, eval_every=eval_every, gamma=gamma, termination_penalty=termination_penalty)
     _report_artifacts([art], json_)
 
@@ -701,7 +705,7 @@ def distill(
     teacher_ref: str = typer.Option("latest", "--teacher", help="Teacher artifact id/path (default: latest for the task)."),
     reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path (default: latest for the task)."),
     preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
-    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt,
+    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt, name: Optional[str] = NameOpt,
     dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt,
     weights: str = typer.Option("raw", "--weights", help="What to save: raw = the student's weights at the last step (as the authors' code samples), ema = the training loop's EMA of them (an option; see docs/results.md)."),
     eval_every: int = typer.Option(0, "--eval-every", help="Score the student every N steps (and at the end) in the environment, one step per plan, the task's default follower; the curve goes into the artifact and --json as eval_curve (paper Figure 4). 0: no evaluation. Training is the same either way."),
@@ -721,7 +725,7 @@ def distill(
     if eval_every < 0 or eval_episodes < 1:
         raise UsageError("--eval-every must be >= 0 and --eval-episodes at least 1")
     adapter, spec = get_task(env)
-    opts = _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir)
+    opts = _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir, name)
     evaluator = None
     if eval_every:
         from .evaluate import score_artifact
@@ -744,7 +748,7 @@ def distill(
 @app.command("train-proposer")
 def train_proposer(
     env: str = EnvOpt, preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
-    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt,
+    lr: Optional[float] = LrOpt, seed: int = SeedOpt, device: str = DeviceOpt, resume: bool = ResumeOpt, nproc: int = NprocOpt, precision: str = PrecisionOpt, log_dir: Optional[Path] = LogDirOpt, name: Optional[str] = NameOpt,
     dataset: Optional[str] = DatasetOpt, distance: str = DistanceOpt, json_: bool = JsonOpt,
 ) -> None:
     """Train the Trajectory Diffuser (Huang et al.), one artifact for `rollout --planner trajdiffuser`.
@@ -759,7 +763,7 @@ def train_proposer(
     from .train import proposer
 
     adapter, spec = get_task(env)
-    _report_artifacts([proposer.train_trajdiffuser(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir),
+    _report_artifacts([proposer.train_trajdiffuser(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir, name),
                                     distance=distance)], json_)
 
 

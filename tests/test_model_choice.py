@@ -91,3 +91,26 @@ def test_the_cache_shows_and_removes_what_is_not_a_model(tmp_path, monkeypatch):
     assert gone["removed"] == [str(tmp_path / "datasets")] and not (tmp_path / "datasets").exists()
     assert "datasets" not in _run("cache", "list")[0]["other"]
     assert _run("cache", "rm", "sac")[0]["removed"] == []  # nothing there: nothing removed, no error
+
+
+def test_a_named_model_is_found_by_its_name(tmp_path, monkeypatch):
+    """`--name` labels a model outside its content id; --model/--teacher take the name (the newest of
+    it); a name that reads as an id or a keyword is refused."""
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    tiny = ("--env", "bimodal", "--preset", "tiny")
+    _run("fetch", "bimodal", "--source", "local", "--steps", "600")
+    plain, _ = _run("train-teacher", *tiny, "--steps", "3")
+    named, err = _run("train-teacher", *tiny, "--steps", "4", "--name", "base-line")
+    assert named["name"] == "base-line" and plain["name"] is None
+    same, _ = _run("train-teacher", *tiny, "--steps", "3", "--name", "again")
+    assert same["id"] == plain["id"]  # the name is outside the content id
+    _run("train-reward", *tiny, "--steps", "3")
+    student, _ = _run("distill", *tiny, "--steps", "2", "--teacher", "base-line", "--name", "first-try")
+    assert student["parents"][0] == named["id"]
+    doc, _ = _run("rollout", "--env", "bimodal", "--model", "first-try", "--episodes", "1")
+    assert doc["model_id"] == student["id"]
+    rows = {r["id"]: r for r in _run("cache", "list")[0]["artifacts"]}
+    assert rows[student["id"]]["name"] == "first-try" and _run("cache", "show", "first-try")[0]["id"] == student["id"]
+    for bad in ("latest", "abc123", "9lives", "a b"):
+        r = runner.invoke(app, ["train-teacher", *tiny, "--steps", "3", "--name", bad])
+        assert r.exit_code == 2 and "--name" in r.output, (bad, r.output)

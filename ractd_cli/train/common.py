@@ -30,6 +30,8 @@ class TrainOptions:
     dataset: str | None = None
     precision: str = "fp32"
     log_dir: str | None = None
+    name: str | None = None
+    """The user's name for the model made (``--name``), recorded in its header outside its content id."""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -45,6 +47,14 @@ class TrainOptions:
 
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown --precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.name is not None:
+            from ..artifacts import check_name
+
+            check_name(self.name)
+
+    def named(self) -> dict:
+        """``{"name": ...}`` for ``save_artifact`` when the user named the model, else ``{}``."""
+        return {"name": self.name} if self.name else {}
 
     def preset_for(self, spec: TaskSpec | None = None) -> Preset:
         """The preset with the task's overrides (``spec.presets[preset]``) applied."""

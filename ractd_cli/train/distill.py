@@ -167,5 +167,6 @@ def distill_student(
         loss_curve=res.loss_curve,
         speed=res.speed,
         runs=[res.run],
+        **opts.named(),
         data_fingerprint=fingerprint,
     ), res)

@@ -119,6 +119,7 @@ def train_trajdiffuser(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, 
         loss_curve={"proposer": res_prop.loss_curve, "refiner": res_ref.loss_curve, "inverse": res_inv.loss_curve},
         speed={"proposer": res_prop.speed, "refiner": res_ref.speed, "inverse": res_inv.speed},
         runs=[res_inv.run, res_ref.run, res_prop.run],
+        **opts.named(),
         data_fingerprint=fingerprint,
     ), res_prop, res_ref, res_inv)
 

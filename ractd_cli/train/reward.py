@@ -133,5 +133,6 @@ def train_reward(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val
         loss_curve=res.loss_curve,
         speed=res.speed,
         runs=[res.run],
+        **opts.named(),
         data_fingerprint=data.windows.fingerprint,
     ), res)

@@ -195,6 +195,7 @@ def train_teacher(
             data_fingerprint=data.windows.fingerprint,
             **parents,
             **extra,
+            **opts.named(),
         ), res)
     )
     return written
