@@ -382,20 +382,28 @@ def cache_list(
                     "other": {name: {"holds": what, "files": files, "size_bytes": size} for name, what, (files, size) in _other_cache_parts()}})
         return
     table = Table(title=f"artifacts in {arts[0].path.parent}" if arts else "artifacts")
-    for col in ("id", "name", "kind", "task", "reward weight", "preset", "steps", "last evaluation", "created", "size", "parents"):
-        table.add_column(col)
+    wide = err.width >= 150  # a narrow terminal gets the columns that tell models apart; `cache show ID` has the rest
+    named = any(r["name"] for r in rows)
+    cols = ["id", *(["name"] if named else []), "kind", "task", "weight", "steps", "last evaluation",
+            *(["created", "preset", "size", "parents"] if wide else [])]
+    for col in cols:
+        table.add_column(col, no_wrap=col in ("id", "kind", "task"))
 
     def evaluation(e: dict | None) -> str:
         if not e:
             return ""
         if "val_r2" in e:
-            return f"held-out R^2 {e['val_r2']:.3f}"
-        return f"{e['score_mean']:.1f} ± {e['score_stderr'] or 0:.1f} at step {e['step']}"
+            return f"R^2 {e['val_r2']:.3f}"
+        return f"{e['score_mean']:.1f} ± {e['score_stderr'] or 0:.1f} (step {e['step']})"
 
     for r in rows:
-        table.add_row(r["id"][:16], r["name"] or "", r["kind"], r["task"], "" if r["reward_weight"] is None else f"{r['reward_weight']:g}", r["preset"] or "",
-                      "" if r["steps"] is None else str(r["steps"]), evaluation(r["evaluation"]), (r["created"] or "")[:16],
-                      f"{r['size_bytes'] / 1e6:.2f} MB", ", ".join(p[:8] for p in r["parents"]))
+        cells = [r["id"][:8], *([r["name"] or ""] if named else []), r["kind"], r["task"],
+                 "" if r["reward_weight"] is None else f"{r['reward_weight']:g}", "" if r["steps"] is None else str(r["steps"]),
+                 evaluation(r["evaluation"])]
+        if wide:
+            cells += [(r["created"] or "")[:16].replace("T", " "), r["preset"] or "", f"{r['size_bytes'] / 1e6:.2f} MB",
+                      ", ".join(p[:8] for p in r["parents"])]
+        table.add_row(*cells)
     err.print(table)
     for p in damaged:
         err.print(f"[red]damaged: {p.name} (its header cannot be read); delete it with `ractd cache rm {p.name}`[/]", soft_wrap=True)

@@ -37,6 +37,7 @@ from torch import nn
 from .adapters import TaskSpec
 from .data.windows import Windows, returns_to_go
 from .diffusion import add_noise, denoising_distance, sample_training_sigma
+from .layouts import LAYOUTS
 
 COND_DROPOUT = 0.5
 """Probability of dropping the return from the refiner's condition in training (the authors' 0.5)."""
@@ -79,9 +80,12 @@ def guidance(spec: TaskSpec) -> float:
 
 def state_view(spec: TaskSpec) -> TaskSpec:
     """The task as the Trajectory Diffuser sees it: state plans of :func:`horizon` states from the
-    current state (and goal), whatever the task's own planning; every state (no stride)."""
+    current state (and goal), whatever the task's own planning; every state (no stride); trained on
+    every window, padded past an episode's end (the RACTD authors' full windows are their teacher's
+    and student's; endpoint plans, which need full windows, keep them)."""
     planning = spec.planning if spec.layout.open_loop else "states"
-    return dataclasses.replace(spec, planning=planning, horizon=horizon(spec), history=1, plan_stride=1)
+    windows = "full" if LAYOUTS[planning].full_windows else "padded"
+    return dataclasses.replace(spec, planning=planning, horizon=horizon(spec), history=1, plan_stride=1, windows=windows)
 
 
 def state_returns(w: Windows) -> np.ndarray:
