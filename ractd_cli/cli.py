@@ -44,6 +44,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "--windows": ("full", "padded"),  # layouts.WINDOWS
     "--score-scale": ("d4rl", "minari"),  # the shipped tasks' scales; a plugin may add its own
     "--kind": ("teacher", "reward", "student", "inverse-dynamics", "proposer"),  # artifacts.KINDS
+    "--keep": ("last", "best"),  # train.common.KEEP
 }
 
 EVAL_PANELS: dict[str, tuple[str, ...]] = {
@@ -59,7 +60,7 @@ TRAIN_PANELS: dict[str, tuple[str, ...]] = {
     "Training recipe": ("--preset", "--steps", "--batch-size", "--lr", "--seed", "--dataset", "--distance", "--net", "--plan-stride",
                         "--windows", "--weights"),
     "Running": ("--device", "--resume", "--nproc", "--precision", "--log-dir"),
-    "Evaluation during training": ("--eval-every", "--eval-episodes", "--eval-sampler", "--eval-nfe", "--val-fraction"),
+    "Evaluation during training": ("--eval-every", "--eval-episodes", "--eval-sampler", "--eval-nfe", "--val-fraction", "--keep"),
 }
 """``--help`` panels of the long commands (rollout and bench; the trainers), by option name; the rest
 stay under "Options". Applied to commands with more than :data:`PANEL_MIN_OPTIONS` options."""
@@ -394,6 +395,8 @@ def cache_list(
             return ""
         if "val_r2" in e:
             return f"R^2 {e['val_r2']:.3f}"
+        if e.get("selected"):
+            return f"{e['score_mean']:.1f}, best (step {e['step']})"
         return f"{e['score_mean']:.1f} ± {e['score_stderr'] or 0:.1f} (step {e['step']})"
 
     for r in rows:
@@ -468,6 +471,9 @@ def cache_show(
         f"training runs: {', '.join(card['runs'])} (`ractd curves --env {art.task} --model {art.id[:8]}`)" if card["runs"] else "",
         "final losses: " + ", ".join(f"{k} {v:.4g}" for k, v in card["losses"].items()) if card["losses"] else "",
     ]
+    if config.get("selection"):
+        sel = config["selection"]
+        lines.append(f"saved weights: step {sel['step']}'s, score {sel['score_mean']:.1f}, {sel['protocol']}")
     if curve:
         lines.append("evaluation curve: " + "; ".join(f"step {c['step']}: {c['score_mean']:.1f} ± {c.get('score_stderr') or 0:.1f}"
                                                        for c in curve if c.get("score_mean") is not None))
@@ -615,7 +621,7 @@ def _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset,
 def _report_artifacts(arts, json_: bool) -> None:
     docs = [{"id": a.id, "name": a.meta.get("name"), "kind": a.kind, "task": a.task, "path": str(a.path), "losses": a.meta.get("losses", {}),
              "parents": a.meta.get("parents", []), "speed": a.meta.get("speed", {}),
-             **{k: a.config[k] for k in ("loss_terms", "eval_curve", "validation", "fit_curve") if k in a.config}} for a in arts]
+             **{k: a.config[k] for k in ("loss_terms", "eval_curve", "selection", "validation", "fit_curve") if k in a.config}} for a in arts]
     if json_:
         print_json(docs[-1] if len(docs) == 1 else {"artifacts": docs})
         return
@@ -642,6 +648,7 @@ def train_teacher(
     eval_episodes: int = typer.Option(20, "--eval-episodes", help="Episodes per evaluation (seed 0: the starts of `ractd rollout`)."),
     eval_sampler: str = typer.Option("euler", "--eval-sampler", help="Sampler for --eval-every: euler (default, cheap), heun or ancestral, at --eval-nfe."),
     eval_nfe: int = typer.Option(15, "--eval-nfe", help="Steps of --eval-sampler (Euler 15 is the paper's DDIM-like row)."),
+    keep: str = typer.Option("last", "--keep", help="With --eval-every: save the weights at the last step (last, default) or those of the evaluation with the highest score (best: the RACTD authors' protocol, which keeps their top checkpoints by online test score; optimistic, as the same episodes choose and score it). Recorded in the artifact as `selection`."),
     json_: bool = JsonOpt,
 ) -> None:
     """Train the EDM diffusion teacher (and, for open-loop tasks, the inverse-dynamics model)."""
@@ -675,7 +682,7 @@ def train_teacher(
     arts = teacher.train_teacher(adapter, spec, opts,
                        distance=distance, reward_weight=teacher_reward_weight, reward_ref=reward_ref, plan_stride=plan_stride,
                        net_name=net, windows=windows, evaluator=evaluator, eval_every=eval_every,
-                       eval_label={"episodes": eval_episodes, "seed": 0, "sampler": eval_sampler, "nfe": eval_nfe})
+                       eval_label={"episodes": eval_episodes, "seed": 0, "sampler": eval_sampler, "nfe": eval_nfe}, keep=keep)
     _report_artifacts(arts, json_)
 
 
@@ -718,6 +725,7 @@ def distill(
     weights: str = typer.Option("raw", "--weights", help="What to save: raw = the student's weights at the last step (as the authors' code samples), ema = the training loop's EMA of them (an option; see docs/results.md)."),
     eval_every: int = typer.Option(0, "--eval-every", help="Score the student every N steps (and at the end) in the environment, one step per plan, the task's default follower; the curve goes into the artifact and --json as eval_curve (paper Figure 4). 0: no evaluation. Training is the same either way."),
     eval_episodes: int = typer.Option(20, "--eval-episodes", help="Episodes per evaluation (seed 0: the starts of `ractd rollout`)."),
+    keep: str = typer.Option("last", "--keep", help="With --eval-every: save the weights at the last step (last, default) or those of the evaluation with the highest score (best: the RACTD authors' protocol, which keeps their top checkpoints by online test score; optimistic, as the same episodes choose and score it). Recorded in the artifact as `selection`."),
     json_: bool = JsonOpt,
 ) -> None:
     """Distill the one-step student: alpha*CTM + beta*DSM + sigma*Reward (RACTD eq. 9), initialised from the teacher.
@@ -745,7 +753,7 @@ def distill(
     art = d.distill_student(adapter, spec, opts,
                 teacher_ref=teacher_ref, reward_ref=reward_ref, alpha=ctm_weight, beta=dsm_weight, reward_weight=reward_weight,
                 distance=distance, weights=weights, evaluator=evaluator, eval_every=eval_every,
-                eval_label={"episodes": eval_episodes, "seed": 0})
+                eval_label={"episodes": eval_episodes, "seed": 0}, keep=keep)
     _report_artifacts([art], json_)
     if not json_:
         terms = art.config["loss_terms"]

@@ -121,13 +121,17 @@ class PlanIO(nn.Module):
 def model_summary(art: Artifact) -> dict[str, Any]:
     """What tells one model from another in ``cache list``: its reward weight (a student's sigma; a
     reward-aware teacher's w), preset, gradient steps and last evaluation (the final point of an
-    ``--eval-every`` curve, or a reward model's held-out R^2), each None where it has none."""
+    ``--eval-every`` curve; with ``--keep best`` the selected one, ``selected`` True; or a reward
+    model's held-out R^2), each None where it has none."""
     c = art.config
     train = c.get("train") or {}
     steps = train.get("steps") if "steps" in train else (train.get("teacher") or {}).get("steps")  # a proposer: its refiner's
     curve = c.get("eval_curve") or []
     last = curve[-1] if curve else None
-    if last is not None and last.get("score_mean") is not None:
+    selection = c.get("selection")
+    if selection is not None:  # --keep best: the evaluation whose weights were saved
+        evaluation = {"step": selection["step"], "score_mean": selection["score_mean"], "score_stderr": None, "selected": True}
+    elif last is not None and last.get("score_mean") is not None:
         evaluation = {"step": last.get("step"), "score_mean": last["score_mean"], "score_stderr": last.get("score_stderr")}
     elif (c.get("validation") or {}).get("val_r2") is not None:
         evaluation = {"val_r2": c["validation"]["val_r2"]}

@@ -92,3 +92,49 @@ def stale(art: Artifact, fingerprint: str) -> bool:
     """``art`` was trained on other contents of its dataset than ``fingerprint`` names (the dataset
     was fetched again since). Artifacts from before fingerprints were recorded are never stale."""
     return art.meta.get("data_fingerprint") not in (None, fingerprint)
+
+
+KEEP = ("last", "best")
+"""What a trainer with ``--eval-every`` saves: ``last``, the weights at the last step (the default),
+or ``best``, those of the evaluation with the highest online score (``--keep best``)."""
+
+SELECTION_PROTOCOL = "selected on online score (the RACTD authors' protocol, monitor_key test_mean_scores; optimistic)"
+
+
+class BestWeights:
+    """``--keep best``: the saved weights of the best-scoring evaluation during training, as the
+    RACTD authors keep their top checkpoints by online test score. Each evaluation offers its
+    ``result`` (with ``score_mean``) and the tensors it scored; the first highest score wins.
+
+    Not checkpointed: a run resumed with ``--resume`` chooses among the evaluations made after it
+    resumed, and says so (``selection["resumed_from"]``)."""
+
+    def __init__(self) -> None:
+        self.offered = 0
+        self.best: tuple[int, float, dict[str, torch.Tensor]] | None = None
+
+    def offer(self, result: dict, tensors: dict[str, torch.Tensor]) -> None:
+        score = result.get("score_mean")
+        if score is not None and math.isfinite(score) and (self.best is None or score > self.best[1]):
+            self.best = (self.offered, float(score), {k: v.detach().cpu().clone() for k, v in tensors.items()})
+        self.offered += 1
+
+    def choose(self, curve: list[dict], last: dict[str, torch.Tensor], resumed_from: int) -> tuple[dict[str, torch.Tensor], dict]:
+        """(the tensors to save, the artifact's ``selection`` record): the best evaluation's, whose
+        step is read off ``curve`` (the run's evaluations; those offered here are its last ones)."""
+        if self.best is None:
+            raise UsageError("--keep best needs at least one scored evaluation (--eval-every N with N at most --steps)")
+        index, score, tensors = self.best
+        step = curve[len(curve) - self.offered + index]["step"]
+        return tensors, {"keep": "best", "step": step, "score_mean": score, "protocol": SELECTION_PROTOCOL,
+                         **({"resumed_from": resumed_from} if resumed_from else {})}
+
+
+def check_keep(keep: str, eval_every: int) -> None:
+    """A one-line UsageError for an unknown ``--keep`` or ``--keep best`` without evaluations."""
+    from ..errors import unknown_choice
+
+    if keep not in KEEP:
+        raise UsageError(unknown_choice("--keep", keep, KEEP))
+    if keep == "best" and not eval_every:
+        raise UsageError("--keep best chooses among the evaluations during training: give --eval-every N as well")

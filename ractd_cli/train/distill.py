@@ -23,7 +23,7 @@ from ..artifacts import Artifact, load_artifact, save_artifact
 from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, ractd_loss, student_from_teacher, teacher_sigmas
 from ..errors import RactdError, UsageError
 from ..models import denoiser_from, normalizers_from, prefixed, spec_for
-from .common import TrainOptions, stale
+from .common import BestWeights, TrainOptions, check_keep, stale
 from .loop import saved, train
 from .reward import frozen_reward
 
@@ -54,6 +54,7 @@ def distill_student(
     evaluator: Callable[[Artifact], dict] | None = None,
     eval_every: int = 0,
     eval_label: dict | None = None,
+    keep: str = "last",
 ) -> Artifact:
     """Distill a student (see the module docstring); the saved artifact.
 
@@ -61,6 +62,8 @@ def distill_student(
     artifact of the current weights (the ones ``weights`` would save); the results become the
     artifact's ``eval_curve`` (paper Figure 4). ``eval_label`` (e.g. the episode count) is recorded
     with it and joins the run's identity. Training is the same with or without evaluation.
+    ``keep="best"`` saves the weights of the best-scoring evaluation instead of the last
+    (:class:`~ractd_cli.train.common.BestWeights`), recorded as the artifact's ``selection``.
     """
     from .data import load_task_data
 
@@ -71,6 +74,8 @@ def distill_student(
         raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
     if weights not in SAVED_WEIGHTS:
         raise UsageError(f"unknown --weights {weights!r}; use one of {', '.join(SAVED_WEIGHTS)}")
+    check_keep(keep, eval_every if evaluator is not None else 0)
+    best = BestWeights() if keep == "best" else None
     d_alpha, d_beta, d_sigma = spec.loss_weights
     alpha = d_alpha if alpha is None else alpha
     beta = d_beta if beta is None else beta
@@ -144,7 +149,11 @@ def distill_student(
 
     def evaluate(model: nn.Module, ema: nn.Module) -> dict:
         meta = {"id": "unsaved", "kind": "student", "task": spec.name, "parents": parents, "config": config()}
-        return evaluator(Artifact(path=Path(), meta=meta, tensors=tensors_of(model, ema)))
+        tensors = tensors_of(model, ema)
+        result = evaluator(Artifact(path=Path(), meta=meta, tensors=tensors))
+        if best is not None:
+            best.offer(result, tensors)
+        return result
 
     res = train(
         student, loss_fn, data.diffusion, cfg,
@@ -156,8 +165,12 @@ def distill_student(
     extra = {"loss_terms": loss_terms(res.losses, alpha, beta, sigma_r)}
     if eval_cfg:
         extra.update(eval=eval_cfg, eval_curve=res.curve)
+    tensors = tensors_of(res.model, res.ema)
+    if best is not None:
+        tensors, selection = best.choose(res.curve, tensors, res.resumed_from)
+        extra.update(selection=selection)
     return saved(save_artifact(
-        tensors_of(res.model, res.ema),
+        tensors,
         kind="student",
         task=spec.name,
         dataset=teacher_art.meta.get("dataset"),

@@ -28,7 +28,7 @@ from ..errors import UsageError, unknown_choice
 from ..layouts import WINDOWS
 from ..models import normalizer_tensors, prefixed
 from ..nets import DENOISER_PRESETS, InverseDynamics, make_denoiser_net
-from .common import TrainOptions
+from .common import BestWeights, TrainOptions, check_keep
 from .data import TaskData, load_task_data
 from .loop import TrainConfig, TrainResult, saved, train
 from .reward import frozen_reward
@@ -72,6 +72,7 @@ def train_teacher(
     adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber",
     reward_weight: float = 0.0, reward_ref: str = "latest", plan_stride: int | None = None, net_name: str | None = None,
     windows: str | None = None, evaluator: Callable[[Artifact], dict] | None = None, eval_every: int = 0, eval_label: dict | None = None,
+    keep: str = "last",
 ) -> list[Artifact]:
     """Train (inverse dynamics and) the teacher; return the artifacts written, teacher last.
 
@@ -89,7 +90,8 @@ def train_teacher(
     ``evaluator(teacher)`` (every ``eval_every`` steps and at the end) scores an unsaved teacher of the
     current EMA weights (the ones saved); the results become the artifact's ``eval_curve`` (a learning
     curve, to size presets), with ``eval_label`` (sampler, episodes) recorded beside it and joining
-    the run's identity. Training is the same with or without evaluation.
+    the run's identity. Training is the same with or without evaluation. ``keep="best"`` saves the
+    EMA weights of the best-scoring evaluation instead of the last (``selection`` in the artifact).
     """
     if net_name is not None and net_name not in DENOISER_PRESETS:
         raise UsageError(unknown_choice("--net", net_name, DENOISER_PRESETS))
@@ -109,6 +111,8 @@ def train_teacher(
         spec = dataclasses.replace(spec, windows=windows)
     if distance not in DISTANCES:
         raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
+    check_keep(keep, eval_every if evaluator is not None else 0)
+    best = BestWeights() if keep == "best" else None
     if not (math.isfinite(reward_weight) and reward_weight >= 0):
         raise UsageError(f"--teacher-reward-weight must be a finite number >= 0, got {reward_weight}")
     data = load_task_data(adapter, spec, opts.dataset)
@@ -165,7 +169,11 @@ def train_teacher(
 
     def evaluate(model, ema) -> dict:
         meta = {"id": "unsaved", "kind": "teacher", "task": spec.name, "dataset": data.dataset_id, "config": config(), **parents, **extra}
-        return evaluator(Artifact(path=Path(), meta=meta, tensors=tensors_of(ema)))
+        tensors = tensors_of(ema)
+        result = evaluator(Artifact(path=Path(), meta=meta, tensors=tensors))
+        if best is not None:
+            best.offer(result, tensors)
+        return result
 
     res = train(
         denoiser,
@@ -181,9 +189,13 @@ def train_teacher(
         fingerprint=data.windows.fingerprint,
     )
     curve = {"eval": eval_cfg, "eval_curve": res.curve} if eval_cfg else {}
+    tensors = tensors_of(res.ema)
+    if best is not None:
+        tensors, selection = best.choose(res.curve, tensors, res.resumed_from)
+        curve["selection"] = selection
     written.append(
         saved(save_artifact(
-            tensors_of(res.ema),
+            tensors,
             kind="teacher",
             task=spec.name,
             dataset=data.dataset_id,

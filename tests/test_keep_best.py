@@ -1,0 +1,66 @@
+"""`--keep best`: the trainers save the weights of their best-scoring evaluation (the RACTD authors'
+model selection) and say so; `--keep last` (the default) saves the last step's."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ractd_cli.artifacts import load_artifact
+from ractd_cli.cli import app
+
+runner = CliRunner()
+
+
+def _json(*args: str) -> dict:
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+@pytest.fixture
+def bimodal(tmp_path, monkeypatch):
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    _json("fetch", "bimodal", "--source", "local", "--steps", "600")
+    _json("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "20")
+    _json("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "5")
+
+
+def test_keep_best_saves_the_best_evaluated_weights(bimodal):
+    common = ("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "8", "--eval-every", "2", "--eval-episodes", "3")
+    best = _json(*common, "--keep", "best")
+    curve = best["eval_curve"]
+    top = max(p["score_mean"] for p in curve)
+    first_top = next(p for p in curve if p["score_mean"] == top)
+    sel = load_artifact(best["id"]).config["selection"]
+    assert (sel["keep"], sel["step"], sel["score_mean"]) == ("best", first_top["step"], top) and "optimistic" in sel["protocol"]
+    assert best["selection"] == sel
+    # the saved weights are the ones that scored it: the same episodes give the same score
+    again = _json("rollout", "--env", "bimodal", "--model", best["id"], "--episodes", "3", "--seed", "0")
+    assert again["score_mean"] == pytest.approx(top, abs=1e-9)
+    # the default keeps the last step's weights, with no selection
+    last = _json(*common)
+    assert "selection" not in load_artifact(last["id"]).config
+    assert (last["id"] == best["id"]) == (first_top["step"] == 8 and curve[-1]["score_mean"] == top)
+    # cache list names the saved evaluation
+    row = next(r for r in _json("cache", "list")["artifacts"] if r["id"] == best["id"])
+    assert row["evaluation"] == {"step": sel["step"], "score_mean": top, "score_stderr": None, "selected": True}
+
+
+def test_teacher_keep_best_records_its_selection(bimodal):
+    doc = _json("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "6", "--eval-every", "3", "--eval-episodes", "2",
+                "--eval-nfe", "2", "--keep", "best")
+    teacher = load_artifact(doc["id"])
+    assert teacher.config["selection"]["step"] in (3, 6)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--keep", "best"], "give --eval-every N as well"),
+    (["--keep", "most", "--eval-every", "2"], "unknown --keep 'most'"),
+])
+def test_keep_needs_evaluations(bimodal, args, says):
+    for cmd in ("distill", "train-teacher"):
+        r = runner.invoke(app, [cmd, "--env", "bimodal", "--preset", "tiny", "--steps", "4", *args])
+        assert r.exit_code == 2 and says in r.output, r.output
