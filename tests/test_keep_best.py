@@ -3,8 +3,6 @@ model selection) and say so; `--keep last` (the default) saves the last step's."
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from typer.testing import CliRunner
 
@@ -14,21 +12,18 @@ from ractd_cli.cli import app
 runner = CliRunner()
 
 
-def _json(*args: str) -> dict:
-    r = runner.invoke(app, [*args, "--json"])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
-
-
 @pytest.fixture
-def bimodal(tmp_path, monkeypatch):
+def bimodal(tmp_path, monkeypatch, ractd_ok):
+    """A cache with bimodal data, a teacher and a reward model; the ``ractd_ok`` runner."""
     monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
-    _json("fetch", "bimodal", "--source", "local", "--steps", "600")
-    _json("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "20")
-    _json("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "5")
+    ractd_ok("fetch", "bimodal", "--source", "local", "--steps", "600")
+    ractd_ok("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "20")
+    ractd_ok("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "5")
+    return ractd_ok
 
 
 def test_keep_best_saves_the_best_evaluated_weights(bimodal):
+    _json = bimodal
     common = ("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "8", "--eval-every", "2", "--eval-episodes", "3")
     best = _json(*common, "--keep", "best")
     curve = best["eval_curve"]
@@ -50,7 +45,7 @@ def test_keep_best_saves_the_best_evaluated_weights(bimodal):
 
 
 def test_teacher_keep_best_records_its_selection(bimodal):
-    doc = _json("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "6", "--eval-every", "3", "--eval-episodes", "2",
+    doc = bimodal("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "6", "--eval-every", "3", "--eval-episodes", "2",
                 "--eval-nfe", "2", "--keep", "best")
     teacher = load_artifact(doc["id"])
     assert teacher.config["selection"]["step"] in (3, 6)
