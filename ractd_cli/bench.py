@@ -24,12 +24,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .accel import CudaGraphs, frozen
 from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import UsageError
 from .evaluate import PLAN_CHECK_RATES, PolicyRecipe, RolloutResult, check_follow, check_workers, run_episodes
 from .models import resolve_device
-from .planner import CudaGraphs, Planner, Sampling, TrajDiffuserOptions, frozen, newest_student
+from .planner import Planner, Sampling, TrajDiffuserOptions, newest_student
 
 
 @dataclass

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from . import trajdiffuser as td
+from .accel import CudaGraphs, frozen, frozen_model, why
 from .adapters import TaskSpec
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .diffusion import (
@@ -138,12 +139,12 @@ class Planner:
         self.jit_error: str | None = None
         """Why the TorchScript freeze failed (the planner then runs eager and ``jit`` is False)."""
         self.cuda_graphs = jit and cuda_graphs and self.device.type == "cuda"
-        """Whether the frozen graph is replayed as CUDA graphs (:class:`CudaGraphs`; CUDA and ``jit`` only)."""
+        """Whether the frozen graph is replayed as CUDA graphs (:class:`~ractd_cli.accel.CudaGraphs`; CUDA and ``jit`` only)."""
         if jit:
             try:
                 self._freeze(is_student)
             except Exception as e:  # a network TorchScript cannot trace: stay eager (_freeze changed nothing)
-                self.jit, self.jit_error, self.cuda_graphs = False, _why(e), False
+                self.jit, self.jit_error, self.cuda_graphs = False, why(e), False
 
     def _freeze(self, is_student: bool) -> None:
         """Replace the eager model by a traced, frozen TorchScript graph (same math, less Python).
@@ -159,7 +160,7 @@ class Planner:
             graph = frozen(self.one_step(), (x, past, goal))
             self._one_step_graph = CudaGraphs(graph) if self.cuda_graphs else graph
         else:
-            self.model = frozen_model(self.model, self, n_times=2 if is_student else 1, cuda_graphs=self.cuda_graphs)
+            self.model = frozen_model(self.model, _example(self), n_times=2 if is_student else 1, cuda_graphs=self.cuda_graphs)
 
     @property
     def nfe_paper(self) -> int:
@@ -202,11 +203,6 @@ class Planner:
         x = z * self.noise_scale
         x0, self.nfe_per_plan = self.sample_fn(self.model, x, self.sigmas, cond=self.io.cond(past, goal), generator=generator)
         return self.io.plan(x0), self.nfe_per_plan
-
-
-def _why(e: Exception) -> str:
-    """A failure in one line (``jit_error``, ``cuda_graphs_error``): its type and first line."""
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 def _on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -263,17 +259,6 @@ class Clamped(nn.Module):
         return self.inner.net
 
 
-class _Broadcast:
-    """Calls a frozen graph traced with (B,) times, accepting scalar times as the samplers may pass."""
-
-    def __init__(self, frozen, n_times: int):
-        self.frozen, self.n_times = frozen, n_times
-
-    def __call__(self, x, *args):
-        times = [torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0]) for t in args[: self.n_times]]
-        return self.frozen(x, *times, *args[self.n_times :])
-
-
 def _raw_example(planner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batch-1 example raw inputs (x_T, past, goal) for tracing a planner with its normalisers."""
     dev, spec = planner.device, planner.spec
@@ -285,77 +270,6 @@ def _example(planner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batch-1 example inputs (x, cond, sigma) for tracing a planner's network."""
     dev = planner.device
     return (torch.zeros(1, planner.T, planner.D, device=dev), torch.zeros(1, planner.spec.cond_dim, device=dev), torch.ones(1, device=dev))
-
-
-def frozen_model(model: nn.Module, planner, *, n_times: int, cuda_graphs: bool = False) -> "_Broadcast":
-    """A denoiser D(x, sigma, cond) (n_times=1) or student G(x, t, s, cond) (n_times=2) as a frozen
-    graph, replayed as CUDA graphs when ``cuda_graphs``."""
-    x, cond, sig = _example(planner)
-    graph = frozen(model, (x, *[sig * (1.0 - 0.5 * i) for i in range(n_times)], cond))
-    return _Broadcast(CudaGraphs(graph) if cuda_graphs else graph, n_times=n_times)
-
-
-class CudaGraphs:
-    """Replays a frozen graph's kernels as one CUDA graph per input shape instead of launching them
-    one by one from Python (on an H200 at batch 1 that saved 0.5 of the 3.9 ms of the paper's hopper
-    U-Net forward, and 1.33x on the Heun-80 teacher: docs/results.md).
-
-    The first call with a new set of input shapes warms the graph up on a side stream and captures
-    it (all captures share one memory pool); later calls copy their inputs into the captured
-    buffers, replay, and return a copy of the output. The same plans up to float rounding (tested to
-    1e-5; a closed-loop rollout can drift from it in the last digits of its score). The inputs must be
-    CUDA tensors; the noise is drawn outside, so its generator is untouched by replays.
-    """
-
-    WARMUP = 3
-    """Calls before a capture (TorchScript's profiling executor specialises on its first ones)."""
-
-    def __init__(self, fn: Callable[..., torch.Tensor]):
-        self.fn = fn
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
-        self.pool = None
-        self.error: str | None = None
-        """Why a capture failed (the graph then runs as it was, launch by launch, from then on)."""
-
-    def _capture(self, args: tuple[torch.Tensor, ...]) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]:
-        static = [a.clone() for a in args]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP):
-                self.fn(*static)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            out = self.fn(*static)
-        self.pool = graph.pool()
-        return graph, static, out
-
-    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
-        if self.error is not None:
-            return self.fn(*args)
-        key = tuple((a.shape, a.dtype) for a in args)
-        if key not in self.graphs:
-            try:
-                self.graphs[key] = self._capture(args)
-            except Exception as e:  # a kernel that cannot be captured: plain launches from now on
-                self.error = _why(e)
-                torch.cuda.synchronize()
-                return self.fn(*args)
-        graph, static, out = self.graphs[key]
-        for buffer, a in zip(static, args):
-            buffer.copy_(a)
-        graph.replay()
-        return out.clone()
-
-
-def frozen(module: nn.Module, example: tuple) -> torch.jit.ScriptModule:
-    import warnings
-
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(module.eval(), example, check_trace=False)
-        return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
 
 
 def refine_sigmas(refine_sigma: float, steps: int, sigma_min: float, device: torch.device | None = None) -> torch.Tensor:

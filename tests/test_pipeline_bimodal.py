@@ -293,7 +293,8 @@ def test_frozen_graph_planner_matches_eager(cache):
 def test_cuda_graph_planner_matches_plain_launches(cache):
     """On CUDA the frozen graph is replayed as captured CUDA graphs, one per batch shape: the same
     plans as launching its kernels one by one, for every sampler and two batch sizes."""
-    from ractd_cli.planner import CudaGraphs, Planner, load_for_planning
+    from ractd_cli.accel import CudaGraphs
+    from ractd_cli.planner import Planner, load_for_planning
     from ractd_cli.registry import get_task
 
     _, spec = get_task("bimodal")
@@ -315,13 +316,15 @@ def test_cuda_graph_planner_matches_plain_launches(cache):
 def test_planner_stays_eager_when_tracing_fails(cache, monkeypatch):
     import torch
 
+    from ractd_cli import accel
     from ractd_cli import planner as planner_mod
     from ractd_cli.registry import get_task
 
     def fail(*args, **kwargs):
         raise RuntimeError("cannot trace")
 
-    monkeypatch.setattr(planner_mod, "frozen", fail)
+    monkeypatch.setattr(planner_mod, "frozen", fail)  # the one-step student's graph
+    monkeypatch.setattr(accel, "frozen", fail)  # the teacher's network, through accel.frozen_model
     _, spec = get_task("bimodal")
     cond = torch.randn(4, spec.history, spec.obs_dim, generator=torch.Generator().manual_seed(0))  # raw past states
     for ref, sampler, nfe in [(cache["ractd"], "onestep", 1), (cache["teacher"], "euler", 15)]:
