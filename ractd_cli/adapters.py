@@ -87,7 +87,7 @@ class TaskSpec:
     windows: str = "full"
     """The training windows of the diffusion models (:data:`ractd_cli.layouts.WINDOWS`): ``full``
     (RACTD's code, the default: no window runs past an episode's end) or ``padded`` (every transition
-    starts a window, padded at the end by repeating the last row; ractd before 0.2). A training option
+    starts a window, padded at the end by repeating the last row; the default before issue 27). A training option
     (``train-teacher --windows``), recorded in the artifacts and inherited by students."""
     goal_dims: tuple[int, ...] = ()
     """``endpoints`` planning: the state dimension each goal entry is (e.g. (0, 1): the goal is the

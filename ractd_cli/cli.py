@@ -46,6 +46,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "--kind": ("teacher", "reward", "student", "inverse-dynamics", "proposer"),  # artifacts.KINDS
     "--keep": ("last", "best"),  # train.common.KEEP
 }
+"""The values of each option with a fixed set of them, shown in ``--help`` as ``[a|b|c]``; each
+option still checks its value itself, with a one-line error (tests/test_cli_basic.py checks this
+table against the constants it copies)."""
 
 EVAL_PANELS: dict[str, tuple[str, ...]] = {
     "Sampling": ("--sampler", "--nfe", "--init-noise", "--clamp"),
@@ -71,9 +74,6 @@ _PANEL_OF = {
     **{cmd: {opt: panel for panel, opts in TRAIN_PANELS.items() for opt in opts}
        for cmd in ("train-teacher", "train-reward", "distill", "train-proposer")},
 }
-"""The values of each option with a fixed set of them, shown in ``--help`` as ``[a|b|c]``; each
-option still checks its value itself, with a one-line error (tests/test_cli_basic.py checks this
-table against the constants it copies)."""
 
 
 def _show_choices(command) -> None:
@@ -512,8 +512,8 @@ def cache_rm(
         print_json({"removed": [str(p) for p in removed]})
         return
     err.print(f"removed {len(removed)} artifact(s)")
-    kept = _other_cache_parts()
-    if ref == "all" and kept:
+    kept = _other_cache_parts() if ref == "all" else []
+    if kept:
         err.print("kept: " + ", ".join(f"{name}/ ({size / 1e6:.1f} MB)" for name, _, (_, size) in kept)
                   + "; `ractd cache rm NAME` deletes one of them", soft_wrap=True)
 
@@ -643,7 +643,7 @@ def train_teacher(
     reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path for --teacher-reward-weight (default: latest for the task)."),
     net: Optional[str] = typer.Option(None, "--net", help="The denoiser network instead of the preset's: quick (64/128/256), small (16/32/64), mujoco, maze2d-umaze|medium|large (the paper's), mlp. For sizing studies; recorded in the artifact, inherited by its students."),
     plan_stride: Optional[int] = typer.Option(None, "--plan-stride", help="State-planning tasks: plan every k-th state (H/k knots, followed along the straight lines between them), recorded in the artifact and inherited by its students. Default: the preset's, 1 (every state, the paper's) except where a task's quick preset sizes it for a CPU (`ractd envs --json` shows the presets)."),
-    windows: Optional[str] = typer.Option(None, "--windows", help="Training windows: full (default for every task, RACTD's code: no window runs past an episode's end) or padded (every transition starts a window, padded by repeating the episode's last row; ractd before 0.2). Recorded in the artifact, inherited by its students. Endpoint plans (Maze2d) take full only."),
+    windows: Optional[str] = typer.Option(None, "--windows", help="Training windows: full (default for every task, RACTD's code: no window runs past an episode's end) or padded (every transition starts a window, padded by repeating the episode's last row; the default before issue 27). Recorded in the artifact, inherited by its students. Endpoint plans (Maze2d) take full only."),
     eval_every: int = typer.Option(0, "--eval-every", help="Score the teacher (its EMA weights, the ones saved) every N steps and at the end in the environment, with --eval-sampler, the task's default follower: a learning curve, in the artifact and --json as eval_curve. 0: no evaluation. Training is the same either way."),
     eval_episodes: int = typer.Option(20, "--eval-episodes", help="Episodes per evaluation (seed 0: the starts of `ractd rollout`)."),
     eval_sampler: str = typer.Option("euler", "--eval-sampler", help="Sampler for --eval-every: euler (default, cheap), heun or ancestral, at --eval-nfe."),

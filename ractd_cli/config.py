@@ -84,7 +84,7 @@ def default_map(doc: dict[str, dict[str, Any]], commands: dict[str, Any], source
                 names[param.name] = param.name
         mapped = {}
         for key, value in options.items():
-            if key not in names or key in ("help", "json", "config"):
+            if key not in names or key in ("help", "json"):
                 choices = sorted(k for k in names if k not in ("help", "json"))
                 raise UsageError(f"--config {source}: [{cmd}] " + unknown_choice("option", key, choices))
             mapped[names[key]] = value

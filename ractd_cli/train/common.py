@@ -119,7 +119,7 @@ class BestWeights:
             self.best = (self.offered, float(score), {k: v.detach().cpu().clone() for k, v in tensors.items()})
         self.offered += 1
 
-    def choose(self, curve: list[dict], last: dict[str, torch.Tensor], resumed_from: int) -> tuple[dict[str, torch.Tensor], dict]:
+    def choose(self, curve: list[dict], resumed_from: int) -> tuple[dict[str, torch.Tensor], dict]:
         """(the tensors to save, the artifact's ``selection`` record): the best evaluation's, whose
         step is read off ``curve`` (the run's evaluations; those offered here are its last ones)."""
         if self.best is None:

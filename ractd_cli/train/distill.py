@@ -167,7 +167,7 @@ def distill_student(
         extra.update(eval=eval_cfg, eval_curve=res.curve)
     tensors = tensors_of(res.model, res.ema)
     if best is not None:
-        tensors, selection = best.choose(res.curve, tensors, res.resumed_from)
+        tensors, selection = best.choose(res.curve, res.resumed_from)
         extra.update(selection=selection)
     return saved(save_artifact(
         tensors,

@@ -191,7 +191,7 @@ def train_teacher(
     curve = {"eval": eval_cfg, "eval_curve": res.curve} if eval_cfg else {}
     tensors = tensors_of(res.ema)
     if best is not None:
-        tensors, selection = best.choose(res.curve, tensors, res.resumed_from)
+        tensors, selection = best.choose(res.curve, res.resumed_from)
         curve["selection"] = selection
     written.append(
         saved(save_artifact(
