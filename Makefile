@@ -60,9 +60,9 @@ demo: $(STAMP)
 	mkdir -p out
 	$(RACTD) bench --env $(DEMO_TASK) --episodes $(DEMO_EPISODES) --plot out/bench-$(DEMO_TASK).png
 
-# One task's results table from nothing (docs/results.md): each `ractd` command is printed before
-# it runs and skipped when the cache already holds its output; the table ends up in
-# out/results-$(TASK).json and is printed as markdown with the paper's figures.
+# One task's results table from nothing (docs/results.md), `ractd reproduce TASK`: each `ractd` command
+# is printed before it runs and skipped when the cache already holds its output; the table ends up in
+# out/results-$(TASK).json and .md and is printed as markdown with the paper's figures.
 #   make results TASK=hopper-medium-replay [EPISODES=100] [TEACHER_EPISODES=20] [TRAIN_ARGS="--preset quick"]
 #                [TEACHER_ARGS="--plan-stride 8"] [BENCH_ARGS="--follow track --replan"]
 # TRAIN_ARGS go to every training command, TEACHER_ARGS to train-teacher alone, BENCH_ARGS to bench.
@@ -74,8 +74,8 @@ TEACHER_ARGS ?=
 BENCH_ARGS ?=
 results: $(STAMP)
 	@test -n "$(TASK)" || (echo "usage: make results TASK=<task> [EPISODES=100]  (tasks: ractd envs)"; exit 2)
-	RACTD=$(RACTD) $(PY) scripts/results.py $(TASK) --episodes $(EPISODES) --teacher-episodes $(TEACHER_EPISODES) \
-		--teacher-args "$(TEACHER_ARGS)" --bench-args "$(BENCH_ARGS)" -- $(TRAIN_ARGS)
+	$(RACTD) reproduce $(TASK) --episodes $(EPISODES) --teacher-episodes $(TEACHER_EPISODES) \
+		--teacher-args "$(TEACHER_ARGS)" --bench-args "$(BENCH_ARGS)" --train-args "$(TRAIN_ARGS)"
 
 # The paper's Figure 4 (docs/results.md): one RACTD student per reward weight, each scored every
 # EVAL_EVERY steps; reuses the cache like `results`, prints each command, plots out/sweep-$(TASK).png.
@@ -85,7 +85,8 @@ EVAL_EVERY ?= 500
 EVAL_EPISODES ?= 20
 sweep: $(STAMP)
 	@test -n "$(TASK)" || (echo "usage: make sweep TASK=<task> [WEIGHTS=...]  (tasks: ractd envs)"; exit 2)
-	RACTD=$(RACTD) $(PY) scripts/sweep.py $(TASK) --weights $(WEIGHTS) --eval-every $(EVAL_EVERY) --eval-episodes $(EVAL_EPISODES) -- $(TRAIN_ARGS)
+	$(RACTD) reproduce $(TASK) --what sweep --reward-weights "$(WEIGHTS)" --eval-every $(EVAL_EVERY) --eval-episodes $(EVAL_EPISODES) \
+		--train-args "$(TRAIN_ARGS)"
 
 # The paper's Table 4 (docs/results.md): unconditioned or reward-aware teacher (`train-teacher
 # --reward-weight`), crossed with unconditioned (CTD) or reward-aware (RACTD) one-step student, each
@@ -94,7 +95,7 @@ sweep: $(STAMP)
 #   make table4 TASK=hopper-medium-replay [EPISODES=100]
 table4: $(STAMP)
 	@test -n "$(TASK)" || (echo "usage: make table4 TASK=<task> [EPISODES=100]  (tasks: ractd envs)"; exit 2)
-	RACTD=$(RACTD) $(PY) scripts/table4.py $(TASK) --episodes $(EPISODES) -- $(TRAIN_ARGS)
+	$(RACTD) reproduce $(TASK) --what table4 --episodes $(EPISODES) --train-args "$(TRAIN_ARGS)"
 
 clean:
 	rm -rf $(VENV)

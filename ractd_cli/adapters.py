@@ -29,7 +29,7 @@ Planning = Literal["chunk", "states", "endpoints"]
 """``chunk``: closed loop, x = c future actions given h past states; execute the first action, replan.
 ``states``: open loop, x = H future states given the current state and the goal; actions come
 from an inverse-dynamics model a_t = f(s_t, s_{t+1}) (or from the adapter's optional ``track_action`` /
-``controller_action`` following the plan; see :class:`ractd_cli.evaluate.PlannerPolicy`).
+``controller_action`` following the plan; see :class:`ractd_cli.evaluate.PlanFollower`).
 ``endpoints``: open loop as ``states``, x = H future states given the first and the last one (trained
 on the window's own last state, evaluated with the goal at rest; needs ``goal_dims`` and
 ``rest_dims``): the RACTD authors' Maze2d conditioning (``ractd_cli.layouts.EndpointPlans``)."""

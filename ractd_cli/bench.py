@@ -28,7 +28,7 @@ from .accel import CudaGraphs, frozen
 from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import UsageError
-from .evaluate import PLAN_CHECK_RATES, PolicyRecipe, RolloutResult, check_follow, check_workers, run_episodes
+from .evaluate import PLAN_CHECK_RATES, Execution, PolicyRecipe, RolloutResult, check_workers, run_episodes
 from .models import resolve_device
 from .planner import Planner, Sampling, TrajDiffuserOptions, newest_student
 
@@ -151,6 +151,46 @@ def data_rows(ceiling: dict[str, Any] | None) -> list[tuple[str, str]]:
             ("data: its best episode", f"{ceiling['max']:.1f}")]
 
 
+def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Bench's table as text cells, (header, rows), from its JSON document ``doc``: the terminal's
+    table, the markdown beside the plot and `ractd reproduce` all print this one. Columns: method,
+    NFE (paper), network calls, median ms per decision, min-max, speed-up, score, then success and
+    the plan checks where a row has them, then the paper's figure where a row has one; the data's own
+    rows (:func:`data_rows`) come last."""
+    rows = doc["rows"]
+    success = any(r.get("success_rate") is not None for r in rows)
+    checks = [k for k in PLAN_CHECK_RATES if any(r.get(k) is not None for r in rows)]
+    paper = any(r.get("paper") for r in rows)
+    head = ["method", "NFE (paper)", "network calls", "ms/decision (median)", "min-max", "speed-up", f"score ({doc['score_scale']})"]
+    head += ["success"] * success + [PLAN_CHECK_RATES[k] for k in checks] + ["paper"] * paper
+    body = []
+    for r in rows:
+        score = "-" if r["score_mean"] is None else f"{r['score_mean']:.1f} ± {r['score_stderr']:.1f}"
+        if r["score_mean"] is not None and r["episodes"] != doc["episodes"]:
+            score += f" ({r['episodes']} episodes)"
+        cells = [r["method"], str(r["nfe_paper"]), str(r["nfe"]), f"{r['ms_per_action']:.2f}", f"{r['ms_min']:.2f}-{r['ms_max']:.2f}",
+                 f"{r['speedup_vs_teacher']:.1f}x", score]
+        cells += ["-" if r.get("success_rate") is None else f"{100 * r['success_rate']:.0f}%"] * success
+        cells += ["-" if r.get(k) is None else f"{100 * r[k]:.0f}%" for k in checks]
+        body.append(cells + [r.get("paper") or ""] * paper)
+    for label, score in data_rows(doc.get("data")):  # the data's own scores: what the planners learn from
+        body.append([label] + [""] * 5 + [score] + [""] * (len(head) - 7))
+    return head, body
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """Bench's :func:`table` as a markdown table (a log file or a narrow terminal cuts no cell of it)."""
+    head, body = table(doc)
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(c) + " |" for c in body])
+
+
+def settings_line(doc: dict[str, Any]) -> str:
+    """The choices behind every row, for a table's header: planning kind, training windows, plan
+    stride, initial noise and clamping (each as the bench JSON records it)."""
+    keys = (("planning", "planning"), ("windows", "windows"), ("plan stride", "plan_stride"), ("x_T", "init_noise"), ("clamp", "clamp"))
+    return "settings: " + ", ".join(f"{label} {doc[k]}" for label, k in keys if doc.get(k) is not None)
+
+
 @dataclass
 class BenchResult:
     """What ``bench`` measured: ``doc`` is the JSON document (rows and run-wide fields), the rest
@@ -225,9 +265,7 @@ def bench_planners(
     jit: bool = True,
     cuda_graphs: bool = True,
     show_progress: bool = True,
-    follow: str | None = None,
-    replan: bool = False,
-    snap_goal: bool = False,
+    execution: Execution | None = None,
     score_scale: str | None = None,
     runtime: str = "torch",
     student: str | None = None,
@@ -236,8 +274,8 @@ def bench_planners(
     sampling: Sampling | None = None,
 ) -> BenchResult:
     """Time and score every row of :func:`bench_rows`. Every row's ``states`` plans are executed the
-    same way (``follow``, ``replan``, ``snap_goal``: see :class:`~ractd_cli.evaluate.PlannerPolicy`) and
-    scored on ``score_scale`` (default ``d4rl``); each row records all four. ``teacher_episodes``: the
+    same way (``execution``, default the task's: :class:`~ractd_cli.evaluate.Execution`) and
+    scored on ``score_scale`` (default ``d4rl``); each row records both. ``teacher_episodes``: the
     Heun teacher row's episode count (default ``episodes``), the first ones of the same seed; every
     row records its ``episodes``. ``runtime="onnxruntime"`` adds a latency row for the one-step
     RACTD student exported to ONNX (``ractd export``) and run by onnxruntime, timed in the same run
@@ -248,9 +286,8 @@ def bench_planners(
     student rows' initial noise and clamping (default the authors', :class:`~ractd_cli.planner.Sampling`)."""
     if runtime not in RUNTIMES:
         raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-    follow = check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)
+    execution = execution or Execution.of(adapter, spec)
     score_scale = resolve_score_scale(spec, score_scale)
-    following = dict(follow=follow, replan=replan, snap_goal=snap_goal)
     dev = resolve_device(device)
     check_workers(workers, dev)
     sync = _sync_for(dev)
@@ -269,7 +306,7 @@ def bench_planners(
         recipe = PolicyRecipe(spec.name, row.model_id, "trajdiffuser" if trajdiffuser else "diffusion", sampler=row.sampler,
                               nfe=None if trajdiffuser else row.nfe_budget,
                               trajdiffuser=TrajDiffuserOptions(refine_steps=row.refine_steps) if trajdiffuser else None,
-                              seed=seed, jit=jit, cuda_graphs=cuda_graphs, sampling=sampling, **following)
+                              seed=seed, jit=jit, cuda_graphs=cuda_graphs, sampling=sampling, execution=execution)
         loaded, planner, policy = recipe.build(adapter, spec, dev)
         plan1 = functools.partial(planner.plan, past1, goal1)  # this row's planner at batch 1, for the timers
         lat = time_calls(plan1, repeats=repeats, warmup=5, sync=sync)
@@ -335,9 +372,7 @@ def bench_planners(
         **(sampling or Sampling()).describe(),
         "plan_stride": "/".join(sorted({str(r["plan_stride"]) for r in out_rows if r.get("plan_stride")}, key=int)) or None,
         "windows": "/".join(sorted({str(r["windows"]) for r in out_rows if r.get("windows")})) or None,
-        "follow": follow,
-        "replan": replan if follow else None,
-        "snap_goal": snap_goal if follow else None,
+        **execution.describe(),
         "rows": out_rows,
         "data": None if latency_only or not teacher_dataset else data_ceiling(adapter, spec, teacher_dataset, score_scale),
         "forward_ms": forward_ms,

@@ -45,6 +45,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "--score-scale": ("d4rl", "minari"),  # the shipped tasks' scales; a plugin may add its own
     "--kind": ("teacher", "reward", "student", "inverse-dynamics", "proposer"),  # artifacts.KINDS
     "--keep": ("last", "best"),  # train.common.KEEP
+    "--what": ("table", "sweep", "table4"),  # reproduce.WHAT
 }
 """The values of each option with a fixed set of them, shown in ``--help`` as ``[a|b|c]``; each
 option still checks its value itself, with a one-line error (tests/test_cli_basic.py checks this
@@ -927,7 +928,7 @@ def rollout(
     json_: bool = JsonOpt,
 ) -> None:
     """Run a planner in the real environment: normalised score, return, success rate, latency."""
-    from .evaluate import check_workers
+    from .evaluate import Execution, check_workers
     from .evaluate import rollout as do_rollout
     from .models import resolve_device
     from .planner import Sampling, TrajDiffuserOptions
@@ -939,6 +940,7 @@ def rollout(
     check_workers(workers, resolve_device(device), video=video is not None)
     sampling = Sampling(init_noise, clamp)
     adapter, spec = get_task(env)
+    execution = Execution.of(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before anything loads
     recorder = None
     if video is not None:
         from .video import VideoRecorder
@@ -949,10 +951,8 @@ def rollout(
             raise UsageError(f"--video writes an MP4 video; name it {video.with_suffix('.mp4')}")
         recorder = VideoRecorder(adapter, spec, video, min(video_episodes, episodes))
     if planner != "trajdiffuser" and model in (None, "student"):  # say which student "the student" is
-        from .evaluate import check_follow
         from .planner import STUDENT_SAMPLERS, TEACHER_SAMPLERS, newest_student, student_choice
 
-        check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before the line
         if sampler is not None and sampler not in STUDENT_SAMPLERS + TEACHER_SAMPLERS:
             raise UsageError(unknown_choice("--sampler", sampler, STUDENT_SAMPLERS + TEACHER_SAMPLERS))
 
@@ -965,7 +965,7 @@ def rollout(
                                   candidates=candidates, reward=reward_ref) if planner == "trajdiffuser" or td_given else None
     try:
         res = do_rollout(adapter, spec, model, sampler=sampler, nfe=nfe, episodes=episodes, seed=seed, batch=batch,
-                         follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, device=device, show_progress=True,
+                         execution=execution, score_scale=score_scale, device=device, show_progress=True,
                          planner=planner, proposer=proposer, trajdiffuser=td_opts, jit=jit, cuda_graphs=cuda_graphs, video=recorder,
                          workers=workers, sampling=sampling)
     except BaseException:
@@ -1023,7 +1023,7 @@ def bench(
     teacher_episodes: Optional[int] = typer.Option(None, "--teacher-episodes", help="Episodes of the 80-bin Heun teacher row alone (default: --episodes): its 159 network calls per decision can make 100 closed-loop MuJoCo episodes take hours on a CPU. Each row records its episode count."),
     repeats: int = typer.Option(50, help="Least number of timed planner calls per method at batch 1 (after 5 warm-up calls; fast planners are called for at least 1 s)."),
     latency_only: bool = typer.Option(False, "--latency-only", help="Only time the planners; skip the rollouts."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: return distribution per method (and planned paths for Maze2d)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: return distribution per method (and planned paths for Maze2d); the table goes beside it as markdown (same name, .md)."),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the rollouts (same starts for every method)."),
     workers: int = WorkersOpt,
     follow: Optional[str] = FollowOpt,
@@ -1046,7 +1046,7 @@ def bench(
     RACTD student's reward weight sigma (the JSON rows carry `model_id` and `reward_weight`)."""
     from . import bench as b
     from .adapters import resolve_score_scale
-    from .evaluate import check_follow, check_workers
+    from .evaluate import Execution, check_workers
     from .models import resolve_device
     from .registry import get_task
 
@@ -1054,7 +1054,7 @@ def bench(
         raise UsageError("--episodes, --teacher-episodes and --repeats must be at least 1")
     check_seed(seed)
     adapter, spec = get_task(env)
-    check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before "no models"
+    execution = Execution.of(adapter, spec, follow, replan=replan, snap_goal=snap_goal)  # usage errors before "no models"
     from .planner import Sampling
 
     sampling = Sampling(init_noise, clamp)
@@ -1064,7 +1064,7 @@ def bench(
         raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(b.RUNTIMES)}")
     b.require_models(spec)
     out = b.bench_planners(adapter, spec, episodes=episodes, teacher_episodes=teacher_episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit, cuda_graphs=cuda_graphs,
-                follow=follow, replan=replan, snap_goal=snap_goal, score_scale=score_scale, runtime=runtime, student=student, ctd=ctd, sampling=sampling,
+                execution=execution, score_scale=score_scale, runtime=runtime, student=student, ctd=ctd, sampling=sampling,
                 workers=workers)
     if plot is not None:
         from .plots import plot_bench
@@ -1072,29 +1072,26 @@ def bench(
         plot_bench(out.doc, out.results, spec, plot, plans=out.plans, background=out.background)
         out.doc["plot"] = str(plot)
     out = out.doc
+    title = (f"ractd bench {spec.name} on {out['device']}" + _sampling(out) + _following(out)
+             + ("" if latency_only else f", {episodes} episodes, {out['score_scale']} scores"))
+    if plot is not None:  # the same table as markdown beside the plot
+        plot.with_suffix(".md").write_text(f"{title}\n\n{b.markdown(out)}\n\n{b.models_line(out['rows'])}\n")
+        out["table"] = str(plot.with_suffix(".md"))
     if json_:
         print_json(out)
         return
-    table = Table(title=f"ractd bench {spec.name} on {out['device']}" + _sampling(out) + _following(out)
-                  + ("" if latency_only else f", {episodes} episodes, {out['score_scale']} scores"))
-    success = any(r["success_rate"] is not None for r in out["rows"])
-    paper = any(r["paper"] for r in out["rows"])
-    checks = [k for k in b.PLAN_CHECK_RATES if any(k in r for r in out["rows"])]
-    cols = ["method", "NFE (paper)", "network calls", "ms/decision (median)", "min-max", "speed-up", f"score ({out['score_scale']})"]
-    for col in cols + ["success"] * success + [b.PLAN_CHECK_RATES[k] for k in checks] + ["paper"] * paper:
-        table.add_column(col, justify="right" if col != "method" else "left")
-    for r in out["rows"]:
-        score = "-" if r["score_mean"] is None else f"{r['score_mean']:.1f} ± {r['score_stderr']:.1f}"
-        if r["score_mean"] is not None and r["episodes"] != out["episodes"]:
-            score += f" ({r['episodes']} episodes)"
-        cells = [r["method"], str(r["nfe_paper"]), str(r["nfe"]), f"{r['ms_per_action']:.2f}", f"{r['ms_min']:.2f}-{r['ms_max']:.2f}",
-                 f"{r['speedup_vs_teacher']:.1f}x", score]
-        cells += ["-" if r["success_rate"] is None else f"{100 * r['success_rate']:.0f}%"] * success
-        cells += [f"{100 * r[k]:.0f}%" if k in r else "-" for k in checks]
-        table.add_row(*cells, *([r["paper"] or ""] * paper))
-    for label, score in b.data_rows(out.get("data")):  # the data's own scores: what the planners learn from
-        table.add_row(label, *[""] * (len(cols) - 2), score, *[""] * (success + len(checks) + paper))
-    err.print(table)
+    head, body = b.table(out)
+    widths = [max(len(c) for c in col) for col in zip(head, *body)]
+    if err.is_terminal and sum(widths) + 3 * len(widths) + 1 <= err.width:
+        table = Table(title=title)
+        for col in head:
+            table.add_column(col, justify="right" if col != "method" else "left")
+        for cells in body:
+            table.add_row(*cells)
+        err.print(table)
+    else:  # a log file or a narrow terminal: markdown, no cell cut short
+        err.print(escape(title), soft_wrap=True)
+        err.print(escape(b.markdown(out)), soft_wrap=True)
     err.print(b.models_line(out["rows"]))
     if out["forward_ms"]:
         err.print(f"bare network forward: {out['forward_ms']:.3f} ms; one-step student / forward = {out['forward_overhead']:.2f}")
@@ -1102,7 +1099,53 @@ def bench(
         if "vs_frozen_torch" in r:
             err.print(f"{r['method']}: {r['vs_frozen_torch']:.2f}x the latency of the frozen torch graph, same run")
     if plot is not None:
-        err.print(f"plot written to {plot}")
+        err.print(f"plot written to {plot}, the table as markdown to {plot.with_suffix('.md')}")
+
+
+@app.command()
+def reproduce(
+    task: str = typer.Argument(..., help="The task (`ractd envs`)."),
+    what: str = typer.Option("table", "--what", help="table: the task's results table beside the paper's (Tables 1-2, 11); sweep: score against training step by reward weight (Figure 4); table4: where the reward model enters (Table 4)."),
+    episodes: int = typer.Option(100, min=1, max=EPISODES_MAX, help="Episodes per row (table) or per cell (table4)."),
+    teacher_episodes: Optional[int] = typer.Option(None, "--teacher-episodes", min=1, max=EPISODES_MAX, help="table: episodes of the Heun teacher row (default: --episodes)."),
+    train_args: str = typer.Option("", "--train-args", help='Options of every training command, e.g. "--preset tiny".'),
+    teacher_args: str = typer.Option("", "--teacher-args", help='table: options of train-teacher alone, after --train-args, e.g. "--steps 24000".'),
+    bench_args: str = typer.Option("", "--bench-args", help='table: options of bench, e.g. "--follow track" (Maze2d).'),
+    weights: str = typer.Option("", "--reward-weights", help='sweep: the reward weights, space-separated (default: Figure 4\'s, "0 0.3 0.5 0.7 1 1.5").'),
+    eval_every: int = typer.Option(500, "--eval-every", min=1, help="sweep: training steps between evaluations."),
+    eval_episodes: int = typer.Option(20, "--eval-episodes", min=1, max=EPISODES_MAX, help="sweep: episodes per evaluation."),
+    student_weight: Optional[float] = typer.Option(None, "--student-weight", help="table4: the RACTD students' reward weight (default: the task's, Table 9)."),
+    teacher_weight: Optional[float] = typer.Option(None, "--teacher-weight", help="table4: the reward-aware teacher's weight (default: the students')."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="sweep, table4: the unconditioned teacher's id prefix (default: the newest, trained if none)."),
+    reward: Optional[str] = typer.Option(None, "--reward", help="sweep, table4: the reward model's id prefix (default: the newest, trained if none)."),
+    out: Path = typer.Option(Path("out"), "--out", help="Folder of the tables, JSON and plots."),
+) -> None:
+    """Reproduce one of the paper's tables or figures for TASK from nothing.
+
+    Prints every `ractd` command before it runs it, and skips each step whose output the cache holds (run it again after a stop and it continues). `make results`, `make sweep` and `make table4` call it."""
+    import shlex
+
+    from . import reproduce as r
+    from .registry import get_task
+
+    if what not in r.WHAT:
+        raise UsageError(unknown_choice("--what", what, r.WHAT))
+    get_task(task)  # an unknown task is a usage error before anything runs
+    try:
+        sweep_weights = [float(w) for w in weights.split()] or list(r.SWEEP_WEIGHTS)
+        chain = r.Chain(task, shlex.split(train_args))
+        teacher_split, bench_split = shlex.split(teacher_args), shlex.split(bench_args)
+    except ValueError as e:
+        raise UsageError(f"--reward-weights, --train-args, --teacher-args and --bench-args: {e}") from None
+    if what == "table":
+        r.results_table(chain, episodes=episodes, teacher_episodes=teacher_episodes, out=out, teacher_args=teacher_split,
+                        bench_args=bench_split)
+    elif what == "sweep":
+        r.reward_sweep(chain, weights=sweep_weights, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
+                       teacher=teacher, reward=reward)
+    else:
+        r.where_reward_enters(chain, episodes=episodes, out=out, student_weight=student_weight, teacher_weight=teacher_weight,
+                              teacher=teacher, reward=reward)
 
 
 TRAIN_COMMANDS = ("train-teacher", "train-reward", "distill", "train-proposer")

@@ -57,90 +57,71 @@ class Policy(Protocol):
 
 
 FOLLOWERS = ("inverse", "track", "controller")
-"""How a ``states`` plan is executed (``rollout``/``bench --follow``); see :class:`PlannerPolicy`."""
+"""How a ``states`` plan is executed (``rollout``/``bench --follow``); see :class:`PlanFollower`."""
 DEFAULT_FOLLOW = "inverse"
 """The RACTD paper's execution: one open-loop plan per episode, followed by inverse dynamics."""
 _FOLLOW_HOOKS = {"track": "track_action", "controller": "controller_action"}
 """The optional adapter method each follower other than ``inverse`` needs (docs/plugins.md)."""
 
 
-def check_follow(adapter: EnvAdapter, spec: TaskSpec, follow: str | None = None, *, replan: bool = False, snap_goal: bool = False) -> str | None:
-    """Check the plan-following options for ``spec`` and return the follower (None: ``chunk`` tasks,
-    which execute their plans' first action and have no follower). One-line UsageErrors for a
-    follower the adapter lacks, ``--snap-goal`` without ``--follow controller``, and any of the
-    options on a ``chunk`` task. ``follow`` None: :data:`DEFAULT_FOLLOW`."""
-    if not spec.layout.open_loop:
-        if follow is not None or replan or snap_goal:
-            raise UsageError(f"--follow, --replan and --snap-goal apply to state-planning tasks; {spec.name} plans action chunks")
-        return None
-    follow = follow or DEFAULT_FOLLOW
-    if follow not in FOLLOWERS:
-        raise UsageError(f"unknown --follow {follow!r}; use one of {', '.join(FOLLOWERS)}")
-    hook = _FOLLOW_HOOKS.get(follow)
-    if hook is not None and not hasattr(adapter, hook):
-        raise UsageError(f"--follow {follow} needs the adapter method {hook}, which {spec.name}'s adapter lacks; use --follow inverse")
-    if snap_goal and follow != "controller":
-        raise UsageError(f"--snap-goal hands the goal to the adapter's controller: it needs --follow controller, not --follow {follow}")
-    if snap_goal and not spec.goal_dim:
-        raise UsageError(f"--snap-goal needs a goal, and {spec.name} has none")
-    return follow
+@dataclass(frozen=True)
+class Execution:
+    """How a task's plans become actions: one validated value, made once per command by :meth:`of`.
 
-
-class PlannerPolicy:
-    """A :class:`~ractd_cli.evaluate.Policy` that plans with a :class:`Planner`.
-
-    ``chunk`` tasks replan every step and execute the first action (``follow``, ``replan`` and
-    ``snap_goal`` do not apply). ``states`` tasks make ONE open-loop plan ``plan`` (n, H, obs_dim)
-    per episode from the start state and the goal and follow it step by step: at step t the target
-    is ``plan[t+1]``; past the plan's end it is the plan's last state with its rest dims
-    (``spec.rest_dims``, the velocities) set to 0, i.e. hold the last planned state. ``follow``:
-
-    - ``"inverse"`` (default, the RACTD paper's): the inverse-dynamics model ``inverse`` (env units in
-      and out, :class:`~ractd_cli.models.RawInverse`)
-      a_t = f(s_t, target). Sees only the state and the plan, never the goal; no position error is
-      fed back, so an open-loop plan's drift is never corrected.
-    - ``"track"``: the adapter's ``track_action(state, target)``, the RACTD authors' tracking rule
-      (Maze2d: a = (p* - p) + (v* - v)).
-    - ``"controller"``: the adapter's ``controller_action(state, target[, goal])``, a PD controller
-      (Maze2d: inverts the point mass's dynamics). With ``snap_goal`` it also gets the goal, and
-      snaps a target near it to the goal itself: goal information the plan never had, so opt-in.
-
-    ``replan``: plan again from the current state (and goal) whenever the plan runs out, instead
-    of holding its last state. Followers the adapter lacks are refused (:func:`check_follow`).
-
-    Where the adapter has ``plan_check(task, plans, goals)`` (Maze2d: does the plan reach the goal,
-    does it pass through a wall), each episode's first plan is checked before it is followed
-    (:meth:`episode_checks`): the plan's quality apart from how well it is executed.
+    ``follow`` None: a ``chunk`` task, which executes each plan's first action and plans again at
+    the next step (:class:`ChunkReplanner`). Otherwise a ``states`` task, whose one open-loop plan per
+    episode is followed by ``follow`` (:class:`PlanFollower`), re-planned when it runs out if
+    ``replan``, with the goal handed to the adapter's controller if ``snap_goal``.
     """
 
-    def __init__(
-        self,
-        planner: Planner,
-        adapter: EnvAdapter,
-        *,
-        inverse: nn.Module | None = None,
-        follow: str | None = None,
-        replan: bool = False,
-        snap_goal: bool = False,
-    ):
-        self.planner, self.adapter, self.spec = planner, adapter, planner.spec
-        self.inverse = inverse.to(planner.device).eval() if inverse is not None else None
-        self.follow = check_follow(adapter, self.spec, follow, replan=replan, snap_goal=snap_goal)
-        open_loop = self.spec.layout.open_loop
-        self.replan = bool(replan) if open_loop else None
-        self.snap_goal = bool(snap_goal) if open_loop else None
-        if self.follow == "inverse" and inverse is None:
-            raise UsageError("this task plans states: it needs an inverse-dynamics model (train-teacher makes one), or --follow track|controller")
+    follow: str | None = None
+    replan: bool = False
+    snap_goal: bool = False
+
+    @classmethod
+    def of(cls, adapter: EnvAdapter, spec: TaskSpec, follow: str | None = None, *, replan: bool = False,
+           snap_goal: bool = False) -> "Execution":
+        """The execution of ``spec``'s plans the options ask for (``follow`` None: :data:`DEFAULT_FOLLOW`
+        on a ``states`` task). One-line UsageErrors for a follower the adapter lacks, ``--snap-goal``
+        without ``--follow controller`` or without a goal, and any of the options on a ``chunk`` task."""
+        if not spec.layout.open_loop:
+            if follow is not None or replan or snap_goal:
+                raise UsageError(f"--follow, --replan and --snap-goal apply to state-planning tasks; {spec.name} plans action chunks")
+            return cls()
+        follow = follow or DEFAULT_FOLLOW
+        if follow not in FOLLOWERS:
+            raise UsageError(f"unknown --follow {follow!r}; use one of {', '.join(FOLLOWERS)}")
+        hook = _FOLLOW_HOOKS.get(follow)
+        if hook is not None and not hasattr(adapter, hook):
+            raise UsageError(f"--follow {follow} needs the adapter method {hook}, which {spec.name}'s adapter lacks; use --follow inverse")
+        if snap_goal and follow != "controller":
+            raise UsageError(f"--snap-goal hands the goal to the adapter's controller: it needs --follow controller, not --follow {follow}")
+        if snap_goal and not spec.goal_dim:
+            raise UsageError(f"--snap-goal needs a goal, and {spec.name} has none")
+        return cls(follow, bool(replan), bool(snap_goal))
+
+    def describe(self) -> dict[str, Any]:
+        """``follow``, ``replan``, ``snap_goal`` for results (each None for a ``chunk`` task)."""
+        if self.follow is None:
+            return {"follow": None, "replan": None, "snap_goal": None}
+        return {"follow": self.follow, "replan": self.replan, "snap_goal": self.snap_goal}
+
+
+class _PlanningPolicy:
+    """What both policies share: the planner's per-episode noise, the state histories it reads, the
+    description of how plans are made and executed."""
+
+    def __init__(self, planner: Planner, adapter: EnvAdapter, execution: Execution):
+        self.planner, self.adapter, self.spec, self.execution = planner, adapter, planner.spec, execution
 
     def describe(self) -> dict:
         """How plans are made and executed, for results: the planning kind (its conditioning), plan
-        stride and training windows the model was trained with, the initial noise and clamping (None for the Trajectory
-        Diffuser, which starts from its proposal); ``follow``, ``replan``, ``snap_goal`` (None for
-        ``chunk`` tasks)."""
+        stride and training windows the model was trained with, the initial noise and clamping (None
+        for the Trajectory Diffuser, which starts from its proposal), and the :class:`Execution`."""
         sampling = getattr(self.planner, "sampling", None)
         return {"planning": self.spec.planning, "plan_stride": self.spec.plan_stride, "windows": self.spec.windows,
                 **(sampling.describe() if sampling is not None else {"init_noise": None, "clamp": None}),
-                "follow": self.follow, "replan": self.replan, "snap_goal": self.snap_goal}
+                **self.execution.describe()}
 
     def reset(self, n: int, episodes: Sequence[int] | None = None) -> None:
         """Start ``n`` episodes. With their indices ``episodes``, each plans with its own noise
@@ -148,9 +129,6 @@ class PlannerPolicy:
         without, the planner's single stream is shared by the batch."""
         self.noise = self.planner.noise_streams(episodes) if episodes is not None else None
         self.history: list[collections.deque] = [collections.deque(maxlen=self.spec.history) for _ in range(n)]
-        self.plans: np.ndarray | None = None  # (n, H, obs_dim) in env units, for states planning
-        self.hold: np.ndarray | None = None  # (n, obs_dim): the plans' last states at rest
-        self.t_in_plan = 0
         self.checks: dict[str, np.ndarray] = {}
 
     def episode_checks(self) -> dict[str, np.ndarray]:
@@ -172,15 +150,60 @@ class PlannerPolicy:
         goal = None if goals is None else torch.as_tensor(np.asarray(goals[rows], dtype=np.float32))
         return past, goal
 
+
+class ChunkReplanner(_PlanningPolicy):
+    """A :class:`Policy` for ``chunk`` tasks: plan an action chunk from the last h states at every step
+    and execute its first action."""
+
+    def act(self, states: np.ndarray, goals: np.ndarray | None, active: np.ndarray) -> np.ndarray:
+        actions = np.zeros((states.shape[0], self.spec.act_dim), dtype=np.float32)
+        rows = np.flatnonzero(active)
+        x0, _ = self.planner.plan(*self.inputs(states, goals, rows), None if self.noise is None else self.noise[rows])
+        actions[rows] = x0[:, 0].cpu().numpy()
+        return actions
+
+
+class PlanFollower(_PlanningPolicy):
+    """A :class:`Policy` for ``states`` tasks: ONE open-loop plan (n, H, obs_dim) per episode from the
+    start state and the goal, followed step by step: at step t the target is ``plan[t+1]``; past the
+    plan's end it is the plan's last state with its rest dims (``spec.rest_dims``, the velocities) set
+    to 0, i.e. hold the last planned state. The :class:`Execution`'s ``follow``:
+
+    - ``"inverse"`` (default, the RACTD paper's): the inverse-dynamics model ``inverse`` (env units in
+      and out, :class:`~ractd_cli.models.RawInverse`)
+      a_t = f(s_t, target). Sees only the state and the plan, never the goal; no position error is
+      fed back, so an open-loop plan's drift is never corrected.
+    - ``"track"``: the adapter's ``track_action(state, target)``, the RACTD authors' tracking rule
+      (Maze2d: a = (p* - p) + (v* - v)).
+    - ``"controller"``: the adapter's ``controller_action(state, target[, goal])``, a PD controller
+      (Maze2d: inverts the point mass's dynamics). With ``snap_goal`` it also gets the goal, and
+      snaps a target near it to the goal itself: goal information the plan never had, so opt-in.
+
+    ``replan``: plan again from the current state (and goal) whenever the plan runs out, instead
+    of holding its last state.
+
+    Where the adapter has ``plan_check(task, plans, goals)`` (Maze2d: does the plan reach the goal,
+    does it pass through a wall), each episode's first plan is checked before it is followed
+    (:meth:`episode_checks`): the plan's quality apart from how well it is executed.
+    """
+
+    def __init__(self, planner: Planner, adapter: EnvAdapter, execution: Execution, inverse: nn.Module | None = None):
+        super().__init__(planner, adapter, execution)
+        if execution.follow == "inverse" and inverse is None:
+            raise UsageError("this task plans states: it needs an inverse-dynamics model (train-teacher makes one), or --follow track|controller")
+        self.inverse = inverse.to(planner.device).eval() if inverse is not None else None
+        self.to_target = {"inverse": self._inverse, "track": self._track, "controller": self._controller}[execution.follow]
+        """a_t from (s_t, target, goal): the follower, chosen once."""
+
+    def reset(self, n: int, episodes: Sequence[int] | None = None) -> None:
+        super().reset(n, episodes)
+        self.plans: np.ndarray | None = None  # (n, H, obs_dim) in env units
+        self.hold: np.ndarray | None = None  # (n, obs_dim): the plans' last states at rest
+        self.t_in_plan = 0
+
     def act(self, states: np.ndarray, goals: np.ndarray | None, active: np.ndarray) -> np.ndarray:
         n = states.shape[0]
-        actions = np.zeros((n, self.spec.act_dim), dtype=np.float32)
-        rows = np.flatnonzero(active)
-        if not self.spec.layout.open_loop:  # execute the first planned action, plan again next step
-            x0, _ = self.planner.plan(*self.inputs(states, goals, rows), None if self.noise is None else self.noise[rows])
-            actions[rows] = x0[:, 0].cpu().numpy()
-            return actions
-        if self.plans is None or (self.replan and self.t_in_plan >= self.plans.shape[1] - 1):
+        if self.plans is None or (self.execution.replan and self.t_in_plan >= self.plans.shape[1] - 1):
             first = self.plans is None
             x0, _ = self.planner.plan(*self.inputs(states, goals, np.arange(n)), self.noise)  # the only place the goal is read
             # a state at every env step (a strided plan's knots joined by straight lines)
@@ -193,13 +216,18 @@ class PlannerPolicy:
         H = self.plans.shape[1]
         target = self.plans[:, self.t_in_plan + 1] if self.t_in_plan < H - 1 else self.hold  # (n, obs_dim)
         self.t_in_plan += 1
-        if self.follow == "track":
-            # The adapter's extra ``track_action(state, target_state)`` (batched; see docs/plugins.md).
-            return np.asarray(self.adapter.track_action(states, target), dtype=np.float32)
-        if self.follow == "controller":
-            # The adapter's extra ``controller_action(state, target_state[, goal])`` (batched; see docs/plugins.md).
-            goal = {"goal": goals} if self.snap_goal and goals is not None else {}
-            return np.asarray(self.adapter.controller_action(states, target, **goal), dtype=np.float32)
+        return self.to_target(states, target, goals)
+
+    def _track(self, states: np.ndarray, target: np.ndarray, goals: np.ndarray | None) -> np.ndarray:
+        # The adapter's extra ``track_action(state, target_state)`` (batched; see docs/plugins.md).
+        return np.asarray(self.adapter.track_action(states, target), dtype=np.float32)
+
+    def _controller(self, states: np.ndarray, target: np.ndarray, goals: np.ndarray | None) -> np.ndarray:
+        # The adapter's extra ``controller_action(state, target_state[, goal])`` (batched; see docs/plugins.md).
+        goal = {"goal": goals} if self.execution.snap_goal and goals is not None else {}
+        return np.asarray(self.adapter.controller_action(states, target, **goal), dtype=np.float32)
+
+    def _inverse(self, states: np.ndarray, target: np.ndarray, goals: np.ndarray | None) -> np.ndarray:
         with torch.inference_mode():
             dev = self.planner.device
             s = torch.as_tensor(np.asarray(states, dtype=np.float32), device=dev)
@@ -207,9 +235,24 @@ class PlannerPolicy:
         return a.cpu().numpy()
 
 
+PlanningPolicy = ChunkReplanner | PlanFollower
+"""The two policies that execute a planner's plans (:func:`planner_policy` picks one)."""
+
+
+def planner_policy(planner: Planner, adapter: EnvAdapter, *, inverse: nn.Module | None = None,
+                   execution: Execution | None = None) -> PlanningPolicy:
+    """The policy that executes ``planner``'s plans as ``execution`` says (default: the task's default,
+    :meth:`Execution.of` with no options): a :class:`PlanFollower` for ``states`` tasks, a
+    :class:`ChunkReplanner` for ``chunk`` tasks."""
+    execution = execution or Execution.of(adapter, planner.spec)
+    if execution.follow is None:
+        return ChunkReplanner(planner, adapter, execution)
+    return PlanFollower(planner, adapter, execution, inverse)
+
+
 @dataclass(frozen=True)
 class PolicyRecipe:
-    """Everything that makes a :class:`PlannerPolicy` from the cache: picklable, so that a rollout
+    """Everything that makes a policy (:func:`planner_policy`) from the cache: picklable, so that a rollout
     worker process builds the same policy as its parent (:func:`run_episodes` ``workers``).
 
     ``model``: a teacher or student (``planner="diffusion"``) or a Trajectory Diffuser artifact
@@ -225,17 +268,15 @@ class PolicyRecipe:
     seed: int = 0
     jit: bool = True
     cuda_graphs: bool = True
-    follow: str | None = None
-    replan: bool = False
-    snap_goal: bool = False
+    execution: Execution | None = None
     sampling: Sampling | None = None
 
-    def build(self, adapter: EnvAdapter, spec: TaskSpec, device: str | torch.device) -> tuple[Loaded, Planner | TrajDiffuserPlanner, PlannerPolicy]:
+    def build(self, adapter: EnvAdapter, spec: TaskSpec, device: str | torch.device) -> tuple[Loaded, Planner | TrajDiffuserPlanner, PlanningPolicy]:
         """Load the artifact and make its planner on ``device`` and the policy that follows its plans."""
         loaded = load_trajdiffuser(self.model, spec) if self.planner == "trajdiffuser" else load_for_planning(self.model, spec)
         planner = build_planner(loaded, spec, sampler=self.sampler, nfe=self.nfe, trajdiffuser=self.trajdiffuser, device=device, seed=self.seed,
                                 jit=self.jit, cuda_graphs=self.cuda_graphs, sampling=self.sampling)
-        policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse, follow=self.follow, replan=self.replan, snap_goal=self.snap_goal)
+        policy = planner_policy(planner, adapter, inverse=loaded.inverse, execution=self.execution)
         return loaded, planner, policy
 
     def resolved(self, loaded: Loaded) -> "PolicyRecipe":
@@ -251,7 +292,7 @@ class EpisodeResult:
     length: int
     success: bool | None
     checks: dict[str, bool] = field(default_factory=dict)
-    """The adapter's ``plan_check`` of the episode's first plan (see :class:`PlannerPolicy`)."""
+    """The adapter's ``plan_check`` of the episode's first plan (see :class:`PlanFollower`)."""
 
 
 @dataclass
@@ -325,7 +366,7 @@ def run_episodes(
 
     Episode i is reset with seed ``seed + i`` and the adapter's ``reset_options`` for i (drawn for
     every episode in order from one generator seeded by ``seed``), and plans from its own noise
-    stream (:meth:`PlannerPolicy.reset`), so a given seed evaluates every planner on the same start
+    stream (:meth:`PlanFollower.reset`), so a given seed evaluates every planner on the same start
     states, goals and noise at any ``batch``. The returns are bit-identical only where the network's
     rounding does not depend on the batch size and thread count: MuJoCo amplifies it. Scores are
     normalised on ``score_scale`` (a key of ``spec.ref_scores``; None: ``d4rl`` where defined),
@@ -456,9 +497,7 @@ def rollout(
     episodes: int = 100,
     seed: int = 0,
     batch: int = 50,
-    follow: str | None = None,
-    replan: bool = False,
-    snap_goal: bool = False,
+    execution: Execution | None = None,
     score_scale: str | None = None,
     device: str = "auto",
     jit: bool = True,
@@ -474,14 +513,14 @@ def rollout(
     """Plan with a teacher or student (``planner="diffusion"``: ``model``, default the latest
     student, sampled by ``sampler`` at ``nfe`` evaluations) or with the Trajectory Diffuser
     (``planner="trajdiffuser"``: the artifact ``proposer``, default the task's latest, run with
-    ``trajdiffuser`` options), and run the episodes. ``states`` plans are executed by
-    ``follow`` (default ``inverse``; ``replan``, ``snap_goal``: see :class:`PlannerPolicy`),
-    scores normalised on ``score_scale`` (default ``d4rl``); all four are recorded in ``info``, with
+    ``trajdiffuser`` options), and run the episodes. Plans are executed as ``execution`` says (default:
+    the task's, :meth:`Execution.of`), scores normalised on ``score_scale`` (default ``d4rl``); both
+    are recorded in ``info``, with
     ``sampling`` (initial noise and clamping, :class:`~ractd_cli.planner.Sampling`).
     ``workers`` > 1 runs the episodes in that many CPU processes (:func:`run_episodes`).
     """
 
-    follow = check_follow(adapter, spec, follow, replan=replan, snap_goal=snap_goal)
+    execution = execution or Execution.of(adapter, spec)
     score_scale = resolve_score_scale(spec, score_scale)
     if planner not in PLANNERS:
         raise UsageError(f"unknown --planner {planner!r}; use one of {', '.join(PLANNERS)}")
@@ -496,8 +535,8 @@ def rollout(
     dev = resolve_device(device)
     check_workers(workers, dev, video=video is not None)
     recipe = PolicyRecipe(spec.name, (proposer or "latest") if planner == "trajdiffuser" else (model or "student"), planner, sampler=sampler,
-                          nfe=nfe, trajdiffuser=trajdiffuser, seed=seed, jit=jit, cuda_graphs=cuda_graphs, follow=follow, replan=replan,
-                          snap_goal=snap_goal, sampling=sampling)
+                          nfe=nfe, trajdiffuser=trajdiffuser, seed=seed, jit=jit, cuda_graphs=cuda_graphs, execution=execution,
+                          sampling=sampling)
     loaded, p, policy = recipe.build(adapter, spec, dev)
     extra = p.describe() if planner == "trajdiffuser" else {"planner": "diffusion"}
     res = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, batch=batch, show_progress=show_progress,
@@ -533,6 +572,6 @@ def score_artifact(
     first plans that reach the goal and that pass through a wall (``plan_*_rate``)."""
     loaded = loaded_from(art, spec)
     planner = build_planner(loaded, spec, sampler=sampler, nfe=nfe, device=device, seed=seed, jit=False)
-    policy = PlannerPolicy(planner, adapter, inverse=loaded.inverse)
+    policy = planner_policy(planner, adapter, inverse=loaded.inverse)
     s = run_episodes(adapter, spec, policy, episodes=episodes, seed=seed, show_progress=False).summary()
     return {k: v for k, v in s.items() if k in ("score_mean", "score_stderr", "success_rate") or k in PLAN_CHECK_RATES}

@@ -3,7 +3,7 @@
 Everything here is env-agnostic: the adapter's :class:`~ractd_cli.adapters.TaskSpec` says
 whether a plan is an action chunk (closed loop: execute the first action, replan) or a state
 sequence (open loop: one plan per episode, followed by the inverse-dynamics model, the adapter's
-tracking rule or its controller; see :class:`ractd_cli.evaluate.PlannerPolicy`).
+tracking rule or its controller; see :class:`ractd_cli.evaluate.PlanFollower`).
 
 Planners take and return env units: ``plan(past, goal)`` with the past h states (B, h, obs_dim)
 and the goal (B, goal_dim) or None gives the plan x0 (B, T, D) (actions for ``chunk``, states for

@@ -61,3 +61,25 @@ def plot_bench(
 
 def _short(method: str) -> str:
     return method.replace(" student", "").replace("(reward weight 0)", "").replace("EDM teacher ", "teacher ").strip()
+
+
+def plot_sweep(curves: Mapping[str, list[dict]], task: str, scale: str, path: Path) -> Path:
+    """The paper's Figure 4 (``ractd reproduce TASK --what sweep``): score against training step, one
+    curve per reward weight (``curves``: weight -> evaluation points with step, score_mean, score_stderr)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for w, c in curves.items():
+        ax.errorbar([p["step"] for p in c], [p["score_mean"] for p in c], yerr=[p["score_stderr"] for p in c],
+                    marker="o", capsize=3, label=f"w = {w}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"normalised score ({scale})")
+    ax.set_title(f"{task}: score by reward weight (paper Fig. 4)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

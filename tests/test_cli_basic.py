@@ -306,6 +306,7 @@ def test_help_shows_the_choices_and_groups_long_commands():
     from ractd_cli.layouts import WINDOWS
     from ractd_cli.planner import INIT_NOISES, PLANNERS, STUDENT_SAMPLERS, TEACHER_SAMPLERS
     from ractd_cli.presets import PRESETS
+    from ractd_cli.reproduce import WHAT
     from ractd_cli.train.common import KEEP
     from ractd_cli.train.distill import SAVED_WEIGHTS
     from ractd_cli.train.loop import PRECISIONS
@@ -313,7 +314,7 @@ def test_help_shows_the_choices_and_groups_long_commands():
     expected = {"--preset": tuple(PRESETS), "--precision": tuple(PRECISIONS), "--distance": DISTANCES, "--follow": FOLLOWERS,
                 "--init-noise": INIT_NOISES, "--sampler": STUDENT_SAMPLERS + TEACHER_SAMPLERS, "--eval-sampler": TEACHER_SAMPLERS,
                 "--planner": PLANNERS, "--source": SOURCES, "--format": FORMATS, "--runtime": RUNTIMES, "--weights": SAVED_WEIGHTS,
-                "--windows": WINDOWS, "--kind": KINDS, "--keep": KEEP}
+                "--windows": WINDOWS, "--kind": KINDS, "--keep": KEEP, "--what": WHAT}
     for opt, values in expected.items():
         assert set(cli.CHOICES[opt]) == set(values), opt
     r = runner.invoke(app, ["rollout", "--help"], env={"COLUMNS": "160"})

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from ractd_cli.adapters import TaskSpec, normalize_return, resolve_score_scale
 from ractd_cli.cli import app
 from ractd_cli.errors import UsageError
-from ractd_cli.evaluate import PlannerPolicy, check_follow
+from ractd_cli.evaluate import ChunkReplanner, Execution, PlanFollower, planner_policy
 
 runner = CliRunner()
 H = 4
@@ -69,7 +69,7 @@ class Followers:
         return np.zeros((len(state), 2), np.float32)
 
 
-def _run(policy: PlannerPolicy, goals_per_step, steps: int = 2 * H) -> np.ndarray:
+def _run(policy: PlanFollower, goals_per_step, steps: int = 2 * H) -> np.ndarray:
     """Actions (steps, n, 2) for a fixed state, with the goals given at each step."""
     n = 2
     policy.reset(n)
@@ -86,7 +86,7 @@ def test_one_open_loop_plan_per_episode_that_never_reads_the_goal(follow):
     actions = []
     for later in (lambda t: real, lambda t: np.full((2, 2), np.nan, np.float32), lambda t: real + 7 * t):
         planner = FakePlanner(spec)
-        policy = PlannerPolicy(planner, Followers(), inverse=Difference(), follow=follow)
+        policy = planner_policy(planner, Followers(), inverse=Difference(), execution=Execution.of(Followers(), spec, follow))
         actions.append(_run(policy, lambda t, later=later: real if t == 0 else later(t)))
         assert planner.calls == 1  # one plan, however long the episode runs
     np.testing.assert_array_equal(actions[0], actions[1])
@@ -100,7 +100,7 @@ def test_one_open_loop_plan_per_episode_that_never_reads_the_goal(follow):
 def test_track_and_controller_get_the_plan_then_its_last_state_at_rest():
     spec = _spec()
     adapter = Followers()
-    policy = PlannerPolicy(FakePlanner(spec), adapter, follow="controller")
+    policy = planner_policy(FakePlanner(spec), adapter, execution=Execution.of(adapter, spec, "controller"))
     _run(policy, lambda t: np.ones((2, 2), np.float32), steps=H + 1)
     targets = [s[1] for s in adapter.seen]
     np.testing.assert_array_equal(targets[0][0], [1, 1, 1, 1])
@@ -111,7 +111,7 @@ def test_track_and_controller_get_the_plan_then_its_last_state_at_rest():
 
 def test_snap_goal_hands_the_goal_to_the_controller():
     adapter = Followers()
-    policy = PlannerPolicy(FakePlanner(_spec()), adapter, follow="controller", snap_goal=True)
+    policy = planner_policy(FakePlanner(_spec()), adapter, execution=Execution.of(adapter, _spec(), "controller", snap_goal=True))
     goals = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
     _run(policy, lambda t: goals, steps=2)
     np.testing.assert_array_equal(adapter.seen[-1][2], goals)
@@ -121,7 +121,7 @@ def test_snap_goal_hands_the_goal_to_the_controller():
 
 def test_replan_plans_again_when_the_plan_runs_out():
     planner = FakePlanner(_spec())
-    policy = PlannerPolicy(planner, Followers(), inverse=Difference(), replan=True)
+    policy = planner_policy(planner, Followers(), inverse=Difference(), execution=Execution.of(Followers(), _spec(), replan=True))
     _run(policy, lambda t: np.zeros((2, 2), np.float32), steps=2 * (H - 1) + 1)
     assert planner.calls == 3
     assert policy.describe() == {"planning": "states", "plan_stride": 1, "windows": "full", "init_noise": None, "clamp": None,
@@ -131,20 +131,22 @@ def test_replan_plans_again_when_the_plan_runs_out():
 def test_followers_the_adapter_lacks_and_misplaced_flags_are_refused():
     spec = _spec()
     with pytest.raises(UsageError, match="track_action") as e:
-        check_follow(object(), spec, "track")
+        Execution.of(object(), spec, "track")
     assert "\n" not in str(e.value)
     with pytest.raises(UsageError, match="controller_action"):
-        check_follow(object(), spec, "controller")
+        Execution.of(object(), spec, "controller")
     for follow in ("inverse", "track"):
         with pytest.raises(UsageError, match="--snap-goal"):
-            check_follow(Followers(), spec, follow, snap_goal=True)
+            Execution.of(Followers(), spec, follow, snap_goal=True)
     with pytest.raises(UsageError, match="unknown --follow"):
-        check_follow(Followers(), spec, "pd")
+        Execution.of(Followers(), spec, "pd")
     with pytest.raises(UsageError, match="state-planning"):
-        check_follow(Followers(), _spec(planning="chunk"), "inverse")
+        Execution.of(Followers(), _spec(planning="chunk"), "inverse")
     with pytest.raises(UsageError, match="state-planning"):
-        check_follow(Followers(), _spec(planning="chunk"), replan=True)
-    chunk = PlannerPolicy(FakePlanner(_spec(planning="chunk")), object()).describe()
+        Execution.of(Followers(), _spec(planning="chunk"), replan=True)
+    chunk_policy = planner_policy(FakePlanner(_spec(planning="chunk")), object())
+    assert isinstance(chunk_policy, ChunkReplanner) and chunk_policy.execution == Execution()
+    chunk = chunk_policy.describe()
     assert {k: chunk[k] for k in ("planning", "follow", "replan", "snap_goal")} == {"planning": "chunk", "follow": None, "replan": None, "snap_goal": None}
 
 

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("training", ("train",)),
     ("planning", ("planner", "export")),
     ("evaluation", ("evaluate",)),
-    ("comparison", ("bench", "plots", "curves", "video")),
+    ("comparison", ("bench", "plots", "curves", "video", "reproduce")),
     ("command line", ("cli", "__main__")),
 ]
 SIDE_BY_SIDE = {"training": {"planning"}, "planning": {"training"}}

@@ -11,7 +11,7 @@ import torch
 from ractd_cli.adapters import TaskSpec
 from ractd_cli.data import Episode, make_windows
 from ractd_cli.errors import UsageError
-from ractd_cli.evaluate import DEFAULT_FOLLOW, check_follow
+from ractd_cli.evaluate import DEFAULT_FOLLOW, Execution
 from ractd_cli.presets import PRESETS
 from ractd_cli.train.common import TrainOptions
 from ractd_cli.train.data import build_task_data
@@ -72,10 +72,10 @@ def test_default_follow_is_inverse_dynamics_also_when_the_adapter_has_a_controll
             return np.zeros(2)
 
     assert DEFAULT_FOLLOW == "inverse"
-    assert check_follow(WithController(), _spec()) == "inverse"
-    assert check_follow(object(), _spec()) == "inverse"
-    assert check_follow(WithController(), _spec(), "controller", replan=True, snap_goal=True) == "controller"
-    assert check_follow(WithController(), _spec(planning="chunk", goal_dim=0)) is None
+    assert Execution.of(WithController(), _spec()) == Execution("inverse")
+    assert Execution.of(object(), _spec()).follow == "inverse"
+    assert Execution.of(WithController(), _spec(), "controller", replan=True, snap_goal=True) == Execution("controller", True, True)
+    assert Execution.of(WithController(), _spec(planning="chunk", goal_dim=0)).follow is None
 
 
 def test_states_policy_without_controller_or_inverse_model_is_refused():
@@ -83,12 +83,12 @@ def test_states_policy_without_controller_or_inverse_model_is_refused():
     a states planner with neither must be refused up front, also when ``follow`` is left unset."""
     from types import SimpleNamespace
 
-    from ractd_cli.evaluate import PlannerPolicy
+    from ractd_cli.evaluate import planner_policy
 
     planner = SimpleNamespace(spec=_spec(), device=torch.device("cpu"))
     for follow in (None, "inverse"):
         with pytest.raises(UsageError, match="inverse-dynamics"):
-            PlannerPolicy(planner, object(), inverse=None, follow=follow)
+            planner_policy(planner, object(), inverse=None, execution=None if follow is None else Execution.of(object(), _spec(), follow))
 
 
 def test_task_spec_refuses_what_it_could_only_plan_wrongly():

@@ -1,4 +1,4 @@
-"""`make results` (scripts/results.py): one task's table from nothing on the toy task, through the real CLI."""
+"""`ractd reproduce TASK` (`make results`): one task's table from nothing on the toy task, through the real CLI."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _results(tmp_path: Path, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "RACTD": str(Path(sys.executable).parent / "ractd"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "results.py"), "bimodal", "--episodes", "4", "--teacher-episodes", "2",
+        [sys.executable, "-m", "ractd_cli", "reproduce", "bimodal", "--episodes", "4", "--teacher-episodes", "2",
          "--out", str(tmp_path / "out"), "--teacher-args", "--steps 120", "--bench-args", "--seed 3",
-         "--", "--preset", "tiny", "--steps", "100"],
+         "--train-args", "--preset tiny --steps 100"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )
 
@@ -37,7 +37,8 @@ def test_results_runs_the_chain_once_and_prints_the_table(tmp_path, _tmp_cache):
     doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
     episodes = {r["method"]: r["episodes"] for r in doc["rows"] if r["score_mean"] is not None}
     assert 2 in episodes.values() and 4 in episodes.values()  # the Heun teacher's row at --teacher-episodes
-    assert "| method | NFE |" in first.stdout and "(2 episodes)" in first.stdout
+    assert "| method | NFE (paper) |" in first.stdout and "(2 episodes)" in first.stdout
+    assert (tmp_path / "out" / "results-bimodal.md").read_text().count("| data: ") == 3  # bench's markdown beside its plot
     # the data's own rows and the settings behind every row
     data = doc["data"]
     assert data["episodes"] > 0 and data["mean"] <= data["top_mean"] <= data["max"]

@@ -1,4 +1,4 @@
-"""`make sweep` (scripts/sweep.py): the paper's Figure 4 chain on the toy task, through the real CLI."""
+"""`ractd reproduce TASK --what sweep` (`make sweep`): the paper's Figure 4 chain on the toy task, through the real CLI."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _sweep(tmp_path: Path, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "RACTD": str(Path(sys.executable).parent / "ractd"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "sweep.py"), "bimodal", "--weights", "0", "1", "--eval-every", "50",
-         "--eval-episodes", "4", "--out", str(tmp_path / "out"), "--", "--preset", "tiny", "--steps", "100"],
+        [sys.executable, "-m", "ractd_cli", "reproduce", "bimodal", "--what", "sweep", "--reward-weights", "0 1", "--eval-every", "50",
+         "--eval-episodes", "4", "--out", str(tmp_path / "out"), "--train-args", "--preset tiny --steps 100"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )
 

@@ -1,4 +1,4 @@
-"""`make table4` (scripts/table4.py): the paper's Table 4 chain on the toy task, through the real CLI."""
+"""`ractd reproduce TASK --what table4` (`make table4`): the paper's Table 4 chain on the toy task, through the real CLI."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _table4(tmp_path: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "RACTD": str(Path(sys.executable).parent / "ractd"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "table4.py"), "bimodal", "--episodes", "4", "--out", str(tmp_path / "out"),
-         *args, "--", "--preset", "tiny", "--steps", "100"],
+        [sys.executable, "-m", "ractd_cli", "reproduce", "bimodal", "--what", "table4", "--episodes", "4", "--out", str(tmp_path / "out"),
+         *args, "--train-args", "--preset tiny --steps 100"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )
 
@@ -53,3 +53,11 @@ def test_table4_trains_both_teachers_and_four_students_then_reuses_them(tmp_path
 def test_table4_refuses_a_zero_reward_aware_weight(tmp_path, _tmp_cache):
     out = _table4(tmp_path, _tmp_cache, "--teacher-weight", "0")
     assert out.returncode != 0 and "must be > 0" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_reproduce_refuses_an_unknown_task_or_part_in_one_line(tmp_path, _tmp_cache):
+    for args, words in ((["reproduce", "bimdal"], "unknown task"), (["reproduce", "bimodal", "--what", "tabel4"], "did you mean 'table4'")):
+        out = subprocess.run([sys.executable, "-m", "ractd_cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                             env={**os.environ, "RACTD_CACHE_DIR": str(_tmp_cache)})
+        assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert "$ ractd" not in out.stderr  # nothing ran

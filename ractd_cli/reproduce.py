@@ -1,0 +1,273 @@
+"""``ractd reproduce``: the paper's chains from nothing, as a user would type them.
+
+Each chain prints every ``ractd`` command before it runs it (in a child process: the same program,
+``python -m ractd_cli``) and skips every step whose output the cache already holds, so a stopped
+chain continues where it stopped when run again:
+
+    ractd fetch TASK --source local                 (a no-op when the dataset exists)
+    ractd train-teacher --env TASK                  (unless an unconditioned teacher exists)
+    ractd train-reward --env TASK                   (unless a reward model exists)
+
+then, by what is reproduced:
+
+- ``table`` (the paper's Tables 1-2 and 11 for one task, :func:`results_table`): CTD (reward weight
+  0) and RACTD at the task's weight (Table 9), then ``ractd bench --episodes N`` beside the paper's
+  figures, written to out/results-TASK.json, .png and .md;
+- ``sweep`` (Figure 4, :func:`reward_sweep`): one RACTD student per reward weight, each scored every
+  ``--eval-every`` steps during training, plotted to out/sweep-TASK.png;
+- ``table4`` (Table 4, :func:`where_reward_enters`): an unconditioned and a reward-aware teacher,
+  crossed with a CTD and a RACTD student, each rolled out, to out/table4-TASK.json.
+
+``train_args`` go to every training command (e.g. ``--preset tiny``); ``teacher_args`` to
+train-teacher alone (after ``train_args``, so they win).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .artifacts import read_header
+from .bench import markdown as bench_markdown
+from .bench import models_line, settings_line
+from .errors import RactdError, UsageError
+from .ui import err
+
+WHAT = ("table", "sweep", "table4")
+"""What ``ractd reproduce`` makes."""
+
+SWEEP_WEIGHTS = (0.0, 0.3, 0.5, 0.7, 1.0, 1.5)
+"""The reward weights of the paper's Figure 4."""
+
+TABLE4_CELLS = (("unconditioned", "ctd"), ("unconditioned", "ractd"), ("reward-aware", "ctd"), ("reward-aware", "ractd"))
+"""(teacher, student) of each cell of Table 4, in the paper's reading order."""
+
+
+class ChainStopped(RactdError):
+    """A command of the chain failed; its own error is printed above. Exit code: the command's."""
+
+    def __init__(self, args: Sequence[str], code: int):
+        super().__init__(f"`ractd {args[0]}` failed (its error is above); fix that and run the same `ractd reproduce` "
+                         "command again: it continues from what the cache holds")
+        self.exit_code = code
+
+
+@dataclass
+class Chain:
+    """One task's chain: runs `ractd` commands and looks in the cache for what they made."""
+
+    task: str
+    train_args: list[str] = field(default_factory=list)
+
+    def ractd(self, *args: str, capture: bool = False) -> str:
+        """Run one `ractd` command, shown first; its JSON (stdout) when ``capture``."""
+        err.print("$ " + shlex.join(["ractd", *args]), markup=False, highlight=False, soft_wrap=True)
+        out = subprocess.run([sys.executable, "-m", "ractd_cli", *args], stdout=subprocess.PIPE if capture else None, text=True)
+        if out.returncode != 0:
+            raise ChainStopped(args, out.returncode)
+        return out.stdout or ""
+
+    def artifacts(self, kind: str) -> list[dict[str, Any]]:
+        """What the cache holds of ``kind`` for the task, newest first (not shown: it only looks)."""
+        from .artifacts import list_artifacts
+
+        return [{"id": a.id, "parents": list(a.meta.get("parents") or []), "path": str(a.path)}
+                for a in list_artifacts() if a.kind == kind and a.task == self.task]
+
+    def spec(self) -> dict[str, Any]:
+        """The task's spec as `ractd envs --json` gives it."""
+        for adapter in json.loads(self.ractd("envs", "--json", capture=True))["adapters"]:
+            if self.task in (adapter.get("specs") or {}):
+                return adapter["specs"][self.task]
+        raise UsageError(f"unknown task {self.task!r}; list the tasks with `ractd envs`")
+
+    def full_id(self, kind: str, prefix: str | None) -> str | None:
+        """The full id of the cached ``kind`` artifact whose id starts with ``prefix`` (None: none asked)."""
+        if prefix is None:
+            return None
+        found = [x["id"] for x in self.artifacts(kind) if x["id"].startswith(prefix)]
+        if len(found) != 1:
+            raise UsageError(f"--{kind} {prefix}: {len(found)} cached {kind} artifacts of {self.task} match; "
+                             f"list them with `ractd cache list --env {self.task}`")
+        return found[0]
+
+    def teacher_and_reward(self, teacher: str | None = None, reward: str | None = None,
+                           teacher_args: Sequence[str] = ()) -> tuple[str, str]:
+        """The task's data, unconditioned teacher and reward model, each made unless the cache holds
+        one (or an id prefix is given): their full ids (newest first)."""
+        self.ractd("fetch", self.task, "--source", "local")
+        if teacher is None and not any(not t["parents"] for t in self.artifacts("teacher")):
+            self.ractd("train-teacher", "--env", self.task, *self.train_args, *teacher_args)
+        if reward is None and not self.artifacts("reward"):
+            self.ractd("train-reward", "--env", self.task, *self.train_args)
+        plain = [t for t in self.artifacts("teacher") if not t["parents"]]
+        rewards = self.artifacts("reward")
+        if not plain or not rewards:
+            raise RactdError(f"no teacher or reward model of {self.task} in the cache after training them; "
+                             f"see `ractd cache list --env {self.task}`")
+        return self.full_id("teacher", teacher) or plain[0]["id"], self.full_id("reward", reward) or rewards[0]["id"]
+
+    def cached_student(self, teacher: str, reward: str, weight: float,
+                       evaluation: tuple[int, int] | None = None) -> dict[str, Any] | None:
+        """The header of a cached student of ``teacher`` (and ``reward`` when ``weight`` > 0) at reward
+        ``weight``, trained with the evaluation ``evaluation`` = (every, episodes) (None: without one)."""
+        for s in self.artifacts("student"):
+            if s["parents"] != ([teacher] if weight == 0 else [teacher, reward]):
+                continue
+            meta = read_header(Path(s["path"]))
+            cfg = meta.get("config", {})
+            ev = cfg.get("eval") or {}
+            if cfg.get("reward_weight") == weight and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation:
+                return meta
+        return None
+
+    def student(self, teacher: str, reward: str, weight: float, distill_args: Sequence[str],
+                evaluation: tuple[int, int] | None = None) -> dict[str, Any]:
+        """The header of the student :meth:`cached_student` finds, made first by `ractd distill --env
+        TASK --teacher TEACHER *distill_args *train_args` when the cache has none (the args must ask for
+        ``weight`` and ``evaluation``)."""
+        meta = self.cached_student(teacher, reward, weight, evaluation)
+        if meta is None:
+            self.ractd("distill", "--env", self.task, "--teacher", teacher, *distill_args, *self.train_args)
+            meta = self.cached_student(teacher, reward, weight, evaluation)
+            if meta is None:
+                raise RactdError(f"the student of teacher {teacher[:8]} at reward weight {weight:g} is not in the cache after "
+                                 "its distill; see `ractd cache list`")
+        return meta
+
+
+# --------------------------------------------------------------------------------------- table
+
+
+def results_table(chain: Chain, *, episodes: int, teacher_episodes: int | None, out: Path,
+                  teacher_args: Sequence[str] = (), bench_args: Sequence[str] = ()) -> dict[str, Any]:
+    """The task's table from nothing: teacher, reward model, CTD and RACTD at the task's weight, then
+    bench over ``episodes`` (the Heun teacher row over ``teacher_episodes``). Writes out/results-TASK.json
+    (bench's JSON), its plot and markdown, and prints the table; returns the JSON document."""
+    teacher, reward = chain.teacher_and_reward(teacher_args=teacher_args)
+    ctd = chain.student(teacher, reward, 0.0, ["--reward-weight", "0"])
+    sigma = chain.spec()["loss_weights"]["reward"]
+    ractd_student = chain.student(teacher, reward, sigma, ["--reward", reward])  # RACTD at the task's weight
+    out.mkdir(parents=True, exist_ok=True)
+    more = [] if teacher_episodes is None else ["--teacher-episodes", str(teacher_episodes)]
+    doc = json.loads(chain.ractd("bench", "--env", chain.task, "--student", ractd_student["id"], "--ctd", ctd["id"],
+                                 "--episodes", str(episodes), *more, *bench_args,
+                                 "--plot", str(out / f"results-{chain.task}.png"), "--json", capture=True))
+    (out / f"results-{chain.task}.json").write_text(json.dumps(doc, indent=2))
+    extra = f", bench {shlex.join(bench_args)}" if bench_args else ""
+    print(f"{chain.task}, {doc['episodes']} episodes, on {doc['device']}{extra}:")
+    print(settings_line(doc) + "\n")
+    print(bench_markdown(doc))
+    print(f"\n{models_line(doc['rows'])}")
+    return doc
+
+
+# --------------------------------------------------------------------------------------- sweep
+
+
+def sweep_markdown(curves: dict[str, list[dict]]) -> str:
+    """Each reward weight's score at every evaluation step, as a markdown table."""
+    steps = sorted({p["step"] for c in curves.values() for p in c})
+    lines = ["| reward weight | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+    for w, c in curves.items():
+        at = {p["step"]: f"{p['score_mean']:.1f} ± {p['score_stderr']:.1f}" for p in c}
+        lines.append(f"| {w} | " + " | ".join(at.get(s, "") for s in steps) + " |")
+    return "\n".join(lines)
+
+
+def reward_sweep(chain: Chain, *, weights: Sequence[float], eval_every: int, eval_episodes: int, out: Path,
+                 teacher: str | None = None, reward: str | None = None) -> dict[str, Any]:
+    """The paper's Figure 4: one RACTD student per reward weight, scored every ``eval_every`` steps over
+    ``eval_episodes`` episodes of `ractd rollout --seed 0` (its EMA weights; training is the same
+    with or without the evaluations). Writes out/sweep-TASK.png and .json, prints the table."""
+    from .plots import plot_sweep
+
+    teacher, reward = chain.teacher_and_reward(teacher, reward)
+    curves: dict[str, list[dict]] = {}
+    scale = "d4rl"
+    for w in weights:
+        meta = chain.student(teacher, reward, w, ["--reward", reward, "--reward-weight", str(w), "--eval-every", str(eval_every),
+                                                  "--eval-episodes", str(eval_episodes)], (eval_every, eval_episodes))
+        curves[f"{w:g}"] = meta["config"]["eval_curve"]
+        scale = curves[f"{w:g}"][-1].get("score_scale", scale)
+    out.mkdir(parents=True, exist_ok=True)
+    png, js = out / f"sweep-{chain.task}.png", out / f"sweep-{chain.task}.json"
+    doc = {"task": chain.task, "teacher": teacher, "reward": reward, "eval_every": eval_every, "eval_episodes": eval_episodes,
+           "score_scale": scale, "curves": curves}
+    js.write_text(json.dumps(doc, indent=2))
+    plot_sweep(curves, chain.task, scale, png)
+    print(f"{chain.task}: RACTD students of teacher {teacher[:8]} and reward model {reward[:8]}, {eval_episodes} episodes per point ({png}):\n")
+    print(sweep_markdown(curves))
+    return doc
+
+
+# -------------------------------------------------------------------------------------- table4
+
+
+def aware_teacher(chain: Chain, reward: str, weight: float) -> str | None:
+    """The id of a cached reward-aware teacher of ``reward`` at ``weight``, or None."""
+    for t in chain.artifacts("teacher"):
+        if t["parents"] == [reward] and read_header(Path(t["path"])).get("config", {}).get("reward_weight") == weight:
+            return t["id"]
+    return None
+
+
+def table4_markdown(cells: list[dict], scale: str) -> str:
+    """The 2x2 table, each cell beside the paper's figure where it has one."""
+    lines = ["| student \\ teacher | unconditioned teacher | reward-aware teacher |", "|---|---|---|"]
+    for kind, label in (("ctd", "unconditioned student (CTD)"), ("ractd", "reward-aware student (RACTD)")):
+        row = [label]
+        for teacher in ("unconditioned", "reward-aware"):
+            c = next(c for c in cells if c["teacher"] == teacher and c["student"] == kind)
+            text = f"{c['score_mean']:.1f} ± {c['score_stderr']:.1f}"
+            if c.get("paper"):
+                text += f" (paper {c['paper']})"
+            row.append(text)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + f"\n\nScores on the {scale} scale, mean ± standard error over the episodes."
+
+
+def where_reward_enters(chain: Chain, *, episodes: int, out: Path, student_weight: float | None = None,
+                        teacher_weight: float | None = None, teacher: str | None = None,
+                        reward: str | None = None) -> dict[str, Any]:
+    """The paper's Table 4 (Table 10 for walker2d-medium): an unconditioned and a reward-aware teacher
+    (`train-teacher --teacher-reward-weight V`), each distilled to a CTD and a RACTD student at weight
+    W (the task's, Table 9, unless ``student_weight``; the paper does not give V, so it defaults to
+    W), each rolled out over ``episodes``. Writes out/table4-TASK.json, prints the table."""
+    spec = chain.spec()
+    w = spec["loss_weights"]["reward"] if student_weight is None else student_weight
+    v = w if teacher_weight is None else teacher_weight
+    if w <= 0 or v <= 0:
+        raise UsageError(f"the reward-aware weights must be > 0 (student {w:g}, teacher {v:g}); pass --student-weight / --teacher-weight")
+    plain, reward = chain.teacher_and_reward(teacher, reward)
+    if aware_teacher(chain, reward, v) is None:
+        chain.ractd("train-teacher", "--env", chain.task, "--teacher-reward-weight", f"{v:g}", "--reward", reward, *chain.train_args)
+    aware = aware_teacher(chain, reward, v)
+    if aware is None:
+        raise RactdError("the reward-aware teacher is not in the cache after its training; see `ractd cache list`")
+    teachers = {"unconditioned": plain, "reward-aware": aware}
+    scale = spec.get("default_score_scale") or "d4rl"
+    cells = []
+    for teacher_kind, kind in TABLE4_CELLS:
+        weight = 0.0 if kind == "ctd" else w
+        sid = chain.student(teachers[teacher_kind], reward, weight, ["--reward", reward, "--reward-weight", f"{weight:g}"])["id"]
+        res = json.loads(chain.ractd("rollout", "--env", chain.task, "--model", sid, "--episodes", str(episodes), "--json", capture=True))
+        key = f"{kind}-1" if teacher_kind == "unconditioned" else f"aware-teacher-{kind}-1"
+        cells.append({"teacher": teacher_kind, "student": kind, "teacher_id": teachers[teacher_kind], "student_id": sid,
+                      "reward_weight": weight, "score_mean": res["score_mean"], "score_stderr": res["score_stderr"],
+                      "episodes": res["episodes"], "paper": spec["paper_scores"].get(key)})
+        scale = res.get("score_scale", scale)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"table4-{chain.task}.json"
+    doc = {"task": chain.task, "reward": reward, "student_weight": w, "teacher_weight": v, "episodes": episodes,
+           "score_scale": scale, "cells": cells}
+    path.write_text(json.dumps(doc, indent=2))
+    print(f"{chain.task}: where the reward model enters (paper Table 4), reward model {reward[:8]}, student weight {w:g}, "
+          f"teacher weight {v:g}, {episodes} episodes per cell ({path}):\n")
+    print(table4_markdown(cells, scale))
+    return doc
