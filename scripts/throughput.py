@@ -8,7 +8,7 @@ One step is what `ractd train-teacher` (``--kind teacher``: the EDM loss) or `ra
 forward, backward, AdamW, on random data of the task's plan shape (T, D) and conditioning width;
 no data loading, EMA or logging (what the training loop adds around it is its own cost). Prints one
 JSON line per setting: ms per step and samples per second, median of ``--steps`` timed steps after
-``--warmup``. For docs/results.md; the numbers depend on the machine and its load.
+``--warmup``. For docs/notes/lab-log.md; the numbers depend on the machine and its load.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def test_envs_json_specs_of_the_installed_plugins():
     assert maze["default_score_scale"] == "d4rl"
     assert specs["hopper-medium"]["score_scales"] == {"d4rl": {"min": -20.272305, "max": 3234.3}}
     assert maze["model_preset"] == "maze2d-umaze" and specs["maze2d-large"]["model_preset"] == "maze2d-large"
-    # Maze2d's reward weight was chosen from measured loss-term magnitudes (docs/results.md)
+    # Maze2d's reward weight was chosen from measured loss-term magnitudes (docs/notes/lab-log.md)
     assert maze["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 0.1}
     # paper Table 9 as the MuJoCo defaults
     assert specs["hopper-medium"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 3.0}

@@ -240,6 +240,9 @@ def test_bench_json_schema_and_plot(cache, tmp_path):
         assert r["ms_per_action"] > 0 and r["score_mean"] is not None
     assert doc["forward_ms"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = png.with_suffix(".md").read_text()  # the same table as markdown beside the plot, every method whole
+    assert doc["table"] == str(png.with_suffix(".md")) and "| method | NFE (paper) |" in md
+    assert all(f"| {row['method']} |" in md for row in doc["rows"]) and "…" not in md
     # However many calls the latency timer made, a row's episodes are those `ractd rollout` plays
     # with the same seed, at any batch size (the CTD student and the teacher keep both modes, so
     # the noise matters).
@@ -257,6 +260,8 @@ def test_bench_picks_the_student_at_the_tasks_weight_or_the_one_named(cache):
     other = ractd("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "5", "--reward-weight", "0.5")["id"]
     try:
         bench = ("bench", "--env", "bimodal", "--latency-only", "--repeats", "1")
+        table = runner.invoke(app, list(bench))  # not a terminal (a log file): markdown, no cell cut to "RAC…"
+        assert table.exit_code == 0 and "| RACTD student (1 step) |" in table.stderr and "…" not in table.stderr, table.stderr
         picked = {r["key"]: (r["model_id"], r["reward_weight"]) for r in ractd(*bench)["rows"]}
         assert picked["ractd-1"] == (cache["ractd"], 1.0) and picked["ctd-1"] == (cache["ctd"], 0.0)
         assert picked["teacher-heun"] == (cache["teacher"], None)

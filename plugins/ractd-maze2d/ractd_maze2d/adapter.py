@@ -56,7 +56,7 @@ FOLLOW_GAIN = 5.0
 # Loss weights (alpha, beta, sigma) per maze. The paper gives none for Maze2d (its Table 9 is
 # MuJoCo's); the reward term here is the mean over the plan of R_psi(s_t, goal at rest) in [-1, 1]
 # (the endpoint conditioning's goal block; until 2026-12-05 R_psi(s_t, goal)). sigma was chosen from
-# measurement under the earlier goal conditioning (docs/results.md), by the paper's rule (App. B.3:
+# measurement under the earlier goal conditioning (docs/notes/lab-log.md), by the paper's rule (App. B.3:
 # weighted terms within one order of magnitude of each other) and the score:
 # - umaze (quick preset): of sigma in {0.02, 0.1, 0.3, 1}, 0.3 is the largest whose weighted reward
 #   term stays within one order of magnitude of beta L_DSM (sigma |L_Reward| / L_DSM = 0.5, 2.7, 6.9,

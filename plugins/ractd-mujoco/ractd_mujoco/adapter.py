@@ -52,7 +52,7 @@ def loss_weights(body: str, dataset: str) -> tuple[float, float, float]:
 # Table 3 (its DDIM/DDPM sample a DDPM-trained model, our Euler/ancestral the EDM teacher), 2-4 steps
 # from Table 5, and CTD as Table 4's unconditioned student of the unconditioned teacher (walker2d-
 # medium: Table 10). `aware-teacher-*` are the other column of Table 4 / Table 10: the students of a
-# reward-aware teacher (`train-teacher --reward-weight`), as `scripts/table4.py` prints them.
+# reward-aware teacher (`train-teacher --teacher-reward-weight`), as `ractd reproduce TASK --what table4` prints them.
 _RACTD_T1 = {
     ("halfcheetah", "medium-expert"): "95.9 ± 1.5", ("hopper", "medium-expert"): "129.0 ± 1.3",
     ("walker2d", "medium-expert"): "119.6 ± 1.9", ("halfcheetah", "medium"): "59.3 ± 0.2",
@@ -127,7 +127,7 @@ def _local_generation(env_id: str, dataset: str) -> str:
 
 def _quick_overrides(body: str, dataset: str) -> dict[str, int]:
     """The quick preset's step counts where learning curves measured here say the default is short
-    (docs/results.md):
+    (docs/notes/lab-log.md):
 
     - R_psi: its held-out R^2 on the SAC medium-replay data still rises to 30-40k steps (hopper 0.26
       at 2k, 0.42 at 40k; walker2d 0.55 at 2k, 0.73 at 40k), and at 2k steps its gradient toppled the
