@@ -242,3 +242,17 @@ def test_gymnasium_robotics_import_notice_is_not_shown(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "Adroit" not in res.stderr
+
+
+def test_paper_preset_takes_the_authors_maze_recipe():
+    """configs/guided_ctmp_maze_{sm,med,lg}.yaml: student batch 1400 / 320 / 320, weight decay 1e-6;
+    edm_maze2d_*.yaml: teacher weight decay 1e-4."""
+    from ractd_cli.registry import get_task
+    from ractd_cli.train.common import TrainOptions
+
+    for task, batch in (("maze2d-umaze", 1400), ("maze2d-medium", 320), ("maze2d-large", 320)):
+        _, spec = get_task(task)
+        student = TrainOptions(preset="paper", device="cpu").config("student", spec)
+        teacher = TrainOptions(preset="paper", device="cpu").config("teacher", spec)
+        assert (student.batch_size, student.lr, student.weight_decay) == (batch, 1e-4, 1e-6)
+        assert (teacher.batch_size, teacher.weight_decay, teacher.betas, teacher.ema_power) == (1024, 1e-4, (0.95, 0.999), 0.75)

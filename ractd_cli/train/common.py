@@ -67,10 +67,15 @@ class TrainOptions:
     def config(self, kind: str, spec: TaskSpec | None = None) -> TrainConfig:
         p = self.preset_for(spec)
         steps = self.steps or p.steps[kind]
+        weight_decay = p.of(kind, "weight_decay")
         return TrainConfig(
             steps=steps,
-            batch_size=self.batch_size or p.batch_size,
-            lr=self.lr or p.lr,
+            batch_size=self.batch_size or p.of(kind, "batch_size"),
+            lr=self.lr or p.of(kind, "lr"),
+            **({"weight_decay": weight_decay} if weight_decay is not None else {}),
+            betas=p.betas,
+            ema_power=p.ema_power,
+            ema_decay=p.ema_decay,
             seed=self.seed,
             warmup=min(500, max(1, steps // 20)),
             checkpoint_every=max(50, steps // 10),

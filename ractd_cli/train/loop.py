@@ -64,17 +64,26 @@ class TrainConfig:
     device: str = "cpu"
     precision: str = "fp32"
     """``fp32``, or autocast to ``bf16`` / ``fp16`` (fp16 with a gradient scaler): :data:`PRECISIONS`."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's betas (the RACTD authors' configs: (0.95, 0.999), the ``paper`` preset's)."""
+    ema_power: float | None = None
+    """The EMA's warm-up: None, decay_n = min(ema_decay, (1+n)/(10+n)); a power p, the authors'
+    ``EMAModel`` (inv_gamma 1): decay_n = min(ema_decay, 1 - (1+n)^-p) (their configs: p = 0.75)."""
     log_dir: str | None = None
     """Where the run's TensorBoard event files go (a subfolder per run); None: the cache's ``runs/``
     when tensorboard is installed, else no event files. Not part of the run's identity."""
 
     def record(self) -> dict[str, Any]:
         """What an artifact records of its training: every field but ``log_dir``, ``precision`` only
-        when it is not fp32 (so fp32 artifacts keep the ids they had before the option existed)."""
+        when it is not fp32, ``betas`` and ``ema_power`` when not the defaults (so artifacts keep the ids
+        they had before these options existed)."""
         d = asdict(self)
         del d["log_dir"]
-        if d["precision"] == "fp32":
-            del d["precision"]
+        for key, default in (("precision", "fp32"), ("betas", (0.9, 0.999)), ("ema_power", None)):
+            if d[key] == default:  # recorded only when taken, so earlier artifacts keep their ids
+                del d[key]
+        if "betas" in d:
+            d["betas"] = list(d["betas"])
         return d
 
     def run_key(self, extra: Mapping) -> str:
@@ -126,13 +135,19 @@ def _lr_lambda(warmup: int, steps: int) -> Callable[[int], float]:
     return f
 
 
-def _ema_with_warmup(decay: float):
-    """EMA update with the usual warm-up, decay_n = min(decay, (1+n)/(10+n)), so short runs
-    are not dominated by their first weights; ``torch.optim.swa_utils.AveragedModel`` applies it."""
+def ema_decay_at(n: int, decay: float, power: float | None = None) -> float:
+    """The EMA's decay at its n-th update (n = 0, 1, ...): min(decay, (1+n)/(10+n)), the usual warm-up,
+    so short runs are not dominated by their first weights; with ``power`` p, the RACTD authors'
+    ``EMAModel`` (inv_gamma 1, min 0): min(decay, 1 - (1+n)^-p)."""
+    warm = (1.0 + n) / (10.0 + n) if power is None else 1.0 - (1.0 + n) ** -power
+    return min(decay, max(0.0, warm))
+
+
+def _ema_with_warmup(decay: float, power: float | None = None):
+    """The EMA update :func:`ema_decay_at` describes; ``torch.optim.swa_utils.AveragedModel`` applies it."""
 
     def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        n = float(num_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
+        d = ema_decay_at(int(num_averaged), decay, power)
         torch._foreach_lerp_(ema_params, params, 1.0 - d)
 
     return update
@@ -304,7 +319,7 @@ def train(
     gen = torch.Generator(device=device).manual_seed(seed)  # noise inside the losses (on the device)
     gens = (gen_data, gen)
     model.to(device).train()
-    ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(cfg.ema_decay), use_buffers=True)
+    ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(cfg.ema_decay, cfg.ema_power), use_buffers=True)
     ema.requires_grad_(False)
     step_loss: Callable[[Batch, torch.Generator], Mapping[str, torch.Tensor]] = functools.partial(loss_fn, model, ema.module)
     if world.active:  # all-reduced gradients: PyTorch's DistributedDataParallel around the whole loss
@@ -319,7 +334,7 @@ def train(
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     lr_lambda = _lr_lambda(cfg.warmup, cfg.steps)
     ckpt = checkpoint_path(name, cfg.run_key(run_extra or {}))
     # Running sums of every logged quantity over the last 10% of steps (the artifact's ``losses``),

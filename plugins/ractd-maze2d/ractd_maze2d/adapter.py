@@ -90,6 +90,14 @@ QUICK = {"net": "small", "teacher": 3000, "student": 1600, "batch_size": 32, "lr
 # episodes instead of 50% (success 71% vs 57%, score 112.1 vs 78.8) and the CTD student scored 53.4
 # instead of 29.5. Its inverse dynamics took as many steps (94 s), as measured.
 QUICK_LARGE = {**QUICK, "teacher": 24000, "inverse-dynamics": 24000, "batch_size": 128, "plan_stride": 8}
+# ``--preset paper``: the RACTD authors' maze configs where they differ from ractd's paper preset
+# (configs/edm_maze2d_*.yaml: teacher weight decay 1e-4; guided_ctmp_maze_{sm,med,lg}.yaml: student
+# batch 1400 / 320 / 320, weight decay 1e-6).
+PAPER_STUDENT_BATCH = {"umaze": 1400, "medium": 320, "large": 320}
+
+
+def _paper(maze: str) -> dict:
+    return {"kinds": {"teacher": {"weight_decay": 1e-4}, "student": {"batch_size": PAPER_STUDENT_BATCH[maze], "weight_decay": 1e-6}}}
 
 
 # The RACTD paper's figures for `bench`'s rows (D4RL scale, mean ± standard error): the EDM teacher
@@ -127,7 +135,7 @@ def _spec(maze: str) -> TaskSpec:
         ),
         loss_weights=LOSS_WEIGHTS[maze],
         model_preset=f"maze2d-{maze}",  # paper Table 6
-        presets={"quick": QUICK_LARGE if maze == "large" else QUICK},
+        presets={"quick": QUICK_LARGE if maze == "large" else QUICK, "paper": _paper(maze)},
         goal_dims=(0, 1),  # the goal is the position (x, y) ...
         rest_dims=(2, 3),  # ... at rest: (vx, vy) = 0
         ref_min_score=lo,  # Minari's, for the dataset metadata
