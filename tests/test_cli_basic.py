@@ -158,6 +158,8 @@ BAD_INPUT = [
     (["distill", "--env", "bimodal", "--reward-weight", "nan"], "--reward-weight"),
     (["distill", "--env", "bimodal", "--ctm-weight", "inf"], "--ctm-weight"),
     (["distill", "--env", "bimodal", "--dsm-weight", "-1"], "--dsm-weight"),
+    (["distill", "--env", "bimodal", "--teacher-steps", "0"], "--teacher-steps"),
+    (["distill", "--env", "bimodal", "--teacher-steps", "81"], "--teacher-steps"),
     (["rollout", "--env", "bimodal", "--seed", "-1"], "--seed"),
     (["rollout", "--env", "bimodal", "--episodes", "0"], "--episodes"),
     (["bench", "--env", "bimodal", "--seed", "-1"], "--seed"),

@@ -212,6 +212,20 @@ def test_distill_saves_the_last_weights_or_their_ema(cache):
     assert r.exit_code == 2 and "raw, ema" in r.output
 
 
+def test_teacher_steps_lengthen_the_ctm_targets_and_are_recorded(cache):
+    """--teacher-steps N: CTM targets from up to N teacher Heun steps; another student (other losses),
+    recorded as max_teacher_steps; the default 1 is RACTD's code's."""
+    from ractd_cli.artifacts import load_artifact
+
+    args = ("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "20", "--reward-weight", "0")
+    one, four = ractd(*args), ractd(*args, "--teacher-steps", "4")
+    a, b = load_artifact(one["id"]), load_artifact(four["id"])
+    assert (a.config["max_teacher_steps"], b.config["max_teacher_steps"]) == (1, 4)
+    assert one["id"] != four["id"] and one["losses"]["ctm"] != four["losses"]["ctm"]
+    for art in (a, b):
+        art.path.unlink()
+
+
 def test_missing_teacher_names_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path / "empty"))
     r = runner.invoke(app, ["distill", "--env", "bimodal"])

@@ -55,8 +55,12 @@ def distill_student(
     eval_every: int = 0,
     eval_label: dict | None = None,
     keep: str = "last",
+    teacher_steps: int = MAX_TEACHER_STEPS,
 ) -> Artifact:
     """Distill a student (see the module docstring); the saved artifact.
+
+    ``teacher_steps``: the most Heun steps of the teacher from t to u behind each CTM target (the
+    step count drawn uniformly in [1, teacher_steps]; RACTD's code: ``ode_steps_max: 1``).
 
     ``evaluator(student)`` (every ``eval_every`` steps and at the end) scores an unsaved student
     artifact of the current weights (the ones ``weights`` would save); the results become the
@@ -75,6 +79,8 @@ def distill_student(
     if weights not in SAVED_WEIGHTS:
         raise UsageError(f"unknown --weights {weights!r}; use one of {', '.join(SAVED_WEIGHTS)}")
     check_keep(keep, eval_every if evaluator is not None else 0)
+    if not 1 <= teacher_steps <= NUM_BINS:
+        raise UsageError(f"--teacher-steps must be between 1 and {NUM_BINS} (the grid's bins), got {teacher_steps}")
     best = BestWeights() if keep == "best" else None
     d_alpha, d_beta, d_sigma = spec.loss_weights
     alpha = d_alpha if alpha is None else alpha
@@ -113,7 +119,7 @@ def distill_student(
     def loss_fn(model, ema, batch, gen):  # the CTM target is sg(model), not the EMA
         out = ractd_loss(
             model, teacher, reward_fn, batch["x"], batch["cond"],
-            alpha=alpha, beta=beta, sigma_r=sigma_r, sigmas=sigmas, max_teacher_steps=MAX_TEACHER_STEPS,
+            alpha=alpha, beta=beta, sigma_r=sigma_r, sigmas=sigmas, max_teacher_steps=teacher_steps,
             generator=gen, distance=distance,
         )
         return {"loss": out["total"], **{k: v.mean() for k, v in out.items() if k != "total"},
@@ -140,7 +146,7 @@ def distill_student(
             "weights": weights,
             "ctm_target": "stop-gradient student",
             "dsm_target": "G(x_t, t, 0)",
-            "max_teacher_steps": MAX_TEACHER_STEPS,
+            "max_teacher_steps": teacher_steps,
             "student_sigma_min": STUDENT_SIGMA_MIN,
             "train": cfg.record(),
             "preset": opts.preset,
@@ -158,7 +164,8 @@ def distill_student(
     res = train(
         student, loss_fn, data.diffusion, cfg,
         name=f"student-{spec.name}",
-        run_extra={"parents": parents, "weights": [alpha, beta, sigma_r], "distance": distance, **({"eval": eval_cfg} if eval_cfg else {})},
+        run_extra={"parents": parents, "weights": [alpha, beta, sigma_r], "distance": distance, **({"eval": eval_cfg} if eval_cfg else {}),
+                   **({"teacher_steps": teacher_steps} if teacher_steps != MAX_TEACHER_STEPS else {})},
         resume=opts.resume, show_progress=opts.show_progress,
         evaluate=evaluate if eval_cfg else None, eval_every=eval_every, fingerprint=fingerprint,
     )
