@@ -124,6 +124,10 @@ class _Group(TyperGroup):
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             _show_choices(command)
+            for cmd in (command, *getattr(command, "commands", {}).values()):
+                help_option = cmd.get_help_option(ctx)  # click caches it: its --help row loses the <bool> too
+                if help_option is not None:
+                    help_option.metavar = ""
         return command
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]

@@ -322,7 +322,7 @@ def test_help_shows_the_choices_and_groups_long_commands():
     r = runner.invoke(app, ["rollout", "--help"], env={"COLUMNS": "160"})
     assert r.exit_code == 0
     assert "[inverse|track|controller]" in r.output and "[unit|edm]" in r.output
-    assert r.output.count("<bool>") == 1 and re.search(r"--help\s+-h\s+<bool>", r.output)  # click's own --help alone
+    assert "<bool>" not in r.output and re.search(r"--help\s+-h\s+Show this message", r.output)  # click's own --help too
     for panel in ("Sampling", "Executing state plans (Maze2d)", "Episodes and scores", "Speed"):
         assert f"─ {panel} ─" in r.output, panel
     t = runner.invoke(app, ["train-teacher", "--help"], env={"COLUMNS": "160"})
