@@ -530,7 +530,7 @@ def fetch(
     env: Optional[str] = typer.Option(None, "--env", help="The task, as other commands take it (instead of TASK)."),
     source: str = typer.Option("minari", help="`minari`: download the published Minari dataset; `local`: generate it here."),
     steps: Optional[int] = typer.Option(None, min=1, max=10 * STEPS_MAX, help="Env steps to generate (local source; default: the adapter's)."),
-    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the local generator."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the local generator. The same seed gives the same data on the same CPU type and thread count; MuJoCo's SAC-made data differ between machines (docs/commands/fetch.md)."),
     force: bool = typer.Option(False, "--force", help="Re-fetch even if the dataset is already in the cache (a damaged one is re-fetched without it)."),
     json_: bool = JsonOpt,
 ) -> None:
