@@ -1,8 +1,9 @@
 """``ractd reproduce``: the paper's chains from nothing, as a user would type them.
 
 Each chain prints every ``ractd`` command before it runs it (in a child process: the same program,
-``python -m ractd_cli``) and skips every step whose output the cache already holds, so a stopped
-chain continues where it stopped when run again:
+``python -m ractd_cli``) and skips every step whose output the cache already holds; training
+commands run with ``--resume``, so a stopped chain continues where it stopped when run again, also
+inside a model's training:
 
     ractd fetch TASK --source local                 (a no-op when the dataset exists)
     ractd train-teacher --env TASK                  (unless an unconditioned teacher exists)
@@ -53,7 +54,7 @@ class ChainStopped(RactdError):
 
     def __init__(self, args: Sequence[str], code: int):
         super().__init__(f"`ractd {args[0]}` failed (its error is above); fix that and run the same `ractd reproduce` "
-                         "command again: it continues from what the cache holds")
+                         "command again: it continues where it stopped")
         self.exit_code = code
 
 
@@ -71,6 +72,11 @@ class Chain:
         if out.returncode != 0:
             raise ChainStopped(args, out.returncode)
         return out.stdout or ""
+
+    def train(self, command: str, *args: str) -> str:
+        """Run one training command on the task with ``--resume``: a model whose training was stopped
+        continues from its checkpoint (one with none starts from scratch)."""
+        return self.ractd(command, "--env", self.task, "--resume", *args)
 
     def artifacts(self, kind: str) -> list[dict[str, Any]]:
         """What the cache holds of ``kind`` for the task, newest first (not shown: it only looks)."""
@@ -102,9 +108,9 @@ class Chain:
         one (or an id prefix is given): their full ids (newest first)."""
         self.ractd("fetch", self.task, "--source", "local")
         if teacher is None and not any(not t["parents"] for t in self.artifacts("teacher")):
-            self.ractd("train-teacher", "--env", self.task, *self.train_args, *teacher_args)
+            self.train("train-teacher", *self.train_args, *teacher_args)
         if reward is None and not self.artifacts("reward"):
-            self.ractd("train-reward", "--env", self.task, *self.train_args)
+            self.train("train-reward", *self.train_args)
         plain = [t for t in self.artifacts("teacher") if not t["parents"]]
         rewards = self.artifacts("reward")
         if not plain or not rewards:
@@ -133,7 +139,7 @@ class Chain:
         ``weight`` and ``evaluation``)."""
         meta = self.cached_student(teacher, reward, weight, evaluation)
         if meta is None:
-            self.ractd("distill", "--env", self.task, "--teacher", teacher, *distill_args, *self.train_args)
+            self.train("distill", "--teacher", teacher, *distill_args, *self.train_args)
             meta = self.cached_student(teacher, reward, weight, evaluation)
             if meta is None:
                 raise RactdError(f"the student of teacher {teacher[:8]} at reward weight {weight:g} is not in the cache after "
@@ -246,7 +252,7 @@ def where_reward_enters(chain: Chain, *, episodes: int, out: Path, student_weigh
         raise UsageError(f"the reward-aware weights must be > 0 (student {w:g}, teacher {v:g}); pass --student-weight / --teacher-weight")
     plain, reward = chain.teacher_and_reward(teacher, reward)
     if aware_teacher(chain, reward, v) is None:
-        chain.ractd("train-teacher", "--env", chain.task, "--teacher-reward-weight", f"{v:g}", "--reward", reward, *chain.train_args)
+        chain.train("train-teacher", "--teacher-reward-weight", f"{v:g}", "--reward", reward, *chain.train_args)
     aware = aware_teacher(chain, reward, v)
     if aware is None:
         raise RactdError("the reward-aware teacher is not in the cache after its training; see `ractd cache list`")

@@ -32,6 +32,7 @@ def test_results_runs_the_chain_once_and_prints_the_table(tmp_path, _tmp_cache):
     assert first.stderr.count("$ ractd distill") == 2
     lines = {line.split()[2]: line for line in first.stderr.splitlines() if line.startswith("$ ractd ")}
     assert lines["train-teacher"].endswith("--steps 100 --steps 120")  # --teacher-args: the teacher's alone, last
+    assert all("--resume" in lines[c] for c in ("train-teacher", "train-reward", "distill"))  # a stopped model continues
     assert "120" not in lines["train-reward"] and "120" not in lines["distill"]
     assert "--seed 3" in lines["bench"] and ", bench --seed 3:" in first.stdout  # --bench-args
     doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
