@@ -331,7 +331,7 @@ def test_help_shows_the_choices_and_groups_long_commands():
 
 def test_shell_completion_is_offered():
     r = runner.invoke(app, ["--show-completion", "bash"], prog_name="ractd")
-    assert r.exit_code == 0 and "_ractd_completion" in r.output and "complete -o default" in r.output
+    assert r.exit_code == 0 and "_ractd_completion" in r.output and "complete -o default" in r.output, r.output
     top = runner.invoke(app, ["--help"], env={"COLUMNS": "160"})
     assert "--install-completion" in top.output and "<bool>" not in top.output
 
