@@ -470,15 +470,23 @@ class JointTask(Subtask):
             if reached() or left["regrasps"] <= 0:
                 return []
             left["regrasps"] -= 1
+            if self.grasp:  # let go, grasp the handle where it is now, pull on
+                return [
+                    Phase("release", OPEN, lambda: self.arm.fingers() > 0.06, 4, target=self.frozen(self.hand)),
+                    Phase("contact", OPEN, self.near(contact_now, 0.012), 8, target=contact_now, max_lin=0.03),
+                    self.grasping(contact_now, 3),
+                    move(),
+                ]
+            # a push that slipped off: back off, line up with the object where it is now, push on
+            redo = self.frozen(contact_now)
+            lined_up = self.frozen(lambda: (redo()[0] + 0.4 * (redo()[1] @ (r0.T @ approach)), redo()[1]))
             return [
-                Phase("release", OPEN, lambda: self.arm.fingers() > 0.06, 4, target=self.frozen(self.hand)),
-                Phase("contact", OPEN, self.near(contact_now, 0.012), 8, target=contact_now, max_lin=0.03),
-                self.grasping(contact_now, 3),
+                Phase("align", CLOSED, self.near(lined_up, 0.008), 10, target=lined_up, max_lin=0.02),
+                Phase("contact", CLOSED, self.settled(redo, 0.012, 0.025), 10, target=redo, max_lin=0.025),
                 move(),
             ]
 
         retries = {"n": 2}
-
         # A push starts where the object is at rest; the object moves under the push.
         touch = contact_now if self.grasp else self.frozen(contact_now)
 
@@ -567,9 +575,10 @@ class LightSwitch(JointTask):
     site = "light_site"
     orient = (-0.4, 0.8, 0.0)
     posture = np.array([-1.39, -0.79, 1.599, -1.639, 0.297, 0.697, 0.748])
-    contact = np.array([0.035, 0.0, 0.0])
+    contact = np.array([0.045, 0.0, 0.0])  # right of the lever (radius 2.1 cm), with room for the fingers
     grasp = False
     turn = False
+    regrasps = 2
     aim = -0.7
     lead = 0.3
     stop = 0.05
@@ -589,6 +598,7 @@ class _Burner(JointTask):
     contact = np.array([-0.03, -0.046, 0.035])
     grasp = False
     turn = False
+    regrasps = 2
     aim = -1.0
     lead = 0.6
     stop = 0.1
@@ -655,7 +665,11 @@ class KettleTask(Subtask):
 
         def back():  # straight toward the robot: the open fingers slide off the bar, not lift it
             p, r = let_go()
-            return p + np.array([0.0, -0.1, -0.005]), r
+            return p + np.array([0.0, -0.15, -0.005]), r
+
+        def clear():  # then up, out of the kettle's way
+            p, r = back()
+            return p + np.array([0.0, 0.0, 0.05]), r
 
         return [
             self.transit(pre, OPEN),
@@ -666,7 +680,8 @@ class KettleTask(Subtask):
             Phase("carry", CLOSED, self.near(over, 0.02), 30, target=over, max_lin=0.03),
             Phase("lower", CLOSED, self.near(down, 0.012), 15, target=down, max_lin=0.02),
             Phase("release", OPEN, lambda: self.arm.fingers() > 0.075, 5, target=let_go),
-            Phase("retreat", OPEN, self.near(back, 0.03), 15, target=back),
+            Phase("retreat", OPEN, self.near(back, 0.02), 12, target=back),
+            Phase("clear", OPEN, self.near(clear, 0.03), 8, target=clear),
         ]
 
 
