@@ -15,12 +15,22 @@ must also hold the arm against gravity; :meth:`Arm.action` adds both terms from 
 (``dof_damping / (kp dt)`` per rad of motion per step, ``qfrc_bias / kp``).
 
 A subtask (:class:`JointTask` for the hinged and sliding objects, :class:`KettleTask` for the
-kettle) is a list of :class:`Phase`: approach a pre-contact pose, reach the contact pose, close the
-gripper where it grasps, move along the object's joint, release and back off. Targets are computed
-from the live simulation state (the object's sites and joint anchors), so a controller recovers
-from the disturbances that the action noise causes. The success test is the env's own: the
-subtask's object coordinates (``OBS_ELEMENT_INDICES``) within ``BONUS_THRESH`` (L2) of
-``OBS_ELEMENT_GOALS``.
+kettle) is a list of :class:`Phase`: a joint-space transit to a posture near the object (solved
+by IK from a reference posture found offline), a Cartesian approach to a pre-contact pose 10 cm
+back along the gripper's approach axis, a slow alignment 4 cm short of the contact, the contact,
+closing the fingers where it grasps, the motion along the object's joint, release and back-off.
+Targets come from the live simulation state (the object's sites and joint anchors), so a
+controller follows what the action noise does to the arm and the object. How each object is
+handled:
+
+* microwave, slide cabinet, hinge cabinet: grasp the vertical handle and pull it along the door's
+  arc (the slide's line); a grasp that creeps loose (MuJoCo's soft contacts) is renewed;
+* light switch, bottom and top burner: push with the closed fingertips (the switch lever sideways;
+  the knob's vertical bar at one end, which turns the knob), lining up again if the push slips;
+* kettle: grasp its handle bar, lift, carry 25 cm toward the back burner, set down, back off.
+
+The success test is the env's own: the subtask's object coordinates (``OBS_ELEMENT_INDICES``)
+within ``BONUS_THRESH`` (L2) of ``OBS_ELEMENT_GOALS``.
 
 :class:`ScriptedPolicy` chains subtask controllers in a given order and adds Gaussian noise to the
 actions; :func:`run_subtask_trials` measures one controller's success rate alone.
@@ -49,6 +59,10 @@ SUBTASKS: tuple[str, ...] = (
     "hinge cabinet",
 )
 """The seven FrankaKitchen-v1 subtasks, with the env's names (``OBS_ELEMENT_GOALS`` keys)."""
+
+WITHDRAW_Y = 0.45
+"""Before moving to a new subtask the hand first backs off to at most this y (m): the kitchen's
+front (handles, knobs, the light switch) lies at y ~0.5-0.6."""
 
 OPEN, CLOSED = 1.0, -1.0
 """Finger actions: +1 opens the gripper (fingers to 0.04 m each), -1 closes it."""
@@ -323,11 +337,20 @@ class Subtask:
     def near(self, target: Callable[[], tuple[np.ndarray, Any]], tol: float) -> Callable[[], bool]:
         return lambda: bool(np.linalg.norm(self.arm.pos() - target()[0]) < tol)
 
-    def transit(self, target: Callable[[], tuple[np.ndarray, np.ndarray]], grip: float) -> Phase:
-        """A joint-space move to the posture (solved once, from :attr:`posture`) that reaches ``target``."""
+    def transit(self, target: Callable[[], tuple[np.ndarray, np.ndarray]], grip: float) -> list[Phase]:
+        """Get to ``target`` from wherever the last subtask left the arm: first withdraw the hand
+        toward the robot (y <= :data:`WITHDRAW_Y`) and up to the target's height if it is lower
+        (a straight joint-space sweep across the kitchen front once flicked the light switch on
+        the way), then a joint-space move to the posture, solved once from :attr:`posture`, that
+        reaches ``target``."""
         pos, rot = target()
         q_goal, _ = self.arm.solve(pos, rot, self.posture)
-        return Phase("transit", grip, lambda: bool(np.max(np.abs(self.arm.q - q_goal)) < 0.06), 45, joints=lambda: q_goal)
+        start = self.arm.pos()
+        via = np.array([start[0], min(start[1], WITHDRAW_Y), max(start[2], pos[2])])
+        return [
+            Phase("withdraw", grip, self.near(lambda: (via, None), 0.03), 12, target=lambda: (via, None), max_lin=0.04),
+            Phase("transit", grip, lambda: bool(np.max(np.abs(self.arm.q - q_goal)) < 0.06), 45, joints=lambda: q_goal),
+        ]
 
     @staticmethod
     def frozen(target: Callable[[], Any]) -> Callable[[], Any]:
@@ -360,7 +383,7 @@ class Subtask:
         """The gripper's current pose."""
         return self.arm.pos(), self.arm.rot()
 
-    def grasping(self, target: Callable[[], tuple[np.ndarray, np.ndarray]], steps: int = 5) -> Phase:
+    def grasping(self, target: Callable[[], tuple[np.ndarray, np.ndarray]], steps: int = 4) -> Phase:
         count = {"n": 0}
 
         def done() -> bool:
@@ -428,8 +451,11 @@ class JointTask(Subtask):
     def build(self) -> list[Phase]:
         d = self.arm.data
         r0 = grip_rotation(*self.orient)
-        q0 = self.jq()
-        contact0 = d.site_xpos[self.sid].copy() + self.contact + self.depth * r0[:, 2]
+        # Offsets and orientation are defined on the object at rest (its model default); an object
+        # that an earlier subtask has nudged is carried back to rest to place them, then forward.
+        q0 = float(self.arm.model.qpos0[self.qadr])
+        site_at_rest, _ = self.carried(d.site_xpos[self.sid].copy(), r0, q0 - self.jq())
+        contact0 = site_at_rest + self.contact + self.depth * r0[:, 2]
 
         def contact_now() -> tuple[np.ndarray, np.ndarray]:
             return self.carried(contact0, r0, self.jq() - q0)
@@ -505,7 +531,7 @@ class JointTask(Subtask):
             return p + 0.4 * (r @ (r0.T @ approach)), r
 
         phases = [
-            self.transit(pre, grip),
+            *self.transit(pre, grip),
             Phase("approach", grip, self.near(pre, 0.012), 25, target=pre),
             Phase("align", grip, self.near(align, 0.006), 12, target=align, max_lin=0.02),
             reach(),
@@ -663,24 +689,27 @@ class KettleTask(Subtask):
 
         let_go = self.frozen(self.hand)
 
-        def back():  # straight toward the robot: the open fingers slide off the bar, not lift it
-            p, r = let_go()
-            return p + np.array([0.0, -0.15, -0.005]), r
+        flat = np.array([r0[0, 2], r0[1, 2], 0.0])
+        flat /= np.linalg.norm(flat)  # the approach direction, horizontal
+
+        def back():  # back off horizontally: the open fingers slide off the bar (along -approach
+            p, r = let_go()  # they would rise and could lift it; along -y they would rub a post)
+            return p - 0.15 * flat, r
 
         def clear():  # then up, out of the kettle's way
             p, r = back()
             return p + np.array([0.0, 0.0, 0.05]), r
 
         return [
-            self.transit(pre, OPEN),
+            *self.transit(pre, OPEN),
             Phase("approach", OPEN, self.near(pre, 0.02), 25, target=pre),
             Phase("contact", OPEN, self.near(handle, 0.012), 20, target=handle, max_lin=0.03),
             self.grasping(handle),
             Phase("lift", CLOSED, self.near(lifted, 0.015), 15, target=lifted, max_lin=0.02),
             Phase("carry", CLOSED, self.near(over, 0.02), 30, target=over, max_lin=0.03),
             Phase("lower", CLOSED, self.near(down, 0.012), 15, target=down, max_lin=0.02),
-            Phase("release", OPEN, lambda: self.arm.fingers() > 0.075, 5, target=let_go),
-            Phase("retreat", OPEN, self.near(back, 0.02), 12, target=back),
+            Phase("release", OPEN, lambda: self.arm.fingers() > 0.078, 6, target=let_go),
+            Phase("retreat", OPEN, self.near(back, 0.02), 12, target=back, max_lin=0.03),
             Phase("clear", OPEN, self.near(clear, 0.03), 8, target=clear),
         ]
 
