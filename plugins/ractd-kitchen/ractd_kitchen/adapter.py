@@ -60,8 +60,8 @@ MAX_STEPS = {"complete": 280, "partial": 450, "mixed": 450}
 
 # Loss weights (alpha, beta, sigma): the paper's Table 9 covers MuJoCo only. Kitchen's could not be
 # chosen from a measurement here: its data are human demonstrations, which cannot be downloaded or
-# generated on a machine without network (the local generator makes random-action smoke data whose
-# return-to-go is flat). (1, 1, 1) is Table 9's medium-replay choice; `distill` prints the weighted
+# generated on a machine without network (the local generator makes scripted demonstrations, not
+# those; the weights were not re-chosen on them). (1, 1, 1) is Table 9's medium-replay choice; `distill` prints the weighted
 # loss terms so a user with the data can check the paper's "within one order of magnitude" rule.
 LOSS_WEIGHTS = (1.0, 1.0, 1.0)
 

@@ -422,7 +422,6 @@ class JointTask(Subtask):
     stop = 0.05
     move_steps = 60
     move_speed = 0.025
-    depth = 0.0  # contact point moved this far (m) along the approach axis: a deeper grasp
     regrasps = 0
     stall = 0.01  # a move that gained less than this (rad or m) over 4 steps has stalled
     turn = True  # the gripper turns with a hinged object (a grasp); False: it keeps its orientation (a push)
@@ -455,7 +454,7 @@ class JointTask(Subtask):
         # that an earlier subtask has nudged is carried back to rest to place them, then forward.
         q0 = float(self.arm.model.qpos0[self.qadr])
         site_at_rest, _ = self.carried(d.site_xpos[self.sid].copy(), r0, q0 - self.jq())
-        contact0 = site_at_rest + self.contact + self.depth * r0[:, 2]
+        contact0 = site_at_rest + self.contact
 
         def contact_now() -> tuple[np.ndarray, np.ndarray]:
             return self.carried(contact0, r0, self.jq() - q0)
