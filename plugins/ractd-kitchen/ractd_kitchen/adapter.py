@@ -18,18 +18,30 @@ with the return alone, :meth:`KitchenAdapter.make_env` wraps the env in
 time* at that step, so an evaluation return is exactly the number of tasks completed and
 ``normalized_score = 100 * return / 4``. The raw reward stays available as ``info["env_reward"]``.
 ``generate`` records the raw env's per-step reward; datasets are never rewritten.
+
+Local data (``ractd fetch kitchen-* --source local``): the human demonstrations cannot be
+generated, so :meth:`KitchenAdapter.generate` records scripted demonstrations instead
+(:mod:`ractd_kitchen.scripted`: one inverse-kinematics controller per subtask, chained, with
+Gaussian action noise) following the composition of D4RL's three datasets (:func:`episode_tasks`).
+``docs/kitchen.md`` has the recipe and the measured success rates.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
 
 from ractd_cli.adapters import EnvAdapter, TaskSpec, normalize_return, quiet_import
-from ractd_cli.data.recording import ProgressBatcher, random_policy, rollout
+from ractd_cli.data.recording import EpisodeRecorder, ProgressBatcher, random_policy, rollout
+from ractd_cli.paths import cache_root
 
 ENV_ID = "FrankaKitchen-v1"
 OBS_DIM = 59
@@ -48,8 +60,8 @@ MAX_STEPS = {"complete": 280, "partial": 450, "mixed": 450}
 
 # Loss weights (alpha, beta, sigma): the paper's Table 9 covers MuJoCo only. Kitchen's could not be
 # chosen from a measurement here: its data are human demonstrations, which cannot be downloaded or
-# generated on a machine without network (the local generator makes random-action smoke data whose
-# return-to-go is flat). (1, 1, 1) is Table 9's medium-replay choice; `distill` prints the weighted
+# generated on a machine without network (the local generator makes scripted demonstrations, not
+# those; the weights were not re-chosen on them). (1, 1, 1) is Table 9's medium-replay choice; `distill` prints the weighted
 # loss terms so a user with the data can check the paper's "within one order of magnitude" rule.
 LOSS_WEIGHTS = (1.0, 1.0, 1.0)
 
@@ -58,9 +70,31 @@ LOSS_WEIGHTS = (1.0, 1.0, 1.0)
 GAMMA = 0.99
 
 LOCAL_GENERATION = (
-    "uniform-random-action episodes on FrankaKitchen-v1, for smoke tests only "
-    "(the human demonstrations cannot be generated)"
+    "scripted demonstrations on FrankaKitchen-v1 (inverse-kinematics controllers per subtask, chained "
+    "in D4RL's task compositions, with Gaussian action noise); not the human demonstrations of D4RL"
 )
+
+BEHAVIOURS = ("scripted", "random")
+"""``generate``'s data-collecting policies: the scripted controllers (default) or uniform random actions."""
+
+ACTION_NOISE = 0.1
+"""Std of the Gaussian noise added to every scripted action (action units: 1 = 2 rad/s)."""
+
+PARTIAL_FULL_SHARE = 0.5
+"""kitchen-partial: the share of episodes planned as the four target subtasks in order."""
+
+TAIL_STEPS = 10
+"""Steps an episode goes on after its last subtask (the arm holding still) before it is cut."""
+
+EPISODES_PER_CHUNK = 20
+"""Finished episodes are cached in chunks of this many, so an interrupted generation resumes."""
+
+SCRIPTED_VERSION = 1
+"""Bumped whenever the controllers change what they record; part of the chunk cache's key."""
+
+LOCAL_STEPS = {"complete": 40_000, "partial": 156_560, "mixed": 156_560}
+"""Default env steps of ``fetch --source local``: partial and mixed as Minari's
+``D4RL/kitchen/{partial,mixed}`` (156,560 steps each); complete more than D4RL's few human demos."""
 
 
 def env_kwargs(dataset: str) -> dict[str, Any]:
@@ -99,8 +133,33 @@ def _spec(dataset: str) -> TaskSpec:
         ref_min_score=None,
         ref_max_score=None,
         ref_scores={"d4rl": (0.0, float(N_TASKS))},  # D4RL's kitchen scale: 0..4 tasks completed
-        extra={"dataset": dataset, "targets": TARGETS[dataset], "d4rl_name": f"kitchen-{dataset}-v0"},
+        extra={"dataset": dataset, "targets": TARGETS[dataset], "d4rl_name": f"kitchen-{dataset}-v0",
+               "local_steps": LOCAL_STEPS[dataset]},
     )
+
+
+def episode_tasks(dataset: str, rng: np.random.Generator) -> tuple[list[str], bool]:
+    """The subtasks one scripted episode of ``dataset`` performs, in order, and whether it is the
+    dataset's four target subtasks in their order (D4RL's recipe, as Minari describes it):
+
+    * ``complete``: always the four targets (microwave, kettle, light switch, slide cabinet), in order;
+    * ``partial``: the four targets in order with probability :data:`PARTIAL_FULL_SHARE`, else
+      four distinct subtasks drawn at random from the seven that are not all four targets;
+    * ``mixed``: four distinct random subtasks, never all four targets (microwave, kettle, bottom
+      burner, light switch) together.
+
+    A random plan is reordered by :func:`ractd_kitchen.scripted.feasible_order` (the hinge
+    cabinet after the subtasks its open door would obstruct).
+    """
+    from .scripted import SUBTASKS, feasible_order
+
+    targets = list(TARGETS[dataset])
+    if dataset == "complete" or (dataset == "partial" and rng.random() < PARTIAL_FULL_SHARE):
+        return targets, True
+    while True:
+        plan = [str(t) for t in rng.permutation(np.array(SUBTASKS))[:N_TASKS]]
+        if not set(targets) <= set(plan):
+            return feasible_order(plan), False
 
 
 class TaskCompletionReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -194,42 +253,163 @@ class KitchenAdapter(EnvAdapter):
         seed: int,
         progress: Callable[[int], None] | None = None,
         behaviour: str | None = None,
+        noise: float = ACTION_NOISE,
+        cache: bool = True,
     ) -> tuple[Sequence[Any], dict]:
-        """A small uniform-random-action dataset, for smoke tests ONLY.
+        """``steps`` env steps of ``task``'s dataset as Minari EpisodeBuffers, and metadata.
 
-        The real kitchen datasets are human teleoperation demos, which cannot be generated; these
-        episodes rarely complete any task. They are collected on :meth:`make_raw_env` (the raw
-        per-step reward, as in Minari's datasets) and stored with the same dict observations.
-        ``behaviour`` (beyond the protocol, for symmetry with the mujoco plugin) accepts only
-        ``None`` or ``"random"``.
+        ``behaviour`` (beyond the protocol): ``"scripted"`` (default) records the scripted
+        controllers of :mod:`ractd_kitchen.scripted` on :meth:`make_raw_env` (the raw per-step
+        reward and the dict observations, as in Minari's datasets). Episode ``k`` is reset with seed
+        ``seed + k``; its plan (:func:`episode_tasks`) and its action noise (N(0, ``noise``^2) per
+        coordinate) come from ``numpy.random.default_rng([seed, k])``. It ends :data:`TAIL_STEPS`
+        steps after its last subtask, at the env's time limit, or at the budget (the last episode
+        is cut there); all three are truncations. In ``kitchen-mixed`` an episode that would
+        complete all four targets (by accident: plans never hold all four) ends just before the
+        step that would complete the fourth. ``"random"``: uniform random actions, a smoke-test
+        stand-in.
+
+        Finished scripted episodes are cached under ``<cache>/kitchen-scripted/`` in chunks of
+        :data:`EPISODES_PER_CHUNK` (NumPy ``.npz`` files, read without pickle), so a generation that
+        is stopped resumes where it was and ends with the same data (``cache=False``: no cache).
+
+        Metadata: ``recipe`` (how the data were made), ``seed``, ``success`` (completion
+        statistics of the episodes, :func:`ractd_kitchen.quality.dataset_quality`), ``plans``
+        (how often each subtask was planned) and Minari's fields.
         """
         spec = self.spec(task)
-        if behaviour not in (None, "random"):
-            raise ValueError(f"kitchen data can only be generated with behaviour='random', got {behaviour!r}")
+        dataset = spec.extra["dataset"]
+        behaviour = "scripted" if behaviour is None else behaviour
+        if behaviour not in BEHAVIOURS:
+            raise ValueError(f"kitchen behaviour must be one of {BEHAVIOURS}, got {behaviour!r}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         batcher = ProgressBatcher(progress)
+        meta: dict[str, Any] = {"env_id": ENV_ID, "env_kwargs": env_kwargs(dataset), "behaviour": behaviour, "seed": seed}
+        if behaviour == "random":
+            env = self.make_raw_env(task)
+            try:
+                buffers = rollout(env, random_policy(env, seed), steps=steps, seed=seed, progress=batcher)
+            finally:
+                env.close()
+            meta.update(
+                algorithm_name="uniform random policy",
+                smoke_test_only=True,
+                description=f"{task}, generated locally with uniform random actions: a smoke-test stand-in, NOT "
+                "the human demonstrations of D4RL kitchen",
+            )
+        else:
+            buffers, extra = self._scripted(task, steps=steps, seed=seed, noise=noise, batcher=batcher, cache=cache)
+            meta.update(extra)
+        buffers = [dataclasses.replace(b, id=i) for i, b in enumerate(buffers)]
+        meta["total_steps"] = int(sum(len(b.rewards) for b in buffers))
+        meta["total_episodes"] = len(buffers)
+        if behaviour == "scripted":
+            from .quality import dataset_quality
+
+            meta["success"] = dataset_quality((b.observations["observation"] for b in buffers), TARGETS[dataset])
+        return buffers, meta
+
+    def _scripted(
+        self, task: str, *, steps: int, seed: int, noise: float, batcher: ProgressBatcher, cache: bool
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """The scripted episodes of :meth:`generate` and their metadata."""
+        import mujoco
+
+        from .quality import completed_subtasks
+        from .scripted import SUBTASKS, ScriptedPolicy
+
+        dataset = self.spec(task).extra["dataset"]
+        targets = set(TARGETS[dataset])
+        recipe = {
+            "generator": "ractd_kitchen.scripted",
+            "version": SCRIPTED_VERSION,
+            "dataset": dataset,
+            "targets": list(TARGETS[dataset]),
+            "plans": {
+                "complete": "the four targets in order, every episode",
+                "partial": f"the four targets in order with probability {PARTIAL_FULL_SHARE}, else 4 random distinct "
+                "subtasks of the 7 that are not all four targets",
+                "mixed": "4 random distinct subtasks of the 7, never all four targets; an episode about to complete all "
+                "four ends before that step",
+            }[dataset],
+            "subtasks": list(SUBTASKS),
+            "action_noise_std": float(noise),
+            "tail_steps": TAIL_STEPS,
+            "max_episode_steps": MAX_STEPS[dataset],
+            "episode_seed": "env.reset(seed=seed + k); plan and noise from numpy.random.default_rng([seed, k])",
+        }
+        store = _ChunkStore(task, seed, recipe) if cache else None
         env = self.make_raw_env(task)
+        buffers: list[Any] = []
+        infos: list[dict[str, Any]] = []
+        done, t0 = 0, time.perf_counter()
         try:
-            buffers = rollout(env, random_policy(env, seed), steps=steps, seed=seed, progress=batcher)
+            while done < steps:
+                k = len(buffers)
+                cached = store.load(k) if store is not None and k % EPISODES_PER_CHUNK == 0 else None
+                if cached is not None:  # a whole chunk from an earlier run
+                    for buf, info in zip(*cached):
+                        if done >= steps:
+                            break
+                        n = len(buf.rewards)
+                        if done + n > steps:  # the budget ends inside this episode
+                            buf = _cut(buf, steps - done)
+                            n = steps - done
+                        buffers.append(buf)
+                        infos.append(info)
+                        done += n
+                        batcher.step(n)
+                    continue
+                rng = np.random.default_rng([seed, k])
+                plan, full = episode_tasks(dataset, rng)
+                # A full MuJoCo reset first (the solver's warm start included): episode k is then the
+                # same whichever episode ran before it, which a resumed generation relies on.
+                mujoco.mj_resetData(env.unwrapped.model, env.unwrapped.data)
+                obs, _ = env.reset(seed=seed + k)
+                policy = ScriptedPolicy(env, plan, noise=noise, rng=rng)
+                rec = EpisodeRecorder(obs, seed=seed + k)
+                reached: set[str] = set()
+                tail, cut, natural_end = 0, False, False
+                while True:
+                    action = policy()
+                    obs, reward, terminated, truncated, info = env.step(action)
+                    now = set(completed_subtasks(obs["observation"][None, :])) | set(info.get("episode_task_completions", ()))
+                    if dataset == "mixed" and targets <= reached | now:
+                        if not len(rec):
+                            raise RuntimeError("kitchen-mixed: an episode completed all four targets on its first step")
+                        cut = natural_end = True  # this step would complete the fourth target: end before it
+                        break
+                    reached |= now
+                    rec.add(action, obs, reward, terminated, truncated)
+                    tail += policy.finished
+                    if terminated or truncated or tail > TAIL_STEPS:
+                        natural_end = True
+                        break
+                    if done + len(rec) >= steps:
+                        break
+                buf = rec.to_buffer(k, truncate_last=True)
+                buffers.append(buf)
+                infos.append({"plan": plan, "full_plan": full, "cut_before_fourth_target": cut,
+                              "controller_outcomes": [[n, bool(ok), int(st)] for n, ok, st in policy.outcomes]})
+                done += len(buf.rewards)
+                batcher.step(len(buf.rewards))
+                if store is not None and natural_end and len(buffers) % EPISODES_PER_CHUNK == 0:
+                    store.save(len(buffers) // EPISODES_PER_CHUNK - 1, buffers[-EPISODES_PER_CHUNK:], infos[-EPISODES_PER_CHUNK:])
         finally:
             env.close()
-        buffers = [dataclasses.replace(b, id=i) for i, b in enumerate(buffers)]
-        meta = {
-            "env_id": ENV_ID,
-            "env_kwargs": env_kwargs(spec.extra["dataset"]),
-            "behaviour": "random",
-            "algorithm_name": "uniform random policy",
-            "smoke_test_only": True,
-            "description": (
-                f"{task}, generated locally with uniform random actions: a smoke-test stand-in, NOT "
-                "the human demonstrations of D4RL kitchen"
-            ),
-            "seed": seed,
-            "total_steps": int(sum(len(b.rewards) for b in buffers)),
-            "total_episodes": len(buffers),
+            batcher.flush()
+        planned = {t: sum(t in i["plan"] for i in infos) for t in SUBTASKS}
+        extra = {
+            "algorithm_name": "ractd scripted FrankaKitchen controllers (damped least-squares IK) + Gaussian action noise",
+            "smoke_test_only": False,
+            "description": f"{task}, generated locally: {LOCAL_GENERATION}",
+            "recipe": recipe,
+            "plans": {"episodes_with_target_plan": int(sum(i["full_plan"] for i in infos)), "subtask_planned": planned,
+                      "cut_before_fourth_target": int(sum(i["cut_before_fourth_target"] for i in infos))},
+            "steps_per_second": round(done / max(time.perf_counter() - t0, 1e-9), 1),
         }
-        return buffers, meta
+        return buffers, extra
 
     # -- scores ------------------------------------------------------------------------------
 
@@ -260,6 +440,89 @@ class KitchenAdapter(EnvAdapter):
     def success(self, task: str, episode_return: float, info: Mapping[str, Any]) -> bool | None:
         """All four target tasks completed."""
         return self.tasks_completed(task, episode_return, info) == N_TASKS
+
+
+def _cut(buf: Any, n: int) -> Any:
+    """The first ``n`` steps of an EpisodeBuffer (observations n+1 rows), its last step truncated."""
+
+    def head(x: Any, rows: int) -> Any:
+        return {key: head(v, rows) for key, v in x.items()} if isinstance(x, Mapping) else np.asarray(x)[:rows].copy()
+
+    truncations = np.asarray(buf.truncations)[:n].copy()
+    truncations[-1] = not bool(np.asarray(buf.terminations)[n - 1])
+    return dataclasses.replace(
+        buf, observations=head(buf.observations, n + 1), actions=head(buf.actions, n), rewards=head(buf.rewards, n),
+        terminations=head(buf.terminations, n), truncations=truncations,
+    )
+
+
+class _ChunkStore:
+    """Finished scripted episodes of one (task, seed, recipe), cached in chunks of
+    :data:`EPISODES_PER_CHUNK`: ``chunk-NNNNN.npz`` (arrays; loaded with ``allow_pickle=False``) and
+    ``chunk-NNNNN.json`` (episode seeds and plans), each written to a temporary file and renamed
+    into place, so a chunk is either whole or absent."""
+
+    SEP = "|"
+
+    def __init__(self, task: str, seed: int, recipe: Mapping[str, Any]):
+        key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+        self.dir = cache_root() / "kitchen-scripted" / f"{task}-seed{int(seed)}-{key}"
+
+    def _paths(self, index: int) -> tuple[Path, Path]:
+        stem = self.dir / f"chunk-{index:05d}"
+        return stem.with_suffix(".npz"), stem.with_suffix(".json")
+
+    def save(self, index: int, buffers: Sequence[Any], infos: Sequence[Mapping[str, Any]]) -> None:
+        arrays: dict[str, np.ndarray] = {}
+
+        def put(prefix: str, x: Any) -> None:
+            if isinstance(x, Mapping):
+                for key, v in x.items():
+                    put(f"{prefix}{self.SEP}{key}", v)
+            else:
+                arrays[prefix] = np.asarray(x)
+
+        for j, b in enumerate(buffers):
+            for field in ("observations", "actions", "rewards", "terminations", "truncations"):
+                put(f"{j}{self.SEP}{field}", getattr(b, field))
+        npz, meta = self._paths(index)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = npz.with_name(npz.name + f".tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, npz)
+        tmp = meta.with_name(meta.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"episodes": [{"id": int(b.id), "seed": b.seed, **dict(i)} for b, i in zip(buffers, infos)]}))
+        os.replace(tmp, meta)
+
+    def load(self, first_episode: int) -> tuple[list[Any], list[dict[str, Any]]] | None:
+        """The cached chunk that starts at episode ``first_episode``, or None."""
+        from minari.data_collector import EpisodeBuffer
+
+        npz, meta = self._paths(first_episode // EPISODES_PER_CHUNK)
+        if not (npz.is_file() and meta.is_file()):
+            return None
+        try:
+            episodes = json.loads(meta.read_text())["episodes"]
+            with np.load(npz, allow_pickle=False) as z:
+                tree: dict[str, Any] = {}
+                for name in z.files:
+                    node = tree
+                    *path, last = name.split(self.SEP)
+                    for part in path:
+                        node = node.setdefault(part, {})
+                    node[last] = z[name]
+        except (OSError, ValueError, KeyError):
+            return None  # a damaged chunk is made again
+        buffers, infos = [], []
+        for j, e in enumerate(episodes):
+            t = tree[str(j)]
+            buffers.append(EpisodeBuffer(
+                id=first_episode + j, seed=e["seed"], observations=t["observations"], actions=t["actions"],
+                rewards=t["rewards"], terminations=t["terminations"], truncations=t["truncations"], infos=None,
+            ))
+            infos.append({k: v for k, v in e.items() if k not in ("id", "seed")})
+        return buffers, infos
 
 
 adapter = KitchenAdapter()
