@@ -45,7 +45,7 @@ def test_task_names_and_specs():
         assert spec.minari_ids == (f"D4RL/kitchen/{dataset}-v2",)
         assert set(spec.extra["targets"]) == TARGETS[name]
         assert spec.ref_min_score is None and spec.ref_max_score is None
-        assert "smoke tests only" in spec.local_generation
+        assert "scripted demonstrations" in spec.local_generation
 
 
 def test_score_from_return():
@@ -115,7 +115,7 @@ def test_evaluation_reward_counts_each_task_once(env):
 def test_generate_random_smoke_data():
     task = "kitchen-complete"
     seen = []
-    buffers, meta = adapter.generate(task, steps=300, seed=0, progress=seen.append)
+    buffers, meta = adapter.generate(task, steps=300, seed=0, progress=seen.append, behaviour="random")
     assert sum(seen) == 300
     assert meta["smoke_test_only"] is True and meta["behaviour"] == "random"
     assert "ref_min_score" not in meta and "ref_max_score" not in meta
@@ -140,7 +140,7 @@ def test_states_accepts_minari_dict_form(tmp_path, monkeypatch):
     minari = pytest.importorskip("minari")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     task = "kitchen-mixed"
-    buffers, meta = adapter.generate(task, steps=40, seed=1)
+    buffers, meta = adapter.generate(task, steps=40, seed=1, behaviour="random")
     with warnings.catch_warnings():  # minari nags about author / code permalink
         warnings.simplefilter("ignore")
         minari.create_dataset_from_buffers(
