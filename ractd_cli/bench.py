@@ -178,9 +178,9 @@ def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
-def markdown(doc: dict[str, Any]) -> str:
-    """Bench's :func:`table` as a markdown table (a log file or a narrow terminal cuts no cell of it)."""
-    head, body = table(doc)
+def markdown(head: list[str], body: list[list[str]]) -> str:
+    """Bench's :func:`table` ``(head, body)`` as a markdown table (a log file or a narrow terminal cuts
+    no cell of it)."""
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(c) + " |" for c in body])
 
 

@@ -77,9 +77,9 @@ _PANEL_OF = {
 }
 
 
-def _show_choices(command) -> None:
-    """``--help`` shows each choice option's values, no ``<bool>`` after a flag, and a long command's
-    options in panels."""
+def _show_choices(command, ctx) -> None:
+    """``--help`` shows each choice option's values, no ``<bool>`` after a flag (click's own ``--help``
+    included), and a long command's options in panels."""
     params = getattr(command, "params", [])
     panels = _PANEL_OF.get(getattr(command, "name", ""), {}) if len(params) > PANEL_MIN_OPTIONS else {}
     for param in params:
@@ -90,8 +90,11 @@ def _show_choices(command) -> None:
             param.metavar = ""
         elif any(o in CHOICES for o in getattr(param, "opts", [])):
             param.metavar = "[" + "|".join(next(CHOICES[o] for o in param.opts if o in CHOICES)) + "]"
+    help_option = command.get_help_option(ctx)  # click caches it, so the blank metavar stays
+    if help_option is not None:
+        help_option.metavar = ""
     for sub in getattr(command, "commands", {}).values():
-        _show_choices(sub)
+        _show_choices(sub, ctx)
 
 
 def _config_first(args: list[str], commands: set[str]) -> list[str]:
@@ -123,11 +126,7 @@ class _Group(TyperGroup):
     def get_command(self, ctx, cmd_name):  # type: ignore[override]
         command = super().get_command(ctx, cmd_name)
         if command is not None:
-            _show_choices(command)
-            for cmd in (command, *getattr(command, "commands", {}).values()):
-                help_option = cmd.get_help_option(ctx)  # click caches it: its --help row loses the <bool> too
-                if help_option is not None:
-                    help_option.metavar = ""
+            _show_choices(command, ctx)
         return command
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
@@ -1079,13 +1078,13 @@ def bench(
     out = out.doc
     title = (f"ractd bench {spec.name} on {out['device']}" + _sampling(out) + _following(out)
              + ("" if latency_only else f", {episodes} episodes, {out['score_scale']} scores"))
+    head, body = b.table(out)
     if plot is not None:  # the same table as markdown beside the plot
-        plot.with_suffix(".md").write_text(f"{title}\n\n{b.markdown(out)}\n\n{b.models_line(out['rows'])}\n")
+        plot.with_suffix(".md").write_text(f"{title}\n\n{b.markdown(head, body)}\n\n{b.models_line(out['rows'])}\n")
         out["table"] = str(plot.with_suffix(".md"))
     if json_:
         print_json(out)
         return
-    head, body = b.table(out)
     widths = [max(len(c) for c in col) for col in zip(head, *body)]
     if err.is_terminal and sum(widths) + 3 * len(widths) + 1 <= err.width:
         table = Table(title=title)
@@ -1096,7 +1095,7 @@ def bench(
         err.print(table)
     else:  # a log file or a narrow terminal: markdown, no cell cut short
         err.print(escape(title), soft_wrap=True)
-        err.print(escape(b.markdown(out)), soft_wrap=True)
+        err.print(escape(b.markdown(head, body)), soft_wrap=True)
     err.print(b.models_line(out["rows"]))
     if out["forward_ms"]:
         err.print(f"bare network forward: {out['forward_ms']:.3f} ms; one-step student / forward = {out['forward_overhead']:.2f}")
@@ -1116,7 +1115,7 @@ def reproduce(
     train_args: str = typer.Option("", "--train-args", help='Options of every training command, e.g. "--preset tiny".'),
     teacher_args: str = typer.Option("", "--teacher-args", help='table: options of train-teacher alone, after --train-args, e.g. "--steps 24000".'),
     bench_args: str = typer.Option("", "--bench-args", help='table: options of bench, e.g. "--follow track" (Maze2d).'),
-    weights: str = typer.Option("", "--reward-weights", help='sweep: the reward weights, space-separated (default: Figure 4\'s, "0 0.3 0.5 0.7 1 1.5").'),
+    reward_weights: str = typer.Option("", "--reward-weights", help='sweep: the reward weights, space-separated (default: Figure 4\'s, "0 0.3 0.5 0.7 1 1.5").'),
     eval_every: int = typer.Option(500, "--eval-every", min=1, help="sweep: training steps between evaluations."),
     eval_episodes: int = typer.Option(20, "--eval-episodes", min=1, max=EPISODES_MAX, help="sweep: episodes per evaluation."),
     student_weight: Optional[float] = typer.Option(None, "--student-weight", help="table4: the RACTD students' reward weight (default: the task's, Table 9)."),
@@ -1137,7 +1136,7 @@ def reproduce(
         raise UsageError(unknown_choice("--what", what, r.WHAT))
     get_task(task)  # an unknown task is a usage error before anything runs
     try:
-        sweep_weights = [float(w) for w in weights.split()] or list(r.SWEEP_WEIGHTS)
+        sweep_weights = [float(w) for w in reward_weights.split()] or list(r.SWEEP_WEIGHTS)
         chain = r.Chain(task, shlex.split(train_args))
         teacher_split, bench_split = shlex.split(teacher_args), shlex.split(bench_args)
     except ValueError as e:

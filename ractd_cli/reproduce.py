@@ -33,9 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .artifacts import read_header
+from .adapters import spec_dict
+from .artifacts import Artifact, list_artifacts
 from .bench import markdown as bench_markdown
 from .bench import models_line, settings_line
+from .bench import table as bench_table
 from .errors import RactdError, UsageError
 from .ui import err
 
@@ -78,25 +80,21 @@ class Chain:
         continues from its checkpoint (one with none starts from scratch)."""
         return self.ractd(command, "--env", self.task, "--resume", *args)
 
-    def artifacts(self, kind: str) -> list[dict[str, Any]]:
-        """What the cache holds of ``kind`` for the task, newest first (not shown: it only looks)."""
-        from .artifacts import list_artifacts
-
-        return [{"id": a.id, "parents": list(a.meta.get("parents") or []), "path": str(a.path)}
-                for a in list_artifacts() if a.kind == kind and a.task == self.task]
+    def artifacts(self, kind: str) -> list[Artifact]:
+        """What the cache holds of ``kind`` for the task (headers only), newest first (not shown: it only looks)."""
+        return [a for a in list_artifacts() if a.kind == kind and a.task == self.task]
 
     def spec(self) -> dict[str, Any]:
-        """The task's spec as `ractd envs --json` gives it."""
-        for adapter in json.loads(self.ractd("envs", "--json", capture=True))["adapters"]:
-            if self.task in (adapter.get("specs") or {}):
-                return adapter["specs"][self.task]
-        raise UsageError(f"unknown task {self.task!r}; list the tasks with `ractd envs`")
+        """The task's spec as `ractd envs --json` gives it (:func:`~ractd_cli.adapters.spec_dict`)."""
+        from .registry import get_task
+
+        return spec_dict(get_task(self.task)[1])
 
     def full_id(self, kind: str, prefix: str | None) -> str | None:
         """The full id of the cached ``kind`` artifact whose id starts with ``prefix`` (None: none asked)."""
         if prefix is None:
             return None
-        found = [x["id"] for x in self.artifacts(kind) if x["id"].startswith(prefix)]
+        found = [x.id for x in self.artifacts(kind) if x.id.startswith(prefix)]
         if len(found) != 1:
             raise UsageError(f"--{kind} {prefix}: {len(found)} cached {kind} artifacts of {self.task} match; "
                              f"list them with `ractd cache list --env {self.task}`")
@@ -107,29 +105,27 @@ class Chain:
         """The task's data, unconditioned teacher and reward model, each made unless the cache holds
         one (or an id prefix is given): their full ids (newest first)."""
         self.ractd("fetch", self.task, "--source", "local")
-        if teacher is None and not any(not t["parents"] for t in self.artifacts("teacher")):
+        if teacher is None and not any(not t.meta.get("parents") for t in self.artifacts("teacher")):
             self.train("train-teacher", *self.train_args, *teacher_args)
         if reward is None and not self.artifacts("reward"):
             self.train("train-reward", *self.train_args)
-        plain = [t for t in self.artifacts("teacher") if not t["parents"]]
+        plain = [t for t in self.artifacts("teacher") if not t.meta.get("parents")]
         rewards = self.artifacts("reward")
         if not plain or not rewards:
             raise RactdError(f"no teacher or reward model of {self.task} in the cache after training them; "
                              f"see `ractd cache list --env {self.task}`")
-        return self.full_id("teacher", teacher) or plain[0]["id"], self.full_id("reward", reward) or rewards[0]["id"]
+        return self.full_id("teacher", teacher) or plain[0].id, self.full_id("reward", reward) or rewards[0].id
 
     def cached_student(self, teacher: str, reward: str, weight: float,
                        evaluation: tuple[int, int] | None = None) -> dict[str, Any] | None:
         """The header of a cached student of ``teacher`` (and ``reward`` when ``weight`` > 0) at reward
         ``weight``, trained with the evaluation ``evaluation`` = (every, episodes) (None: without one)."""
-        for s in self.artifacts("student"):
-            if s["parents"] != ([teacher] if weight == 0 else [teacher, reward]):
+        for a in self.artifacts("student"):
+            if list(a.meta.get("parents") or []) != ([teacher] if weight == 0 else [teacher, reward]):
                 continue
-            meta = read_header(Path(s["path"]))
-            cfg = meta.get("config", {})
-            ev = cfg.get("eval") or {}
-            if cfg.get("reward_weight") == weight and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation:
-                return meta
+            ev = a.config.get("eval") or {}
+            if a.config.get("reward_weight") == weight and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation:
+                return a.meta
         return None
 
     def student(self, teacher: str, reward: str, weight: float, distill_args: Sequence[str],
@@ -168,7 +164,7 @@ def results_table(chain: Chain, *, episodes: int, teacher_episodes: int | None, 
     extra = f", bench {shlex.join(bench_args)}" if bench_args else ""
     print(f"{chain.task}, {doc['episodes']} episodes, on {doc['device']}{extra}:")
     print(settings_line(doc) + "\n")
-    print(bench_markdown(doc))
+    print(bench_markdown(*bench_table(doc)))
     print(f"\n{models_line(doc['rows'])}")
     return doc
 
@@ -218,8 +214,8 @@ def reward_sweep(chain: Chain, *, weights: Sequence[float], eval_every: int, eva
 def aware_teacher(chain: Chain, reward: str, weight: float) -> str | None:
     """The id of a cached reward-aware teacher of ``reward`` at ``weight``, or None."""
     for t in chain.artifacts("teacher"):
-        if t["parents"] == [reward] and read_header(Path(t["path"])).get("config", {}).get("reward_weight") == weight:
-            return t["id"]
+        if list(t.meta.get("parents") or []) == [reward] and t.config.get("reward_weight") == weight:
+            return t.id
     return None
 
 

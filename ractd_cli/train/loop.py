@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar, Union
 
@@ -79,8 +79,9 @@ class TrainConfig:
         they had before these options existed)."""
         d = asdict(self)
         del d["log_dir"]
-        for key, default in (("precision", "fp32"), ("betas", (0.9, 0.999)), ("ema_power", None)):
-            if d[key] == default:  # recorded only when taken, so earlier artifacts keep their ids
+        defaults = {f.name: f.default for f in fields(self)}
+        for key in ("precision", "betas", "ema_power"):
+            if d[key] == defaults[key]:  # recorded only when taken, so earlier artifacts keep their ids
                 del d[key]
         if "betas" in d:
             d["betas"] = list(d["betas"])
