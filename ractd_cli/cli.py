@@ -247,7 +247,7 @@ def _root(
         None, "--cache-dir", help="Cache root for datasets and models (default: $RACTD_CACHE_DIR or the user cache dir)."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
-    config: Optional[str] = typer.Option(None, "--config", metavar="FILE|NAME", help="A recipe: a TOML file with one table per command ([train-teacher], [distill], ...) whose keys are its options (steps = 24000, batch-size = 128); they become the defaults, and flags on the command line win. NAME: a recipe shipped with ractd (`ractd recipes` lists them). May also follow the command: `ractd train-teacher --config FILE`."),
+    config: Optional[str] = typer.Option(None, "--config", metavar="FILE|NAME", help="A recipe: a TOML file with one table per command (\\[train-teacher], \\[distill], ...) whose keys are its options (steps = 24000, batch-size = 128); they become the defaults, and flags on the command line win. NAME: a recipe shipped with ractd (`ractd recipes` lists them). May also follow the command: `ractd train-teacher --config FILE`."),
 ) -> None:
     _state["debug"] = debug
     if cache_dir is not None:

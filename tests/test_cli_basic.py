@@ -25,6 +25,13 @@ def test_help_lists_commands():
         assert cmd in r.stdout
 
 
+def test_help_keeps_bracketed_text():
+    """Rich markup would swallow "[distill]" in an option's help; it must reach the reader."""
+    r = runner.invoke(app, ["--help"], terminal_width=200)
+    assert r.exit_code == 0
+    assert "([train-teacher], [distill], ...)" in " ".join(r.stdout.replace("│", " ").split())
+
+
 def test_envs_json_lists_fake_adapter(fake_adapter):
     r = runner.invoke(app, ["envs", "--json"])
     assert r.exit_code == 0
