@@ -19,7 +19,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -79,12 +79,30 @@ def _latest_trajdiffuser(task: str) -> Artifact | None:
     return next((a for a in list_artifacts() if a.kind == "proposer" and a.task == task and a.config.get("method") == "trajdiffuser"), None)
 
 
-def bench_rows(spec: TaskSpec, student: str | None = None, ctd: str | None = None) -> list[Row]:
+def student_label(art: Artifact) -> str:
+    """A student row's name from its artifact: CTD or RACTD with its reward weight sigma, and which
+    weights it holds: the last step's, or (``--keep best``) those selected on online score."""
+    sigma = float(art.config.get("reward_weight", 0))
+    name = f"RACTD student, sigma {sigma:g}" if sigma > 0 else "CTD student"
+    sel = art.config.get("selection")
+    if sel:
+        return f"{name}, selected on online score at step {sel['step']} (the authors' protocol; optimistic)"
+    return f"{name}, last weights"
+
+
+def bench_rows(spec: TaskSpec, student: str | None = None, ctd: str | None = None, also: Sequence[str] = ()) -> list[Row]:
     """The methods to compare, all on one teacher: the RACTD student's parent when there is one,
-    else the CTD student's, else the newest teacher (students chosen by :func:`pick_students`)."""
+    else the CTD student's, else the newest teacher (students chosen by :func:`pick_students`).
+    ``also``: more students of that teacher (ids or paths), one one-step row each after the others,
+    named by :func:`student_label` (e.g. the same student selected on online score)."""
     ractd, plain = pick_students(spec, student, ctd)
     parent = ractd or plain
     teacher_id = parent.meta["parents"][0] if parent else load_artifact("latest", kind="teacher", task=spec.name).id
+    extra = [load_artifact(ref, kind="student", task=spec.name) for ref in also]
+    for art in extra:
+        if art.meta["parents"][0] != teacher_id:
+            raise UsageError(f"--also {art.id[:8]} comes from teacher {art.meta['parents'][0][:8]}, not {teacher_id[:8]}; "
+                             "bench compares the students of one teacher")
     rows = [
         Row("teacher-heun", "EDM teacher (Heun, 80 bins)", teacher_id, "heun", 159),
         Row("euler-15", "Euler / DDIM (15 steps)", teacher_id, "euler", 15),
@@ -95,6 +113,7 @@ def bench_rows(spec: TaskSpec, student: str | None = None, ctd: str | None = Non
     if ractd is not None:
         rows.append(Row("ractd-1", "RACTD student (1 step)", ractd.id, "onestep", 1))
         rows += [Row(f"ractd-{k}", f"RACTD student ({k} steps)", ractd.id, "multistep", k) for k in (2, 3, 4)]
+    rows += [Row(f"also-{art.id[:8]}", student_label(art), art.id, "onestep", 1) for art in extra]
     trajdiffuser = _latest_trajdiffuser(spec.name)
     if trajdiffuser is not None:
         rows.append(Row("trajdiffuser-0", "Trajectory Diffuser proposal (K=0)", trajdiffuser.id, "euler", 0, 0))
@@ -272,6 +291,7 @@ def bench_planners(
     ctd: str | None = None,
     workers: int = 1,
     sampling: Sampling | None = None,
+    also: Sequence[str] = (),
 ) -> BenchResult:
     """Time and score every row of :func:`bench_rows`. Every row's ``states`` plans are executed the
     same way (``execution``, default the task's: :class:`~ractd_cli.evaluate.Execution`) and
@@ -280,7 +300,8 @@ def bench_planners(
     row records its ``episodes``. ``runtime="onnxruntime"`` adds a latency row for the one-step
     RACTD student exported to ONNX (``ractd export``) and run by onnxruntime, timed in the same run
     as its frozen in-process graph. ``student``, ``ctd``: the students to bench (default: see
-    :func:`pick_students`); each student row records its ``reward_weight``. ``workers`` > 1 runs
+    :func:`pick_students`); ``also``: more student rows (:func:`bench_rows`); each student row records
+    its ``reward_weight`` and, when it was chosen on online score, its ``selection``. ``workers`` > 1 runs
     each row's episodes in that many CPU processes (:func:`~ractd_cli.evaluate.run_episodes`): the
     same scores; the latencies are timed in this process as always. ``sampling``: the teacher and
     student rows' initial noise and clamping (default the authors', :class:`~ractd_cli.planner.Sampling`)."""
@@ -291,7 +312,7 @@ def bench_planners(
     dev = resolve_device(device)
     check_workers(workers, dev)
     sync = _sync_for(dev)
-    rows = bench_rows(spec, student, ctd)
+    rows = bench_rows(spec, student, ctd, also)
     cond1 = torch.zeros(1, spec.cond_dim, device=dev)  # the bare network's input
     past1 = torch.zeros(1, spec.history, spec.obs_dim, device=dev)  # the planners' raw inputs at batch 1
     goal1 = torch.zeros(1, spec.goal_dim, device=dev) if spec.goal_dim else None
@@ -324,6 +345,7 @@ def bench_planners(
             "planner": "diffusion",
             "model_id": loaded.art.id,
             "reward_weight": loaded.art.config.get("reward_weight") if loaded.art.kind == "student" else None,
+            **({"selection": loaded.art.config["selection"]} if loaded.art.config.get("selection") else {}),
             "sampler": planner.sampler_name,
             "nfe": planner.nfe_per_plan,
             "nfe_paper": planner.nfe_paper,

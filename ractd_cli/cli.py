@@ -1042,6 +1042,7 @@ def bench(
     runtime: str = typer.Option("torch", "--runtime", help="torch (default); onnxruntime also exports the one-step RACTD student to ONNX and times it on onnxruntime beside its frozen graph (a latency row; needs the export extra)."),
     student: Optional[str] = typer.Option(None, "--student", help="The RACTD student to bench (id, id prefix or path); its teacher is the teacher of every row. Default: the newest student of the task at the task's own reward weight sigma (`ractd envs`), else the newest at any weight > 0."),
     ctd: Optional[str] = typer.Option(None, "--ctd", help="The CTD student (reward weight 0) to bench. Default: the newest distilled from the RACTD student's teacher."),
+    also: Optional[list[str]] = typer.Option(None, "--also", help="One more student of the same teacher to bench, one step per plan (repeatable): each row says its reward weight and whether it holds its last weights or those selected on online score (`distill --keep best`, the authors' protocol; optimistic)."),
     json_: bool = JsonOpt,
 ) -> None:
     """Compare the teacher's samplers and the students on speed and score, on this machine, in one run.
@@ -1068,7 +1069,7 @@ def bench(
         raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(b.RUNTIMES)}")
     b.require_models(spec)
     out = b.bench_planners(adapter, spec, episodes=episodes, teacher_episodes=teacher_episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit, cuda_graphs=cuda_graphs,
-                execution=execution, score_scale=score_scale, runtime=runtime, student=student, ctd=ctd, sampling=sampling,
+                execution=execution, score_scale=score_scale, runtime=runtime, student=student, ctd=ctd, sampling=sampling, also=also or (),
                 workers=workers)
     if plot is not None:
         from .plots import plot_bench
@@ -1122,6 +1123,8 @@ def reproduce(
     teacher_weight: Optional[float] = typer.Option(None, "--teacher-weight", help="table4: the reward-aware teacher's weight (default: the students')."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="sweep, table4: the unconditioned teacher's id prefix (default: the newest, trained if none)."),
     reward: Optional[str] = typer.Option(None, "--reward", help="sweep, table4: the reward model's id prefix (default: the newest, trained if none)."),
+    select_every: int = typer.Option(0, "--select-every", min=0, help="table: also distil CTD and RACTD scored online every N steps and saved at their best evaluation (`distill --keep best`, the RACTD authors' protocol), benched as rows of their own beside the last weights (optimistic: the same starts choose and score them). 0 (default): last weights only."),
+    select_episodes: int = typer.Option(20, "--select-episodes", min=1, max=EPISODES_MAX, help="table: episodes per online evaluation with --select-every (the authors' students: 20)."),
     out: Path = typer.Option(Path("out"), "--out", help="Folder of the tables, JSON and plots."),
 ) -> None:
     """Reproduce one of the paper's tables or figures for TASK from nothing.
@@ -1143,7 +1146,7 @@ def reproduce(
         raise UsageError(f"--reward-weights, --train-args, --teacher-args and --bench-args: {e}") from None
     if what == "table":
         r.results_table(chain, episodes=episodes, teacher_episodes=teacher_episodes, out=out, teacher_args=teacher_split,
-                        bench_args=bench_split)
+                        bench_args=bench_split, selection=(select_every, select_episodes) if select_every else None)
     elif what == "sweep":
         r.reward_sweep(chain, weights=sweep_weights, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
                        teacher=teacher, reward=reward)

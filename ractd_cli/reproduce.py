@@ -117,26 +117,28 @@ class Chain:
         return self.full_id("teacher", teacher) or plain[0].id, self.full_id("reward", reward) or rewards[0].id
 
     def cached_student(self, teacher: str, reward: str, weight: float,
-                       evaluation: tuple[int, int] | None = None) -> dict[str, Any] | None:
+                       evaluation: tuple[int, int] | None = None, selected: bool = False) -> dict[str, Any] | None:
         """The header of a cached student of ``teacher`` (and ``reward`` when ``weight`` > 0) at reward
-        ``weight``, trained with the evaluation ``evaluation`` = (every, episodes) (None: without one)."""
+        ``weight``, trained with the evaluation ``evaluation`` = (every, episodes) (None: without one),
+        holding its last weights or (``selected``) those chosen on online score (``--keep best``)."""
         for a in self.artifacts("student"):
             if list(a.meta.get("parents") or []) != ([teacher] if weight == 0 else [teacher, reward]):
                 continue
             ev = a.config.get("eval") or {}
-            if a.config.get("reward_weight") == weight and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation:
+            if (a.config.get("reward_weight") == weight and bool(a.config.get("selection")) == selected
+                    and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation):
                 return a.meta
         return None
 
     def student(self, teacher: str, reward: str, weight: float, distill_args: Sequence[str],
-                evaluation: tuple[int, int] | None = None) -> dict[str, Any]:
+                evaluation: tuple[int, int] | None = None, selected: bool = False) -> dict[str, Any]:
         """The header of the student :meth:`cached_student` finds, made first by `ractd distill --env
         TASK --teacher TEACHER *distill_args *train_args` when the cache has none (the args must ask for
-        ``weight`` and ``evaluation``)."""
-        meta = self.cached_student(teacher, reward, weight, evaluation)
+        ``weight``, ``evaluation`` and, when ``selected``, ``--keep best``)."""
+        meta = self.cached_student(teacher, reward, weight, evaluation, selected)
         if meta is None:
             self.train("distill", "--teacher", teacher, *distill_args, *self.train_args)
-            meta = self.cached_student(teacher, reward, weight, evaluation)
+            meta = self.cached_student(teacher, reward, weight, evaluation, selected)
             if meta is None:
                 raise RactdError(f"the student of teacher {teacher[:8]} at reward weight {weight:g} is not in the cache after "
                                  "its distill; see `ractd cache list`")
@@ -147,16 +149,27 @@ class Chain:
 
 
 def results_table(chain: Chain, *, episodes: int, teacher_episodes: int | None, out: Path,
-                  teacher_args: Sequence[str] = (), bench_args: Sequence[str] = ()) -> dict[str, Any]:
+                  teacher_args: Sequence[str] = (), bench_args: Sequence[str] = (),
+                  selection: tuple[int, int] | None = None) -> dict[str, Any]:
     """The task's table from nothing: teacher, reward model, CTD and RACTD at the task's weight, then
     bench over ``episodes`` (the Heun teacher row over ``teacher_episodes``). Writes out/results-TASK.json
-    (bench's JSON), its plot and markdown, and prints the table; returns the JSON document."""
+    (bench's JSON), its plot and markdown, and prints the table; returns the JSON document.
+
+    ``selection`` = (every, episodes): also distil both students again, scored online every ``every``
+    steps on ``episodes`` episodes and saved at their best evaluation (``distill --keep best``, the
+    RACTD authors' protocol), and bench them as rows of their own beside the last weights' rows."""
     teacher, reward = chain.teacher_and_reward(teacher_args=teacher_args)
     ctd = chain.student(teacher, reward, 0.0, ["--reward-weight", "0"])
     sigma = chain.spec()["loss_weights"]["reward"]
     ractd_student = chain.student(teacher, reward, sigma, ["--reward", reward])  # RACTD at the task's weight
-    out.mkdir(parents=True, exist_ok=True)
     more = [] if teacher_episodes is None else ["--teacher-episodes", str(teacher_episodes)]
+    if selection is not None:
+        every, n = selection
+        select = ["--eval-every", str(every), "--eval-episodes", str(n), "--keep", "best"]
+        picked = [chain.student(teacher, reward, 0.0, ["--reward-weight", "0", *select], selection, selected=True),
+                  chain.student(teacher, reward, sigma, ["--reward", reward, *select], selection, selected=True)]
+        more += [arg for meta in picked for arg in ("--also", meta["id"])]
+    out.mkdir(parents=True, exist_ok=True)
     doc = json.loads(chain.ractd("bench", "--env", chain.task, "--student", ractd_student["id"], "--ctd", ctd["id"],
                                  "--episodes", str(episodes), *more, *bench_args,
                                  "--plot", str(out / f"results-{chain.task}.png"), "--json", capture=True))

@@ -71,3 +71,27 @@ def test_results_distills_the_task_weight_even_beside_students_of_other_weights(
     doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
     assert {r["reward_weight"] for r in doc["rows"] if r["key"].startswith("ractd-")} == {1.0}
     assert "RACTD student" in again.stdout and "(reward weight sigma 1)" in again.stdout
+
+
+def test_results_with_selection_benches_the_selected_students_beside_the_last(tmp_path, _tmp_cache):
+    """`--select-every N`: CTD and RACTD distilled again with online scoring and `--keep best` (the
+    authors' protocol), benched as their own rows, labelled as selected; the last weights stay."""
+    env = {**os.environ, "RACTD_CACHE_DIR": str(_tmp_cache), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "ractd_cli", "reproduce", "bimodal", "--episodes", "3", "--out", str(tmp_path / "out"),
+         "--train-args", "--preset tiny --steps 60", "--select-every", "30", "--select-episodes", "2"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    distills = [line for line in r.stderr.splitlines() if line.startswith("$ ractd distill")]
+    assert len(distills) == 4 and sum("--keep best" in d for d in distills) == 2, distills
+    bench = next(line for line in r.stderr.splitlines() if line.startswith("$ ractd bench"))
+    assert bench.count("--also") == 2
+    doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
+    selected = [row for row in doc["rows"] if row["key"].startswith("also-")]
+    assert len(selected) == 2 and all(row["selection"]["step"] in (30, 60) for row in selected)
+    assert all("selected on online score at step" in row["method"] for row in selected)
+    assert {row["reward_weight"] for row in selected} == {0.0, 1.0}
+    last = {row["model_id"] for row in doc["rows"] if row["key"] in ("ctd-1", "ractd-1")}
+    assert len(last) == 2 and not last & {row["model_id"] for row in selected}
+    assert "selected on online score" in r.stdout
