@@ -12,19 +12,18 @@ student through the one-step jumps x0_hat = G(x_t, t, 0) that L_DSM also regress
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
 from ..adapters import EnvAdapter, TaskSpec
-from ..artifacts import Artifact, load_artifact, save_artifact
+from ..artifacts import Artifact, load_artifact
 from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, ractd_loss, student_from_teacher, teacher_sigmas
 from ..errors import RactdError, UsageError
 from ..models import denoiser_from, normalizers_from, prefixed, spec_for
-from .common import BestWeights, TrainOptions, check_keep, stale
-from .loop import saved, train
+from .common import TrainOptions, check_keep, stale
+from .fit import Method, fit
 from .reward import frozen_reward
 
 SAVED_WEIGHTS = ("raw", "ema")
@@ -81,7 +80,6 @@ def distill_student(
     check_keep(keep, eval_every if evaluator is not None else 0)
     if not 1 <= teacher_steps <= NUM_BINS:
         raise UsageError(f"--teacher-steps must be between 1 and {NUM_BINS} (the grid's bins), got {teacher_steps}")
-    best = BestWeights() if keep == "best" else None
     d_alpha, d_beta, d_sigma = spec.loss_weights
     alpha = d_alpha if alpha is None else alpha
     beta = d_beta if beta is None else beta
@@ -116,77 +114,64 @@ def distill_student(
     # The student's 80-bin CTM grid, sigma in [0.02, 80] (paper App. B.1; RACTD's code).
     sigmas = teacher_sigmas(NUM_BINS, STUDENT_SIGMA_MIN, teacher_art.config["sigma_max"], device=device)
 
-    def loss_fn(model, ema, batch, gen):  # the CTM target is sg(model), not the EMA
+    method = StudentMethod(spec, teacher_art, teacher, student, data, cfg, opts, reward=(reward_art, reward_fn), sigmas=sigmas,
+                            alpha=alpha, beta=beta, sigma_r=sigma_r, distance=distance, weights=weights, teacher_steps=teacher_steps)
+    return fit(method, cfg, opts, evaluator=evaluator, eval_every=eval_every, eval_label=eval_label, keep=keep)
+
+
+class StudentMethod(Method):
+    """The CTM student G(x_t, t, s) of a teacher, trained on L = alpha L_CTM + beta L_DSM + sigma L_Reward
+    (eq. 9; :func:`~ractd_cli.diffusion.ctm.ractd_loss`). It ships its teacher's normalisers."""
+
+    kind = "student"
+
+    def __init__(self, spec: TaskSpec, teacher_art: Artifact, teacher: nn.Module, student: nn.Module, data, cfg, opts: TrainOptions, *,
+                 reward: tuple[Artifact | None, Callable | None], sigmas: torch.Tensor, alpha: float, beta: float, sigma_r: float,
+                 distance: str, weights: str, teacher_steps: int):
+        self.teacher_art, self.teacher, self.model = teacher_art, teacher, student
+        reward_art, self.reward_fn = reward
+        self.sigmas, self.alpha, self.beta, self.sigma_r = sigmas, alpha, beta, sigma_r
+        self.distance, self.weights, self.teacher_steps = distance, weights, teacher_steps
+        self.cfg, self.preset = cfg, opts.preset
+        self.task, self.dataset = spec.name, teacher_art.meta.get("dataset")
+        self.source, self.fingerprint = data.diffusion, data.windows.fingerprint
+        self.parents = [teacher_art.id] + ([reward_art.id] if reward_art is not None else [])
+        self.norm = {k: v for k, v in teacher_art.tensors.items() if k.startswith("norm.")}
+        self.run_extra = {"parents": self.parents, "weights": [alpha, beta, sigma_r], "distance": distance,
+                          **({"teacher_steps": teacher_steps} if teacher_steps != MAX_TEACHER_STEPS else {})}
+
+    def loss(self, model, ema, batch, gen):  # the CTM target is sg(model), not the EMA
         out = ractd_loss(
-            model, teacher, reward_fn, batch["x"], batch["cond"],
-            alpha=alpha, beta=beta, sigma_r=sigma_r, sigmas=sigmas, max_teacher_steps=teacher_steps,
-            generator=gen, distance=distance,
+            model, self.teacher, self.reward_fn, batch["x"], batch["cond"],
+            alpha=self.alpha, beta=self.beta, sigma_r=self.sigma_r, sigmas=self.sigmas, max_teacher_steps=self.teacher_steps,
+            generator=gen, distance=self.distance,
         )
         return {"loss": out["total"], **{k: v.mean() for k, v in out.items() if k != "total"},
                 "reward_abs": out["reward"].abs().mean()}
 
-    parents = [teacher_art.id] + ([reward_art.id] if reward_art is not None else [])
-    norm = {k: v for k, v in teacher_art.tensors.items() if k.startswith("norm.")}
-    eval_cfg = {"every": eval_every, **(eval_label or {})} if evaluator is not None and eval_every else None
+    def tensors(self, model: nn.Module, ema: nn.Module) -> dict[str, torch.Tensor]:
+        chosen = model if self.weights == "raw" else ema
+        return {**prefixed({k: v.detach().cpu() for k, v in chosen.net.state_dict().items()}, "net"), **self.norm}
 
-    def tensors_of(model: nn.Module, ema: nn.Module) -> dict[str, torch.Tensor]:
-        chosen = model if weights == "raw" else ema
-        return {**prefixed({k: v.detach().cpu() for k, v in chosen.net.state_dict().items()}, "net"), **norm}
-
-    def config(**extra) -> dict:
+    def config(self, **more) -> dict:
+        t = self.teacher_art.config
         return {
-            **{k: teacher_art.config[k] for k in ("sigma_data", "sigma_min", "sigma_max", "planning", "horizon", "plan_stride", "windows")
-               if k in teacher_art.config},
-            "net_kind": teacher_art.config["net_kind"],
-            "net": {**teacher_art.config["net"], "student": True},
-            "ctm_weight": alpha,
-            "dsm_weight": beta,
-            "reward_weight": sigma_r,
-            "distance": distance,
-            "weights": weights,
+            **{k: t[k] for k in ("sigma_data", "sigma_min", "sigma_max", "planning", "horizon", "plan_stride", "windows") if k in t},
+            "net_kind": t["net_kind"],
+            "net": {**t["net"], "student": True},
+            "ctm_weight": self.alpha,
+            "dsm_weight": self.beta,
+            "reward_weight": self.sigma_r,
+            "distance": self.distance,
+            "weights": self.weights,
             "ctm_target": "stop-gradient student",
             "dsm_target": "G(x_t, t, 0)",
-            "max_teacher_steps": teacher_steps,
+            "max_teacher_steps": self.teacher_steps,
             "student_sigma_min": STUDENT_SIGMA_MIN,
-            "train": cfg.record(),
-            "preset": opts.preset,
-            **extra,
+            "train": self.cfg.record(),
+            "preset": self.preset,
+            **more,
         }
 
-    def evaluate(model: nn.Module, ema: nn.Module) -> dict:
-        meta = {"id": "unsaved", "kind": "student", "task": spec.name, "parents": parents, "config": config()}
-        tensors = tensors_of(model, ema)
-        result = evaluator(Artifact(path=Path(), meta=meta, tensors=tensors))
-        if best is not None:
-            best.offer(result, tensors)
-        return result
-
-    res = train(
-        student, loss_fn, data.diffusion, cfg,
-        name=f"student-{spec.name}",
-        run_extra={"parents": parents, "weights": [alpha, beta, sigma_r], "distance": distance, **({"eval": eval_cfg} if eval_cfg else {}),
-                   **({"teacher_steps": teacher_steps} if teacher_steps != MAX_TEACHER_STEPS else {})},
-        resume=opts.resume, show_progress=opts.show_progress,
-        evaluate=evaluate if eval_cfg else None, eval_every=eval_every, fingerprint=fingerprint,
-    )
-    extra = {"loss_terms": loss_terms(res.losses, alpha, beta, sigma_r)}
-    if eval_cfg:
-        extra.update(eval=eval_cfg, eval_curve=res.curve)
-    tensors = tensors_of(res.model, res.ema)
-    if best is not None:
-        tensors, selection = best.choose(res.curve, res.resumed_from)
-        extra.update(selection=selection)
-    return saved(save_artifact(
-        tensors,
-        kind="student",
-        task=spec.name,
-        dataset=teacher_art.meta.get("dataset"),
-        parents=parents,
-        config=config(**extra),
-        losses=res.losses,
-        loss_curve=res.loss_curve,
-        speed=res.speed,
-        runs=[res.run],
-        **opts.named(),
-        data_fingerprint=fingerprint,
-    ), res)
+    def finish(self, res):
+        return {"loss_terms": loss_terms(res.losses, self.alpha, self.beta, self.sigma_r)}, {}

@@ -20,14 +20,14 @@ from typing import Callable, Mapping
 import torch
 
 from ..adapters import EnvAdapter, TaskSpec
-from ..artifacts import Artifact, load_artifact, save_artifact
+from ..artifacts import Artifact, load_artifact
 from ..data.windows import Normalizer
 from ..errors import RactdError, UsageError
 from ..models import check_reward_input, load_net, normalizer_tensors, normalizers_from, prefixed
 from ..nets import RewardMLP
 from .common import TrainOptions, stale
 from .data import Source, held_out_episodes, load_task_data
-from .loop import saved, train
+from .fit import Method, fit
 
 VAL_FRACTION = 0.1
 """Share of episodes held out to measure R_psi's fit (RACTD's reward configs: ``val_ratio: 0.1``)."""
@@ -103,36 +103,41 @@ def train_reward(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val
         raise UsageError(f"--eval-every must be >= 0, got {eval_every}")
     data = load_task_data(adapter, spec, opts.dataset)
     train_rows, val_rows = held_out_episodes(data.windows.episode, val_fraction, opts.seed)
-    fit_rows, held_out = data.reward.subset(train_rows), data.reward.subset(val_rows)
     opts.seed_init()
-    net = RewardMLP(spec.layout.reward_input_dim(spec))
+    method = RewardMethod(spec, data, opts.config("reward", spec), opts, fit_rows=data.reward.subset(train_rows),
+                          held_out=data.reward.subset(val_rows), val_rows=val_rows, val_fraction=val_fraction, eval_every=eval_every)
+    return fit(method, method.cfg, opts, eval_every=eval_every if len(method.held_out) else 0)
 
-    def loss_fn(model, ema, batch, gen):
+
+class RewardMethod(Method):
+    """R_psi(input) -> the return-to-go normalised to [-1, 1] (MSE; the layout says what ``input`` is),
+    fitted on ``fit_rows``; its held-out fit is measured on ``held_out`` (whole episodes never seen)."""
+
+    kind = "reward"
+
+    def __init__(self, spec: TaskSpec, data, cfg, opts: TrainOptions, *, fit_rows, held_out, val_rows, val_fraction: float, eval_every: int):
+        self.model = self.net = RewardMLP(spec.layout.reward_input_dim(spec))
+        self.spec, self.data, self.cfg, self.preset = spec, data, cfg, opts.preset
+        self.task, self.dataset, self.source, self.fingerprint = spec.name, data.dataset_id, fit_rows, data.windows.fingerprint
+        self.held_out, self.val_rows, self.val_fraction = held_out, val_rows, val_fraction
+        self.run_extra = {"dataset": data.dataset_id, "net": self.net.config, "val_fraction": val_fraction, "eval_every": eval_every}
+
+    def loss(self, model, ema, batch, gen):
         return {"loss": ((model(batch["input"]) - batch["rtg"]) ** 2).mean()}
 
-    def evaluate(model, ema):  # the saved (EMA) weights on the held-out episodes
-        return {f"val_{k}": v for k, v in fit_on(ema, held_out).items()}
+    def evaluate(self, model, ema):  # the saved (EMA) weights on the held-out episodes
+        return {f"val_{k}": v for k, v in fit_on(ema, self.held_out).items()}
 
-    validating = len(held_out) > 0
-    cfg = opts.config("reward", spec)
-    res = train(net, loss_fn, fit_rows, cfg, name=f"reward-{spec.name}",
-                run_extra={"dataset": data.dataset_id, "net": net.config, "val_fraction": val_fraction, "eval_every": eval_every},
-                resume=opts.resume, show_progress=opts.show_progress,
-                evaluate=evaluate if validating and eval_every else None, eval_every=eval_every, fingerprint=data.windows.fingerprint)
-    validation = {"episodes": int(len(set(data.windows.episode[val_rows.numpy()].tolist()))), "rows": len(held_out),
-                  **({f"val_{k}": v for k, v in fit_on(res.ema, held_out).items()} if validating else {})}
-    return saved(save_artifact(
-        {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
-        kind="reward",
-        task=spec.name,
-        dataset=data.dataset_id,
-        config={"net_kind": net.kind, "net": net.config, "input": data.reward_input, "gamma": spec.gamma,
-                "termination_penalty": spec.termination_penalty, "train": cfg.record(), "preset": opts.preset,
-                "val_fraction": val_fraction, "validation": validation, **({"fit_curve": res.curve} if res.curve else {})},
-        losses={**res.losses, **{k: v for k, v in validation.items() if k.startswith("val_")}},
-        loss_curve=res.loss_curve,
-        speed=res.speed,
-        runs=[res.run],
-        **opts.named(),
-        data_fingerprint=data.windows.fingerprint,
-    ), res)
+    def tensors(self, model, ema):
+        return {**prefixed(ema.state_dict(), "net"), **normalizer_tensors(self.data.normalizers)}
+
+    def finish(self, res):
+        validation = {"episodes": int(len(set(self.data.windows.episode[self.val_rows.numpy()].tolist()))), "rows": len(self.held_out),
+                      **(self.evaluate(res.model, res.ema) if len(self.held_out) else {})}
+        more = {"validation": validation, **({"fit_curve": res.curve} if res.curve else {})}
+        return more, {k: v for k, v in validation.items() if k.startswith("val_")}
+
+    def config(self, **more):
+        return {"net_kind": self.net.kind, "net": self.net.config, "input": self.data.reward_input, "gamma": self.spec.gamma,
+                "termination_penalty": self.spec.termination_penalty, "train": self.cfg.record(), "preset": self.preset,
+                "val_fraction": self.val_fraction, **more}

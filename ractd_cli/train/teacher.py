@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Callable
 
 from ..adapters import EnvAdapter, TaskSpec
-from ..artifacts import Artifact, save_artifact
+from ..artifacts import Artifact
 from ..diffusion import (
     DISTANCES,
     SIGMA_DATA,
@@ -28,44 +27,54 @@ from ..errors import UsageError, unknown_choice
 from ..layouts import WINDOWS
 from ..models import normalizer_tensors, prefixed
 from ..nets import DENOISER_PRESETS, InverseDynamics, make_denoiser_net
-from .common import BestWeights, TrainOptions, check_keep
+from .common import TrainOptions, check_keep
 from .data import TaskData, load_task_data
-from .loop import TrainConfig, TrainResult, saved, train
+from .fit import Method, fit
+from .loop import TrainConfig, TrainResult, train
 from .reward import frozen_reward
+
+
+class InverseDynamicsMethod(Method):
+    """a_t = f(s_t, s_{t+1}) on normalised ``transitions`` (MSE): the teacher's and the Trajectory
+    Diffuser's way from a state plan to actions. Saved as its own artifact, without the user's --name
+    (that names the teacher)."""
+
+    kind, named = "inverse-dynamics", False
+
+    def __init__(self, spec: TaskSpec, transitions, cfg: TrainConfig, *, dataset: str | None = None, normalizers=None,
+                 fingerprint: str | None = None):
+        self.model = self.net = InverseDynamics(spec.obs_dim, spec.act_dim)
+        self.cfg, self.normalizers = cfg, normalizers
+        self.task, self.dataset, self.source, self.fingerprint = spec.name, dataset, transitions, fingerprint
+        self.run_extra = {"dataset": dataset}
+
+    def loss(self, model, ema, batch, gen):
+        return {"loss": ((model(batch["s"], batch["s_next"]) - batch["a"]) ** 2).mean()}
+
+    def config(self, **more):
+        return {"net_kind": self.net.kind, "net": self.net.config, "train": self.cfg.record(), **more}
+
+    def tensors(self, model, ema):
+        return {**prefixed(ema.state_dict(), "net"), **normalizer_tensors(self.normalizers)}
 
 
 def fit_inverse_dynamics(spec: TaskSpec, transitions, opts: TrainOptions, *, name: str, run_extra: dict,
                          fingerprint: str | None = None) -> tuple[InverseDynamics, TrainResult, TrainConfig]:
-    """Fit a_t = f(s_t, s_{t+1}) on normalised ``transitions`` (MSE) through the one training loop:
-    the network, the loop's result and its config. The teacher's and the Trajectory Diffuser's."""
+    """Inverse dynamics (:class:`InverseDynamicsMethod`) through the one training loop, not saved: the
+    network, the loop's result and its config (the Trajectory Diffuser keeps it inside its artifact)."""
     opts.seed_init()
-    net = InverseDynamics(spec.obs_dim, spec.act_dim)
-
-    def loss_fn(model, ema, batch, gen):
-        return {"loss": ((model(batch["s"], batch["s_next"]) - batch["a"]) ** 2).mean()}
-
-    cfg = opts.config("inverse-dynamics", spec)
-    res = train(net, loss_fn, transitions, cfg, name=name, run_extra=run_extra, resume=opts.resume, show_progress=opts.show_progress,
-                fingerprint=fingerprint)
-    return net, res, cfg
+    method = InverseDynamicsMethod(spec, transitions, opts.config("inverse-dynamics", spec))
+    res = train(method.model, method.loss, transitions, method.cfg, name=name, run_extra=run_extra, resume=opts.resume,
+                show_progress=opts.show_progress, fingerprint=fingerprint)
+    return method.net, res, method.cfg
 
 
 def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -> Artifact:
     """Fit inverse dynamics on the task's transitions and save it as its own artifact."""
-    net, res, cfg = fit_inverse_dynamics(spec, data.transitions, opts, name=f"inverse-dynamics-{spec.name}",
-                                         run_extra={"dataset": data.dataset_id}, fingerprint=data.windows.fingerprint)
-    return saved(save_artifact(
-        {**prefixed(res.ema.state_dict(), "net"), **normalizer_tensors(data.normalizers)},
-        kind="inverse-dynamics",
-        task=spec.name,
-        dataset=data.dataset_id,
-        config={"net_kind": net.kind, "net": net.config, "train": cfg.record()},
-        losses=res.losses,
-        loss_curve=res.loss_curve,
-        speed=res.speed,
-        runs=[res.run],
-        data_fingerprint=data.windows.fingerprint,
-    ), res)
+    opts.seed_init()
+    method = InverseDynamicsMethod(spec, data.transitions, opts.config("inverse-dynamics", spec), dataset=data.dataset_id,
+                                   normalizers=data.normalizers, fingerprint=data.windows.fingerprint)
+    return fit(method, method.cfg, opts)
 
 
 def train_teacher(
@@ -112,7 +121,6 @@ def train_teacher(
     if distance not in DISTANCES:
         raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
     check_keep(keep, eval_every if evaluator is not None else 0)
-    best = BestWeights() if keep == "best" else None
     if not (math.isfinite(reward_weight) and reward_weight >= 0):
         raise UsageError(f"--teacher-reward-weight must be a finite number >= 0, got {reward_weight}")
     data = load_task_data(adapter, spec, opts.dataset)
@@ -127,87 +135,61 @@ def train_teacher(
         inv = train_inverse_dynamics(spec, data, opts)
         written.append(inv)
         extra["inverse_dynamics"] = inv.id
-    T, D = spec.x_shape
     opts.seed_init()
-    net = make_denoiser_net(net_name or opts.net_preset(spec), input_dim=D, global_cond_dim=spec.cond_dim, horizon=T)
-    denoiser = EDMPrecond(net, sigma_data=SIGMA_DATA)
+    teacher = TeacherMethod(spec, data, cfg, opts, net_name=net_name, distance=distance, reward_weight=reward_weight,
+                            reward=(reward_art, reward_fn), meta=extra, plan_stride=plan_stride)
+    written.append(fit(teacher, cfg, opts, evaluator=evaluator, eval_every=eval_every, eval_label=eval_label, keep=keep))
+    return written
 
-    def loss_fn(model, ema, batch, gen):
-        if reward_fn is None:
-            return {"loss": edm_loss(model, batch["x"], batch["cond"], generator=gen, distance=distance).mean()}
+
+class TeacherMethod(Method):
+    """The EDM teacher D(x; sigma | cond) (eq. 4), optionally reward-aware (``reward_weight`` w > 0,
+    the paper's Table 4 ablation: + w L_Reward on the same denoised estimates). Saves its EMA weights."""
+
+    kind = "teacher"
+
+    def __init__(self, spec: TaskSpec, data: TaskData, cfg: TrainConfig, opts: TrainOptions, *, net_name: str | None,
+                 distance: str, reward_weight: float, reward: tuple[Artifact | None, Callable | None], meta: dict,
+                 plan_stride: int = 1):
+        T, D = spec.x_shape
+        self.net = make_denoiser_net(net_name or opts.net_preset(spec), input_dim=D, global_cond_dim=spec.cond_dim, horizon=T)
+        self.model = EDMPrecond(self.net, sigma_data=SIGMA_DATA)
+        self.spec, self.data, self.cfg, self.preset = spec, data, cfg, opts.preset
+        self.task, self.dataset, self.source, self.fingerprint = spec.name, data.dataset_id, data.diffusion, data.windows.fingerprint
+        self.distance, self.reward_weight = distance, reward_weight
+        reward_art, self.reward_fn = reward
+        self.parents = [reward_art.id] if reward_art is not None else []
+        self.meta = meta
+        # the teacher's deviations from the paper's, recorded only when taken (so default ids do not change)
+        self.variant = {**({"reward_weight": reward_weight, "reward_id": reward_art.id} if reward_art is not None else {}),
+                        **({"plan_stride": plan_stride} if plan_stride != 1 else {})}
+        self.run_extra = {"dataset": data.dataset_id, "net": self.net.config, "distance": distance, **self.variant}
+
+    def loss(self, model, ema, batch, gen):
+        if self.reward_fn is None:
+            return {"loss": edm_loss(model, batch["x"], batch["cond"], generator=gen, distance=self.distance).mean()}
         sigma, x0_hat = training_denoise(model, batch["x"], batch["cond"], generator=gen)
-        l_edm = denoising_distance(x0_hat, batch["x"], sigma, sigma_data=SIGMA_DATA, distance=distance).mean()
-        l_reward = reward_loss(reward_fn, x0_hat, batch["cond"])
-        return {"loss": l_edm + reward_weight * l_reward.mean(), "edm": l_edm, "reward": l_reward.mean(),
+        l_edm = denoising_distance(x0_hat, batch["x"], sigma, sigma_data=SIGMA_DATA, distance=self.distance).mean()
+        l_reward = reward_loss(self.reward_fn, x0_hat, batch["cond"])
+        return {"loss": l_edm + self.reward_weight * l_reward.mean(), "edm": l_edm, "reward": l_reward.mean(),
                 "reward_abs": l_reward.abs().mean()}
 
-    # the teacher's deviations from the paper's, recorded only when taken (so default ids do not change)
-    variant = {**({"reward_weight": reward_weight, "reward_id": reward_art.id} if reward_art is not None else {}),
-               **({"plan_stride": plan_stride} if plan_stride != 1 else {})}
-    eval_cfg = {"every": eval_every, **(eval_label or {})} if evaluator is not None and eval_every else None
-    parents = {"parents": [reward_art.id]} if reward_art is not None else {}
-
-    def config(**more) -> dict:
+    def config(self, **more) -> dict:
         return {
-            "net_kind": net.kind,
-            "net": net.config,
+            "net_kind": self.net.kind,
+            "net": self.net.config,
             "sigma_data": SIGMA_DATA,
             "sigma_min": SIGMA_MIN,
             "sigma_max": SIGMA_MAX,
-            "planning": spec.planning,
-            "horizon": T,
-            "windows": spec.windows,
-            "distance": distance,
-            "train": cfg.record(),
-            "preset": opts.preset,
-            **variant,
+            "planning": self.spec.planning,
+            "horizon": self.spec.x_shape[0],
+            "windows": self.spec.windows,
+            "distance": self.distance,
+            "train": self.cfg.record(),
+            "preset": self.preset,
+            **self.variant,
             **more,
         }
 
-    def tensors_of(ema: EDMPrecond) -> dict:
-        return {**prefixed(ema.net.state_dict(), "net"), **normalizer_tensors(data.normalizers)}
-
-    def evaluate(model, ema) -> dict:
-        meta = {"id": "unsaved", "kind": "teacher", "task": spec.name, "dataset": data.dataset_id, "config": config(), **parents, **extra}
-        tensors = tensors_of(ema)
-        result = evaluator(Artifact(path=Path(), meta=meta, tensors=tensors))
-        if best is not None:
-            best.offer(result, tensors)
-        return result
-
-    res = train(
-        denoiser,
-        loss_fn,
-        data.diffusion,
-        cfg,
-        name=f"teacher-{spec.name}",
-        run_extra={"dataset": data.dataset_id, "net": net.config, "distance": distance, **variant, **({"eval": eval_cfg} if eval_cfg else {})},
-        resume=opts.resume,
-        show_progress=opts.show_progress,
-        evaluate=evaluate if eval_cfg else None,
-        eval_every=eval_every,
-        fingerprint=data.windows.fingerprint,
-    )
-    curve = {"eval": eval_cfg, "eval_curve": res.curve} if eval_cfg else {}
-    tensors = tensors_of(res.ema)
-    if best is not None:
-        tensors, selection = best.choose(res.curve, res.resumed_from)
-        curve["selection"] = selection
-    written.append(
-        saved(save_artifact(
-            tensors,
-            kind="teacher",
-            task=spec.name,
-            dataset=data.dataset_id,
-            config=config(**curve),
-            losses=res.losses,
-            loss_curve=res.loss_curve,
-            speed=res.speed,
-            runs=[res.run],
-            data_fingerprint=data.windows.fingerprint,
-            **parents,
-            **extra,
-            **opts.named(),
-        ), res)
-    )
-    return written
+    def tensors(self, model, ema) -> dict:
+        return {**prefixed(ema.net.state_dict(), "net"), **normalizer_tensors(self.data.normalizers)}

@@ -1,0 +1,133 @@
+"""One way to turn any model kind into an artifact: ``fit(method, cfg, opts)``.
+
+A :class:`Method` is what differs between the kinds a trainer makes (teacher, student, reward model,
+inverse dynamics): the network being optimised, its batches, its loss, the tensors and config its
+artifact holds, and what it adds once trained. :func:`fit` is everything else, written once: the
+training loop (:func:`~ractd_cli.train.loop.train`), scoring unsaved artifacts online
+(``--eval-every``), keeping the best-scoring weights (``--keep best``) and saving the artifact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..artifacts import Artifact, save_artifact
+from .common import BestWeights, TrainOptions, check_keep
+from .data import Source
+from .loop import TrainConfig, TrainResult, saved, train
+
+Tensors = dict[str, torch.Tensor]
+
+
+class Method:
+    """One model kind's training, as :func:`fit` needs it. Subclasses set the attributes in their
+    ``__init__`` and override :meth:`loss`, :meth:`config` and :meth:`tensors`.
+
+    - ``kind``: the artifact kind (``ractd_cli.artifacts.KINDS``); ``task``, ``dataset``: whose;
+    - ``model``: the module the loop optimises; ``source``: its batches; ``fingerprint``: the data's;
+    - ``parents``: the artifacts it was made from; ``meta``: more header fields (outside ``config``);
+    - ``run_extra``: what else identifies the run, for ``--resume``;
+    - ``named``: whether the user's ``--name`` names this artifact (not a by-product such as the
+      teacher's inverse dynamics).
+    """
+
+    kind: str
+    task: str
+    dataset: str | None
+    model: nn.Module
+    source: Source
+    fingerprint: str | None = None
+    parents: list[str] = []
+    meta: dict[str, Any] = {}
+    run_extra: dict[str, Any] = {}
+    named: bool = True
+
+    def loss(self, model: nn.Module, ema: nn.Module, batch: Mapping[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """``{"loss": scalar, other scalars...}`` of one batch (the loop's ``LossFn``)."""
+        raise NotImplementedError
+
+    def config(self, **more: Any) -> dict[str, Any]:
+        """The artifact's ``config``, with ``more`` (what training added: curves, selection) merged in."""
+        raise NotImplementedError
+
+    def tensors(self, model: nn.Module, ema: nn.Module) -> Tensors:
+        """The tensors the artifact holds, from the loop's model and its EMA."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, ema: nn.Module) -> dict | None:
+        """Its own measurement during training (e.g. the reward model's held-out fit), or None."""
+        return None
+
+    def finish(self, res: TrainResult) -> tuple[dict[str, Any], dict[str, float]]:
+        """After the last step: (more ``config``, more ``losses``) for the artifact."""
+        return {}, {}
+
+
+def fit(
+    method: Method,
+    cfg: TrainConfig,
+    opts: TrainOptions,
+    *,
+    evaluator: Callable[[Artifact], dict] | None = None,
+    eval_every: int = 0,
+    eval_label: dict | None = None,
+    keep: str = "last",
+) -> Artifact:
+    """Train ``method`` with ``cfg`` and save its artifact.
+
+    ``evaluator(artifact)`` (every ``eval_every`` steps and at the end) scores an unsaved artifact of
+    the current weights (those ``method.tensors`` would save); its results become the artifact's
+    ``eval_curve``, with ``eval_label`` (e.g. the episode count) recorded beside it and joining the
+    run's identity. Without an evaluator, the method's own :meth:`Method.evaluate` runs every
+    ``eval_every`` steps instead. Training is the same with or without evaluation. ``keep="best"``
+    saves the weights of the best-scoring evaluation instead of the last
+    (:class:`~ractd_cli.train.common.BestWeights`), recorded as the artifact's ``selection``.
+    """
+    check_keep(keep, eval_every if evaluator is not None else 0)
+    best = BestWeights() if keep == "best" else None
+    eval_cfg = {"every": eval_every, **(eval_label or {})} if evaluator is not None and eval_every else None
+
+    def score(model: nn.Module, ema: nn.Module) -> dict:
+        tensors = method.tensors(model, ema)
+        meta = {"id": "unsaved", "kind": method.kind, "task": method.task, "dataset": method.dataset,
+                "parents": list(method.parents), "config": method.config(), **method.meta}
+        result = evaluator(Artifact(path=Path(), meta=meta, tensors=tensors))
+        if best is not None:
+            best.offer(result, tensors)
+        return result
+
+    own = type(method).evaluate is not Method.evaluate
+    evaluate = score if eval_cfg else (method.evaluate if own and eval_every else None)
+    res = train(
+        method.model, method.loss, method.source, cfg,
+        name=f"{method.kind}-{method.task}",
+        run_extra={**method.run_extra, **({"eval": eval_cfg} if eval_cfg else {})},
+        resume=opts.resume, show_progress=opts.show_progress,
+        evaluate=evaluate, eval_every=eval_every if evaluate is not None else 0, fingerprint=method.fingerprint,
+    )
+    more, losses = method.finish(res)
+    if eval_cfg:
+        more.update(eval=eval_cfg, eval_curve=res.curve)
+    tensors = method.tensors(res.model, res.ema)
+    if best is not None:
+        tensors, selection = best.choose(res.curve, res.resumed_from)
+        more.update(selection=selection)
+    return saved(save_artifact(
+        tensors,
+        kind=method.kind,
+        task=method.task,
+        dataset=method.dataset,
+        parents=list(method.parents),
+        config=method.config(**more),
+        losses={**res.losses, **losses},
+        loss_curve=res.loss_curve,
+        speed=res.speed,
+        runs=[res.run],
+        data_fingerprint=method.fingerprint,
+        **method.meta,
+        **(opts.named() if method.named else {}),
+    ), res)
