@@ -53,6 +53,28 @@ TEACHER_SAMPLERS = ("heun", "euler", "ancestral")
 STUDENT_SAMPLERS = ("onestep", "multistep")
 DEFAULT_NFE = {"heun": 159, "euler": 15, "ancestral": 15, "onestep": 1, "multistep": 2}
 PLANNERS = ("diffusion", "trajdiffuser")
+
+
+@dataclass(frozen=True)
+class KindSampling:
+    """How one artifact kind plans, the one place the teacher and the student differ for
+    :class:`Planner`: its network (``load``), its samplers (``samplers``, the first the default, and
+    ``default(nfe)``), the sampling function of a sampler (``sample_fn``) and the times a network
+    call takes (``n_times``: the teacher D(x; sigma) one, the student G(x, t, s) two)."""
+
+    load: Callable[[Artifact], nn.Module]
+    samplers: tuple[str, ...]
+    default: Callable[[int | None], str]
+    sample_fn: Callable[[str], Callable]
+    n_times: int
+
+
+KIND_SAMPLING: dict[str, KindSampling] = {
+    "teacher": KindSampling(denoiser_from, TEACHER_SAMPLERS, lambda nfe: "heun", lambda sampler: SAMPLERS[sampler], 1),
+    "student": KindSampling(student_from, STUDENT_SAMPLERS, lambda nfe: "multistep" if (nfe or 1) > 1 else "onestep",
+                            lambda sampler: ctm_sample, 2),
+}
+"""The kinds :class:`Planner` samples from, by artifact kind."""
 REFINE_SAMPLERS = ("euler", "heun")
 INIT_NOISES = ("unit", "edm")
 """Where sampling starts: ``unit``, x_T = z ~ N(0, I), the RACTD authors' code (their
@@ -112,11 +134,12 @@ class Planner:
         spec = spec_for(art, spec)  # the plan stride it was trained with
         self.art, self.spec = art, spec
         self.device = torch.device(device)
-        is_student = art.kind == "student"
-        sampler = sampler or ("heun" if not is_student else "multistep" if (nfe or 1) > 1 else "onestep")
-        allowed = STUDENT_SAMPLERS if is_student else TEACHER_SAMPLERS
-        if sampler not in allowed:
-            raise UsageError(f"sampler {sampler!r} does not apply to a {art.kind}; use one of {', '.join(allowed)}")
+        if art.kind not in KIND_SAMPLING:
+            raise UsageError(f"{art.kind} {art.id[:8]} does not plan; give a teacher or a student")
+        kind = self.kind = KIND_SAMPLING[art.kind]
+        sampler = sampler or kind.default(nfe)
+        if sampler not in kind.samplers:
+            raise UsageError(f"sampler {sampler!r} does not apply to a {art.kind}; use one of {', '.join(kind.samplers)}")
         if sampler == "onestep" and nfe not in (None, 1):
             raise UsageError(f"--sampler onestep takes exactly one step, not --nfe {nfe}; use --sampler multistep for k steps")
         nfe = DEFAULT_NFE[sampler] if nfe is None else nfe
@@ -124,9 +147,9 @@ class Planner:
             raise UsageError(f"--nfe must be at least 1, got {nfe}")
         self.sampler_name, self.nfe_budget = sampler, nfe
         self.sampling = sampling = sampling or Sampling()
-        model = (student_from(art) if is_student else denoiser_from(art)).to(self.device)
+        model = kind.load(art).to(self.device)
         self.model = Clamped(model) if sampling.clamp else model
-        self.sample_fn: Callable = ctm_sample if is_student else SAMPLERS[sampler]
+        self.sample_fn: Callable = kind.sample_fn(sampler)
         self.sigmas = sigma_grid(sampler, nfe, art.config, self.device)
         self.noise_scale = float(self.sigmas[0]) if sampling.init_noise == "edm" else 1.0
         """x_T = noise_scale * z, z ~ N(0, I) (:class:`Sampling`)."""
@@ -142,11 +165,11 @@ class Planner:
         """Whether the frozen graph is replayed as CUDA graphs (:class:`~ractd_cli.accel.CudaGraphs`; CUDA and ``jit`` only)."""
         if jit:
             try:
-                self._freeze(is_student)
+                self._freeze()
             except Exception as e:  # a network TorchScript cannot trace: stay eager (_freeze changed nothing)
                 self.jit, self.jit_error, self.cuda_graphs = False, why(e), False
 
-    def _freeze(self, is_student: bool) -> None:
+    def _freeze(self) -> None:
         """Replace the eager model by a traced, frozen TorchScript graph (same math, less Python).
         Assigns only once the graph is built, so a failed trace leaves the eager planner intact.
 
@@ -154,13 +177,13 @@ class Planner:
         student compared with ``jit=True`` get the same treatment. For the one-step student the
         times are constants (t = T, s = sigmas[-1]), so freezing also folds the t/s embeddings.
         """
-        if is_student and self.sampler_name == "onestep":
+        if self.sampler_name == "onestep":
             # normalisers folded in: (x_T, past, goal) raw -> the plan in env units, one graph
             x, past, goal = _raw_example(self)
             graph = frozen(self.one_step(), (x, past, goal))
             self._one_step_graph = CudaGraphs(graph) if self.cuda_graphs else graph
         else:
-            self.model = frozen_model(self.model, _example(self), n_times=2 if is_student else 1, cuda_graphs=self.cuda_graphs)
+            self.model = frozen_model(self.model, _example(self), n_times=self.kind.n_times, cuda_graphs=self.cuda_graphs)
 
     @property
     def nfe_paper(self) -> int:
