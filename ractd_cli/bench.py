@@ -170,6 +170,38 @@ def data_rows(ceiling: dict[str, Any] | None) -> list[tuple[str, str]]:
             ("data: its best episode", f"{ceiling['max']:.1f}")]
 
 
+def read_peers(path: Path, spec: TaskSpec, *, seed: int, score_scale: str, dataset: str | None) -> dict[str, Any]:
+    """Standard offline RL trained on the same dataset and scored on the same episodes, from the JSON
+    ``scripts/peers.py`` writes (d3rlpy in an environment of its own; docs/commands/bench.md): checked
+    to be of this task, dataset, episode seed and score scale, each a one-line error otherwise."""
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text())
+        rows = [{"method": str(r["method"]), "score_mean": float(r["score_mean"]), "score_stderr": float(r["score_stderr"])}
+                for r in doc["rows"]]
+        episodes, peer_seed = int(doc["episodes"]), int(doc["seed"])
+    except FileNotFoundError:
+        raise UsageError(f"--peers {path}: no such file; write it with scripts/peers.py (docs/commands/bench.md)") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"--peers {path} is not a peers file of scripts/peers.py ({type(e).__name__}: {e})") from None
+    for what, theirs, ours in (("task", doc.get("task"), spec.name), ("episode seed", peer_seed, seed),
+                               ("score scale", doc.get("score_scale"), score_scale),
+                               ("dataset", doc.get("dataset_id"), dataset)):
+        if ours is not None and theirs != ours:
+            raise UsageError(f"--peers {path} was scored with {what} {theirs}, this bench with {ours}; "
+                             "run scripts/peers.py again with this bench's task, --seed and dataset")
+    return {"file": str(path), "library": doc.get("library"), "episodes": episodes, "seed": peer_seed, "rows": rows}
+
+
+def peer_rows(peers: dict[str, Any] | None, episodes: int) -> list[tuple[str, str]]:
+    """(label, score) rows of :func:`read_peers` for a results table (the episode count where it differs)."""
+    if not peers:
+        return []
+    more = f" ({peers['episodes']} episodes)" if peers["episodes"] != episodes else ""
+    return [(f"peer: {r['method']}", f"{r['score_mean']:.1f} ± {r['score_stderr']:.1f}{more}") for r in peers["rows"]]
+
+
 def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Bench's table as text cells, (header, rows), from its JSON document ``doc``: the terminal's
     table, the markdown beside the plot and `ractd reproduce` all print this one. Columns: method,
@@ -192,7 +224,8 @@ def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         cells += ["-" if r.get("success_rate") is None else f"{100 * r['success_rate']:.0f}%"] * success
         cells += ["-" if r.get(k) is None else f"{100 * r[k]:.0f}%" for k in checks]
         body.append(cells + [r.get("paper") or ""] * paper)
-    for label, score in data_rows(doc.get("data")):  # the data's own scores: what the planners learn from
+    # the data's own scores (what the planners learn from) and standard offline RL on the same data
+    for label, score in data_rows(doc.get("data")) + peer_rows(doc.get("peers"), doc["episodes"]):
         body.append([label] + [""] * 5 + [score] + [""] * (len(head) - 7))
     return head, body
 
@@ -292,6 +325,7 @@ def bench_planners(
     workers: int = 1,
     sampling: Sampling | None = None,
     also: Sequence[str] = (),
+    peers: Path | None = None,
 ) -> BenchResult:
     """Time and score every row of :func:`bench_rows`. Every row's ``states`` plans are executed the
     same way (``execution``, default the task's: :class:`~ractd_cli.evaluate.Execution`) and
@@ -301,7 +335,8 @@ def bench_planners(
     RACTD student exported to ONNX (``ractd export``) and run by onnxruntime, timed in the same run
     as its frozen in-process graph. ``student``, ``ctd``: the students to bench (default: see
     :func:`pick_students`); ``also``: more student rows (:func:`bench_rows`); each student row records
-    its ``reward_weight`` and, when it was chosen on online score, its ``selection``. ``workers`` > 1 runs
+    its ``reward_weight`` and, when it was chosen on online score, its ``selection``. ``peers``: a file of
+    standard offline RL scores on the same data and episodes (:func:`read_peers`), rows after the data's. ``workers`` > 1 runs
     each row's episodes in that many CPU processes (:func:`~ractd_cli.evaluate.run_episodes`): the
     same scores; the latencies are timed in this process as always. ``sampling``: the teacher and
     student rows' initial noise and clamping (default the authors', :class:`~ractd_cli.planner.Sampling`)."""
@@ -313,6 +348,10 @@ def bench_planners(
     check_workers(workers, dev)
     sync = _sync_for(dev)
     rows = bench_rows(spec, student, ctd, also)
+    peer_doc = None
+    if peers is not None:  # checked before anything runs: the teacher's dataset is the peers'
+        peer_doc = read_peers(peers, spec, seed=seed, score_scale=score_scale,
+                              dataset=load_artifact(rows[0].model_id, kind="teacher", task=spec.name).meta.get("dataset"))
     cond1 = torch.zeros(1, spec.cond_dim, device=dev)  # the bare network's input
     past1 = torch.zeros(1, spec.history, spec.obs_dim, device=dev)  # the planners' raw inputs at batch 1
     goal1 = torch.zeros(1, spec.goal_dim, device=dev) if spec.goal_dim else None
@@ -397,6 +436,7 @@ def bench_planners(
         **execution.describe(),
         "rows": out_rows,
         "data": None if latency_only or not teacher_dataset else data_ceiling(adapter, spec, teacher_dataset, score_scale),
+        **({"peers": peer_doc} if peer_doc else {}),
         "forward_ms": forward_ms,
         "forward_overhead": overhead,
         "workers": workers,

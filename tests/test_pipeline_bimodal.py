@@ -377,3 +377,37 @@ def test_same_seed_same_artifact_id(cache):
     made_on = load_artifact(t1["id"]).meta["made_on"]
     assert made_on["threads"] == torch.get_num_threads() and made_on["torch"] == torch.__version__
     assert made_on["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def _peers_file(path, chain, **over):
+    """A file as scripts/peers.py writes it (d3rlpy's numbers stand in: its environment is not this one)."""
+    from ractd_cli.artifacts import load_artifact
+
+    doc = {"task": "bimodal", "dataset_id": load_artifact(chain["teacher"]).meta["dataset"], "episodes": 4, "seed": 2,
+           "score_scale": "return", "library": "d3rlpy 2.8.1",
+           "rows": [{"key": "bc", "method": "BC (d3rlpy, 20000 steps)", "score_mean": 41.25, "score_stderr": 3.5}], **over}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_bench_peers_rows_under_the_data_and_checked_against_the_bench(cache, tmp_path):
+    from ractd_cli.adapters import resolve_score_scale
+    from ractd_cli.registry import get_task
+
+    scale = resolve_score_scale(get_task("bimodal")[1], None)
+    good = _peers_file(tmp_path / "peers.json", cache, score_scale=scale)
+    bench = ["bench", "--env", "bimodal", "--latency-only", "--repeats", "1", "--seed", "2", "--json"]
+    r = runner.invoke(app, [*bench, "--peers", str(good)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["peers"]["rows"][0]["score_mean"] == 41.25 and doc["peers"]["library"] == "d3rlpy 2.8.1"
+    from ractd_cli.bench import table
+
+    head, body = table(doc)
+    assert ["peer: BC (d3rlpy, 20000 steps)", "41.2 ± 3.5 (4 episodes)"] == [body[-1][0], body[-1][6]]
+    for over, word in (({"seed": 3}, "episode seed"), ({"task": "other"}, "task"), ({"dataset_id": "ractd/x/local-v0"}, "dataset")):
+        bad = _peers_file(tmp_path / "bad.json", cache, score_scale=scale, **over)
+        r = runner.invoke(app, [*bench, "--peers", str(bad)])
+        assert r.exit_code != 0 and word in r.output and "Traceback" not in r.output, r.output
+    r = runner.invoke(app, [*bench, "--peers", str(tmp_path / "missing.json")])
+    assert r.exit_code != 0 and "scripts/peers.py" in r.output
