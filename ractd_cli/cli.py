@@ -62,7 +62,7 @@ EVAL_PANELS: dict[str, tuple[str, ...]] = {
 }
 TRAIN_PANELS: dict[str, tuple[str, ...]] = {
     "Training recipe": ("--preset", "--steps", "--batch-size", "--lr", "--seed", "--dataset", "--distance", "--net", "--plan-stride",
-                        "--windows", "--weights", "--teacher-steps"),
+                        "--windows", "--weights", "--teacher-steps", "--ode-pairs", "--pair-weight"),
     "Running": ("--device", "--resume", "--nproc", "--precision", "--log-dir"),
     "Evaluation during training": ("--eval-every", "--eval-episodes", "--eval-sampler", "--eval-nfe", "--val-fraction", "--keep"),
 }
@@ -722,6 +722,8 @@ def distill(
     ctm_weight: Optional[float] = typer.Option(None, "--ctm-weight", help="alpha, weight of the CTM loss (default: the task's)."),
     dsm_weight: Optional[float] = typer.Option(None, "--dsm-weight", help="beta, weight of the student's DSM loss (default: the task's)."),
     teacher_steps: int = typer.Option(1, "--teacher-steps", help="The most Heun steps of the teacher (t to u on the 80-bin grid) behind each CTM target; each target draws its count in [1, N]. 1 (default) is RACTD's code (ode_steps_max 1); more costs teacher calls per step. Recorded in the artifact."),
+    ode_pairs: int = typer.Option(0, "--ode-pairs", help="Not in RACTD: also regress the one-step jump G(x_T, T, 0) onto N plans the teacher solves from the same x_T before training (Heun over 80 bins, unit noise, clamped, at the conditions of N training windows; knowledge distillation), weighted --pair-weight. 0 (default): RACTD's loss alone. Recorded in the artifact; docs/notes/lab-log.md has what it measured."),
+    pair_weight: float = typer.Option(1.0, "--pair-weight", help="Weight of the --ode-pairs term."),
     teacher_ref: str = typer.Option("latest", "--teacher", help="Teacher artifact id/path (default: latest for the task)."),
     reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path (default: latest for the task)."),
     preset: str = PresetOpt, steps: Optional[int] = StepsOpt, batch_size: Optional[int] = BatchOpt,
@@ -758,7 +760,8 @@ def distill(
     art = d.distill_student(adapter, spec, opts,
                 teacher_ref=teacher_ref, reward_ref=reward_ref, alpha=ctm_weight, beta=dsm_weight, reward_weight=reward_weight,
                 distance=distance, weights=weights, evaluator=evaluator, eval_every=eval_every,
-                eval_label={"episodes": eval_episodes, "seed": 0}, keep=keep, teacher_steps=teacher_steps)
+                eval_label={"episodes": eval_episodes, "seed": 0}, keep=keep, teacher_steps=teacher_steps,
+                n_pairs=ode_pairs, pair_weight=pair_weight)
     _report_artifacts([art], json_)
     if not json_:
         terms = art.config["loss_terms"]

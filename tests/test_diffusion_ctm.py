@@ -455,3 +455,38 @@ def test_toy_plain_ctd_student_with_the_papers_dsm_is_pulled_between_the_modes(t
     term is what moves it onto a mode (the test above)."""
     x = _distill(toy_teacher, sigma_r=0.0)
     assert (x.abs() < 0.5).float().mean().item() >= 0.5
+
+
+def test_pair_loss_vanishes_on_the_teachers_own_endpoints_and_not_elsewhere():
+    """d(G(x_T, T, 0), Solver(x_T, T, 0)) is 0 for the exact flow map and grows when the jump is off it."""
+    from ractd_cli.diffusion import pair_loss
+
+    g = torch.Generator().manual_seed(0)
+    x_T = SIGMA_MAX * torch.randn(512, 4, 2, generator=g)
+    exact = GaussianFlowMap()
+    target = exact(x_T, SIGMA_MAX, 0.0)
+    assert pair_loss(exact, x_T, None, target, T=SIGMA_MAX).abs().max().item() < 1e-6
+    assert pair_loss(GaussianFlowMap(power=0.6), x_T, None, target, T=SIGMA_MAX).mean().item() > 1e-3
+
+
+def test_toy_pair_regression_puts_the_one_step_student_on_the_modes(toy_teacher):
+    """Regressing the one-step jump onto the teacher's Heun endpoints from the same x_T (--ode-pairs)
+    moves the student off the posterior mean, where eq. 7 holds it, onto the teacher's two modes."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(3)
+    x_T = SIGMA_MAX * torch.randn(512, 1, 1, generator=g)
+    target, _ = heun_sample(toy_teacher, x_T, teacher_sigmas(80))
+    student = student_from_teacher(toy_teacher)
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    sigmas = teacher_sigmas(18)
+    for _ in range(300):
+        idx = torch.randint(0, 512, (128,), generator=g)
+        out = ractd_loss(student, toy_teacher, None, _mixture(128, g), None, alpha=0.0, beta=0.0, sigma_r=0.0, sigmas=sigmas,
+                         generator=g, pairs=(x_T[idx], None, target[idx]), gamma=1.0)
+        opt.zero_grad()
+        out["total"].backward()
+        opt.step()
+    x, _ = ctm_sample(student, SIGMA_MAX * torch.randn(2000, 1, 1, generator=g), student_sigmas(1))
+    x = x.flatten()
+    assert (x.abs() < 0.5).float().mean().item() < 0.2  # not between the modes
+    assert 0.3 < (x > 0).float().mean().item() < 0.7  # both modes kept

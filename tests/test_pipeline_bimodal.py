@@ -411,3 +411,33 @@ def test_bench_peers_rows_under_the_data_and_checked_against_the_bench(cache, tm
         assert r.exit_code != 0 and word in r.output and "Traceback" not in r.output, r.output
     r = runner.invoke(app, [*bench, "--peers", str(tmp_path / "missing.json")])
     assert r.exit_code != 0 and "scripts/peers.py" in r.output
+
+
+def test_distill_ode_pairs_recorded_and_reproducible(cache, monkeypatch):
+    """`--ode-pairs N`: the pairs term is trained and reported, the choice is in the artifact, the same
+    run gives the same artifact, and the teacher's pairs do not depend on how many plans it solves at
+    once (up to float rounding; the solve batch is fixed, so artifacts are bitwise reproducible)."""
+    import ractd_cli.train.distill as d
+    from ractd_cli.artifacts import load_artifact
+    from ractd_cli.models import denoiser_from, normalizers_from
+    from ractd_cli.registry import get_task
+    from ractd_cli.train.data import load_task_data
+
+    args = ["distill", "--env", "bimodal", "--preset", "tiny", "--steps", "20", "--reward-weight", "0", "--ode-pairs", "48"]
+    first = ractd(*args)
+    assert load_artifact(first["id"]).config["ode_pairs"]["n"] == 48 and "pair" in first["losses"] and "pair" in first["loss_terms"]
+    assert ractd(*args)["id"] == first["id"]
+    plain = ractd("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "20", "--reward-weight", "0")
+    assert "ode_pairs" not in load_artifact(plain["id"]).config and "pair" not in plain["losses"] and plain["id"] != first["id"]
+    r = runner.invoke(app, [*args[:-1], "-3"])
+    assert r.exit_code != 0 and "--ode-pairs must be >= 0" in r.output
+
+    teacher_art = load_artifact(cache["teacher"])
+    adapter, spec = get_task("bimodal")
+    data = load_task_data(adapter, spec, teacher_art.meta["dataset"], normalizers=normalizers_from(teacher_art.tensors))
+    kw = dict(sigma_max=80.0, sigma_min=0.002, seed=0, device="cpu", show_progress=False)
+    a = d.teacher_pairs(denoiser_from(teacher_art), data.diffusion, 20, **kw)
+    monkeypatch.setattr(d, "PAIR_BATCH", 7)
+    b = d.teacher_pairs(denoiser_from(teacher_art), data.diffusion, 20, **kw)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.allclose(a[2], b[2], atol=1e-5)
+    assert float(a[2].abs().max()) <= 1.0  # clamped, as the default sampling clamps

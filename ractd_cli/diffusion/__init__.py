@@ -15,6 +15,7 @@ from .ctm import (
     ctm_sample,
     dsm_loss,
     one_step_jumps,
+    pair_loss,
     ractd_loss,
     reward_loss,
     sample_ctm_times,
@@ -77,6 +78,6 @@ __all__ = [
     # ctm / ractd
     "CTMPrecond", "student_from_teacher", "stop_gradient", "student_sigmas", "sample_dsm_sigma",
     "teacher_sigmas", "ctm_sample", "teacher_solve", "sample_ctm_times", "ctm_loss", "dsm_loss",
-    "reward_loss", "ractd_loss", "S_EMBED_FLOOR", "MAX_TEACHER_STEPS", "STUDENT_SIGMA_MIN",
+    "reward_loss", "ractd_loss", "pair_loss", "S_EMBED_FLOOR", "MAX_TEACHER_STEPS", "STUDENT_SIGMA_MIN",
     "CHAIN_SIGMAS", "DSM_XI_MAX", "one_step_jumps",
 ]

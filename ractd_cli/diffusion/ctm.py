@@ -59,6 +59,7 @@ __all__ = [
     "ctm_loss",
     "dsm_loss",
     "reward_loss",
+    "pair_loss",
     "ractd_loss",
 ]
 
@@ -397,6 +398,18 @@ def reward_loss(reward_fn: Callable, x0_hat: torch.Tensor, cond: torch.Tensor | 
     return -r.reshape(B)
 
 
+def pair_loss(student: CTMPrecond, x_T: torch.Tensor, cond: torch.Tensor | None, x0_teacher: torch.Tensor, *,
+              T: float, distance: str = "huber") -> torch.Tensor:
+    """The one-step jump regressed onto the teacher's own ODE solution from the same start, per sample
+    (B,) (knowledge distillation, Luhmann & Luhmann 2021; not in RACTD; ``distill --ode-pairs``):
+
+        loss = d(G_theta(x_T, T, 0), Solver(x_T, T, 0; phi)),
+
+    x_T (B, T, D) drawn as sampling draws it, so that the student learns the very jump it plans with."""
+    zero = x_T.new_zeros(x_T.shape[0])
+    return clean_distance(student(x_T, torch.full_like(zero, T), zero, cond), x0_teacher, distance)
+
+
 def ractd_loss(
     student: CTMPrecond,
     teacher: nn.Module,
@@ -411,6 +424,8 @@ def ractd_loss(
     max_teacher_steps: int = MAX_TEACHER_STEPS,
     generator: torch.Generator | None = None,
     distance: str = "huber",
+    pairs: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None,
+    gamma: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The RACTD objective L = alpha L_CTM + beta L_DSM + sigma_r L_Reward (RACTD eq. 9).
 
@@ -421,6 +436,9 @@ def ractd_loss(
     (eq. 7) and L_Reward = -R(x0_hat) scores them (eq. 8), as RACTD's code does. A term whose weight
     is 0 is not computed and reported as zeros; with ``reward_fn=None`` or ``sigma_r == 0`` this is
     plain CTD (CTM + DSM distillation).
+
+    ``pairs`` = (x_T, cond, x0_teacher), each (B, ...), with ``gamma`` > 0 adds gamma L_pair
+    (:func:`pair_loss`, not in RACTD), reported as 'pair'.
     """
     zeros = x0.new_zeros(x0.shape[0])
     ctm = (
@@ -438,4 +456,9 @@ def ractd_loss(
         if with_reward:
             reward = reward_loss(reward_fn, x0_hat, cond)
     total = (alpha * ctm + beta * dsm + sigma_r * reward).mean()
-    return {"ctm": ctm, "dsm": dsm, "reward": reward, "total": total}
+    out = {"ctm": ctm, "dsm": dsm, "reward": reward}
+    if pairs is not None and gamma != 0:
+        x_T, p_cond, p_x0 = pairs
+        out["pair"] = pair_loss(student, x_T, p_cond, p_x0, T=float(sigmas[0]), distance=distance)
+        total = total + gamma * out["pair"].mean()
+    return {**out, "total": total}
