@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install test stress lint demo results sweep table4 clean
+.PHONY: install test stress lint demo results sweep table4 peers clean
 
 $(STAMP): pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,26 @@ sweep: $(STAMP)
 table4: $(STAMP)
 	@test -n "$(TASK)" || (echo "usage: make table4 TASK=<task> [EPISODES=100]  (tasks: ractd envs)"; exit 2)
 	$(RACTD) reproduce $(TASK) --what table4 --episodes $(EPISODES) --train-args "$(TRAIN_ARGS)"
+
+# Standard offline RL on the task's own dataset (docs/commands/bench.md): BC, BC on the best 10% of
+# episodes, TD3+BC and IQL with d3rlpy, scored on the episodes `ractd rollout --seed SEED` plays, into
+# out/peers-$(TASK).json for `ractd bench --peers`. d3rlpy pins gymnasium 1.0.0: its own .venv-peers.
+#   make peers TASK=hopper-medium-replay [EPISODES=30] [SEED=7] [PEERS_ARGS="--methods bc,iql --steps-rl 20000"]
+PEERS_VENV ?= .venv-peers
+SEED ?= 7
+PEERS_ARGS ?=
+$(PEERS_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q "torch==$(TORCH_VERSION)" d3rlpy==2.8.1 "gymnasium[mujoco]==1.0.0" h5py
+	touch $@
+peers: $(STAMP) $(PEERS_VENV)/.installed
+	@test -n "$(TASK)" || (echo "usage: make peers TASK=<task> [EPISODES=30] [SEED=7]  (tasks: ractd envs)"; exit 2)
+	mkdir -p out
+	$(RACTD) envs --json > out/specs.json
+	$(RACTD) fetch $(TASK) --source local --json > out/fetch-$(TASK).json
+	$(PEERS_VENV)/bin/python scripts/peers.py $(TASK) --specs out/specs.json --episodes $(EPISODES) --seed $(SEED) \
+		--dataset "$$($(PY) -c 'import json,sys; print(json.load(open(sys.argv[1]))["path"])' out/fetch-$(TASK).json)" \
+		--out out/peers-$(TASK).json $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV)
