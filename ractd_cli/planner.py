@@ -58,9 +58,9 @@ PLANNERS = ("diffusion", "trajdiffuser")
 @dataclass(frozen=True)
 class KindSampling:
     """How one artifact kind plans, the one place the teacher and the student differ for
-    :class:`Planner`: its network (``load``), its samplers (``samplers``, the first the default, and
-    ``default(nfe)``), the sampling function of a sampler (``sample_fn``) and the times a network
-    call takes (``n_times``: the teacher D(x; sigma) one, the student G(x, t, s) two)."""
+    :class:`Planner`: its network (``load``), the samplers it allows (``samplers``) and the one it uses
+    when none is asked for (``default(nfe)``), the sampling function of a sampler (``sample_fn``) and the
+    times a network call takes (``n_times``: the teacher D(x; sigma) one, the student G(x, t, s) two)."""
 
     load: Callable[[Artifact], nn.Module]
     samplers: tuple[str, ...]

@@ -58,9 +58,9 @@ class Method:
         """The tensors the artifact holds, from the loop's model and its EMA."""
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, ema: nn.Module) -> dict | None:
-        """Its own measurement during training (e.g. the reward model's held-out fit), or None."""
-        return None
+    evaluate: Callable[[nn.Module, nn.Module], dict] | None = None
+    """``evaluate(model, ema)``: its own measurement during training (e.g. the reward model's
+    held-out fit), where it has one."""
 
     def finish(self, res: TrainResult) -> tuple[dict[str, Any], dict[str, float]]:
         """After the last step: (more ``config``, more ``losses``) for the artifact."""
@@ -82,7 +82,7 @@ def fit(
     ``evaluator(artifact)`` (every ``eval_every`` steps and at the end) scores an unsaved artifact of
     the current weights (those ``method.tensors`` would save); its results become the artifact's
     ``eval_curve``, with ``eval_label`` (e.g. the episode count) recorded beside it and joining the
-    run's identity. Without an evaluator, the method's own :meth:`Method.evaluate` runs every
+    run's identity. Without an evaluator, the method's own ``Method.evaluate`` (if any) runs every
     ``eval_every`` steps instead. Training is the same with or without evaluation. ``keep="best"``
     saves the weights of the best-scoring evaluation instead of the last
     (:class:`~ractd_cli.train.common.BestWeights`), recorded as the artifact's ``selection``.
@@ -100,8 +100,7 @@ def fit(
             best.offer(result, tensors)
         return result
 
-    own = type(method).evaluate is not Method.evaluate
-    evaluate = score if eval_cfg else (method.evaluate if own and eval_every else None)
+    evaluate = score if eval_cfg else (method.evaluate if eval_every else None)
     res = train(
         method.model, method.loss, method.source, cfg,
         name=f"{method.kind}-{method.task}",
