@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml $(PLUGINS)
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests $(foreach d,$(PLUGIN_DIRS),$(wildcard $(d)/tests))
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests $(foreach d,$(PLUGIN_DIRS),$(wildcard $(d)/tests))
 
 # The torchrun stress loop (docs/reliability.md): 20 pairs of identical `--nproc 2` runs and 20
 # Ctrl-C stops of one rank, each ending cleanly on every rank. Run it with the other core busy too.

@@ -336,8 +336,13 @@ def test_help_shows_the_choices_and_groups_long_commands():
     assert "[tiny|quick|paper]" in t.output and "[full|padded]" in t.output and "─ Training recipe ─" in t.output
 
 
-def test_shell_completion_is_offered():
-    r = runner.invoke(app, ["--show-completion", "bash"], prog_name="ractd")
+def test_shell_completion_is_offered(monkeypatch):
+    import typer.completion
+
+    # `--show-completion` is a flag that detects the calling shell (shellingham), which finds none
+    # under some process trees (a detached job, a CI runner): name bash for it.
+    monkeypatch.setattr(typer.completion, "_get_shell_name", lambda: "bash")
+    r = runner.invoke(app, ["--show-completion"], prog_name="ractd")
     assert r.exit_code == 0 and "_ractd_completion" in r.output and "complete -o default" in r.output, r.output
     top = runner.invoke(app, ["--help"], env={"COLUMNS": "160"})
     assert "--install-completion" in top.output and "<bool>" not in top.output

@@ -94,7 +94,7 @@ def test_a_stopped_or_dead_rank_leaves_no_artifact_and_resume_finishes_the_same(
     """Ctrl-C of one rank (SIGINT: every rank checkpoints at the same step and stops) and the death
     of one (SIGKILL: torchrun stops the others; the last periodic checkpoint remains): no artifact,
     and `--resume` ends with the artifact of an uninterrupted run."""
-    steps = ("--steps", "1500", "--nproc", "2")
+    steps = ("--steps", "600", "--nproc", "2")
     whole = _ok(*TEACHER, *steps, cache=cache)
     (cache / "models" / Path(whole["path"]).name).unlink()
     env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}

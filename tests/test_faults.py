@@ -91,9 +91,9 @@ def test_sigterm_checkpoints_like_ctrl_c(bimodal):
     import time
 
     env = {**os.environ, "RACTD_CACHE_DIR": str(bimodal), "OMP_NUM_THREADS": "1"}
-    whole = json.loads(_run(*TEACHER[:-4], "--steps", "3000").stdout)
+    whole = json.loads(_run(*TEACHER[:-4], "--steps", "800").stdout)
     (bimodal / "models" / whole["path"].rsplit("/", 1)[-1]).unlink()
-    proc = subprocess.Popen([sys.executable, "-m", "ractd_cli", *TEACHER[:-4], "--steps", "3000", "--json"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "ractd_cli", *TEACHER[:-4], "--steps", "800", "--json"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpts = bimodal / "checkpoints"
     while not (ckpts.is_dir() and any(ckpts.glob("teacher-*.safetensors"))):
@@ -103,7 +103,7 @@ def test_sigterm_checkpoints_like_ctrl_c(bimodal):
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130 and "--resume" in stderr.splitlines()[-1], stderr
     assert not list((bimodal / "models").glob("teacher-*"))
-    resumed = json.loads(_run(*TEACHER[:-4], "--steps", "3000", "--resume").stdout)
+    resumed = json.loads(_run(*TEACHER[:-4], "--steps", "800", "--resume").stdout)
     assert resumed["id"] == whole["id"]
 
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from ractd_cli.cli import app
 
 runner = CliRunner()
-pytestmark = pytest.mark.slow
+# one xdist worker runs this module (`make test`: --dist loadgroup), so its module-scoped chain is built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline-bimodal")]
 EPISODES = 50
 
 

@@ -14,17 +14,17 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _results(tmp_path: Path, cache: Path) -> subprocess.CompletedProcess:
+def _results(tmp_path: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "ractd_cli", "reproduce", "bimodal", "--episodes", "4", "--teacher-episodes", "2",
          "--out", str(tmp_path / "out"), "--teacher-args", "--steps 120", "--bench-args", "--seed 3",
-         "--train-args", "--preset tiny --steps 100"],
+         "--train-args", "--preset tiny --steps 100", *extra],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
     )
 
 
-def test_results_runs_the_chain_once_and_prints_the_table(tmp_path, _tmp_cache):
+def test_results_runs_the_chain_once_prints_the_table_and_adds_selected_students(tmp_path, _tmp_cache):
     first = _results(tmp_path, _tmp_cache)
     assert first.returncode == 0, first.stderr[-2000:]
     for step in ("$ ractd fetch bimodal", "$ ractd train-teacher", "$ ractd train-reward", "--reward-weight 0", "$ ractd bench"):
@@ -48,6 +48,22 @@ def test_results_runs_the_chain_once_and_prints_the_table(tmp_path, _tmp_cache):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "$ ractd distill" not in again.stderr and "$ ractd train-" not in again.stderr
     assert "$ ractd bench" in again.stderr
+    # `--select-every N`: CTD and RACTD distilled again with online scoring and `--keep best` (the
+    # authors' protocol), benched as their own rows, labelled as selected; the last weights stay.
+    selection = _results(tmp_path, _tmp_cache, "--select-every", "50", "--select-episodes", "2")
+    assert selection.returncode == 0, selection.stderr[-2000:]
+    distills = [line for line in selection.stderr.splitlines() if line.startswith("$ ractd distill")]
+    assert len(distills) == 2 and all("--keep best" in d for d in distills), distills  # the last weights' are cached
+    bench = next(line for line in selection.stderr.splitlines() if line.startswith("$ ractd bench"))
+    assert bench.count("--also") == 2
+    doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
+    selected = [row for row in doc["rows"] if row["key"].startswith("also-")]
+    assert len(selected) == 2 and all(row["selection"]["step"] in (50, 100) for row in selected)
+    assert all("selected on online score at step" in row["method"] for row in selected)
+    assert {row["reward_weight"] for row in selected} == {0.0, 1.0}
+    last = {row["model_id"] for row in doc["rows"] if row["key"] in ("ctd-1", "ractd-1")}
+    assert len(last) == 2 and not last & {row["model_id"] for row in selected}
+    assert "selected on online score" in selection.stdout
 
 
 def test_results_distills_the_task_weight_even_beside_students_of_other_weights(tmp_path, _tmp_cache):
@@ -71,27 +87,3 @@ def test_results_distills_the_task_weight_even_beside_students_of_other_weights(
     doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
     assert {r["reward_weight"] for r in doc["rows"] if r["key"].startswith("ractd-")} == {1.0}
     assert "RACTD student" in again.stdout and "(reward weight sigma 1)" in again.stdout
-
-
-def test_results_with_selection_benches_the_selected_students_beside_the_last(tmp_path, _tmp_cache):
-    """`--select-every N`: CTD and RACTD distilled again with online scoring and `--keep best` (the
-    authors' protocol), benched as their own rows, labelled as selected; the last weights stay."""
-    env = {**os.environ, "RACTD_CACHE_DIR": str(_tmp_cache), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", "ractd_cli", "reproduce", "bimodal", "--episodes", "3", "--out", str(tmp_path / "out"),
-         "--train-args", "--preset tiny --steps 60", "--select-every", "30", "--select-episodes", "2"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    distills = [line for line in r.stderr.splitlines() if line.startswith("$ ractd distill")]
-    assert len(distills) == 4 and sum("--keep best" in d for d in distills) == 2, distills
-    bench = next(line for line in r.stderr.splitlines() if line.startswith("$ ractd bench"))
-    assert bench.count("--also") == 2
-    doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
-    selected = [row for row in doc["rows"] if row["key"].startswith("also-")]
-    assert len(selected) == 2 and all(row["selection"]["step"] in (30, 60) for row in selected)
-    assert all("selected on online score at step" in row["method"] for row in selected)
-    assert {row["reward_weight"] for row in selected} == {0.0, 1.0}
-    last = {row["model_id"] for row in doc["rows"] if row["key"] in ("ctd-1", "ractd-1")}
-    assert len(last) == 2 and not last & {row["model_id"] for row in selected}
-    assert "selected on online score" in r.stdout
