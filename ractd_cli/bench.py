@@ -29,7 +29,7 @@ from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import UsageError
 from .evaluate import PLAN_CHECK_RATES, Execution, PolicyRecipe, RolloutResult, check_workers, run_episodes
-from .models import resolve_device
+from .models import StudentConfig, resolve_device
 from .planner import Planner, Sampling, TrajDiffuserOptions, newest_student
 
 
@@ -56,20 +56,20 @@ def pick_students(spec: TaskSpec, student: str | None = None, ctd: str | None = 
     found = [a for a in list_artifacts() if a.kind == "student" and a.task == spec.name]
     if student is not None:
         ractd = load_artifact(student, kind="student", task=spec.name)
-        if not ractd.config.get("reward_weight", 0) > 0:
+        if not StudentConfig.of(ractd).rewarded:
             raise UsageError(f"--student {ractd.id[:8]} has reward weight 0 (a CTD student); pass it as --ctd, and a RACTD student as --student")
     else:
         ractd = newest_student(spec, rewarded=True)
     if ctd is not None:
         plain = load_artifact(ctd, kind="student", task=spec.name)
-        if plain.config.get("reward_weight", 0) != 0:
-            raise UsageError(f"--ctd {plain.id[:8]} has reward weight {plain.config['reward_weight']} (a RACTD student); "
+        if StudentConfig.of(plain).rewarded:
+            raise UsageError(f"--ctd {plain.id[:8]} has reward weight {StudentConfig.of(plain).reward_weight:g} (a RACTD student); "
                              "pass one distilled with --reward-weight 0")
         if ractd is not None and plain.meta["parents"][0] != ractd.meta["parents"][0]:
             raise UsageError(f"--ctd {plain.id[:8]} and the RACTD student {ractd.id[:8]} come from different teachers "
                              f"({plain.meta['parents'][0][:8]}, {ractd.meta['parents'][0][:8]}); bench compares the students of one teacher")
     else:
-        plain = next((a for a in found if a.config.get("reward_weight", 0) == 0
+        plain = next((a for a in found if not StudentConfig.of(a).rewarded
                       and (ractd is None or a.meta["parents"][0] == ractd.meta["parents"][0])), None)
     return ractd, plain
 
@@ -79,12 +79,21 @@ def _latest_trajdiffuser(task: str) -> Artifact | None:
     return next((a for a in list_artifacts() if a.kind == "proposer" and a.task == task and a.config.get("method") == "trajdiffuser"), None)
 
 
+def student_fields(art: Artifact) -> dict[str, Any]:
+    """A bench row's ``reward_weight`` (a student's sigma, else None) and, for a student selected on
+    online score (``--keep best``), its ``selection``."""
+    if art.kind != "student":
+        return {"reward_weight": None}
+    header = StudentConfig.of(art)
+    return {"reward_weight": header.reward_weight, **({"selection": header.selection} if header.selection else {})}
+
+
 def student_label(art: Artifact) -> str:
     """A student row's name from its artifact: CTD or RACTD with its reward weight sigma, and which
     weights it holds: the last step's, or (``--keep best``) those selected on online score."""
-    sigma = float(art.config.get("reward_weight", 0))
-    name = f"RACTD student, sigma {sigma:g}" if sigma > 0 else "CTD student"
-    sel = art.config.get("selection")
+    header = StudentConfig.of(art)
+    name = f"RACTD student, sigma {header.reward_weight:g}" if header.rewarded else "CTD student"
+    sel = header.selection
     if sel:
         return f"{name}, selected on online score at step {sel['step']} (the authors' protocol; optimistic)"
     return f"{name}, last weights"
@@ -383,8 +392,7 @@ def bench_planners(
             "method": row.method,
             "planner": "diffusion",
             "model_id": loaded.art.id,
-            "reward_weight": loaded.art.config.get("reward_weight") if loaded.art.kind == "student" else None,
-            **({"selection": loaded.art.config["selection"]} if loaded.art.config.get("selection") else {}),
+            **student_fields(loaded.art),
             "sampler": planner.sampler_name,
             "nfe": planner.nfe_per_plan,
             "nfe_paper": planner.nfe_paper,

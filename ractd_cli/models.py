@@ -140,18 +140,114 @@ def model_summary(art: Artifact) -> dict[str, Any]:
     return {"reward_weight": c.get("reward_weight"), "preset": c.get("preset"), "steps": steps, "evaluation": evaluation}
 
 
+@dataclasses.dataclass(frozen=True)
+class DiffusionConfig:
+    """What a teacher or student artifact's header says about its noise and its plans, read back
+    typed (the ``config`` dict the trainers write; no caller reads those keys by name). Fields a model
+    from before they were recorded lacks are None, or 1 for the plan stride."""
+
+    sigma_data: float
+    sigma_min: float
+    sigma_max: float
+    planning: str | None
+    horizon: int | None
+    plan_stride: int
+    windows: str | None
+
+    KINDS = ("teacher", "student")
+
+    @classmethod
+    def of(cls, art: Artifact) -> DiffusionConfig:
+        return cls(**cls._fields(art))
+
+    @classmethod
+    def _fields(cls, art: Artifact) -> dict[str, Any]:
+        if art.kind not in cls.KINDS:
+            raise UsageError(f"artifact {art.id[:8]} is a {art.kind}, not a {' or '.join(cls.KINDS)}")
+        c = art.config
+        return {"sigma_data": float(c["sigma_data"]), "sigma_min": float(c["sigma_min"]), "sigma_max": float(c["sigma_max"]),
+                "planning": c.get("planning"), "horizon": c.get("horizon"), "plan_stride": int(c.get("plan_stride", 1)),
+                "windows": c.get("windows")}
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig(DiffusionConfig):
+    """A teacher's header, typed. ``teacher_reward_weight``: w of a reward-aware teacher (the paper's
+    Table 4 ablation, ``train-teacher --teacher-reward-weight``; stored as ``reward_weight``), 0 for
+    the paper's unconditioned teacher; ``reward_id`` its reward model."""
+
+    teacher_reward_weight: float
+    reward_id: str | None
+
+    KINDS = ("teacher",)
+
+    @classmethod
+    def of(cls, art: Artifact) -> TeacherConfig:
+        c = art.config
+        return cls(**cls._fields(art), teacher_reward_weight=float(c.get("reward_weight", 0.0)), reward_id=c.get("reward_id"))
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentConfig(DiffusionConfig):
+    """A student's header, typed: the weights of eq. 9 (alpha L_CTM + beta L_DSM + sigma L_Reward;
+    sigma = ``reward_weight``, 0 for a plain CTD student), the evaluation during training
+    (``distill --eval-every``: ``{"every", "episodes"}``) and, with ``--keep best``, the ``selection``
+    whose weights it holds (None: the last step's)."""
+
+    ctm_weight: float
+    dsm_weight: float
+    reward_weight: float
+    eval: dict[str, Any] | None
+    selection: dict[str, Any] | None
+
+    KINDS = ("student",)
+
+    @classmethod
+    def of(cls, art: Artifact) -> StudentConfig:
+        c = art.config
+        return cls(**cls._fields(art), ctm_weight=float(c.get("ctm_weight", 1.0)), dsm_weight=float(c.get("dsm_weight", 1.0)),
+                   reward_weight=float(c.get("reward_weight", 0.0)), eval=c.get("eval") or None, selection=c.get("selection") or None)
+
+    @property
+    def rewarded(self) -> bool:
+        """A RACTD student (sigma > 0), not a plain CTD one."""
+        return self.reward_weight > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ProposerConfig:
+    """A Trajectory Diffuser's header (a ``proposer`` artifact of ``train-proposer``), typed: its
+    refiner's noise range, the plans it proposes, and the best return-to-go of its training data (the
+    default target return)."""
+
+    sigma_data: float
+    sigma_min: float
+    sigma_max: float
+    horizon: int
+    planning: str | None
+    best_return: float
+
+    @classmethod
+    def of(cls, art: Artifact) -> ProposerConfig:
+        c = art.config
+        if art.kind != "proposer" or c.get("method") != "trajdiffuser":
+            raise UsageError(f"artifact {art.id} is not a Trajectory Diffuser; run `ractd train-proposer --env {art.task}`")
+        return cls(sigma_data=float(c["sigma_data"]), sigma_min=float(c["sigma_min"]), sigma_max=float(c["sigma_max"]),
+                   horizon=int(c["horizon"]), planning=c.get("planning"), best_return=float(c["best_return"]))
+
+
 def spec_for(art: Artifact, spec: TaskSpec) -> TaskSpec:
     """``spec`` as ``art`` was trained: with the plan stride its config records (1 when absent), its
     training windows (``padded`` when absent, ractd's choice before it was recorded) and its
     planning kind, where that is another open-loop one (a Maze2d model from before the ``endpoints``
     conditioning keeps planning from the current state and the goal, ``states``)."""
-    k = int(art.config.get("plan_stride", 1))
-    planning = art.config.get("planning", spec.planning)
+    header = DiffusionConfig.of(art)
+    k, planning = header.plan_stride, header.planning or spec.planning
     if planning != spec.planning:
         if planning not in LAYOUTS or not (LAYOUTS[planning].open_loop and spec.layout.open_loop):
             raise UsageError(f"artifact {art.id} plans {planning!r} but {spec.name} plans {spec.planning!r}; retrain it")
     # models from before the choice was recorded trained on padded windows, except endpoint plans
-    windows = art.config.get("windows", "full" if LAYOUTS[planning].full_windows else "padded")
+    windows = header.windows or ("full" if LAYOUTS[planning].full_windows else "padded")
     if (k, planning, windows) == (spec.plan_stride, spec.planning, spec.windows):
         return spec
     return dataclasses.replace(spec, plan_stride=k, planning=planning, windows=windows)
@@ -209,12 +305,12 @@ def _load_weights(net: nn.Module, art: Artifact, prefix: str) -> None:
 
 def denoiser_from(art: Artifact) -> EDMPrecond:
     """The teacher D(x; sigma) of a ``teacher`` artifact."""
-    return EDMPrecond(load_net(art), sigma_data=art.config["sigma_data"]).eval()
+    return EDMPrecond(load_net(art), sigma_data=DiffusionConfig.of(art).sigma_data).eval()
 
 
 def student_from(art: Artifact) -> CTMPrecond:
     """The student G(x_t, t, s) of a ``student`` artifact."""
-    return CTMPrecond(load_net(art), sigma_data=art.config["sigma_data"]).eval()
+    return CTMPrecond(load_net(art), sigma_data=StudentConfig.of(art).sigma_data).eval()
 
 
 def proposer_from(art: Artifact) -> nn.Module:

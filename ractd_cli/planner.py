@@ -41,7 +41,20 @@ from .diffusion import (
     student_sigmas,
 )
 from .errors import UsageError
-from .models import PlanIO, check_reward_input, denoiser_from, inverse_from, load_net, normalizers_from, plan_io, proposer_from, spec_for, student_from
+from .models import (
+    PlanIO,
+    ProposerConfig,
+    StudentConfig,
+    check_reward_input,
+    denoiser_from,
+    inverse_from,
+    load_net,
+    normalizers_from,
+    plan_io,
+    proposer_from,
+    spec_for,
+    student_from,
+)
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -355,14 +368,13 @@ class TrajDiffuserPlanner:
         seed: int = 0,
     ):
         sampler = sampler or "euler"
-        if art.kind != "proposer" or art.config.get("method") != "trajdiffuser":
-            raise UsageError(f"artifact {art.id} is not a Trajectory Diffuser; run `ractd train-proposer --env {spec.name}`")
+        header = ProposerConfig.of(art)
         if sampler not in REFINE_SAMPLERS:
             raise UsageError(f"sampler {sampler!r} does not apply to trajdiffuser refinement; use one of {', '.join(REFINE_SAMPLERS)}")
         if refine_steps < 0:
             raise UsageError(f"--refine-steps must be >= 0, got {refine_steps}")
-        if not 0 <= refine_sigma <= art.config["sigma_max"]:
-            raise UsageError(f"--refine-sigma must be in [0, {art.config['sigma_max']:g}], got {refine_sigma:g}")
+        if not 0 <= refine_sigma <= header.sigma_max:
+            raise UsageError(f"--refine-sigma must be in [0, {header.sigma_max:g}], got {refine_sigma:g}")
         guidance = td.guidance(spec) if guidance is None else float(guidance)
         if not (math.isfinite(guidance) and guidance >= 0):
             raise UsageError(f"--guidance must be a finite number >= 0, got {guidance}")
@@ -372,23 +384,23 @@ class TrajDiffuserPlanner:
             raise UsageError("--candidates N > 1 picks the best plan by the reward model; train one (`ractd train-reward`) or pass --reward")
         self.art, self.spec = art, spec
         view = td.state_view(spec)  # planned as the artifact was trained (its horizon and conditioning)
-        self.view = dataclasses.replace(view, horizon=int(art.config["horizon"]), planning=art.config.get("planning", view.planning))
+        self.view = dataclasses.replace(view, horizon=header.horizon, planning=header.planning or view.planning)
         self.device = torch.device(device)
         self.sampler_name = sampler
         self.refine_steps, self.refine_sigma, self.guidance, self.candidates = int(refine_steps), float(refine_sigma), guidance, int(candidates)
         if target_return is None:  # the task's, else the best return-to-go of the training data
-            target_return = spec.trajdiffuser.get("target_return", art.config["best_return"])
+            target_return = spec.trajdiffuser.get("target_return", header.best_return)
         self.target_return = float(target_return)
         norms = normalizers_from(art.tensors)
         self.io = PlanIO(self.view, norms).to(self.device)
         self.g_star = float(norms["return"].normalize(np.array([self.target_return], np.float32))[0])
         self.proposer = proposer_from(art).to(self.device)
-        self.refiner = td.GuidedDenoiser(EDMPrecond(load_net(art, "refiner"), sigma_data=art.config["sigma_data"]), guidance).to(self.device).eval()
+        self.refiner = td.GuidedDenoiser(EDMPrecond(load_net(art, "refiner"), sigma_data=header.sigma_data), guidance).to(self.device).eval()
         self.inverse = inverse_from(art, "inverse").to(self.device)
         self.reward = RawReward(reward, spec).to(self.device).eval() if reward is not None and candidates > 1 else None
         self.reward_id = reward.id if self.reward is not None else None
         self.sample_fn: Callable = SAMPLERS[sampler]
-        self.sigmas = refine_sigmas(self.refine_sigma, self.refine_steps, art.config["sigma_min"], self.device)
+        self.sigmas = refine_sigmas(self.refine_sigma, self.refine_steps, header.sigma_min, self.device)
         self.seed = seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.jit, self.jit_error = False, None  # the transformer and the guided refiner run eager
@@ -472,14 +484,14 @@ def newest_student(spec: TaskSpec, *, rewarded: bool = False) -> Artifact | None
     at any weight > 0, else (unless ``rewarded``) the newest CTD student. None when there is none."""
     found = [a for a in list_artifacts() if a.kind == "student" and a.task == spec.name]
     sigma = spec.loss_weights[2]
-    weighted = [a for a in found if a.config.get("reward_weight", 0) > 0]
-    pick = next((a for a in weighted if a.config["reward_weight"] == sigma), weighted[0] if weighted else None)
+    weighted = [a for a in found if StudentConfig.of(a).rewarded]
+    pick = next((a for a in weighted if StudentConfig.of(a).reward_weight == sigma), weighted[0] if weighted else None)
     return pick if pick is not None or rewarded else (found[0] if found else None)
 
 
 def student_choice(art: Artifact, spec: TaskSpec) -> str:
     """One line saying which student :func:`newest_student` chose, and why."""
-    w = art.config.get("reward_weight", 0)
+    w = StudentConfig.of(art).reward_weight
     why = ("the task's default reward weight" if w == spec.loss_weights[2] else
            f"no student at the task's reward weight {spec.loss_weights[2]:g}" if w > 0 else "a CTD student: no RACTD student in the cache")
     return f"model: student {art.id[:8]} (reward weight {w:g}, {why}; --model ID picks another)"

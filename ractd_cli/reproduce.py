@@ -39,6 +39,7 @@ from .bench import markdown as bench_markdown
 from .bench import models_line, settings_line
 from .bench import table as bench_table
 from .errors import RactdError, UsageError
+from .models import StudentConfig, TeacherConfig
 from .ui import err
 
 WHAT = ("table", "sweep", "table4")
@@ -124,8 +125,9 @@ class Chain:
         for a in self.artifacts("student"):
             if list(a.meta.get("parents") or []) != ([teacher] if weight == 0 else [teacher, reward]):
                 continue
-            ev = a.config.get("eval") or {}
-            if (a.config.get("reward_weight") == weight and bool(a.config.get("selection")) == selected
+            header = StudentConfig.of(a)
+            ev = header.eval or {}
+            if (header.reward_weight == weight and (header.selection is not None) == selected
                     and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation):
                 return a.meta
         return None
@@ -227,7 +229,7 @@ def reward_sweep(chain: Chain, *, weights: Sequence[float], eval_every: int, eva
 def aware_teacher(chain: Chain, reward: str, weight: float) -> str | None:
     """The id of a cached reward-aware teacher of ``reward`` at ``weight``, or None."""
     for t in chain.artifacts("teacher"):
-        if list(t.meta.get("parents") or []) == [reward] and t.config.get("reward_weight") == weight:
+        if list(t.meta.get("parents") or []) == [reward] and TeacherConfig.of(t).teacher_reward_weight == weight:
             return t.id
     return None
 

@@ -92,6 +92,27 @@ def test_student_records_parents_and_weights(cache):
     assert by_id[cache["ctd"]]["parents"] == [cache["teacher"]]
 
 
+def test_headers_read_back_typed_as_they_were_trained(cache):
+    """Each kind's header comes back as its typed config: the student's sigma (1 for RACTD at the
+    task's weights, 0 for CTD) and noise range, the teacher's plans; another kind is one line."""
+    from ractd_cli.artifacts import load_artifact
+    from ractd_cli.diffusion import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN
+    from ractd_cli.errors import UsageError
+    from ractd_cli.models import StudentConfig, TeacherConfig
+    from ractd_cli.registry import get_task
+
+    ractd_cfg, ctd_cfg = StudentConfig.of(load_artifact(cache["ractd"])), StudentConfig.of(load_artifact(cache["ctd"]))
+    assert (ractd_cfg.reward_weight, ractd_cfg.rewarded, ctd_cfg.reward_weight, ctd_cfg.rewarded) == (1.0, True, 0.0, False)
+    assert ractd_cfg.selection is None and ractd_cfg.eval is None and ractd_cfg.ctm_weight == 1.0
+    teacher = TeacherConfig.of(load_artifact(cache["teacher"]))
+    assert (teacher.sigma_data, teacher.sigma_min, teacher.sigma_max) == (SIGMA_DATA, SIGMA_MIN, SIGMA_MAX) == (
+        ractd_cfg.sigma_data, ractd_cfg.sigma_min, ractd_cfg.sigma_max)
+    spec = get_task("bimodal")[1]
+    assert (teacher.planning, teacher.horizon, teacher.teacher_reward_weight) == (spec.planning, spec.x_shape[0], 0.0)
+    with pytest.raises(UsageError, match="is a reward, not a student"):
+        StudentConfig.of(load_artifact(cache["reward"]))
+
+
 def test_rollout_json_reports_latency_and_nfe(cache):
     doc = ractd("rollout", "--env", "bimodal", "--model", cache["ractd"], "--episodes", "3")
     assert doc["nfe"] == 1 and doc["sampler"] == "onestep" and doc["ms_per_action"] > 0

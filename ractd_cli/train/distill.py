@@ -21,7 +21,7 @@ from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact
 from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, heun_sample, ractd_loss, student_from_teacher, teacher_sigmas
 from ..errors import RactdError, UsageError
-from ..models import denoiser_from, normalizers_from, prefixed, spec_for
+from ..models import DiffusionConfig, denoiser_from, normalizers_from, prefixed, spec_for
 from ..ui import progress
 from .common import TrainOptions, check_keep, stale
 from .fit import Method, fit
@@ -119,10 +119,10 @@ def distill_student(
     student = student_from_teacher(teacher)
     teacher.to(device)
     # The student's 80-bin CTM grid, sigma in [0.02, 80] (paper App. B.1; RACTD's code).
-    sigmas = teacher_sigmas(NUM_BINS, STUDENT_SIGMA_MIN, teacher_art.config["sigma_max"], device=device)
+    sigmas = teacher_sigmas(NUM_BINS, STUDENT_SIGMA_MIN, DiffusionConfig.of(teacher_art).sigma_max, device=device)
 
-    pairs = teacher_pairs(teacher, data.diffusion, n_pairs, sigma_max=teacher_art.config["sigma_max"],
-                          sigma_min=teacher_art.config["sigma_min"], seed=cfg.seed, device=device,
+    pairs = teacher_pairs(teacher, data.diffusion, n_pairs, sigma_max=DiffusionConfig.of(teacher_art).sigma_max,
+                          sigma_min=DiffusionConfig.of(teacher_art).sigma_min, seed=cfg.seed, device=device,
                           show_progress=opts.show_progress) if n_pairs else None
     method = StudentMethod(spec, teacher_art, teacher, student, data, cfg, opts, reward=(reward_art, reward_fn), sigmas=sigmas,
                            alpha=alpha, beta=beta, sigma_r=sigma_r, distance=distance, weights=weights, teacher_steps=teacher_steps,
