@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml $(PLUGINS)
 
 install: $(STAMP)
 
+# --dist loadfile: each test file on one worker, so a module-scoped fixture (the bimodal chain of
+# tests/test_pipeline_bimodal.py, about 2.5 minutes) is built once, not once per worker.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests $(foreach d,$(PLUGIN_DIRS),$(wildcard $(d)/tests))
+	$(PY) -m pytest -q -n 2 --dist loadfile tests $(foreach d,$(PLUGIN_DIRS),$(wildcard $(d)/tests))
 
 # The torchrun stress loop (docs/reliability.md): 20 pairs of identical `--nproc 2` runs and 20
 # Ctrl-C stops of one rank, each ending cleanly on every rank. Run it with the other core busy too.

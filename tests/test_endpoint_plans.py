@@ -33,9 +33,6 @@ from ractd_cli.models import PlanIO
 from ractd_cli.nets import make_denoiser_net
 from ractd_cli.train.data import build_task_data
 
-# one xdist worker runs this module (`make test`: --dist loadgroup), so its module-scoped chain is built once
-pytestmark = pytest.mark.xdist_group("endpoint-plans")
-
 
 def _spec(**kw) -> TaskSpec:
     """A 1-D point: state (position, velocity), goal = the position, horizon H."""

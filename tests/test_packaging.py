@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-# one xdist worker runs this module (`make test`: --dist loadgroup), so its module-scoped chain is built once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
 EXTRAS = {"maze2d": "ractd-maze2d", "mujoco": "ractd-mujoco", "kitchen": "ractd-kitchen", "bimodal": "ractd-bimodal"}

@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 from ractd_cli.cli import app
 
 runner = CliRunner()
-# one xdist worker runs this module (`make test`: --dist loadgroup), so its module-scoped chain is built once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline-bimodal")]
+pytestmark = pytest.mark.slow
 EPISODES = 50
 
 
