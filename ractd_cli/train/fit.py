@@ -1,10 +1,12 @@
 """One way to turn any model kind into an artifact: ``fit(method, cfg, opts)``.
 
 A :class:`Method` is what differs between the kinds a trainer makes (teacher, student, reward model,
-inverse dynamics): the network being optimised, its batches, its loss, the tensors and config its
-artifact holds, and what it adds once trained. :func:`fit` is everything else, written once: the
-training loop (:func:`~ractd_cli.train.loop.train`), scoring unsaved artifacts online
-(``--eval-every``), keeping the best-scoring weights (``--keep best``) and saving the artifact.
+inverse dynamics, the Trajectory Diffuser's refiner and proposer): the network being optimised, its
+batches, its loss, the tensors and config its artifact holds, and what it adds once trained.
+:func:`fit` is everything else, written once: the training loop (:func:`train_method`, over
+:func:`~ractd_cli.train.loop.train`), scoring unsaved artifacts online (``--eval-every``), keeping
+the best-scoring weights (``--keep best``) and saving the artifact. A network that is one part of
+another artifact (the Trajectory Diffuser's three) goes through :func:`train_method` alone.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class Method:
     - ``parents``: the artifacts it was made from; ``meta``: more header fields (outside ``config``);
     - ``run_extra``: what else identifies the run, for ``--resume``;
     - ``named``: whether the user's ``--name`` names this artifact (not a by-product such as the
-      teacher's inverse dynamics).
+      teacher's inverse dynamics);
+    - ``run_name``: the progress bar's and checkpoint's label (default ``<kind>-<task>``).
     """
 
     kind: str
@@ -45,6 +48,7 @@ class Method:
     meta: dict[str, Any] = {}
     run_extra: dict[str, Any] = {}
     named: bool = True
+    run_name: str | None = None
 
     def loss(self, model: nn.Module, ema: nn.Module, batch: Mapping[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
         """``{"loss": scalar, other scalars...}`` of one batch (the loop's ``LossFn``)."""
@@ -65,6 +69,20 @@ class Method:
     def finish(self, res: TrainResult) -> tuple[dict[str, Any], dict[str, float]]:
         """After the last step: (more ``config``, more ``losses``) for the artifact."""
         return {}, {}
+
+
+def train_method(method: Method, cfg: TrainConfig, opts: TrainOptions, *, evaluate: Callable[[nn.Module, nn.Module], dict] | None = None,
+                 eval_every: int = 0, run_extra: Mapping[str, Any] | None = None) -> TrainResult:
+    """``method``'s network through the one training loop with ``cfg`` (``--resume`` and progress
+    from ``opts``), nothing saved: the loop's result. ``run_extra`` joins ``method.run_extra`` in
+    identifying the run."""
+    return train(
+        method.model, method.loss, method.source, cfg,
+        name=method.run_name or f"{method.kind}-{method.task}",
+        run_extra={**method.run_extra, **(run_extra or {})},
+        resume=opts.resume, show_progress=opts.show_progress,
+        evaluate=evaluate, eval_every=eval_every if evaluate is not None else 0, fingerprint=method.fingerprint,
+    )
 
 
 def fit(
@@ -101,13 +119,7 @@ def fit(
         return result
 
     evaluate = score if eval_cfg else (method.evaluate if eval_every else None)
-    res = train(
-        method.model, method.loss, method.source, cfg,
-        name=f"{method.kind}-{method.task}",
-        run_extra={**method.run_extra, **({"eval": eval_cfg} if eval_cfg else {})},
-        resume=opts.resume, show_progress=opts.show_progress,
-        evaluate=evaluate, eval_every=eval_every if evaluate is not None else 0, fingerprint=method.fingerprint,
-    )
+    res = train_method(method, cfg, opts, evaluate=evaluate, eval_every=eval_every, run_extra={"eval": eval_cfg} if eval_cfg else None)
     more, losses = method.finish(res)
     if eval_cfg:
         more.update(eval=eval_cfg, eval_curve=res.curve)

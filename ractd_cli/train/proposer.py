@@ -32,8 +32,47 @@ from ..nets import make_denoiser_net
 from ..proposer import make_proposer
 from .common import TrainOptions
 from .data import Source, build_task_data, default_dataset
-from .loop import saved, train
+from .fit import Method, train_method
+from .loop import saved
 from .teacher import fit_inverse_dynamics
+
+
+class RefinerMethod(Method):
+    """The Trajectory Diffuser's refiner: an EDM state-plan denoiser D(x; sigma | [goal, g_0, 1]), the
+    return dropped for :data:`~ractd_cli.trajdiffuser.COND_DROPOUT` of the batch, the first state kept
+    clean (:func:`ractd_cli.trajdiffuser.refiner_loss`). A part of the ``proposer`` artifact."""
+
+    kind = "proposer"
+
+    def __init__(self, view: TaskSpec, plans: Source, net_preset: str, *, distance: str, run_extra: dict, fingerprint: str | None):
+        self.net = make_denoiser_net(net_preset, input_dim=view.obs_dim, global_cond_dim=td.refiner_cond_dim(view), horizon=view.horizon)
+        self.model = EDMPrecond(self.net, sigma_data=SIGMA_DATA)
+        self.distance, self.task, self.source, self.fingerprint = distance, view.name, plans, fingerprint
+        self.run_name = f"trajdiffuser-refiner-{view.name}"
+        self.run_extra = {**run_extra, "net": self.net.config, "distance": distance, "p_uncond": td.COND_DROPOUT}
+
+    def loss(self, model, ema, batch, gen):
+        cond = td.refiner_cond(batch["goal"], batch["g"][:, 0])
+        return {"loss": td.refiner_loss(model, batch["x"], cond, generator=gen, distance=self.distance).mean()}
+
+
+class ProposerMethod(Method):
+    """The Trajectory Diffuser's proposer: a causal transformer over (state, return-to-go) tokens from
+    [s_0, g_0, goal], teacher forcing, MSE on the next token, as its authors train it. A part of the
+    ``proposer`` artifact."""
+
+    kind = "proposer"
+
+    def __init__(self, view: TaskSpec, plans: Source, preset: str, *, run_extra: dict, fingerprint: str | None):
+        cond_dim = view.obs_dim + 1 + view.layout.goal_width(view)
+        self.model = make_proposer(preset, x_dim=view.obs_dim + 1, cond_dim=cond_dim, horizon=view.horizon - 1)
+        self.task, self.source, self.fingerprint = view.name, plans, fingerprint
+        self.run_name = f"trajdiffuser-proposer-{view.name}"
+        self.run_extra = {**run_extra, "net": self.model.config}
+
+    def loss(self, model, ema, batch, gen):
+        tok = td.tokens(batch["x"], batch["g"])
+        return {"loss": ((model(tok, td.proposer_cond(batch["x"][:, 0], batch["g"][:, 0], batch["goal"])) - tok) ** 2).mean()}
 
 
 def train_trajdiffuser(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber") -> Artifact:
@@ -67,29 +106,15 @@ def train_trajdiffuser(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, 
 
     # 2. the return-guided refiner
     opts.seed_init()
-    refiner_net = make_denoiser_net(opts.net_preset(view), input_dim=obs, global_cond_dim=td.refiner_cond_dim(view), horizon=H)
-    refiner = EDMPrecond(refiner_net, sigma_data=SIGMA_DATA)
-
-    def refiner_loss(model, ema, b, gen):
-        cond = td.refiner_cond(b["goal"], b["g"][:, 0])
-        return {"loss": td.refiner_loss(model, b["x"], cond, generator=gen, distance=distance).mean()}
-
-    res_ref = train(refiner, refiner_loss, plans, cfg["teacher"], name=f"trajdiffuser-refiner-{spec.name}",
-                    run_extra={**written_by, "net": refiner_net.config, "distance": distance, "p_uncond": td.COND_DROPOUT},
-                    resume=opts.resume, show_progress=opts.show_progress, fingerprint=fingerprint)
+    refiner = RefinerMethod(view, plans, opts.net_preset(view), distance=distance, run_extra=written_by, fingerprint=fingerprint)
+    refiner_net = refiner.net
+    res_ref = train_method(refiner, cfg["teacher"], opts)
 
     # 3. the proposer over (state, return-to-go) tokens
     opts.seed_init()
-    cond_dim = obs + 1 + view.layout.goal_width(view)
-    proposer = make_proposer(opts.preset, x_dim=obs + 1, cond_dim=cond_dim, horizon=H - 1)
-
-    def proposer_loss(model, ema, b, gen):
-        tok = td.tokens(b["x"], b["g"])
-        return {"loss": ((model(tok, td.proposer_cond(b["x"][:, 0], b["g"][:, 0], b["goal"])) - tok) ** 2).mean()}
-
-    res_prop = train(proposer, proposer_loss, plans, cfg["proposer"], name=f"trajdiffuser-proposer-{spec.name}",
-                     run_extra={**written_by, "net": proposer.config}, resume=opts.resume, show_progress=opts.show_progress,
-                     fingerprint=fingerprint)
+    prop = ProposerMethod(view, plans, opts.preset, run_extra=written_by, fingerprint=fingerprint)
+    proposer = prop.model
+    res_prop = train_method(prop, cfg["proposer"], opts)
 
     best = float(returns.max())
     return saved(save_artifact(

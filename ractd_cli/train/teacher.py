@@ -29,8 +29,8 @@ from ..models import normalizer_tensors, prefixed
 from ..nets import DENOISER_PRESETS, InverseDynamics, make_denoiser_net
 from .common import TrainOptions, check_keep
 from .data import TaskData, load_task_data
-from .fit import Method, fit
-from .loop import TrainConfig, TrainResult, train
+from .fit import Method, fit, train_method
+from .loop import TrainConfig, TrainResult
 from .reward import frozen_reward
 
 
@@ -63,10 +63,9 @@ def fit_inverse_dynamics(spec: TaskSpec, transitions, opts: TrainOptions, *, nam
     """Inverse dynamics (:class:`InverseDynamicsMethod`) through the one training loop, not saved: the
     network, the loop's result and its config (the Trajectory Diffuser keeps it inside its artifact)."""
     opts.seed_init()
-    method = InverseDynamicsMethod(spec, transitions, opts.config("inverse-dynamics", spec))
-    res = train(method.model, method.loss, transitions, method.cfg, name=name, run_extra=run_extra, resume=opts.resume,
-                show_progress=opts.show_progress, fingerprint=fingerprint)
-    return method.net, res, method.cfg
+    method = InverseDynamicsMethod(spec, transitions, opts.config("inverse-dynamics", spec), fingerprint=fingerprint)
+    method.run_name, method.run_extra = name, dict(run_extra)
+    return method.net, train_method(method, method.cfg, opts), method.cfg
 
 
 def train_inverse_dynamics(spec: TaskSpec, data: TaskData, opts: TrainOptions) -> Artifact:
