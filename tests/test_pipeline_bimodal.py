@@ -150,7 +150,7 @@ def test_rollout_workers_run_the_episodes_of_one_process(cache, tmp_path):
     assert (split["workers"], split["threads_per_worker"], split["model_id"]) == (2, max(1, threads // 2), cache["ctd"])
     assert (split["nfe"], split["nfe_paper"], one["workers"]) == (1, 1, 1)
     assert len({e["return"] for e in one["per_episode"]}) > 1  # the episodes differ, so their order is checked
-    bench = ["bench", "--env", "bimodal", "--episodes", "4", "--repeats", "1"]
+    bench = ["bench", "--env", "bimodal", "--episodes", "4", "--teacher-episodes", "1", "--repeats", "1"]
     rows1, rows2 = ractd(*bench)["rows"], ractd(*bench, "--workers", "2")
     assert rows2["workers"] == 2
     assert [(r["method"], r["score_mean"]) for r in rows2["rows"]] == [(r["method"], r["score_mean"]) for r in rows1]
