@@ -42,6 +42,7 @@ from .diffusion import (
 )
 from .errors import UsageError
 from .models import (
+    Normalize,
     PlanIO,
     ProposerConfig,
     StudentConfig,
@@ -393,7 +394,7 @@ class TrajDiffuserPlanner:
         self.target_return = float(target_return)
         norms = normalizers_from(art.tensors)
         self.io = PlanIO(self.view, norms).to(self.device)
-        self.g_star = float(norms["return"].normalize(np.array([self.target_return], np.float32))[0])
+        self.g_star = float(Normalize(norms["return"])(torch.tensor([self.target_return], dtype=torch.float32))[0])  # bit-identical
         self.proposer = proposer_from(art).to(self.device)
         self.refiner = td.GuidedDenoiser(EDMPrecond(load_net(art, "refiner"), sigma_data=header.sigma_data), guidance).to(self.device).eval()
         self.inverse = inverse_from(art, "inverse").to(self.device)
