@@ -221,6 +221,8 @@ def test_bad_planner_options_are_usage_errors():
         with pytest.raises(UsageError):
             TrajDiffuserPlanner(art, CHUNK, **kw)
     TrajDiffuserPlanner(art, CHUNK, candidates=3, reward=reward)  # with a reward model it may choose
+    with pytest.raises(UsageError, match="is not a Trajectory Diffuser; run `ractd train-proposer"):
+        TrajDiffuserPlanner(reward, CHUNK)  # another kind's header is refused, not read
 
 
 # ------------------------------------------------------------------------------ CLI, bimodal task
