@@ -62,8 +62,8 @@ def pick_students(spec: TaskSpec, student: str | None = None, ctd: str | None = 
         ractd = newest_student(spec, rewarded=True)
     if ctd is not None:
         plain = load_artifact(ctd, kind="student", task=spec.name)
-        if StudentConfig.of(plain).rewarded:
-            raise UsageError(f"--ctd {plain.id[:8]} has reward weight {StudentConfig.of(plain).reward_weight:g} (a RACTD student); "
+        if (header := StudentConfig.of(plain)).rewarded:
+            raise UsageError(f"--ctd {plain.id[:8]} has reward weight {header.reward_weight:g} (a RACTD student); "
                              "pass one distilled with --reward-weight 0")
         if ractd is not None and plain.meta["parents"][0] != ractd.meta["parents"][0]:
             raise UsageError(f"--ctd {plain.id[:8]} and the RACTD student {ractd.id[:8]} come from different teachers "

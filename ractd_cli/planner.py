@@ -145,11 +145,11 @@ class Planner:
         device: str | torch.device = "cpu", seed: int = 0, jit: bool = False, cuda_graphs: bool = True,
         sampling: Sampling | None = None,
     ):
+        if art.kind not in KIND_SAMPLING:
+            raise UsageError(f"{art.kind} {art.id[:8]} does not plan; give a teacher or a student")
         spec = spec_for(art, spec)  # the plan stride it was trained with
         self.art, self.spec = art, spec
         self.device = torch.device(device)
-        if art.kind not in KIND_SAMPLING:
-            raise UsageError(f"{art.kind} {art.id[:8]} does not plan; give a teacher or a student")
         kind = self.kind = KIND_SAMPLING[art.kind]
         sampler = sampler or kind.default(nfe)
         if sampler not in kind.samplers:
@@ -485,8 +485,9 @@ def newest_student(spec: TaskSpec, *, rewarded: bool = False) -> Artifact | None
     at any weight > 0, else (unless ``rewarded``) the newest CTD student. None when there is none."""
     found = [a for a in list_artifacts() if a.kind == "student" and a.task == spec.name]
     sigma = spec.loss_weights[2]
-    weighted = [a for a in found if StudentConfig.of(a).rewarded]
-    pick = next((a for a in weighted if StudentConfig.of(a).reward_weight == sigma), weighted[0] if weighted else None)
+    weighted = [(a, StudentConfig.of(a).reward_weight) for a in found]
+    weighted = [(a, w) for a, w in weighted if w > 0]
+    pick = next((a for a, w in weighted if w == sigma), weighted[0][0] if weighted else None)
     return pick if pick is not None or rewarded else (found[0] if found else None)
 
 

@@ -19,7 +19,7 @@ from ractd_cli.diffusion import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMPrecond, eu
 from ractd_cli.errors import UsageError
 from ractd_cli.models import normalizer_tensors, prefixed
 from ractd_cli.nets import InverseDynamics, RewardMLP, make_denoiser_net
-from ractd_cli.planner import TrajDiffuserPlanner, refine_sigmas
+from ractd_cli.planner import Planner, TrajDiffuserPlanner, refine_sigmas
 from ractd_cli.proposer import build_proposer, make_proposer
 from ractd_cli.train.loop import TrainConfig, train
 
@@ -223,6 +223,8 @@ def test_bad_planner_options_are_usage_errors():
     TrajDiffuserPlanner(art, CHUNK, candidates=3, reward=reward)  # with a reward model it may choose
     with pytest.raises(UsageError, match="is not a Trajectory Diffuser; run `ractd train-proposer"):
         TrajDiffuserPlanner(reward, CHUNK)  # another kind's header is refused, not read
+    with pytest.raises(UsageError, match="does not plan; give a teacher or a student"):
+        Planner(reward, CHUNK)  # refused by kind before its header is read
 
 
 # ------------------------------------------------------------------------------ CLI, bimodal task

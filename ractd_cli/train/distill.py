@@ -119,10 +119,11 @@ def distill_student(
     student = student_from_teacher(teacher)
     teacher.to(device)
     # The student's 80-bin CTM grid, sigma in [0.02, 80] (paper App. B.1; RACTD's code).
-    sigmas = teacher_sigmas(NUM_BINS, STUDENT_SIGMA_MIN, DiffusionConfig.of(teacher_art).sigma_max, device=device)
+    noise = DiffusionConfig.of(teacher_art)
+    sigmas = teacher_sigmas(NUM_BINS, STUDENT_SIGMA_MIN, noise.sigma_max, device=device)
 
-    pairs = teacher_pairs(teacher, data.diffusion, n_pairs, sigma_max=DiffusionConfig.of(teacher_art).sigma_max,
-                          sigma_min=DiffusionConfig.of(teacher_art).sigma_min, seed=cfg.seed, device=device,
+    pairs = teacher_pairs(teacher, data.diffusion, n_pairs, sigma_max=noise.sigma_max,
+                          sigma_min=noise.sigma_min, seed=cfg.seed, device=device,
                           show_progress=opts.show_progress) if n_pairs else None
     method = StudentMethod(spec, teacher_art, teacher, student, data, cfg, opts, reward=(reward_art, reward_fn), sigmas=sigmas,
                            alpha=alpha, beta=beta, sigma_r=sigma_r, distance=distance, weights=weights, teacher_steps=teacher_steps,
