@@ -30,7 +30,8 @@ from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import UsageError
 from .evaluate import PLAN_CHECK_RATES, Execution, PolicyRecipe, RolloutResult, check_workers, run_episodes
 from .models import StudentConfig, resolve_device
-from .planner import Planner, Sampling, TrajDiffuserOptions, newest_student
+from .planner import Planner, Sampling
+from .resolve import TrajDiffuserOptions, newest_student
 
 
 @dataclass

@@ -36,7 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "--init-noise": ("unit", "edm"),  # planner.INIT_NOISES
     "--sampler": ("onestep", "multistep", "heun", "euler", "ancestral"),  # planner.STUDENT_SAMPLERS + TEACHER_SAMPLERS
     "--eval-sampler": ("euler", "heun", "ancestral"),  # planner.TEACHER_SAMPLERS
-    "--planner": ("diffusion", "trajdiffuser"),  # planner.PLANNERS
+    "--planner": ("diffusion", "trajdiffuser"),  # resolve.PLANNERS
     "--source": ("minari", "local"),  # data.fetch.SOURCES
     "--format": ("onnx", "torchscript"),  # export.FORMATS
     "--runtime": ("torch", "onnxruntime"),  # bench.RUNTIMES
@@ -867,8 +867,9 @@ def export(
     Kitchen, states for Maze2d. The file's metadata names the task, dimensions, artifact and sampler.
     """
     from .export import export as do_export
-    from .planner import Sampling, load_for_planning
+    from .planner import Sampling
     from .registry import get_task
+    from .resolve import load_for_planning
 
     if out.is_dir():
         raise UsageError(f"-o {out} is a folder; give the file to write, e.g. -o {out / ('plan.' + {'torchscript': 'pt'}.get(fmt, fmt))}")
@@ -882,7 +883,7 @@ def export(
         raise UsageError(unknown_choice("--format", fmt, FORMATS))
     loaded = load_for_planning(model, spec)
     if model == "student":
-        from .planner import student_choice
+        from .resolve import student_choice
 
         err.print(student_choice(loaded.art, spec))
     meta = do_export(loaded.art, spec, out, fmt=fmt, sampler=sampler, nfe=nfe, sampling=sampling)
@@ -938,8 +939,9 @@ def rollout(
     from .evaluate import Execution, check_workers
     from .evaluate import rollout as do_rollout
     from .models import resolve_device
-    from .planner import Sampling, TrajDiffuserOptions
+    from .planner import Sampling
     from .registry import get_task
+    from .resolve import TrajDiffuserOptions
 
     if episodes < 1 or batch < 1:
         raise UsageError("--episodes and --batch must be at least 1")
@@ -958,7 +960,8 @@ def rollout(
             raise UsageError(f"--video writes an MP4 video; name it {video.with_suffix('.mp4')}")
         recorder = VideoRecorder(adapter, spec, video, min(video_episodes, episodes))
     if planner != "trajdiffuser" and model in (None, "student"):  # say which student "the student" is
-        from .planner import STUDENT_SAMPLERS, TEACHER_SAMPLERS, newest_student, student_choice
+        from .planner import STUDENT_SAMPLERS, TEACHER_SAMPLERS
+        from .resolve import newest_student, student_choice
 
         if sampler is not None and sampler not in STUDENT_SAMPLERS + TEACHER_SAMPLERS:
             raise UsageError(unknown_choice("--sampler", sampler, STUDENT_SAMPLERS + TEACHER_SAMPLERS))

@@ -24,18 +24,9 @@ from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact
 from .errors import UsageError
 from .models import resolve_device
-from .planner import (
-    PLANNERS,
-    Loaded,
-    Planner,
-    Sampling,
-    TrajDiffuserOptions,
-    TrajDiffuserPlanner,
-    build_planner,
-    load_for_planning,
-    load_trajdiffuser,
-    loaded_from,
-)
+from .planner import Planner, Sampling
+from .resolve import PLANNERS, Loaded, TrajDiffuserOptions, build_planner, load_for_planning, load_trajdiffuser, loaded_from
+from .trajdiffuser_planner import TrajDiffuserPlanner
 from .ui import progress
 
 PLAN_CHECK_RATES = {"plan_reaches_goal_rate": "plan reaches goal", "plan_hits_wall_rate": "plan hits wall"}

@@ -2,7 +2,7 @@
 
 Huang et al., "Diffusion Models as Optimizers for Efficient Planning in Offline RL": an
 autoregressive model proposes a feasible trajectory fast, and the diffusion model only refines
-it with a few denoising steps (see :class:`ractd_cli.planner.TrajDiffuserPlanner`).
+it with a few denoising steps (see :class:`ractd_cli.trajdiffuser_planner.TrajDiffuserPlanner`).
 
 The proposer models the same quantity the teacher diffuses, x (T, D): the action chunk of a
 ``chunk`` task, the state sequence of a ``states`` task, conditioned on the same normalised cond

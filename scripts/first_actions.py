@@ -29,8 +29,8 @@ import torch
 
 from ractd_cli.data.load import load_episodes
 from ractd_cli.errors import RactdError, UsageError
-from ractd_cli.planner import build_planner, load_for_planning
 from ractd_cli.registry import get_task
+from ractd_cli.resolve import build_planner, load_for_planning
 from ractd_cli.train.data import default_dataset
 
 SATURATED = 0.95

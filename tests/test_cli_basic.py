@@ -313,9 +313,10 @@ def test_help_shows_the_choices_and_groups_long_commands():
     from ractd_cli.evaluate import FOLLOWERS
     from ractd_cli.export import FORMATS
     from ractd_cli.layouts import WINDOWS
-    from ractd_cli.planner import INIT_NOISES, PLANNERS, STUDENT_SAMPLERS, TEACHER_SAMPLERS
+    from ractd_cli.planner import INIT_NOISES, STUDENT_SAMPLERS, TEACHER_SAMPLERS
     from ractd_cli.presets import PRESETS
     from ractd_cli.reproduce import WHAT
+    from ractd_cli.resolve import PLANNERS
     from ractd_cli.train.common import KEEP
     from ractd_cli.train.distill import SAVED_WEIGHTS
     from ractd_cli.train.loop import PRECISIONS

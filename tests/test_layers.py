@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("models",)),
     ("plugins", ("registry", "plugin_api")),
     ("training", ("train",)),
-    ("planning", ("planner", "export")),
+    ("planning", ("planner", "trajdiffuser_planner", "resolve", "export")),
     ("evaluation", ("evaluate",)),
     ("comparison", ("bench", "plots", "curves", "video", "reproduce")),
     ("command line", ("cli", "__main__")),

@@ -315,8 +315,9 @@ def test_bench_picks_the_student_at_the_tasks_weight_or_the_one_named(cache):
 def test_frozen_graph_planner_matches_eager(cache):
     import torch
 
-    from ractd_cli.planner import Planner, load_for_planning
+    from ractd_cli.planner import Planner
     from ractd_cli.registry import get_task
+    from ractd_cli.resolve import load_for_planning
 
     _, spec = get_task("bimodal")
     cond = torch.randn(4, spec.history, spec.obs_dim, generator=torch.Generator().manual_seed(0))  # raw past states
@@ -334,8 +335,9 @@ def test_cuda_graph_planner_matches_plain_launches(cache):
     """On CUDA the frozen graph is replayed as captured CUDA graphs, one per batch shape: the same
     plans as launching its kernels one by one, for every sampler and two batch sizes."""
     from ractd_cli.accel import CudaGraphs
-    from ractd_cli.planner import Planner, load_for_planning
+    from ractd_cli.planner import Planner
     from ractd_cli.registry import get_task
+    from ractd_cli.resolve import load_for_planning
 
     _, spec = get_task("bimodal")
     for ref, sampler, nfe in [(cache["ractd"], "onestep", 1), (cache["ractd"], "multistep", 3), (cache["teacher"], "heun", 159)]:

@@ -19,9 +19,10 @@ from ractd_cli.diffusion import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMPrecond, eu
 from ractd_cli.errors import UsageError
 from ractd_cli.models import normalizer_tensors, prefixed
 from ractd_cli.nets import InverseDynamics, RewardMLP, make_denoiser_net
-from ractd_cli.planner import Planner, TrajDiffuserPlanner, refine_sigmas
+from ractd_cli.planner import Planner
 from ractd_cli.proposer import build_proposer, make_proposer
 from ractd_cli.train.loop import TrainConfig, train
+from ractd_cli.trajdiffuser_planner import TrajDiffuserPlanner, refine_sigmas
 
 CHUNK = TaskSpec(name="fake-easy", env_id="Fake-v0", obs_dim=3, act_dim=2, planning="chunk", horizon=4,
                  trajdiffuser={"horizon": 5, "guidance": 1.5})
