@@ -160,6 +160,15 @@ class DiffusionConfig:
     def of(cls, art: Artifact) -> DiffusionConfig:
         return cls(**cls._fields(art))
 
+    def stored(self) -> dict[str, Any]:
+        """The ``config`` fields this value owns, as an artifact stores them (what :meth:`of` reads
+        back): fields without a value are left out, and the plan stride when it is 1, so a model
+        trained without them keeps its id."""
+        out = {"sigma_data": self.sigma_data, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
+               "planning": self.planning, "horizon": self.horizon, "windows": self.windows}
+        out = {k: v for k, v in out.items() if v is not None}
+        return {**out, **({"plan_stride": self.plan_stride} if self.plan_stride != 1 else {})}
+
     @classmethod
     def _fields(cls, art: Artifact) -> dict[str, Any]:
         if art.kind not in cls.KINDS:
@@ -186,6 +195,11 @@ class TeacherConfig(DiffusionConfig):
         c = art.config
         return cls(**cls._fields(art), teacher_reward_weight=float(c.get("reward_weight", 0.0)), reward_id=c.get("reward_id"))
 
+    def stored(self) -> dict[str, Any]:
+        """As stored: w and its reward model only for a reward-aware teacher."""
+        rewarded = {"reward_weight": self.teacher_reward_weight, "reward_id": self.reward_id} if self.reward_id is not None else {}
+        return {**super().stored(), **rewarded}
+
 
 @dataclasses.dataclass(frozen=True)
 class StudentConfig(DiffusionConfig):
@@ -208,6 +222,11 @@ class StudentConfig(DiffusionConfig):
         return cls(**cls._fields(art), ctm_weight=float(c.get("ctm_weight", 1.0)), dsm_weight=float(c.get("dsm_weight", 1.0)),
                    reward_weight=float(c.get("reward_weight", 0.0)), eval=c.get("eval") or None, selection=c.get("selection") or None)
 
+    def stored(self) -> dict[str, Any]:
+        """As stored; ``eval`` and ``selection`` only where training recorded them."""
+        more = {k: v for k, v in (("eval", self.eval), ("selection", self.selection)) if v is not None}
+        return {**super().stored(), "ctm_weight": self.ctm_weight, "dsm_weight": self.dsm_weight, "reward_weight": self.reward_weight, **more}
+
     @property
     def rewarded(self) -> bool:
         """A RACTD student (sigma > 0), not a plain CTD one."""
@@ -225,6 +244,7 @@ class ProposerConfig:
     sigma_max: float
     horizon: int
     planning: str | None
+    windows: str | None
     best_return: float
 
     @classmethod
@@ -233,7 +253,11 @@ class ProposerConfig:
         if art.kind != "proposer" or c.get("method") != "trajdiffuser":
             raise UsageError(f"artifact {art.id} is not a Trajectory Diffuser; run `ractd train-proposer --env {art.task}`")
         return cls(sigma_data=float(c["sigma_data"]), sigma_min=float(c["sigma_min"]), sigma_max=float(c["sigma_max"]),
-                   horizon=int(c["horizon"]), planning=c.get("planning"), best_return=float(c["best_return"]))
+                   horizon=int(c["horizon"]), planning=c.get("planning"), windows=c.get("windows"), best_return=float(c["best_return"]))
+
+    def stored(self) -> dict[str, Any]:
+        """The ``config`` fields this value owns, as stored (with ``method``, which :meth:`of` checks)."""
+        return {"method": "trajdiffuser", **dataclasses.asdict(self)}
 
 
 def spec_for(art: Artifact, spec: TaskSpec) -> TaskSpec:

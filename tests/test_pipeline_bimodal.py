@@ -110,6 +110,12 @@ def test_headers_read_back_typed_as_they_were_trained(cache):
     assert (teacher.planning, teacher.horizon, teacher.teacher_reward_weight) == (spec.planning, spec.x_shape[0], 0.0)
     with pytest.raises(UsageError, match="is a reward, not a student"):
         StudentConfig.of(load_artifact(cache["reward"]))
+    # the trainers write these fields from the same values: what is read back is what is stored
+    for key, typed in (("ractd", StudentConfig), ("ctd", StudentConfig), ("teacher", TeacherConfig)):
+        config = load_artifact(cache[key]).config
+        stored = typed.of(load_artifact(cache[key])).stored()
+        assert stored == {k: config[k] for k in stored}, key
+    assert "reward_id" not in TeacherConfig.of(load_artifact(cache["teacher"])).stored()  # the paper's teacher: no w recorded
 
 
 def test_rollout_json_reports_latency_and_nfe(cache):

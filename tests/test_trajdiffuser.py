@@ -252,6 +252,12 @@ def test_bimodal_a_higher_target_return_proposes_the_better_mode():
     _invoke("fetch", "bimodal", "--source", "local", "--steps", "3000")
     art = json.loads(_invoke("train-proposer", "--env", "bimodal", "--preset", "tiny", "--steps", "300", "--device", "cpu", "--json").stdout)
     assert art["kind"] == "proposer" and set(art["losses"]) == {"proposer", "refiner", "inverse"}
+    from ractd_cli.artifacts import load_artifact
+    from ractd_cli.models import ProposerConfig
+
+    saved = load_artifact(art["id"])
+    stored = ProposerConfig.of(saved).stored()  # written from the value it reads back as
+    assert stored == {k: saved.config[k] for k in stored} and stored["method"] == "trajdiffuser"
     high, low = (_rollout("--refine-steps", "0", "--target-return", r, "--episodes", "20") for r in ("1.0", "0.5"))
     finished = [[e["return"] for e in d["per_episode"] if e["return"] > 0] for d in (high, low)]
     share_a = [sum(r == 1.0 for r in f) / max(len(f), 1) for f in finished]

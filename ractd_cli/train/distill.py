@@ -11,6 +11,7 @@ student through the one-step jumps x0_hat = G(x_t, t, 0) that L_DSM also regress
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable
 
@@ -21,7 +22,7 @@ from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact
 from ..diffusion import DISTANCES, MAX_TEACHER_STEPS, NUM_BINS, STUDENT_SIGMA_MIN, heun_sample, ractd_loss, student_from_teacher, teacher_sigmas
 from ..errors import RactdError, UsageError
-from ..models import DiffusionConfig, denoiser_from, normalizers_from, prefixed, spec_for
+from ..models import DiffusionConfig, StudentConfig, denoiser_from, normalizers_from, prefixed, spec_for
 from ..ui import progress
 from .common import TrainOptions, check_keep, stale
 from .fit import Method, fit
@@ -153,6 +154,8 @@ class StudentMethod(Method):
         self.source, self.fingerprint = data.diffusion, data.windows.fingerprint
         self.parents = [teacher_art.id] + ([reward_art.id] if reward_art is not None else [])
         self.norm = {k: v for k, v in teacher_art.tensors.items() if k.startswith("norm.")}
+        self.typed_config = StudentConfig(**dataclasses.asdict(DiffusionConfig.of(teacher_art)), ctm_weight=alpha, dsm_weight=beta,
+                                          reward_weight=sigma_r, eval=None, selection=None)
         self.run_extra = {"parents": self.parents, "weights": [alpha, beta, sigma_r], "distance": distance,
                           **({"teacher_steps": teacher_steps} if teacher_steps != MAX_TEACHER_STEPS else {}),
                           **({"ode_pairs": self.ode_pairs} if pairs is not None else {})}
@@ -177,12 +180,9 @@ class StudentMethod(Method):
     def config(self, **more) -> dict:
         t = self.teacher_art.config
         return {
-            **{k: t[k] for k in ("sigma_data", "sigma_min", "sigma_max", "planning", "horizon", "plan_stride", "windows") if k in t},
+            **self.typed_config.stored(),
             "net_kind": t["net_kind"],
             "net": {**t["net"], "student": True},
-            "ctm_weight": self.alpha,
-            "dsm_weight": self.beta,
-            "reward_weight": self.sigma_r,
             "distance": self.distance,
             "weights": self.weights,
             "ctm_target": "stop-gradient student",

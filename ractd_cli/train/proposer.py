@@ -27,7 +27,7 @@ from ..data.load import load_episodes
 from ..data.windows import Normalizer, make_windows
 from ..diffusion import DISTANCES, SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMPrecond
 from ..errors import UsageError
-from ..models import normalizer_tensors, prefixed
+from ..models import ProposerConfig, normalizer_tensors, prefixed
 from ..nets import make_denoiser_net
 from ..proposer import make_proposer
 from .common import TrainOptions
@@ -128,14 +128,12 @@ def train_trajdiffuser(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, 
         task=spec.name,
         dataset=dataset,
         config={
-            "method": "trajdiffuser",
+            **ProposerConfig(sigma_data=SIGMA_DATA, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, horizon=H, planning=view.planning,
+                             windows=view.windows, best_return=best).stored(),
             "net_kind": proposer.kind, "net": proposer.config,
             "refiner_kind": refiner_net.kind, "refiner": refiner_net.config,
             "inverse_kind": inverse.kind, "inverse": inverse.config,
-            "horizon": H, "planning": view.planning, "windows": view.windows,
-            "sigma_data": SIGMA_DATA, "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX,
             "p_uncond": td.COND_DROPOUT, "distance": distance,
-            "best_return": best,
             "train": {"proposer": cfg["proposer"].record(), "refiner": cfg["teacher"].record(), "inverse": cfg["inverse-dynamics"].record()},
             "preset": opts.preset,
         },

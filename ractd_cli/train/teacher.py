@@ -25,7 +25,7 @@ from ..diffusion import (
 )
 from ..errors import UsageError, unknown_choice
 from ..layouts import WINDOWS
-from ..models import normalizer_tensors, prefixed
+from ..models import TeacherConfig, normalizer_tensors, prefixed
 from ..nets import DENOISER_PRESETS, InverseDynamics, make_denoiser_net
 from .common import TrainOptions, check_keep
 from .data import TaskData, load_task_data
@@ -163,6 +163,10 @@ class TeacherMethod(Method):
         self.variant = {**({"reward_weight": reward_weight, "reward_id": reward_art.id} if reward_art is not None else {}),
                         **({"plan_stride": plan_stride} if plan_stride != 1 else {})}
         self.run_extra = {"dataset": data.dataset_id, "net": self.net.config, "distance": distance, **self.variant}
+        self.typed_config = TeacherConfig(
+            sigma_data=SIGMA_DATA, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, planning=spec.planning, horizon=T, plan_stride=plan_stride,
+            windows=spec.windows, teacher_reward_weight=reward_weight if reward_art is not None else 0.0,
+            reward_id=reward_art.id if reward_art is not None else None)
 
     def loss(self, model, ema, batch, gen):
         if self.reward_fn is None:
@@ -177,16 +181,10 @@ class TeacherMethod(Method):
         return {
             "net_kind": self.net.kind,
             "net": self.net.config,
-            "sigma_data": SIGMA_DATA,
-            "sigma_min": SIGMA_MIN,
-            "sigma_max": SIGMA_MAX,
-            "planning": self.spec.planning,
-            "horizon": self.spec.x_shape[0],
-            "windows": self.spec.windows,
+            **self.typed_config.stored(),
             "distance": self.distance,
             "train": self.cfg.record(),
             "preset": self.preset,
-            **self.variant,
             **more,
         }
 
