@@ -459,8 +459,11 @@ def cache_show(
     train = config.get("train") or {}
     recipe = ", ".join(f"{k} {train[k]}" for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "ema_decay", "seed", "device")
                        if k in train)
-    settings = ", ".join(f"{k} {config[k]}" for k in ("reward_weight", "ctm_weight", "dsm_weight", "planning", "horizon", "plan_stride",
-                                                       "windows", "distance", "weights", "gamma", "termination_penalty", "input")
+    # the one header key with two meanings: sigma of eq. 9 for a student, w of a reward-aware teacher
+    labels = {"reward_weight": {"student": "reward weight sigma", "teacher": "teacher reward weight w"}.get(art.kind, "reward_weight")}
+    settings = ", ".join(f"{labels.get(k, k)} {config[k]}" for k in ("reward_weight", "ctm_weight", "dsm_weight", "planning", "horizon",
+                                                                     "plan_stride", "windows", "distance", "weights", "gamma",
+                                                                     "termination_penalty", "input")
                          if config.get(k) is not None)
     made = art.meta.get("made_on") or {}
     lines = [

@@ -68,6 +68,8 @@ def test_cache_list_tells_models_apart(tmp_path, monkeypatch):
     assert card["id"] == student["id"] and card["parents"] == [{"id": teacher["id"], "kind": "teacher"}, {"id": reward["id"], "kind": "reward"}]
     assert card["config"]["train"]["steps"] == 2 and card["eval_curve"][-1]["step"] == 2 and card["reward_weight"] == 0.5
     assert {"id": student["id"], "kind": "student"} in _run("cache", "show", teacher["id"])[0]["children"]
+    shown = runner.invoke(app, ["cache", "show", student["id"]])
+    assert shown.exit_code == 0 and "reward weight sigma 0.5" in shown.stderr  # sigma of eq. 9, named as such
     shown = runner.invoke(app, ["cache", "show", reward["id"]])
     assert shown.exit_code == 0 and f"made from it: student {student['id']}" in shown.stderr and "held-out fit: R^2" in shown.stderr
     missing = runner.invoke(app, ["cache", "show", "zzzz"])
