@@ -246,10 +246,17 @@ def markdown(head: list[str], body: list[list[str]]) -> str:
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(c) + " |" for c in body])
 
 
+def return_to_go(row: dict[str, Any]) -> str:
+    """'gamma 0.99, termination penalty 0': the return-to-go a RACTD row's R_psi was fitted to."""
+    return f"gamma {row['rtg_gamma']:g}, termination penalty {row.get('rtg_termination_penalty') or 0:g}"
+
+
 def settings_line(doc: dict[str, Any]) -> str:
     """The choices behind every row, for a table's header: planning kind, training windows, plan
-    stride, initial noise and clamping (each as the bench JSON records it)."""
-    keys = (("planning", "planning"), ("windows", "windows"), ("plan stride", "plan_stride"), ("x_T", "init_noise"), ("clamp", "clamp"))
+    stride, initial noise and clamping, and the RACTD rows' return-to-go (each as the bench JSON
+    records it)."""
+    keys = (("planning", "planning"), ("windows", "windows"), ("plan stride", "plan_stride"), ("x_T", "init_noise"), ("clamp", "clamp"),
+            ("R_psi's return-to-go", "return_to_go"))
     return "settings: " + ", ".join(f"{label} {doc[k]}" for label, k in keys if doc.get(k) is not None)
 
 
@@ -442,6 +449,7 @@ def bench_planners(
         **(sampling or Sampling()).describe(),
         "plan_stride": "/".join(sorted({str(r["plan_stride"]) for r in out_rows if r.get("plan_stride")}, key=int)) or None,
         "windows": "/".join(sorted({str(r["windows"]) for r in out_rows if r.get("windows")})) or None,
+        "return_to_go": "/".join(sorted({return_to_go(r) for r in out_rows if r.get("rtg_gamma") is not None})) or None,
         **execution.describe(),
         "rows": out_rows,
         "data": None if latency_only or not teacher_dataset else data_ceiling(adapter, spec, teacher_dataset, score_scale),

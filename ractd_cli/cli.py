@@ -1021,11 +1021,16 @@ def _following(doc: dict) -> str:
 
 
 def _sampling(doc: dict) -> str:
-    """', x_T = z, clamped' (and so on) for a result that records its initial noise and clamping."""
+    """', x_T = z, clamped' (and so on) for a result that records its initial noise and clamping, with
+    the RACTD student's R_psi return-to-go where it has one."""
     if doc.get("init_noise") is None:
         return ""
     padded = ", padded windows" if doc.get("windows") == "padded" else ""
-    return f", x_T = {'z' if doc['init_noise'] == 'unit' else 'sigma_max z'}" + (", clamped" if doc.get("clamp") else ", unclamped") + padded
+    from .bench import return_to_go
+
+    rtg = doc.get("return_to_go") or (return_to_go(doc) if doc.get("rtg_gamma") is not None else None)  # bench's / rollout's
+    rtg = f", R_psi's return-to-go {rtg}" if rtg else ""
+    return f", x_T = {'z' if doc['init_noise'] == 'unit' else 'sigma_max z'}" + (", clamped" if doc.get("clamp") else ", unclamped") + padded + rtg
 
 
 # ------------------------------------------------------------------------------------------ bench

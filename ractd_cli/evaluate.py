@@ -23,7 +23,7 @@ from torch import nn
 from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact
 from .errors import UsageError
-from .models import resolve_device
+from .models import RewardConfig, resolve_device, reward_of
 from .planner import Planner, Sampling
 from .resolve import PLANNERS, Loaded, TrajDiffuserOptions, build_planner, load_for_planning, load_trajdiffuser, loaded_from
 from .trajdiffuser_planner import TrajDiffuserPlanner
@@ -110,8 +110,10 @@ class _PlanningPolicy:
         stride and training windows the model was trained with, the initial noise and clamping (None
         for the Trajectory Diffuser, which starts from its proposal), and the :class:`Execution`."""
         sampling = getattr(self.planner, "sampling", None)
+        reward = reward_of(self.planner.art)
         return {"planning": self.spec.planning, "plan_stride": self.spec.plan_stride, "windows": self.spec.windows,
                 **(sampling.describe() if sampling is not None else {"init_noise": None, "clamp": None}),
+                **(RewardConfig.of(reward).describe() if reward is not None else {}),
                 **self.execution.describe()}
 
     def reset(self, n: int, episodes: Sequence[int] | None = None) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .adapters import TaskSpec
-from .artifacts import Artifact
+from .artifacts import Artifact, load_artifact
 from .data.windows import Normalizer
 from .diffusion import CTMPrecond, EDMPrecond
 from .errors import RactdError, UsageError
@@ -260,6 +260,44 @@ class ProposerConfig:
         return {"method": "trajdiffuser", **dataclasses.asdict(self)}
 
 
+@dataclasses.dataclass(frozen=True)
+class RewardConfig:
+    """A reward model's header (``train-reward``), typed: the plan it reads (``input``, the layout's
+    ``reward_input``) and the return-to-go it was fitted to (discount ``gamma``, ``termination_penalty``
+    added at a true termination). Fields a model from before they were recorded lacks are None."""
+
+    input: str | None
+    gamma: float | None
+    termination_penalty: float | None
+
+    @classmethod
+    def of(cls, art: Artifact) -> RewardConfig:
+        if art.kind != "reward":
+            raise UsageError(f"artifact {art.id[:8]} is a {art.kind}, not a reward model")
+        c = art.config
+        return cls(input=c.get("input"), gamma=c.get("gamma"), termination_penalty=c.get("termination_penalty"))
+
+    def stored(self) -> dict[str, Any]:
+        """The ``config`` fields this value owns, as stored (what :meth:`of` reads back)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def describe(self) -> dict[str, Any]:
+        """For results: the return-to-go a RACTD student's R_psi regressed (``rtg_gamma``,
+        ``rtg_termination_penalty``)."""
+        return {"rtg_gamma": self.gamma, "rtg_termination_penalty": self.termination_penalty}
+
+
+def reward_of(student: Artifact) -> Artifact | None:
+    """The reward model R_psi a RACTD student was distilled with (its second parent), where the cache
+    holds it; None for a CTD student, a teacher or another kind."""
+    if student.kind != "student" or not StudentConfig.of(student).rewarded or len(student.meta.get("parents", [])) < 2:
+        return None
+    try:
+        return load_artifact(student.meta["parents"][1], kind="reward", task=student.task)
+    except RactdError:
+        return None
+
+
 def spec_for(art: Artifact, spec: TaskSpec) -> TaskSpec:
     """``spec`` as ``art`` was trained: with the plan stride its config records (1 when absent), its
     training windows (``padded`` when absent, ractd's choice before it was recorded) and its
@@ -280,7 +318,7 @@ def spec_for(art: Artifact, spec: TaskSpec) -> TaskSpec:
 def check_reward_input(art: Artifact, spec: TaskSpec) -> None:
     """A one-line UsageError where the reward model ``art`` reads plans otherwise than ``spec``'s layout
     (e.g. a Maze2d reward model from before the ``endpoints`` conditioning)."""
-    reads, wanted = art.config.get("input"), spec.layout.reward_input
+    reads, wanted = RewardConfig.of(art).input, spec.layout.reward_input
     if reads is not None and reads != wanted:
         raise UsageError(f"reward model {art.id} reads {reads} but {spec.name} plans are scored on {wanted}; "
                          f"run `ractd train-reward --env {spec.name}` again")

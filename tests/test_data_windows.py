@@ -165,7 +165,7 @@ def test_return_to_go_options_of_train_reward(tmp_path, monkeypatch, ractd_ok):
 
     from ractd_cli.artifacts import load_artifact
     from ractd_cli.cli import app
-    from ractd_cli.models import load_net, normalizers_from
+    from ractd_cli.models import RewardConfig, load_net, normalizers_from
 
     monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
     ok = ractd_ok
@@ -179,6 +179,14 @@ def test_return_to_go_options_of_train_reward(tmp_path, monkeypatch, ractd_ok):
     hi = lambda art: float(np.asarray(normalizers_from(art.tensors)["rtg"].max).reshape(-1)[0])  # noqa: E731
     assert hi(other) < hi(base)
     assert load_net(other) is not None
+    assert RewardConfig.of(other).stored() == {k: other.config[k] for k in ("input", "gamma", "termination_penalty")}
+    # a RACTD student's results name the return-to-go its R_psi regressed; a CTD student's do not
+    ok("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "2")
+    ractd = ok("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "2", "--reward", other.id)
+    ctd = ok("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "2", "--reward-weight", "0")
+    doc = ok("rollout", "--env", "bimodal", "--model", ractd["id"], "--episodes", "1")
+    assert (doc["rtg_gamma"], doc["rtg_termination_penalty"]) == (0.5, -3.0)
+    assert "rtg_gamma" not in ok("rollout", "--env", "bimodal", "--model", ctd["id"], "--episodes", "1")
     runner = CliRunner()
     for args in (["--gamma", "1.5"], ["--gamma", "0"], ["--termination-penalty", "nan"]):
         r = runner.invoke(app, ["train-reward", "--env", "bimodal", *args])

@@ -274,6 +274,9 @@ def test_bench_json_schema_and_plot(cache, tmp_path):
     assert methods["RACTD student (1 step)"]["nfe"] == 1
     assert [methods[f"RACTD student ({k} steps)"]["nfe"] for k in (2, 3, 4)] == [2, 3, 4]
     assert "CTD student (reward weight 0)" in methods
+    # the RACTD rows name their R_psi's return-to-go (bimodal's: gamma 0.99, no penalty), the table header too
+    assert methods["RACTD student (1 step)"]["rtg_gamma"] == 0.99 and "rtg_gamma" not in methods["CTD student (reward weight 0)"]
+    assert doc["return_to_go"] == "gamma 0.99, termination penalty 0"
     assert [r["key"] for r in doc["rows"]][:3] == ["teacher-heun", "euler-15", "ancestral-15"]
     assert methods["RACTD student (1 step)"]["key"] == "ractd-1" and methods["RACTD student (1 step)"]["paper"] is None  # no paper figure for the toy
     for r in doc["rows"]:
@@ -283,6 +286,7 @@ def test_bench_json_schema_and_plot(cache, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = png.with_suffix(".md").read_text()  # the same table as markdown beside the plot, every method whole
     assert doc["table"] == str(png.with_suffix(".md")) and "| method | NFE (paper) |" in md
+    assert "R_psi's return-to-go gamma 0.99, termination penalty 0" in md.splitlines()[0]  # the table's title
     assert all(f"| {row['method']} |" in md for row in doc["rows"]) and "…" not in md
     # However many calls the latency timer made, a row's episodes are those `ractd rollout` plays
     # with the same seed, at any batch size (the CTD student and the teacher keep both modes, so

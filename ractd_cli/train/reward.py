@@ -23,7 +23,7 @@ from ..adapters import EnvAdapter, TaskSpec
 from ..artifacts import Artifact, load_artifact
 from ..data.windows import Normalizer
 from ..errors import RactdError, UsageError
-from ..models import check_reward_input, load_net, normalizer_tensors, normalizers_from, prefixed
+from ..models import RewardConfig, check_reward_input, load_net, normalizer_tensors, normalizers_from, prefixed
 from ..nets import RewardMLP
 from .common import TrainOptions, stale
 from .data import Source, held_out_episodes, load_task_data
@@ -138,6 +138,6 @@ class RewardMethod(Method):
         return more, {k: v for k, v in validation.items() if k.startswith("val_")}
 
     def config(self, **more):
-        return {"net_kind": self.net.kind, "net": self.net.config, "input": self.data.reward_input, "gamma": self.spec.gamma,
-                "termination_penalty": self.spec.termination_penalty, "train": self.cfg.record(), "preset": self.preset,
+        rtg = RewardConfig(input=self.data.reward_input, gamma=self.spec.gamma, termination_penalty=self.spec.termination_penalty)
+        return {"net_kind": self.net.kind, "net": self.net.config, **rtg.stored(), "train": self.cfg.record(), "preset": self.preset,
                 "val_fraction": self.val_fraction, **more}
