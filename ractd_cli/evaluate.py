@@ -110,7 +110,8 @@ class _PlanningPolicy:
         stride and training windows the model was trained with, the initial noise and clamping (None
         for the Trajectory Diffuser, which starts from its proposal), and the :class:`Execution`."""
         sampling = getattr(self.planner, "sampling", None)
-        reward = reward_of(self.planner.art)
+        art = getattr(self.planner, "art", None)  # a stand-in planner may have none
+        reward = reward_of(art) if art is not None else None
         return {"planning": self.spec.planning, "plan_stride": self.spec.plan_stride, "windows": self.spec.windows,
                 **(sampling.describe() if sampling is not None else {"init_noise": None, "clamp": None}),
                 **(RewardConfig.of(reward).describe() if reward is not None else {}),

@@ -371,6 +371,7 @@ def test_planner_stays_eager_when_tracing_fails(cache, monkeypatch):
     from ractd_cli import accel
     from ractd_cli import planner as planner_mod
     from ractd_cli.registry import get_task
+    from ractd_cli.resolve import load_for_planning
 
     def fail(*args, **kwargs):
         raise RuntimeError("cannot trace")
@@ -380,7 +381,7 @@ def test_planner_stays_eager_when_tracing_fails(cache, monkeypatch):
     _, spec = get_task("bimodal")
     cond = torch.randn(4, spec.history, spec.obs_dim, generator=torch.Generator().manual_seed(0))  # raw past states
     for ref, sampler, nfe in [(cache["ractd"], "onestep", 1), (cache["teacher"], "euler", 15)]:
-        art = planner_mod.load_for_planning(ref, spec).art
+        art = load_for_planning(ref, spec).art
         p = planner_mod.Planner(art, spec, sampler=sampler, nfe=nfe, seed=5, jit=True)
         x, n = p.plan(cond)
         eager, _ = planner_mod.Planner(art, spec, sampler=sampler, nfe=nfe, seed=5, jit=False).plan(cond)
