@@ -28,7 +28,7 @@ def test_specs():
         s = a.tasks[f"maze2d-{maze}"]
         assert s.planning == "endpoints" and s.horizon == horizon and s.max_episode_steps == steps
         assert s.goal_dims == (0, 1) and s.rest_dims == (2, 3)  # the goal state: (x, y) at rest
-        assert s.presets["quick"].get("plan_stride", 1) == (8 if maze == "large" else 1)  # a CPU sizing
+        assert s.presets["quick"].get("plan_stride", 1) == (1 if maze == "umaze" else 8)  # a CPU sizing
         assert s.obs_dim == 4 and s.act_dim == 2 and s.goal_dim == 2
         assert s.minari_ids == (f"D4RL/pointmaze/{maze}-v2",)
 
