@@ -13,8 +13,9 @@ from ractd_mujoco import adapter
 from ractd_cli.adapters import EnvAdapter
 
 BODIES = {
-    # body: (env_id, obs_dim, act_dim, gamma, D4RL ref min, D4RL ref max); gamma 0.99 everywhere as
-    # RACTD's code (the paper's App. B.2 text: 0.997, 0.99, 0.9, in adapter.PAPER_TEXT_RETURN_TO_GO)
+    # body: (env_id, obs_dim, act_dim, gamma, D4RL ref min, D4RL ref max); gamma 0.99 as RACTD's code
+    # (the paper's App. B.2 text: 0.997, 0.99, 0.9, in adapter.PAPER_TEXT_RETURN_TO_GO), except where a
+    # measurement chose otherwise (adapter.MEASURED_DEFAULTS, below)
     "hopper": ("Hopper-v5", 11, 3, 0.99, -20.272305, 3234.3),
     "walker2d": ("Walker2d-v5", 17, 6, 0.99, 1.629008, 4592.3),
     "halfcheetah": ("HalfCheetah-v5", 17, 6, 0.99, -280.178953, 12135.0),
@@ -39,9 +40,11 @@ def test_specs(body):
     env_id, obs_dim, act_dim, gamma, ref_min, ref_max = BODIES[body]
     for dataset in DATASETS:
         spec = adapter.tasks[f"{body}-{dataset}"]
-        assert (spec.env_id, spec.obs_dim, spec.act_dim, spec.gamma) == (env_id, obs_dim, act_dim, gamma)
+        measured = (body, dataset) == ("hopper", "medium-replay")  # the paper text's return-to-go, padded windows
+        assert (spec.env_id, spec.obs_dim, spec.act_dim, spec.gamma) == (env_id, obs_dim, act_dim, 0.997 if measured else gamma)
         assert (spec.planning, spec.history, spec.horizon, spec.goal_dim) == ("chunk", 1, 16, 0)
-        assert spec.termination_penalty == 0.0 and spec.max_episode_steps == 1000
+        assert spec.termination_penalty == (-100.0 if measured else 0.0) and spec.max_episode_steps == 1000
+        assert spec.windows == ("padded" if measured else "full")
         assert importlib.import_module("ractd_mujoco.adapter").PAPER_TEXT_RETURN_TO_GO[body][1] == -100.0
         assert (spec.ref_min_score, spec.ref_max_score) == (ref_min, ref_max)
         assert spec.model_preset == "mujoco" and len(spec.loss_weights) == 3
