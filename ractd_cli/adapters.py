@@ -119,8 +119,6 @@ class TaskSpec:
             raise ValueError(f"task {self.name}: plan_stride {self.plan_stride} must be >= 1 and divide the horizon {self.horizon}")
         if self.windows not in WINDOWS:
             raise ValueError(f"task {self.name}: windows {self.windows!r} is none of {', '.join(WINDOWS)}")
-        if self.windows != "full" and self.layout.full_windows:
-            raise ValueError(f"task {self.name}: {self.planning} plans train on full windows only, not {self.windows!r}")
         for dims_name in ("rest_dims", "goal_dims"):
             bad = [d for d in getattr(self, dims_name) if not 0 <= d < self.obs_dim]
             if bad:

@@ -13,7 +13,7 @@ how plans are executed) is asked of the layout, never switched on elsewhere:
   follower). The reward model reads (s_t, goal) at every planned state.
 - ``endpoints`` (:class:`EndpointPlans`; Maze2d, the RACTD authors' conditioning): x = s_n..s_{n+H-1}
   given its first and last state, cond = [s_n, s_{n+H-1}] in training (hindsight: "from here to there
-  in H steps", full windows only); at evaluation the last state is the goal at rest (the goal in
+  in H steps", full windows by default); at evaluation the last state is the goal at rest (the goal in
   ``TaskSpec.goal_dims``, 0 in ``rest_dims``). Open loop as ``states``. The reward model reads (s_t,
   goal state) at every planned state.
 """
@@ -45,8 +45,9 @@ class Layout:
     """The normaliser of the goal block of the conditioning: ``"goal"`` (the goal as the env gives it)
     or ``"state"`` (the goal as a state, :meth:`goal_state`)."""
     full_windows: bool = False
-    """True: train only on windows that lie wholly inside an episode (no end-of-episode padding), and
-    join episodes that continue one another (:func:`ractd_cli.data.windows.continuation_runs`)."""
+    """True: windows are ``full`` unless a task or artifact says otherwise (models from before the
+    choice was recorded trained on full windows), and full windows join episodes that continue one
+    another (:func:`ractd_cli.data.windows.continuation_runs`)."""
 
     def validate(self, spec: TaskSpec) -> None:
         """Raise ValueError for a spec this layout could only plan wrongly."""
@@ -175,7 +176,10 @@ class EndpointPlans(StatePlans):
 
     - training: cond = [s_n, s_{n+(T-1)k}], the window's own first and last knot, both normalised by
       the state normaliser; only windows wholly inside an episode (the authors' ``pad_after: 0``),
-      and episodes that continue one another are joined first;
+      and episodes that continue one another are joined first. With ``padded`` windows (an option,
+      ``train-teacher --windows padded``) episodes are not joined: a window that runs past an episode's
+      end (Maze2d's local data: a goal reached) ends at its last state at rest, so the last knot is a
+      state the agent stopped at;
     - evaluation: cond = [s_now, goal state], the goal state being the goal in ``spec.goal_dims`` and 0
       in ``spec.rest_dims`` (the goal at rest), so the plan is asked to arrive there and stop;
     - reward model: R_psi(s_t, goal state) at every planned state (the authors' r(s) is the same
@@ -220,7 +224,7 @@ WINDOWS = ("full", "padded")
 """Which training windows the diffusion models see (``TaskSpec.windows``, ``train-teacher --windows``):
 ``full``, only windows whose rows all lie inside one episode (RACTD's code: ``pad_before: 0``,
 ``pad_after: 0`` in every config), or ``padded``, every transition starts a window and rows past the
-episode's end repeat its last row. Layouts with ``full_windows`` (endpoint plans) allow only ``full``."""
+episode's end repeat its last row (state plans: at rest, ``TaskSpec.rest_dims`` set to 0)."""
 
 
 def full_window_rows(x_mask: np.ndarray, t: np.ndarray, history: int) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Endpoint plans (``planning="endpoints"``, Maze2d's default): the RACTD authors' conditioning.
 
 Training windows are conditioned on their own first and last state, are full (never padded past an
-episode's end) and may run across the cut between episodes that continue one another; evaluation
+episode's end; ``--windows padded`` is an option) and may run across the cut between episodes that
+continue one another; evaluation
 conditions on the goal at rest. A model trained this way makes plans that end at the last state
 they are given, with every teacher sampler and with the one-step student.
 """
@@ -87,6 +88,26 @@ def test_continuing_episodes_are_joined_and_only_full_windows_train():
     np.testing.assert_allclose(x[:, 0, 0].numpy(), [0, 1, 2, 10], atol=1e-5)
     # its condition is its own first and last state
     np.testing.assert_allclose(batch["cond"][:, :2].numpy(), batch["x"][:, 0].numpy())
+    np.testing.assert_allclose(batch["cond"][:, 2:].numpy(), batch["x"][:, -1].numpy())
+
+
+def test_padded_windows_are_not_joined_and_end_at_rest():
+    """``windows="padded"`` (train-teacher --windows padded): episodes are not joined, every transition
+    starts a window, and a window that runs past its episode's end ends at the last state at rest
+    (the velocity 0), which is also its conditioning's last state: "arrive there and stop"."""
+    a = _episode(0.0, 1.0, 3, goal=3.0)  # positions 0..3
+    b = _episode(3.0, 1.0, 2, goal=5.0)  # continues a
+    spec = _spec(windows="padded")
+    w = make_windows([a, b], spec)
+    assert len(w.states) == 4 + 3  # not joined: each episode keeps its own states
+    data = build_task_data(spec, w, "line")
+    assert len(data.diffusion) == 3 + 2  # a window from every transition
+    batch = data.diffusion.gather(torch.arange(len(data.diffusion)))
+    x = data.normalizers["state"].unnormalize(batch["x"]).numpy()
+    # positions stop at the episode's end (3 for a, 5 for b) and never run into the next episode
+    np.testing.assert_allclose(x[:, :, 0], [[0, 1, 2, 3], [1, 2, 3, 3], [2, 3, 3, 3], [3, 4, 5, 5], [4, 5, 5, 5]], atol=1e-5)
+    # the padded rows are at rest; real rows keep their velocity
+    np.testing.assert_allclose(x[:, :, 1], [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0]], atol=1e-5)
     np.testing.assert_allclose(batch["cond"][:, 2:].numpy(), batch["x"][:, -1].numpy())
 
 

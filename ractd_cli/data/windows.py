@@ -298,8 +298,8 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
     (h = spec.history, 1 for state plans), padded at the start by repeating s_0.
     Returns-to-go use ``spec.gamma`` and ``spec.termination_penalty``, each within its own episode.
 
-    Where the layout trains on full windows only (``Layout.full_windows``: endpoint plans), episodes
-    that continue one another (:func:`continuation_runs`) are joined first, so a window may run
+    Where the layout joins episodes (``Layout.full_windows``: endpoint plans) and the task trains on
+    ``full`` windows (``spec.windows``), episodes that continue one another (:func:`continuation_runs`) are joined first, so a window may run
     across the point where the data was cut (the state there is kept once, with the goal of the
     episode that starts there); ``x_mask`` then says which windows are full. ``episode`` and ``t``
     still name the original episode and step of each window's first transition.
@@ -313,7 +313,8 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
     if L < 1 or h < 1:
         raise ValueError(f"horizon ({L}) and history ({h}) must be >= 1")
 
-    runs = continuation_runs(episodes) if spec.layout.full_windows else [[i] for i in range(len(episodes))]
+    join = spec.layout.full_windows and spec.windows == "full"
+    runs = continuation_runs(episodes) if join else [[i] for i in range(len(episodes))]
     has_goals = all(ep.goals is not None for ep in episodes)
 
     def joined(ids: list[int], rows: str) -> np.ndarray:

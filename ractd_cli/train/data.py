@@ -72,7 +72,7 @@ class TaskData:
 
     - ``diffusion``: x (B, T, D) plans and cond (B, cond_dim) (layout: ``TaskSpec.x_shape``, ``TaskSpec.cond_dim``); for
       ``states`` plans the end-of-episode padding has ``spec.rest_dims`` set to 0 (the agent rests);
-      ``endpoints`` plans use full windows only, cond = [x[:, 0], x[:, -1]].
+      ``endpoints`` plans have cond = [x[:, 0], x[:, -1]] (a padded window ends at rest).
     - ``reward``: input (B, obs_dim+act_dim) for ``chunk`` = [s_n, a_n], (B, obs_dim+goal_dim)
       for ``states`` = [s_t, goal], (B, 2 obs_dim) for ``endpoints`` = [s_t, goal state]; rtg (B,)
       normalised to [-1, 1].

@@ -114,8 +114,6 @@ def train_teacher(
     if windows is not None and windows != spec.windows:
         if windows not in WINDOWS:
             raise UsageError(unknown_choice("--windows", windows, WINDOWS))
-        if spec.layout.full_windows:
-            raise UsageError(f"{spec.name} plans from a window's first to its last state: it trains on full windows only")
         spec = dataclasses.replace(spec, windows=windows)
     if distance not in DISTANCES:
         raise UsageError(f"unknown --distance {distance!r}; use one of {', '.join(DISTANCES)}")
