@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import math
 import os
 import traceback
 from dataclasses import dataclass, field
@@ -64,6 +65,13 @@ class TaskSpec:
     """One line saying what ``fetch --source local`` produces ('' if it cannot generate)."""
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """(alpha, beta, sigma): CTM, DSM and reward weights of the distillation loss (paper Table 9)."""
+    reward_scale: float = 1.0
+    """kappa, the reward term's own scale: L_Reward = -kappa R(plan) (the plan read by the layout,
+    :func:`ractd_cli.train.reward.frozen_reward`), so that sigma (``--reward-weight``, the third of
+    ``loss_weights``) counts in the task's reference weighting of that term. 1: the paper's eqs. 8-9
+    as written, Table 9's sigma as it is (MuJoCo). Maze2d: the RACTD authors' weight per planned state
+    summed over the plan's H states (their guided_ctmp_maze_*.yaml). Recorded in every model whose
+    loss it scales, and shown beside sigma in every result."""
     model_preset: str = "mujoco"
     """Name of the paper-size network preset for ``--preset paper``."""
     ref_min_score: float | None = None
@@ -115,6 +123,8 @@ class TaskSpec:
         for field_name in ("obs_dim", "act_dim", "horizon", "history", "max_episode_steps"):
             if int(getattr(self, field_name)) < 1:
                 raise ValueError(f"task {self.name}: {field_name} must be at least 1, got {getattr(self, field_name)}")
+        if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):
+            raise ValueError(f"task {self.name}: reward_scale must be a finite number > 0, got {self.reward_scale}")
         if self.plan_stride < 1 or self.horizon % self.plan_stride:
             raise ValueError(f"task {self.name}: plan_stride {self.plan_stride} must be >= 1 and divide the horizon {self.horizon}")
         if self.windows not in WINDOWS:
@@ -273,6 +283,7 @@ def spec_dict(spec: TaskSpec) -> dict[str, Any]:
         "minari_ids": list(spec.minari_ids),
         "local_generation": spec.local_generation,
         "loss_weights": {"ctm": alpha, "dsm": beta, "reward": sigma},
+        "reward_scale": spec.reward_scale,
         "model_preset": spec.model_preset,
         "presets": {name: dict(over) for name, over in spec.presets.items()},
         "score_scales": {name: {"min": float(lo), "max": float(hi)} for name, (lo, hi) in spec.ref_scores.items()},

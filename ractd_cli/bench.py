@@ -86,14 +86,15 @@ def student_fields(art: Artifact) -> dict[str, Any]:
     if art.kind != "student":
         return {"reward_weight": None}
     header = StudentConfig.of(art)
-    return {"reward_weight": header.reward_weight, **({"selection": header.selection} if header.selection else {})}
+    scale = {"reward_scale": header.reward_scale} if header.rewarded else {}
+    return {"reward_weight": header.reward_weight, **scale, **({"selection": header.selection} if header.selection else {})}
 
 
 def student_label(art: Artifact) -> str:
     """A student row's name from its artifact: CTD or RACTD with its reward weight sigma, and which
     weights it holds: the last step's, or (``--keep best``) those selected on online score."""
     header = StudentConfig.of(art)
-    name = f"RACTD student, sigma {header.reward_weight:g}" if header.rewarded else "CTD student"
+    name = f"RACTD student, sigma {header.sigma_label}" if header.rewarded else "CTD student"
     sel = header.selection
     if sel:
         return f"{name}, selected on online score at step {sel['step']} (the authors' protocol; optimistic)"
@@ -138,7 +139,8 @@ def models_line(rows: list[dict[str, Any]]) -> str:
     parts = []
     for r in rows:
         if r["key"] in names:
-            sigma = "" if r.get("reward_weight") is None else f" (reward weight sigma {r['reward_weight']:g})"
+            kappa = f" x {r['reward_scale']:g}" if r.get("reward_scale", 1.0) != 1.0 else ""
+            sigma = "" if r.get("reward_weight") is None else f" (reward weight sigma {r['reward_weight']:g}{kappa})"
             parts.append(f"{names[r['key']]} {r['model_id'][:8]}{sigma}")
     return "models: " + "; ".join(parts)
 

@@ -460,8 +460,9 @@ def cache_show(
     recipe = ", ".join(f"{k} {train[k]}" for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "ema_decay", "seed", "device")
                        if k in train)
     # the one header key with two meanings: sigma of eq. 9 for a student, w of a reward-aware teacher
-    labels = {"reward_weight": {"student": "reward weight sigma", "teacher": "teacher reward weight w"}.get(art.kind, "reward_weight")}
-    settings = ", ".join(f"{labels.get(k, k)} {config[k]}" for k in ("reward_weight", "ctm_weight", "dsm_weight", "planning", "horizon",
+    labels = {"reward_weight": {"student": "reward weight sigma", "teacher": "teacher reward weight w"}.get(art.kind, "reward_weight"),
+              "reward_scale": "reward scale kappa"}
+    settings = ", ".join(f"{labels.get(k, k)} {config[k]}" for k in ("reward_weight", "reward_scale", "ctm_weight", "dsm_weight", "planning", "horizon",
                                                                      "plan_stride", "windows", "distance", "weights", "gamma",
                                                                      "termination_penalty", "input")
                          if config.get(k) is not None)
@@ -721,7 +722,7 @@ def train_reward(
 @app.command()
 def distill(
     env: str = EnvOpt,
-    reward_weight: Optional[float] = typer.Option(None, "--reward-weight", help="sigma of eq. 9, weight of -R_psi(s, a_hat) with R_psi in [-1, 1] (default: the task's, paper Table 9 for MuJoCo; see `ractd envs --json`; 0 gives plain CTD)."),
+    reward_weight: Optional[float] = typer.Option(None, "--reward-weight", help="sigma of eq. 9, weight of -kappa R_psi(s, a_hat) with R_psi in [-1, 1] and kappa the task's reward scale (`ractd envs --json`: 1 for MuJoCo, where the default sigma is the paper's Table 9; Maze2d: the RACTD authors' weight per planned state times the plan's states, so that 1 is their code's weighting). Default: the task's; 0 gives plain CTD. Both are recorded in the student."),
     ctm_weight: Optional[float] = typer.Option(None, "--ctm-weight", help="alpha, weight of the CTM loss (default: the task's)."),
     dsm_weight: Optional[float] = typer.Option(None, "--dsm-weight", help="beta, weight of the student's DSM loss (default: the task's)."),
     teacher_steps: int = typer.Option(1, "--teacher-steps", help="The most Heun steps of the teacher (t to u on the 80-bin grid) behind each CTM target; each target draws its count in [1, N]. 1 (default) is RACTD's code (ode_steps_max 1); more costs teacher calls per step. Recorded in the artifact."),

@@ -23,7 +23,7 @@ from torch import nn
 from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact
 from .errors import UsageError
-from .models import RewardConfig, resolve_device, reward_of
+from .models import RewardConfig, StudentConfig, resolve_device, reward_of
 from .planner import Planner, Sampling
 from .resolve import PLANNERS, Loaded, TrajDiffuserOptions, build_planner, load_for_planning, load_trajdiffuser, loaded_from
 from .trajdiffuser_planner import TrajDiffuserPlanner
@@ -107,12 +107,15 @@ class _PlanningPolicy:
 
     def describe(self) -> dict:
         """How plans are made and executed, for results: the planning kind (its conditioning), plan
-        stride and training windows the model was trained with, the initial noise and clamping (None
+        stride and training windows the model was trained with, a RACTD student's sigma and kappa, and
+        its R_psi's return-to-go, the initial noise and clamping (None
         for the Trajectory Diffuser, which starts from its proposal), and the :class:`Execution`."""
         sampling = getattr(self.planner, "sampling", None)
         art = getattr(self.planner, "art", None)  # a stand-in planner may have none
         reward = reward_of(art) if art is not None else None
+        header = StudentConfig.of(art) if reward is not None else None
         return {"planning": self.spec.planning, "plan_stride": self.spec.plan_stride, "windows": self.spec.windows,
+                **({"reward_weight": header.reward_weight, "reward_scale": header.reward_scale} if header is not None else {}),
                 **(sampling.describe() if sampling is not None else {"init_noise": None, "clamp": None}),
                 **(RewardConfig.of(reward).describe() if reward is not None else {}),
                 **self.execution.describe()}

@@ -187,24 +187,30 @@ class TeacherConfig(DiffusionConfig):
 
     teacher_reward_weight: float
     reward_id: str | None
+    reward_scale: float = 1.0
+    """kappa of the reward term (``TaskSpec.reward_scale``); 1 where not recorded."""
 
     KINDS = ("teacher",)
 
     @classmethod
     def of(cls, art: Artifact) -> TeacherConfig:
         c = art.config
-        return cls(**cls._fields(art), teacher_reward_weight=float(c.get("reward_weight", 0.0)), reward_id=c.get("reward_id"))
+        return cls(**cls._fields(art), teacher_reward_weight=float(c.get("reward_weight", 0.0)), reward_id=c.get("reward_id"),
+                   reward_scale=float(c.get("reward_scale", 1.0)))
 
     def stored(self) -> dict[str, Any]:
-        """As stored: w and its reward model only for a reward-aware teacher."""
+        """As stored: w, its reward model and (when not 1) kappa only for a reward-aware teacher."""
         rewarded = {"reward_weight": self.teacher_reward_weight, "reward_id": self.reward_id} if self.reward_id is not None else {}
+        if self.reward_id is not None and self.reward_scale != 1.0:
+            rewarded["reward_scale"] = self.reward_scale
         return {**super().stored(), **rewarded}
 
 
 @dataclasses.dataclass(frozen=True)
 class StudentConfig(DiffusionConfig):
     """A student's header, typed: the weights of eq. 9 (alpha L_CTM + beta L_DSM + sigma L_Reward;
-    sigma = ``reward_weight``, 0 for a plain CTD student), the evaluation during training
+    sigma = ``reward_weight``, 0 for a plain CTD student; ``reward_scale`` kappa of L_Reward, 1 where
+    not recorded: ``TaskSpec.reward_scale``), the evaluation during training
     (``distill --eval-every``: ``{"every", "episodes"}``) and, with ``--keep best``, the ``selection``
     whose weights it holds (None: the last step's)."""
 
@@ -213,6 +219,7 @@ class StudentConfig(DiffusionConfig):
     reward_weight: float
     eval: dict[str, Any] | None
     selection: dict[str, Any] | None
+    reward_scale: float = 1.0
 
     KINDS = ("student",)
 
@@ -220,12 +227,21 @@ class StudentConfig(DiffusionConfig):
     def of(cls, art: Artifact) -> StudentConfig:
         c = art.config
         return cls(**cls._fields(art), ctm_weight=float(c.get("ctm_weight", 1.0)), dsm_weight=float(c.get("dsm_weight", 1.0)),
-                   reward_weight=float(c.get("reward_weight", 0.0)), eval=c.get("eval") or None, selection=c.get("selection") or None)
+                   reward_weight=float(c.get("reward_weight", 0.0)), eval=c.get("eval") or None, selection=c.get("selection") or None,
+                   reward_scale=float(c.get("reward_scale", 1.0)))
 
     def stored(self) -> dict[str, Any]:
-        """As stored; ``eval`` and ``selection`` only where training recorded them."""
+        """As stored; ``eval`` and ``selection`` only where training recorded them, ``reward_scale``
+        only for a RACTD student whose kappa is not 1 (so that every other model keeps its id)."""
         more = {k: v for k, v in (("eval", self.eval), ("selection", self.selection)) if v is not None}
+        if self.rewarded and self.reward_scale != 1.0:
+            more["reward_scale"] = self.reward_scale
         return {**super().stored(), "ctm_weight": self.ctm_weight, "dsm_weight": self.dsm_weight, "reward_weight": self.reward_weight, **more}
+
+    @property
+    def sigma_label(self) -> str:
+        """sigma as results show it: ``1`` or, with a reward scale kappa, ``1 (x kappa)``."""
+        return f"{self.reward_weight:g}" + (f" (x {self.reward_scale:g})" if self.reward_scale != 1.0 else "")
 
     @property
     def rewarded(self) -> bool:

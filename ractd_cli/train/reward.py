@@ -61,8 +61,9 @@ def frozen_reward(
     """The reward model ``reward_ref``, frozen, as R(x0_hat, cond) for plans in the space of
     ``normalizers`` (those of ``user``, the model whose loss it joins, trained on ``dataset``).
 
-    R is in the reward model's units: the return-to-go normalised to [-1, 1], so a reward weight is
-    the paper's sigma with no hidden scale. How a plan is read is the task's layout's
+    R is in the reward model's units, the return-to-go normalised to [-1, 1], times the task's
+    ``reward_scale`` kappa (1 unless the task declares its reference weighting; recorded in the model
+    whose loss it joins). How a plan is read is the task's layout's
     (``ractd_cli.layouts``): R_psi(s_n, a_hat_n) for action chunks (eq. 8), the mean over the plan of
     R_psi(s_t, goal) for state plans. The plan is not clamped: a clamp would zero the gradient of any
     element outside [-1, 1], exactly where the plan most needs pulling back. A reward model fitted on
@@ -82,7 +83,11 @@ def frozen_reward(
                          f"them); run `ractd train-reward --env {spec.name}` again")
     net = load_net(art).to(device)
     net.requires_grad_(False)
-    return art, spec.layout.reward(spec, net)
+    read = spec.layout.reward(spec, net)
+    if spec.reward_scale == 1.0:
+        return art, read
+    kappa = float(spec.reward_scale)
+    return art, lambda x0_hat, cond: kappa * read(x0_hat, cond)
 
 
 def train_reward(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction: float = VAL_FRACTION, eval_every: int = 0,

@@ -160,10 +160,10 @@ class TeacherMethod(Method):
         self.typed_config = TeacherConfig(
             sigma_data=SIGMA_DATA, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, planning=spec.planning, horizon=T, plan_stride=plan_stride,
             windows=spec.windows, teacher_reward_weight=reward_weight if reward_art is not None else 0.0,
-            reward_id=reward_art.id if reward_art is not None else None)
+            reward_id=reward_art.id if reward_art is not None else None, reward_scale=spec.reward_scale)
         # the teacher's deviations from the paper's (its stored config holds them only when taken, so default ids do not
         # change) also identify its run for --resume
-        variant = {k: v for k, v in self.typed_config.stored().items() if k in ("reward_weight", "reward_id", "plan_stride")}
+        variant = {k: v for k, v in self.typed_config.stored().items() if k in ("reward_weight", "reward_id", "reward_scale", "plan_stride")}
         self.run_extra = {"dataset": data.dataset_id, "net": self.net.config, "distance": distance, **variant}
 
     def loss(self, model, ema, batch, gen):

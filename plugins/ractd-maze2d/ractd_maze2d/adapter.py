@@ -53,30 +53,20 @@ ALPHA = 1.0 / (1.0 + DT * 1.0 / _MASS)
 BETA = DT * 100.0 / _MASS * ALPHA
 FOLLOW_GAIN = 5.0
 
-# Loss weights (alpha, beta, sigma) per maze. The paper gives none for Maze2d (its Table 9 is
-# MuJoCo's); the reward term here is the mean over the plan of R_psi(s_t, goal at rest) in [-1, 1]
-# (the endpoint conditioning's goal block; until 2026-12-05 R_psi(s_t, goal)). sigma was chosen from
-# measurement under the earlier goal conditioning (docs/notes/lab-log.md), by the paper's rule (App. B.3:
-# weighted terms within one order of magnitude of each other) and the score:
-# - umaze (quick preset): of sigma in {0.02, 0.1, 0.3, 1}, 0.3 is the largest whose weighted reward
-#   term stays within one order of magnitude of beta L_DSM (sigma |L_Reward| / L_DSM = 0.5, 2.7, 6.9,
-#   11), and it also scored best. medium keeps it (not swept).
-# - large: 0.1. On three teachers of strided plans (stride 4; stride 8; stride 8 at batch 128) it
-#   scored above 0.3 under the paper's execution (78.0 vs 40.9, 68.0 vs 30.6, 90.9 vs 41.4), and on
-#   par with it (35.9 vs 47.2, 100 episodes) at the quick preset's full resolution; at 0.3 the reward
-#   term draws 96% of plans through walls. At 0.1 the two terms are of a size (0.051 vs 0.038).
-# The authors' code (configs/guided_ctmp_maze_{sm,med,lg}.yaml) weights its reward term 1e-4 (umaze,
-# medium) and 1e-5 (large), on a different term: the SUM over the plan of a per-state reward model
-# r(s) (no goal input: their data have one fixed goal) fitted to the normalised discounted
-# return-to-go (gamma 0.99, their d4rl_dataset.py ``_convert_reward``). Ours is that model with the
-# goal as an input (our data have many goals). Per planned state their weight is 1e-4 / 1e-5 against
-# our sigma / H = 2.3e-3 (umaze) ... 2.6e-4 (large).
-# Under the endpoint conditioning (2026-12-05, docs/results.md) umaze was measured again: with
-# 1600-step students, sigma 0.1 scores on par with CTD (98.6 ± 5.3 vs 96.9 ± 5.4), while sigma 0.3
-# and 1.0 (400-step students) pull plans into walls (7%, 34%) and score below CTD. So every maze uses
-# 0.1 (medium not measured). The authors' per-state weights, summed over H states, are a mean-weight
-# of H * 1e-4 = 0.013 (umaze), 0.026 (medium), H * 1e-5 = 0.004 (large): smaller still.
-LOSS_WEIGHTS = {"umaze": (1.0, 1.0, 0.1), "medium": (1.0, 1.0, 0.1), "large": (1.0, 1.0, 0.1)}
+# Loss weights (alpha, beta, sigma) per maze, and the reward term's scale kappa (TaskSpec.reward_scale).
+# The paper gives no weights for Maze2d (its Table 9 is MuJoCo's). The RACTD authors' code
+# (configs/guided_ctmp_maze_{sm,med,lg}.yaml) weights its reward term 1e-4 (umaze, medium) and 1e-5
+# (large) on the SUM over the plan's H states of a per-state reward model r(s) fitted to the
+# normalised discounted return-to-go (gamma 0.99; no goal input: their data have one fixed goal).
+# Ours is the mean over the plan of R_psi(s_t, goal at rest) in [-1, 1] (the goal as an input: our data
+# have many goals), so their weighting is kappa = H x their per-state weight on our mean: 128e-4
+# (umaze), 256e-4 (medium), 384e-5 (large). sigma = 1 is then their code's weighting, the default.
+# Before 2026-12-06 kappa was 1 and sigma 0.1 (chosen by measurement under the earlier goal
+# conditioning, docs/notes/lab-log.md): on maze2d-large that is 26 times the authors' weight, and the
+# user's `--reward-weight 1.0` 260 times, which drew 99% of plans through walls (docs/results.md).
+LOSS_WEIGHTS = {"umaze": (1.0, 1.0, 1.0), "medium": (1.0, 1.0, 1.0), "large": (1.0, 1.0, 1.0)}
+REWARD_SCALE = {"umaze": 128 * 1e-4, "medium": 256 * 1e-4, "large": 384 * 1e-5}
+REWARD_SCALE = {maze: round(kappa, 10) for maze, kappa in REWARD_SCALE.items()}  # 0.00384, not 0.0038400000000000005
 
 # ``--preset quick`` on a 2-core CPU: a plan is 128-384 states, so the U-Net is the ``small`` one
 # (widths 16/32/64) at batch 32. Students take 1600 steps: on umaze under the endpoint conditioning
@@ -138,6 +128,7 @@ def _spec(maze: str) -> TaskSpec:
             f"Q-iteration waypoints + PD controller with N(0, {ACTION_NOISE_STD}^2) action noise"
         ),
         loss_weights=LOSS_WEIGHTS[maze],
+        reward_scale=REWARD_SCALE[maze],
         model_preset=f"maze2d-{maze}",  # paper Table 6
         presets={"quick": QUICK if maze == "umaze" else QUICK_LARGE, "paper": _paper(maze)},
         goal_dims=(0, 1),  # the goal is the position (x, y) ...
