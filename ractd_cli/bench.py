@@ -159,7 +159,10 @@ def data_ceiling(adapter: EnvAdapter, spec: TaskSpec, dataset: str, score_scale:
         return None
     from .data.load import load_episodes
 
-    scores = np.sort([float(adapter.normalized_score(spec.name, float(np.sum(ep.rewards)), scale=score_scale))
+    # an episode's return as make_env's env would pay it: the adapter's ``episode_return`` where it has one
+    # (FrankaKitchen: its data record the raw env's reward, its evaluation env pays first completions)
+    ret = getattr(adapter, "episode_return", None) or (lambda task, ep: float(np.sum(ep.rewards)))
+    scores = np.sort([float(adapter.normalized_score(spec.name, float(ret(spec.name, ep)), scale=score_scale))
                       for ep in load_episodes(adapter, spec, dataset) if len(ep)])[::-1]
     top = scores[: max(1, int(round(DATA_TOP_FRACTION * len(scores))))]
 
@@ -367,10 +370,12 @@ def bench_planners(
     check_workers(workers, dev)
     sync = _sync_for(dev)
     rows = bench_rows(spec, student, ctd, also)
+    teacher_dataset = load_artifact(rows[0].model_id, kind="teacher", task=spec.name).meta.get("dataset")
     peer_doc = None
     if peers is not None:  # checked before anything runs: the teacher's dataset is the peers'
-        peer_doc = read_peers(peers, spec, seed=seed, score_scale=score_scale,
-                              dataset=load_artifact(rows[0].model_id, kind="teacher", task=spec.name).meta.get("dataset"))
+        peer_doc = read_peers(peers, spec, seed=seed, score_scale=score_scale, dataset=teacher_dataset)
+    # the data's own scores before any rollout, so that a dataset they cannot be read from fails at once
+    ceiling = None if latency_only or not teacher_dataset else data_ceiling(adapter, spec, teacher_dataset, score_scale)
     cond1 = torch.zeros(1, spec.cond_dim, device=dev)  # the bare network's input
     past1 = torch.zeros(1, spec.history, spec.obs_dim, device=dev)  # the planners' raw inputs at batch 1
     goal1 = torch.zeros(1, spec.goal_dim, device=dev) if spec.goal_dim else None
@@ -379,7 +384,6 @@ def bench_planners(
     plans: dict[str, np.ndarray] = {}
     first = _first_start(adapter, spec, seed) if spec.layout.x_source == "state" else None  # plans to draw
     forward_ms = overhead = None
-    teacher_dataset = None
     for row in rows:
         trajdiffuser = row.refine_steps is not None
         recipe = PolicyRecipe(spec.name, row.model_id, "trajdiffuser" if trajdiffuser else "diffusion", sampler=row.sampler,
@@ -421,8 +425,6 @@ def bench_planners(
             "paper": spec.paper_scores.get(row.key),
         }
         rec.update(policy.describe(), score_scale=score_scale)
-        if row.key == "teacher-heun":
-            teacher_dataset = loaded.art.meta.get("dataset")
         if trajdiffuser:
             rec.update(planner.describe())
         if not latency_only:
@@ -454,7 +456,7 @@ def bench_planners(
         "return_to_go": "/".join(sorted({return_to_go(r) for r in out_rows if r.get("rtg_gamma") is not None})) or None,
         **execution.describe(),
         "rows": out_rows,
-        "data": None if latency_only or not teacher_dataset else data_ceiling(adapter, spec, teacher_dataset, score_scale),
+        "data": ceiling,
         **({"peers": peer_doc} if peer_doc else {}),
         "forward_ms": forward_ms,
         "forward_overhead": overhead,

@@ -24,9 +24,11 @@ from .errors import UsageError
 from .plugin_api import PluginError, adopt
 from .presets import task_preset_problems
 
-OPTIONAL_HOOKS = ("track_action", "controller_action", "draw", "plan_check")
-"""What an adapter may add: ``rollout --follow track|controller``, the maze drawing of ``bench --plot``
-and the check of each episode's first plan (``plan_check``)."""
+OPTIONAL_HOOKS = ("track_action", "controller_action", "draw", "plan_check", "episode_return")
+"""What an adapter may add: ``rollout --follow track|controller``, the maze drawing of ``bench --plot``,
+the check of each episode's first plan (``plan_check``) and the return a dataset episode would have
+had in the evaluation env (``episode_return(task, episode)``, for bench's data rows; default: the
+sum of its recorded rewards)."""
 
 GROUP = "ractd.envs"
 

@@ -133,6 +133,24 @@ def test_quality_counts_completions_per_subtask_and_per_episode():
         quality.subtask_distances(np.zeros((5, 30)))
 
 
+def test_a_dataset_episode_returns_its_distinct_targets_completed(monkeypatch):
+    """bench's data rows score a dataset episode as the evaluation env would pay it (each target task
+    once), not by its recorded raw rewards (a task held for k steps adds k): `episode_return`."""
+    from ractd_cli import bench
+    from ractd_cli.data import Episode
+    from ractd_cli.registry import get_task
+
+    obs = _episode_reaching({"microwave": 1, "kettle": 2, "hinge cabinet": 3})  # hinge cabinet: not a mixed target
+    raw = np.full(len(obs) - 1, 2.0, np.float32)  # what the raw env records: 2 tasks held at every step
+    ep = Episode(obs.astype(np.float32), np.zeros((len(obs) - 1, 9), np.float32), raw, np.zeros(len(raw), bool),
+                 np.zeros(len(raw), bool), None)
+    assert kitchen.episode_return("kitchen-mixed", ep) == 2.0 and kitchen.episode_return("kitchen-complete", ep) == 2.0
+    adapter, spec = get_task("kitchen-mixed")
+    monkeypatch.setattr("ractd_cli.data.load.load_episodes", lambda *a, **k: [ep, ep])
+    ceiling = bench.data_ceiling(adapter, spec, "ractd/kitchen-mixed/local-v0", "d4rl")
+    assert (ceiling["mean"], ceiling["max"]) == (50.0, 50.0)  # 2 of 4 targets, not a return of 20
+
+
 # -- local generation ----------------------------------------------------------------------------
 
 

@@ -428,6 +428,15 @@ class KitchenAdapter(EnvAdapter):
             )
         return int(round(n))
 
+    def episode_return(self, task: str, episode: Any) -> float:
+        """A dataset episode's return as :meth:`make_env`'s env pays it: the distinct target tasks
+        completed at some state of the episode (:func:`ractd_kitchen.quality.completed_subtasks` on
+        its 59-dim states). The recorded rewards are the raw env's (a task held for 100 steps adds 100)."""
+        from .quality import completed_subtasks
+
+        targets = set(self.spec(task).extra["targets"])
+        return float(len(targets & set(completed_subtasks(np.asarray(episode.states)))))
+
     def normalized_score(
         self, task: str, episode_return: float, scale: str | None = None, *, info: Mapping[str, Any] | None = None
     ) -> float:
