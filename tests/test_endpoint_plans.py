@@ -109,6 +109,9 @@ def test_padded_windows_are_not_joined_and_end_at_rest():
     # the padded rows are at rest; real rows keep their velocity
     np.testing.assert_allclose(x[:, :, 1], [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0]], atol=1e-5)
     np.testing.assert_allclose(batch["cond"][:, 2:].numpy(), batch["x"][:, -1].numpy())
+    # the same data whatever the windows: a reward model fitted beside a full-window teacher still fits
+    assert w.fingerprint == make_windows([a, b], _spec()).fingerprint
+    assert w.fingerprint != make_windows([a], spec).fingerprint
 
 
 def test_full_windows_with_a_plan_stride_end_at_their_last_knot():
@@ -223,3 +226,20 @@ def test_a_plan_ends_at_the_last_state_it_is_conditioned_on(line_models, sampler
     assert ends < 0.25 * _end_error(x, shuffled)
     # and the plan starts where it is told to
     assert float((x[:, 0] - held["cond"][:, :2]).abs().mean()) < 0.1
+
+
+def test_padded_endpoint_windows_through_the_commands(tmp_path, monkeypatch, ractd_ok):
+    """`train-teacher --windows padded` on a maze, then the documented chain: the reward model fitted
+    by `train-reward` (on the task's full windows) is the student's without a "fetched again" error,
+    and the student plans and reports padded windows."""
+    pytest.importorskip("gymnasium_robotics")
+    from ractd_cli.artifacts import load_artifact
+
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    ok = ractd_ok
+    ok("fetch", "maze2d-umaze", "--source", "local", "--steps", "3000")
+    teacher = ok("train-teacher", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "2", "--windows", "padded")["artifacts"][-1]
+    ok("train-reward", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "2")
+    student = ok("distill", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "1", "--reward-weight", "1")
+    assert load_artifact(teacher["id"]).config["windows"] == load_artifact(student["id"]).config["windows"] == "padded"
+    assert ok("rollout", "--env", "maze2d-umaze", "--model", student["id"], "--episodes", "1")["windows"] == "padded"

@@ -14,6 +14,7 @@ arrays, e.g. ``actions_t[torch.as_tensor(w.x_index[idx])]``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -200,12 +201,18 @@ class Windows:
     action_index: np.ndarray
     episode: np.ndarray
     t: np.ndarray
+    same_data_as: str | None = None
+    """The fingerprint of the same episodes windowed the way the task's other models window them,
+    where these windows differ only in that (endpoint plans on ``padded`` windows do not join
+    episodes): the data's identity does not depend on the windows chosen."""
 
     @functools.cached_property
     def fingerprint(self) -> str:
         """A hash of the data (states, actions, goals, rewards, ends, offsets), computed once: two
         loads of the same dataset agree; a regenerated or changed dataset differs (checked by
-        ``--resume`` and by ``distill``)."""
+        ``--resume`` and by ``distill``). The same for every choice of windows (``same_data_as``)."""
+        if self.same_data_as is not None:
+            return self.same_data_as
         h = hashlib.sha256()
         for a in (self.states, self.actions, self.goals, self.rewards, self.terminations, self.truncations,
                   self.state_offsets, self.action_offsets):
@@ -315,6 +322,8 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
 
     join = spec.layout.full_windows and spec.windows == "full"
     runs = continuation_runs(episodes) if join else [[i] for i in range(len(episodes))]
+    # not joined where the layout's models join them (padded endpoint windows): the data's identity is the joined form's
+    same_data_as = make_windows(episodes, dataclasses.replace(spec, windows="full")).fingerprint if spec.layout.full_windows and not join else None
     has_goals = all(ep.goals is not None for ep in episodes)
 
     def joined(ids: list[int], rows: str) -> np.ndarray:
@@ -373,4 +382,5 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
         action_index=a0 + t,
         episode=episode,
         t=t_in_episode,
+        same_data_as=same_data_as,
     )
