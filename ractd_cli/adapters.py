@@ -284,6 +284,7 @@ def spec_dict(spec: TaskSpec) -> dict[str, Any]:
         "local_generation": spec.local_generation,
         "loss_weights": {"ctm": alpha, "dsm": beta, "reward": sigma},
         "reward_scale": spec.reward_scale,
+        "windows": spec.windows,
         "model_preset": spec.model_preset,
         "presets": {name: dict(over) for name, over in spec.presets.items()},
         "score_scales": {name: {"min": float(lo), "max": float(hi)} for name, (lo, hi) in spec.ref_scores.items()},
