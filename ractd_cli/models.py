@@ -206,6 +206,11 @@ class TeacherConfig(DiffusionConfig):
         return {**super().stored(), **rewarded}
 
 
+def sigma_label(sigma: float, kappa: float = 1.0) -> str:
+    """A reward weight as results show it: ``1``, or with a reward scale kappa not 1, ``1 (x kappa)``."""
+    return f"{sigma:g}" + (f" (x {kappa:g})" if kappa != 1.0 else "")
+
+
 @dataclasses.dataclass(frozen=True)
 class StudentConfig(DiffusionConfig):
     """A student's header, typed: the weights of eq. 9 (alpha L_CTM + beta L_DSM + sigma L_Reward;
@@ -240,8 +245,8 @@ class StudentConfig(DiffusionConfig):
 
     @property
     def sigma_label(self) -> str:
-        """sigma as results show it: ``1`` or, with a reward scale kappa, ``1 (x kappa)``."""
-        return f"{self.reward_weight:g}" + (f" (x {self.reward_scale:g})" if self.reward_scale != 1.0 else "")
+        """sigma as results show it (:func:`sigma_label`)."""
+        return sigma_label(self.reward_weight, self.reward_scale)
 
     @property
     def rewarded(self) -> bool:

@@ -127,7 +127,8 @@ class Chain:
                 continue
             header = StudentConfig.of(a)
             ev = header.eval or {}
-            if (header.reward_weight == weight and (header.selection is not None) == selected
+            scale = self.spec()["reward_scale"] if weight > 0 else 1.0  # a student of today's weighting
+            if (header.reward_weight == weight and header.reward_scale == scale and (header.selection is not None) == selected
                     and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation):
                 return a.meta
         return None

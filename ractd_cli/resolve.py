@@ -14,7 +14,7 @@ from torch import nn
 from .adapters import TaskSpec
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import UsageError
-from .models import StudentConfig, inverse_from
+from .models import StudentConfig, inverse_from, sigma_label
 from .planner import Planner, Sampling
 from .trajdiffuser_planner import TrajDiffuserOptions, TrajDiffuserPlanner
 
@@ -37,22 +37,24 @@ class Loaded:
 
 def newest_student(spec: TaskSpec, *, rewarded: bool = False) -> Artifact | None:
     """The student a user means by "the student": the newest of ``spec``'s task at the task's own
-    reward weight sigma (``TaskSpec.loss_weights``, what ``distill`` uses by default), else the newest
-    at any weight > 0, else (unless ``rewarded``) the newest CTD student. None when there is none."""
+    reward weight sigma on its reward scale kappa (``TaskSpec.loss_weights``, ``reward_scale``: what
+    ``distill`` uses by default), else the newest at any weight > 0, else (unless ``rewarded``) the
+    newest CTD student. None when there is none."""
     found = [a for a in list_artifacts() if a.kind == "student" and a.task == spec.name]
-    sigma = spec.loss_weights[2]
-    weighted = [(a, StudentConfig.of(a).reward_weight) for a in found]
-    weighted = [(a, w) for a, w in weighted if w > 0]
-    pick = next((a for a, w in weighted if w == sigma), weighted[0][0] if weighted else None)
+    own = (spec.loss_weights[2], spec.reward_scale)
+    weighted = [(a, StudentConfig.of(a)) for a in found]
+    weighted = [(a, h) for a, h in weighted if h.rewarded]
+    pick = next((a for a, h in weighted if (h.reward_weight, h.reward_scale) == own), weighted[0][0] if weighted else None)
     return pick if pick is not None or rewarded else (found[0] if found else None)
 
 
 def student_choice(art: Artifact, spec: TaskSpec) -> str:
     """One line saying which student :func:`newest_student` chose, and why."""
-    w = StudentConfig.of(art).reward_weight
-    why = ("the task's default reward weight" if w == spec.loss_weights[2] else
-           f"no student at the task's reward weight {spec.loss_weights[2]:g}" if w > 0 else "a CTD student: no RACTD student in the cache")
-    return f"model: student {art.id[:8]} (reward weight {w:g}, {why}; --model ID picks another)"
+    h = StudentConfig.of(art)
+    own = (spec.loss_weights[2], spec.reward_scale)
+    why = ("the task's default reward weight" if (h.reward_weight, h.reward_scale) == own else
+           f"no student at the task's reward weight {sigma_label(*own)}" if h.rewarded else "a CTD student: no RACTD student in the cache")
+    return f"model: student {art.id[:8]} (reward weight {h.sigma_label}, {why}; --model ID picks another)"
 
 
 def load_for_planning(ref: str, spec: TaskSpec) -> Loaded:

@@ -60,6 +60,15 @@ def test_students_record_kappa_and_their_reward_term_scales_with_it(tmp_path, mo
     doc = ok("rollout", "--env", "bimodal", "--model", scaled.id, "--episodes", "1")
     assert (doc["reward_weight"], doc["reward_scale"]) == (1.0, 0.25)
     assert StudentConfig.of(scaled).sigma_label == "1 (x 0.25)"
+    # "the student" is the newest at the task's own (sigma, kappa): not a newer one at sigma 1 on kappa 1
+    monkeypatch.setitem(adapter.tasks, "bimodal", spec)
+    newer = ok(*distill, "1", "--seed", "1")["id"]
+    monkeypatch.setitem(adapter.tasks, "bimodal", dataclasses.replace(spec, reward_scale=0.25))
+    from ractd_cli.resolve import newest_student, student_choice
+
+    chosen = newest_student(registry.get_task("bimodal")[1])
+    assert chosen.id == scaled.id != newer
+    assert "reward weight 1 (x 0.25), the task's default" in student_choice(chosen, registry.get_task("bimodal")[1])
     # a reward-aware teacher (Table 4's ablation) records the kappa of its own reward term too
     aware = load_artifact(ok("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "3", "--teacher-reward-weight", "1")["id"])
     assert aware.config["reward_scale"] == 0.25
