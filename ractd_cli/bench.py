@@ -29,7 +29,7 @@ from .adapters import EnvAdapter, TaskSpec, make_env, resolve_score_scale
 from .artifacts import Artifact, list_artifacts, load_artifact
 from .errors import UsageError
 from .evaluate import PLAN_CHECK_RATES, Execution, PolicyRecipe, RolloutResult, check_workers, run_episodes
-from .models import StudentConfig, resolve_device
+from .models import StudentConfig, resolve_device, sigma_label
 from .planner import Planner, Sampling
 from .resolve import TrajDiffuserOptions, newest_student
 
@@ -139,8 +139,7 @@ def models_line(rows: list[dict[str, Any]]) -> str:
     parts = []
     for r in rows:
         if r["key"] in names:
-            kappa = f" x {r['reward_scale']:g}" if r.get("reward_scale", 1.0) != 1.0 else ""
-            sigma = "" if r.get("reward_weight") is None else f" (reward weight sigma {r['reward_weight']:g}{kappa})"
+            sigma = "" if r.get("reward_weight") is None else f" (reward weight sigma {sigma_label(r['reward_weight'], r.get('reward_scale', 1.0))})"
             parts.append(f"{names[r['key']]} {r['model_id'][:8]}{sigma}")
     return "models: " + "; ".join(parts)
 

@@ -122,12 +122,12 @@ class Chain:
         """The header of a cached student of ``teacher`` (and ``reward`` when ``weight`` > 0) at reward
         ``weight``, trained with the evaluation ``evaluation`` = (every, episodes) (None: without one),
         holding its last weights or (``selected``) those chosen on online score (``--keep best``)."""
+        scale = self.spec()["reward_scale"] if weight > 0 else 1.0  # a student of today's weighting
         for a in self.artifacts("student"):
             if list(a.meta.get("parents") or []) != ([teacher] if weight == 0 else [teacher, reward]):
                 continue
             header = StudentConfig.of(a)
             ev = header.eval or {}
-            scale = self.spec()["reward_scale"] if weight > 0 else 1.0  # a student of today's weighting
             if (header.reward_weight == weight and header.reward_scale == scale and (header.selection is not None) == selected
                     and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation):
                 return a.meta

@@ -14,7 +14,6 @@ arrays, e.g. ``actions_t[torch.as_tensor(w.x_index[idx])]``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -213,12 +212,8 @@ class Windows:
         ``--resume`` and by ``distill``). The same for every choice of windows (``same_data_as``)."""
         if self.same_data_as is not None:
             return self.same_data_as
-        h = hashlib.sha256()
-        for a in (self.states, self.actions, self.goals, self.rewards, self.terminations, self.truncations,
-                  self.state_offsets, self.action_offsets):
-            if a is not None:
-                h.update(np.ascontiguousarray(a).view(np.uint8).data)
-        return h.hexdigest()[:16]
+        return data_fingerprint(self.states, self.actions, self.goals, self.rewards, self.terminations, self.truncations,
+                                self.state_offsets, self.action_offsets)
 
     def __len__(self) -> int:
         return int(self.x_index.shape[0])
@@ -276,6 +271,15 @@ class Windows:
         )
 
 
+def data_fingerprint(*arrays: np.ndarray | None) -> str:
+    """The hash behind :attr:`Windows.fingerprint`: of the flat data arrays, in order (None skipped)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is not None:
+            h.update(np.ascontiguousarray(a).view(np.uint8).data)
+    return h.hexdigest()[:16]
+
+
 def _as_index(idx: Any, n: int) -> Any:
     if isinstance(idx, slice):
         return np.arange(n)[idx]
@@ -294,6 +298,22 @@ def continuation_runs(episodes: Sequence["Episode"]) -> list[list[int]]:
         else:
             runs.append([i])
     return runs
+
+
+def _flat_states(episodes: Sequence["Episode"], runs: list[list[int]]) -> tuple[np.ndarray, ...]:
+    """The flat state rows of ``runs`` of episodes: (lengths (R,), action_offsets (R+1,), state_offsets
+    (R+1,), states (S, Do), goals (S, Dg) or None). A run's states or goals are each episode's rows
+    but its last, then the run's final row."""
+    def joined(ids: list[int], rows: str) -> np.ndarray:
+        parts = [np.asarray(getattr(episodes[i], rows), np.float32) for i in ids]
+        return np.concatenate([p[:-1] for p in parts] + [parts[-1][-1:]])
+
+    lengths = np.array([sum(len(episodes[i]) for i in ids) for ids in runs], dtype=np.int64)
+    action_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    state_offsets = np.concatenate([[0], np.cumsum(lengths + 1)])
+    states = np.concatenate([joined(ids, "states") for ids in runs])
+    goals = np.concatenate([joined(ids, "goals") for ids in runs]) if all(ep.goals is not None for ep in episodes) else None
+    return lengths, action_offsets, state_offsets, states, goals
 
 
 def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
@@ -322,24 +342,15 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
 
     join = spec.layout.full_windows and spec.windows == "full"
     runs = continuation_runs(episodes) if join else [[i] for i in range(len(episodes))]
-    # not joined where the layout's models join them (padded endpoint windows): the data's identity is the joined form's
-    same_data_as = make_windows(episodes, dataclasses.replace(spec, windows="full")).fingerprint if spec.layout.full_windows and not join else None
-    has_goals = all(ep.goals is not None for ep in episodes)
-
-    def joined(ids: list[int], rows: str) -> np.ndarray:
-        """A run's states or goals: each episode's rows but its last, then the run's final row."""
-        parts = [np.asarray(getattr(episodes[i], rows), np.float32) for i in ids]
-        return np.concatenate([p[:-1] for p in parts] + [parts[-1][-1:]])
-
-    lengths = np.array([sum(len(episodes[i]) for i in ids) for ids in runs], dtype=np.int64)
-    action_offsets = np.concatenate([[0], np.cumsum(lengths)])
-    state_offsets = np.concatenate([[0], np.cumsum(lengths + 1)])
-    states = np.concatenate([joined(ids, "states") for ids in runs])
-    goals = np.concatenate([joined(ids, "goals") for ids in runs]) if has_goals else None
+    lengths, action_offsets, state_offsets, states, goals = _flat_states(episodes, runs)
     actions = np.concatenate([np.asarray(ep.actions, np.float32) for ep in episodes])
     rewards = np.concatenate([np.asarray(ep.rewards, np.float32) for ep in episodes])
     terms = np.concatenate([np.asarray(ep.terminations, bool) for ep in episodes])
     truncs = np.concatenate([np.asarray(ep.truncations, bool) for ep in episodes])
+    same_data_as = None
+    if spec.layout.full_windows and not join:  # padded endpoint windows: the data's identity is its joined form's
+        _, j_action_offsets, j_state_offsets, j_states, j_goals = _flat_states(episodes, continuation_runs(episodes))
+        same_data_as = data_fingerprint(j_states, actions, j_goals, rewards, terms, truncs, j_state_offsets, j_action_offsets)
     rtg = np.concatenate(
         [returns_to_go(ep.rewards, ep.terminations, spec.gamma, spec.termination_penalty) for ep in episodes]
     )

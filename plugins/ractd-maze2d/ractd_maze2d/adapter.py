@@ -65,8 +65,7 @@ FOLLOW_GAIN = 5.0
 # conditioning, docs/notes/lab-log.md): on maze2d-large that is 26 times the authors' weight, and the
 # user's `--reward-weight 1.0` 260 times, which drew 99% of plans through walls (docs/results.md).
 LOSS_WEIGHTS = {"umaze": (1.0, 1.0, 1.0), "medium": (1.0, 1.0, 1.0), "large": (1.0, 1.0, 1.0)}
-REWARD_SCALE = {"umaze": 128 * 1e-4, "medium": 256 * 1e-4, "large": 384 * 1e-5}
-REWARD_SCALE = {maze: round(kappa, 10) for maze, kappa in REWARD_SCALE.items()}  # 0.00384, not 0.0038400000000000005
+REWARD_SCALE = {"umaze": 0.0128, "medium": 0.0256, "large": 0.00384}  # H x 1e-4, 1e-4, 1e-5
 
 # ``--preset quick`` on a 2-core CPU: a plan is 128-384 states, so the U-Net is the ``small`` one
 # (widths 16/32/64) at batch 32. Students take 1600 steps: on umaze under the endpoint conditioning
