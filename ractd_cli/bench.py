@@ -256,10 +256,10 @@ def return_to_go(row: dict[str, Any]) -> str:
 
 
 def settings_line(doc: dict[str, Any]) -> str:
-    """The choices behind every row, for a table's header: planning kind, training windows, plan
+    """The choices behind every row, for a table's header: planning kind, training windows, horizon, plan
     stride, initial noise and clamping, and the RACTD rows' return-to-go (each as the bench JSON
     records it)."""
-    keys = (("planning", "planning"), ("windows", "windows"), ("plan stride", "plan_stride"), ("x_T", "init_noise"), ("clamp", "clamp"),
+    keys = (("planning", "planning"), ("windows", "windows"), ("horizon", "horizon"), ("plan stride", "plan_stride"), ("x_T", "init_noise"), ("clamp", "clamp"),
             ("R_psi's return-to-go", "return_to_go"))
     return "settings: " + ", ".join(f"{label} {doc[k]}" for label, k in keys if doc.get(k) is not None)
 
@@ -450,6 +450,7 @@ def bench_planners(
         "score_scale": score_scale,
         "planning": "/".join(sorted({str(r["planning"]) for r in out_rows if r.get("planning")})) or None,
         **(sampling or Sampling()).describe(),
+        "horizon": "/".join(sorted({str(r["horizon"]) for r in out_rows if r.get("horizon")}, key=int)) or None,
         "plan_stride": "/".join(sorted({str(r["plan_stride"]) for r in out_rows if r.get("plan_stride")}, key=int)) or None,
         "windows": "/".join(sorted({str(r["windows"]) for r in out_rows if r.get("windows")})) or None,
         "return_to_go": "/".join(sorted({return_to_go(r) for r in out_rows if r.get("rtg_gamma") is not None})) or None,

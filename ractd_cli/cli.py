@@ -61,7 +61,7 @@ EVAL_PANELS: dict[str, tuple[str, ...]] = {
     "Video": ("--video", "--video-episodes"),
 }
 TRAIN_PANELS: dict[str, tuple[str, ...]] = {
-    "Training recipe": ("--preset", "--steps", "--batch-size", "--lr", "--seed", "--dataset", "--distance", "--net", "--plan-stride",
+    "Training recipe": ("--preset", "--steps", "--batch-size", "--lr", "--seed", "--dataset", "--distance", "--net", "--horizon", "--plan-stride",
                         "--windows", "--weights", "--teacher-steps", "--ode-pairs", "--pair-weight"),
     "Running": ("--device", "--resume", "--nproc", "--precision", "--log-dir"),
     "Evaluation during training": ("--eval-every", "--eval-episodes", "--eval-sampler", "--eval-nfe", "--val-fraction", "--keep"),
@@ -651,6 +651,7 @@ def train_teacher(
     reward_ref: str = typer.Option("latest", "--reward", help="Reward artifact id/path for --teacher-reward-weight (default: latest for the task)."),
     net: Optional[str] = typer.Option(None, "--net", help="The denoiser network instead of the preset's: quick (64/128/256), small (16/32/64), mujoco, maze2d-umaze|medium|large (the paper's), mlp. For sizing studies; recorded in the artifact, inherited by its students."),
     plan_stride: Optional[int] = typer.Option(None, "--plan-stride", help="State-planning tasks: plan every k-th state (H/k knots, followed along the straight lines between them), recorded in the artifact and inherited by its students. Default: the preset's, 1 (every state, the paper's) except where a task's quick preset sizes it for a CPU (`ractd envs --json` shows the presets)."),
+    horizon: Optional[int] = typer.Option(None, "--horizon", help="State-planning tasks: states per plan H instead of the task's (the paper's, Table 2: maze2d 128/256/384), a measured deviation for goals farther than the data travels in H steps; a multiple of --plan-stride. Recorded in the artifact (as H/k knots) and inherited by its students and every result."),
     windows: Optional[str] = typer.Option(None, "--windows", help="Training windows: full (RACTD's code: no window runs past an episode's end) or padded (every transition starts a window, padded by repeating the episode's last row). Default: the task's (`ractd envs --json`): full, except hopper-medium-replay's, maze2d-umaze's and maze2d-large's padded, chosen by measurement (docs/results.md). Recorded in the artifact, inherited by its students. Endpoint plans (Maze2d): padded does not join episodes that continue one another, so a window that runs past an episode's end (a goal reached) ends there at rest."),
     eval_every: int = typer.Option(0, "--eval-every", help="Score the teacher (its EMA weights, the ones saved) every N steps and at the end in the environment, with --eval-sampler, the task's default follower: a learning curve, in the artifact and --json as eval_curve. 0: no evaluation. Training is the same either way."),
     eval_episodes: int = typer.Option(20, "--eval-episodes", help="Episodes per evaluation (seed 0: the starts of `ractd rollout`)."),
@@ -690,7 +691,8 @@ def train_teacher(
     arts = teacher.train_teacher(adapter, spec, opts,
                        distance=distance, reward_weight=teacher_reward_weight, reward_ref=reward_ref, plan_stride=plan_stride,
                        net_name=net, windows=windows, evaluator=evaluator, eval_every=eval_every,
-                       eval_label={"episodes": eval_episodes, "seed": 0, "sampler": eval_sampler, "nfe": eval_nfe}, keep=keep)
+                       eval_label={"episodes": eval_episodes, "seed": 0, "sampler": eval_sampler, "nfe": eval_nfe}, keep=keep,
+                       horizon=horizon)
     _report_artifacts(arts, json_)
 
 
@@ -1017,7 +1019,8 @@ def _following(doc: dict) -> str:
     replan = "replan when the plan runs out" if doc["replan"] else "one plan per episode"
     stride = doc.get("plan_stride")
     plans = f", {doc['planning']} plans" if doc.get("planning") else ""
-    plans += f" of every {stride}th state" if stride not in (None, 1, "1") else ""
+    plans += f" of {doc['horizon']} states" if doc.get("horizon") else ""
+    plans += f", every {stride}th planned" if stride not in (None, 1, "1") else ""
     return f"{plans}, follow {doc['follow']}, {replan}" + (", goal snapping" if doc["snap_goal"] else "")
 
 

@@ -321,6 +321,7 @@ def reward_of(student: Artifact) -> Artifact | None:
 
 def spec_for(art: Artifact, spec: TaskSpec) -> TaskSpec:
     """``spec`` as ``art`` was trained: with the plan stride its config records (1 when absent), its
+    horizon (state plans: knots x stride; the task's unless trained with ``--horizon``), its
     training windows (``padded`` when absent, ractd's choice before it was recorded) and its
     planning kind, where that is another open-loop one (a Maze2d model from before the ``endpoints``
     conditioning keeps planning from the current state and the goal, ``states``)."""
@@ -331,9 +332,11 @@ def spec_for(art: Artifact, spec: TaskSpec) -> TaskSpec:
             raise UsageError(f"artifact {art.id} plans {planning!r} but {spec.name} plans {spec.planning!r}; retrain it")
     # models from before the choice was recorded trained on padded windows, except endpoint plans
     windows = header.windows or ("full" if LAYOUTS[planning].full_windows else "padded")
-    if (k, planning, windows) == (spec.plan_stride, spec.planning, spec.windows):
+    # state plans of T knots every k-th state span T k states: the task's horizon unless trained with --horizon
+    H = header.horizon * k if header.horizon is not None and spec.layout.open_loop else spec.horizon
+    if (k, planning, windows, H) == (spec.plan_stride, spec.planning, spec.windows, spec.horizon):
         return spec
-    return dataclasses.replace(spec, plan_stride=k, planning=planning, windows=windows)
+    return dataclasses.replace(spec, plan_stride=k, planning=planning, windows=windows, horizon=H)
 
 
 def check_reward_input(art: Artifact, spec: TaskSpec) -> None:

@@ -243,3 +243,40 @@ def test_padded_endpoint_windows_through_the_commands(tmp_path, monkeypatch, rac
     student = ok("distill", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "1", "--reward-weight", "1")
     assert load_artifact(teacher["id"]).config["windows"] == load_artifact(student["id"]).config["windows"] == "padded"
     assert ok("rollout", "--env", "maze2d-umaze", "--model", student["id"], "--episodes", "1")["windows"] == "padded"
+
+
+def test_horizon_flag_through_the_commands(tmp_path, monkeypatch, ractd_ok):
+    """`train-teacher --horizon` on a maze: the teacher plans H/k knots of the new horizon, its student
+    inherits it, and the rollout plans (and reports) that many states; a horizon the plan stride does
+    not divide, or one for a task of action chunks, is a one-line error."""
+    pytest.importorskip("gymnasium_robotics")
+    from typer.testing import CliRunner
+
+    from ractd_cli.artifacts import load_artifact
+    from ractd_cli.cli import app
+    from ractd_cli.models import spec_for
+    from ractd_cli.registry import get_task
+
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    ok = ractd_ok
+    _, spec = get_task("maze2d-umaze")
+    H = spec.horizon + 32
+    ok("fetch", "maze2d-umaze", "--source", "local", "--steps", "3000")
+    teacher = ok("train-teacher", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "2", "--horizon", str(H), "--plan-stride", "4")
+    teacher = load_artifact(teacher["artifacts"][-1]["id"])
+    assert teacher.config["horizon"] == H // 4 and spec_for(teacher, spec).horizon == H
+    ok("train-reward", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "2")
+    student = ok("distill", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "1", "--teacher", teacher.id)
+    assert spec_for(load_artifact(student["id"]), spec).horizon == H
+    rolled = ok("rollout", "--env", "maze2d-umaze", "--model", student["id"], "--episodes", "1")
+    assert rolled["horizon"] == H and rolled["plan_stride"] == 4
+    # the task's own horizon keeps the default teacher's header (and so its id) as before
+    default = [ok("train-teacher", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "2", *extra)["artifacts"][-1]["id"]
+               for extra in ([], ["--horizon", str(spec.horizon)])]
+    assert default[0] == default[1] != teacher.id and spec_for(load_artifact(default[0]), spec).horizon == spec.horizon
+
+    runner = CliRunner()
+    for args, says in ((["--env", "maze2d-umaze", "--horizon", str(H + 1), "--plan-stride", "4"], "divisor of the horizon"),
+                       (["--env", "hopper-medium-replay", "--horizon", "32"], "state-planning tasks")):
+        r = runner.invoke(app, ["train-teacher", "--preset", "tiny", "--steps", "1", *args])
+        assert r.exit_code != 0 and says in r.output and "Traceback" not in r.output, r.output

@@ -80,7 +80,7 @@ def train_teacher(
     adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, distance: str = "huber",
     reward_weight: float = 0.0, reward_ref: str = "latest", plan_stride: int | None = None, net_name: str | None = None,
     windows: str | None = None, evaluator: Callable[[Artifact], dict] | None = None, eval_every: int = 0, eval_label: dict | None = None,
-    keep: str = "last",
+    keep: str = "last", horizon: int | None = None,
 ) -> list[Artifact]:
     """Train (inverse dynamics and) the teacher; return the artifacts written, teacher last.
 
@@ -103,13 +103,21 @@ def train_teacher(
     """
     if net_name is not None and net_name not in DENOISER_PRESETS:
         raise UsageError(unknown_choice("--net", net_name, DENOISER_PRESETS))
+    task_horizon = spec.horizon
+    if horizon is not None and horizon != spec.horizon:
+        if not spec.layout.open_loop:
+            raise UsageError(f"--horizon applies to state-planning tasks; {spec.name} plans action chunks of {spec.horizon}")
+        if horizon < 2:
+            raise UsageError(f"--horizon must be at least 2 states, got {horizon}")
+        spec = dataclasses.replace(spec, horizon=horizon)
     if plan_stride is None:
         plan_stride = opts.preset_for(spec).plan_stride
     if plan_stride != 1:
         if not spec.layout.open_loop:
             raise UsageError(f"--plan-stride applies to state-planning tasks; {spec.name} plans action chunks")
         if plan_stride < 1 or spec.horizon % plan_stride:
-            raise UsageError(f"--plan-stride must be a divisor of {spec.name}'s horizon {spec.horizon}, got {plan_stride}")
+            raise UsageError(f"--plan-stride must be a divisor of the horizon {spec.horizon}"
+                             f"{'' if spec.horizon == task_horizon else ' (--horizon)'} of {spec.name}, got {plan_stride}")
         spec = dataclasses.replace(spec, plan_stride=plan_stride)
     if windows is not None and windows != spec.windows:
         if windows not in WINDOWS:
@@ -135,6 +143,8 @@ def train_teacher(
     opts.seed_init()
     teacher = TeacherMethod(spec, data, cfg, opts, net_name=net_name, distance=distance, reward_weight=reward_weight,
                             reward=(reward_art, reward_fn), meta=extra, plan_stride=plan_stride)
+    if spec.horizon != task_horizon:  # a deviation from the task's horizon identifies the run for --resume too
+        teacher.run_extra["horizon"] = spec.horizon
     written.append(fit(teacher, cfg, opts, evaluator=evaluator, eval_every=eval_every, eval_label=eval_label, keep=keep))
     return written
 
