@@ -144,3 +144,17 @@ def test_a_plugin_that_stops_at_import_is_named_and_the_cli_goes_on(raises, show
     assert r.exit_code == 0, r.output
     (row,) = json.loads(r.stdout)["adapters"]  # stdout is JSON only
     assert row["error"].startswith(shows) and row["tasks"] == []
+
+
+def test_the_guide_documents_every_taskspec_field():
+    """docs/plugins.md section 2 has a row for each TaskSpec field, in one of its three groups."""
+    import dataclasses
+    from pathlib import Path
+
+    from ractd_cli.adapters import TaskSpec
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    section = guide.split("## 2. `TaskSpec`")[1].split("## 3.")[0]
+    rows = {name for line in section.splitlines() if line.startswith("| `") for name in line.split("|")[1].replace("`", "").split(", ")}
+    fields = {f.name for f in dataclasses.fields(TaskSpec)}
+    assert fields == {r.strip() for r in rows}, fields ^ {r.strip() for r in rows}
