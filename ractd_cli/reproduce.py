@@ -6,7 +6,8 @@ commands run with ``--resume``, so a stopped chain continues where it stopped wh
 inside a model's training:
 
     ractd fetch TASK --source local                 (a no-op when the dataset exists)
-    ractd train-teacher --env TASK                  (unless an unconditioned teacher exists)
+    ractd train-teacher --env TASK                  (unless an unconditioned teacher of the task's
+                                                     windows and horizon exists)
     ractd train-reward --env TASK                   (unless a reward model exists)
 
 then, by what is reproduced:
@@ -39,7 +40,7 @@ from .bench import markdown as bench_markdown
 from .bench import models_line, settings_line
 from .bench import table as bench_table
 from .errors import RactdError, UsageError
-from .models import StudentConfig, TeacherConfig
+from .models import StudentConfig, TeacherConfig, spec_for
 from .ui import err
 
 WHAT = ("table", "sweep", "table4")
@@ -106,16 +107,37 @@ class Chain:
         """The task's data, unconditioned teacher and reward model, each made unless the cache holds
         one (or an id prefix is given): their full ids (newest first)."""
         self.ractd("fetch", self.task, "--source", "local")
-        if teacher is None and not any(not t.meta.get("parents") for t in self.artifacts("teacher")):
+        defaults = not teacher_args
+        if teacher is None and not self.plain_teachers(defaults):
             self.train("train-teacher", *self.train_args, *teacher_args)
         if reward is None and not self.artifacts("reward"):
             self.train("train-reward", *self.train_args)
-        plain = [t for t in self.artifacts("teacher") if not t.meta.get("parents")]
-        rewards = self.artifacts("reward")
-        if not plain or not rewards:
+        plain = [] if teacher is not None else self.plain_teachers(defaults)
+        rewards = [] if reward is not None else self.artifacts("reward")
+        if (teacher is None and not plain) or (reward is None and not rewards):
             raise RactdError(f"no teacher or reward model of {self.task} in the cache after training them; "
                              f"see `ractd cache list --env {self.task}`")
         return self.full_id("teacher", teacher) or plain[0].id, self.full_id("reward", reward) or rewards[0].id
+
+    def plain_teachers(self, defaults: bool) -> list[Artifact]:
+        """The task's cached unconditioned teachers, newest first; with ``defaults``, only those that
+        plan as the task does by default (its training windows and horizon): a teacher trained with
+        another ``--windows`` or ``--horizon`` is an experiment, not the table's."""
+        from .registry import get_task
+
+        spec = get_task(self.task)[1]
+        plain = [t for t in self.artifacts("teacher") if not t.meta.get("parents")]
+        if not defaults:
+            return plain
+
+        def default_plans(t: Artifact) -> bool:
+            try:
+                trained = spec_for(t, spec)
+            except UsageError:  # plans otherwise than the task now does (retrain it)
+                return False
+            return (trained.windows, trained.horizon) == (spec.windows, spec.horizon)
+
+        return [t for t in plain if default_plans(t)]
 
     def cached_student(self, teacher: str, reward: str, weight: float,
                        evaluation: tuple[int, int] | None = None, selected: bool = False) -> dict[str, Any] | None:

@@ -87,3 +87,21 @@ def test_results_distills_the_task_weight_even_beside_students_of_other_weights(
     doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
     assert {r["reward_weight"] for r in doc["rows"] if r["key"].startswith("ractd-")} == {1.0}
     assert "RACTD student" in again.stdout and "(reward weight sigma 1)" in again.stdout
+
+
+def test_the_chain_takes_a_teacher_of_the_task_s_windows_and_horizon(_tmp_cache, ractd_ok):
+    """A cached teacher trained with another `--windows` or `--horizon` is an experiment: the chain's
+    default teacher is one that plans as the task does (and a newer experiment does not replace it)."""
+    from ractd_cli.registry import get_task
+    from ractd_cli.reproduce import Chain
+
+    pytest.importorskip("gymnasium_robotics")
+    _, spec = get_task("maze2d-umaze")
+    other = "full" if spec.windows == "padded" else "padded"
+    ractd_ok("fetch", "maze2d-umaze", "--source", "local", "--steps", "3000")
+    tiny = ("train-teacher", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "2")
+    default = ractd_ok(*tiny)["artifacts"][-1]["id"]
+    experiments = [ractd_ok(*tiny, *args)["artifacts"][-1]["id"] for args in (["--windows", other], ["--horizon", str(2 * spec.horizon)])]
+    chain = Chain("maze2d-umaze")
+    assert [t.id for t in chain.plain_teachers(defaults=True)] == [default]
+    assert {t.id for t in chain.plain_teachers(defaults=False)} == {default, *experiments}
