@@ -36,6 +36,11 @@ class Preset:
     """State-planning tasks: the teacher plans every k-th state (``train-teacher --plan-stride``); 1,
     every state, is the paper's. A task's ``quick`` override may choose a larger k as a CPU sizing
     (like its network size); it is recorded in the artifact and in every result."""
+    horizon: int | None = None
+    """State-planning tasks: states per plan (``train-teacher --horizon``); None, the task's
+    (``TaskSpec.horizon``, the paper's). A task's ``quick`` override may choose another where a
+    measurement shows the paper's horizon shorter than the data's trips to the goal; recorded in the
+    artifact and in every result."""
     kinds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per model kind, values that differ from the preset's: ``batch_size``, ``lr``, ``weight_decay``
     (the ``paper`` preset: each model's own recipe from the RACTD authors' configs)."""
@@ -62,6 +67,10 @@ class Preset:
             raise ValueError(f"preset {self.name!r}: lr must be positive, got {self.lr!r}")
         if not isinstance(self.plan_stride, int) or isinstance(self.plan_stride, bool) or self.plan_stride < 1:
             raise ValueError(f"preset {self.name!r}: plan_stride must be a positive integer, got {self.plan_stride!r}")
+        if self.horizon is not None and (not isinstance(self.horizon, int) or isinstance(self.horizon, bool) or self.horizon < 2
+                                         or self.horizon % self.plan_stride):
+            raise ValueError(f"preset {self.name!r}: horizon must be an integer >= 2 that plan_stride {self.plan_stride} divides, "
+                             f"got {self.horizon!r}")
         for kind, values in self.kinds.items():
             if kind not in MODEL_KINDS:
                 raise ValueError(unknown_choice(f"preset {self.name!r}: kinds", kind, MODEL_KINDS))
@@ -85,10 +94,10 @@ class Preset:
         return self.kinds.get(kind, {}).get(key, getattr(self, key, None))
 
     def override(self, overrides: Mapping[str, Any]) -> "Preset":
-        """This preset with a task's overrides: keys ``net``, ``batch_size``, ``lr``, ``plan_stride``, a
+        """This preset with a task's overrides: keys ``net``, ``batch_size``, ``lr``, ``plan_stride``, ``horizon``, a
         model kind (its step count) or ``kinds`` (per-kind values, merged into :attr:`kinds`). Unknown
         keys and bad values raise ValueError."""
-        allowed = ("net", "batch_size", "lr", "plan_stride", "kinds", *MODEL_KINDS)
+        allowed = ("net", "batch_size", "lr", "plan_stride", "horizon", "kinds", *MODEL_KINDS)
         for key in overrides:
             if key not in allowed:
                 raise ValueError(unknown_choice(f"preset {self.name!r}: override", key, allowed))

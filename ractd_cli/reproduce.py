@@ -121,8 +121,8 @@ class Chain:
 
     def plain_teachers(self, defaults: bool) -> list[Artifact]:
         """The task's cached unconditioned teachers, newest first; with ``defaults``, only those that
-        plan as the task does by default (its training windows and horizon): a teacher trained with
-        another ``--windows`` or ``--horizon`` is an experiment, not the table's."""
+        plan as the task does by default (its training windows, and its horizon or a preset's): a
+        teacher trained with another ``--windows`` or ``--horizon`` is an experiment, not the table's."""
         from .registry import get_task
 
         spec = get_task(self.task)[1]
@@ -135,8 +135,10 @@ class Chain:
                 trained = spec_for(t, spec)
             except UsageError:  # plans otherwise than the task now does (retrain it)
                 return False
-            return (trained.windows, trained.horizon) == (spec.windows, spec.horizon)
+            return trained.windows == spec.windows and trained.horizon in horizons
 
+        # the task's horizon, or one a preset of the task sizes it to (Preset.horizon)
+        horizons = {spec.horizon, *(o["horizon"] for o in spec.presets.values() if o.get("horizon") is not None)}
         return [t for t in plain if default_plans(t)]
 
     def cached_student(self, teacher: str, reward: str, weight: float,

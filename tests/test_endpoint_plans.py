@@ -275,6 +275,20 @@ def test_horizon_flag_through_the_commands(tmp_path, monkeypatch, ractd_ok):
                for extra in ([], ["--horizon", str(spec.horizon)])]
     assert default[0] == default[1] != teacher.id and spec_for(load_artifact(default[0]), spec).horizon == spec.horizon
 
+    # a task's preset may size the horizon (Preset.horizon), as the quick preset of maze2d-large does
+    import dataclasses
+
+    from ractd_cli.presets import PRESETS
+    from ractd_cli.train import teacher as teacher_train
+    from ractd_cli.train.common import TrainOptions
+
+    adapter, _ = get_task("maze2d-umaze")
+    sized = dataclasses.replace(spec, presets={"tiny": {"horizon": H, "plan_stride": 4}})
+    made = teacher_train.train_teacher(adapter, sized, TrainOptions(preset="tiny", steps=2, device="cpu", show_progress=False))[-1]
+    assert made.id == teacher.id  # the same teacher as `--horizon H --plan-stride 4`
+    with pytest.raises(ValueError, match="horizon must be"):
+        PRESETS["tiny"].override({"horizon": H + 1, "plan_stride": 4})
+
     runner = CliRunner()
     for args, says in ((["--env", "maze2d-umaze", "--horizon", str(H + 1), "--plan-stride", "4"], "divisor of the horizon"),
                        (["--env", "hopper-medium-replay", "--horizon", "32"], "state-planning tasks")):

@@ -104,6 +104,8 @@ def train_teacher(
     if net_name is not None and net_name not in DENOISER_PRESETS:
         raise UsageError(unknown_choice("--net", net_name, DENOISER_PRESETS))
     task_horizon = spec.horizon
+    if horizon is None:
+        horizon = opts.preset_for(spec).horizon
     if horizon is not None and horizon != spec.horizon:
         if not spec.layout.open_loop:
             raise UsageError(f"--horizon applies to state-planning tasks; {spec.name} plans action chunks of {spec.horizon}")
