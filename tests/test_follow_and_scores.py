@@ -115,7 +115,7 @@ def test_snap_goal_hands_the_goal_to_the_controller():
     goals = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
     _run(policy, lambda t: goals, steps=2)
     np.testing.assert_array_equal(adapter.seen[-1][2], goals)
-    assert policy.describe() == {"planning": "states", "plan_stride": 1, "windows": "full", "init_noise": None, "clamp": None,
+    assert policy.describe() == {"planning": "states", "horizon": H, "plan_stride": 1, "windows": "full", "init_noise": None, "clamp": None,
                                  "follow": "controller", "replan": False, "snap_goal": True}
 
 
@@ -124,7 +124,7 @@ def test_replan_plans_again_when_the_plan_runs_out():
     policy = planner_policy(planner, Followers(), inverse=Difference(), execution=Execution.of(Followers(), _spec(), replan=True))
     _run(policy, lambda t: np.zeros((2, 2), np.float32), steps=2 * (H - 1) + 1)
     assert planner.calls == 3
-    assert policy.describe() == {"planning": "states", "plan_stride": 1, "windows": "full", "init_noise": None, "clamp": None,
+    assert policy.describe() == {"planning": "states", "horizon": H, "plan_stride": 1, "windows": "full", "init_noise": None, "clamp": None,
                                  "follow": "inverse", "replan": True, "snap_goal": False}
 
 
