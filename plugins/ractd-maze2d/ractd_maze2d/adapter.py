@@ -96,9 +96,9 @@ QUICK_LARGE_MAZE = {**QUICK_LARGE, "horizon": 512}
 # at rest. ``padded`` ends a window that runs past a goal reached at that state, at rest. On maze2d-large
 # (docs/results.md, 100 episodes) it lifted the Heun teacher from 112.1 to 168.3 and the CTD student from
 # 53.4 to 140.1, and plans from starts within 10 cells of the goal stopped crossing walls (0% against 30%);
-# on maze2d-umaze the teacher from 120.4 to 136.8 and CTD from 96.9 to 112.7; on maze2d-medium the teacher
-# from 119.4 to 136.4 and CTD from 105.3 to 123.5, CTD's plans through a wall from 21% to 5%. So all
-# three take ``padded``.
+# on maze2d-umaze the teacher from 120.4 to 136.8 and CTD from 96.9 to 112.7; on maze2d-medium (bench's
+# 100 starts) the teacher from 119.4 to 128.7 and CTD from 105.3 to 118.8, CTD's plans through a wall from
+# 21% to 9%. So all three take ``padded``.
 WINDOWS = {"umaze": "padded", "medium": "padded", "large": "padded"}
 # ``--preset paper``: the RACTD authors' maze configs where they differ from ractd's paper preset
 # (configs/edm_maze2d_*.yaml: teacher weight decay 1e-4; guided_ctmp_maze_{sm,med,lg}.yaml: student
