@@ -255,6 +255,12 @@ def return_to_go(row: dict[str, Any]) -> str:
     return f"gamma {row['rtg_gamma']:g}, termination penalty {row.get('rtg_termination_penalty') or 0:g}"
 
 
+def _across_rows(rows: list[dict[str, Any]], name: str, key=None) -> str | None:
+    """The distinct values of ``name`` over the rows that have one, sorted (by ``key``) and joined
+    by "/" (e.g. "8" or "1/8"); None where no row has one."""
+    return "/".join(sorted({str(r[name]) for r in rows if r.get(name)}, key=key)) or None
+
+
 def settings_line(doc: dict[str, Any]) -> str:
     """The choices behind every row, for a table's header: planning kind, training windows, horizon, plan
     stride, initial noise and clamping, and the RACTD rows' return-to-go (each as the bench JSON
@@ -448,11 +454,11 @@ def bench_planners(
         "device": _device_name(dev),
         "episodes": 0 if latency_only else episodes,
         "score_scale": score_scale,
-        "planning": "/".join(sorted({str(r["planning"]) for r in out_rows if r.get("planning")})) or None,
+        "planning": _across_rows(out_rows, "planning"),
         **(sampling or Sampling()).describe(),
-        "horizon": "/".join(sorted({str(r["horizon"]) for r in out_rows if r.get("horizon")}, key=int)) or None,
-        "plan_stride": "/".join(sorted({str(r["plan_stride"]) for r in out_rows if r.get("plan_stride")}, key=int)) or None,
-        "windows": "/".join(sorted({str(r["windows"]) for r in out_rows if r.get("windows")})) or None,
+        "horizon": _across_rows(out_rows, "horizon", key=int),
+        "plan_stride": _across_rows(out_rows, "plan_stride", key=int),
+        "windows": _across_rows(out_rows, "windows"),
         "return_to_go": "/".join(sorted({return_to_go(r) for r in out_rows if r.get("rtg_gamma") is not None})) or None,
         **execution.describe(),
         "rows": out_rows,

@@ -130,6 +130,9 @@ class Chain:
         if not defaults:
             return plain
 
+        # the task's horizon, or one a preset of the task sizes it to (Preset.horizon)
+        horizons = {spec.horizon, *(o["horizon"] for o in spec.presets.values() if o.get("horizon") is not None)}
+
         def default_plans(t: Artifact) -> bool:
             try:
                 trained = spec_for(t, spec)
@@ -137,8 +140,6 @@ class Chain:
                 return False
             return trained.windows == spec.windows and trained.horizon in horizons
 
-        # the task's horizon, or one a preset of the task sizes it to (Preset.horizon)
-        horizons = {spec.horizon, *(o["horizon"] for o in spec.presets.values() if o.get("horizon") is not None)}
         return [t for t in plain if default_plans(t)]
 
     def cached_student(self, teacher: str, reward: str, weight: float,

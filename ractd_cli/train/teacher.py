@@ -103,9 +103,9 @@ def train_teacher(
     """
     if net_name is not None and net_name not in DENOISER_PRESETS:
         raise UsageError(unknown_choice("--net", net_name, DENOISER_PRESETS))
-    task_horizon = spec.horizon
+    task_horizon, preset = spec.horizon, opts.preset_for(spec)
     if horizon is None:
-        horizon = opts.preset_for(spec).horizon
+        horizon = preset.horizon
     if horizon is not None and horizon != spec.horizon:
         if not spec.layout.open_loop:
             raise UsageError(f"--horizon applies to state-planning tasks; {spec.name} plans action chunks of {spec.horizon}")
@@ -113,7 +113,7 @@ def train_teacher(
             raise UsageError(f"--horizon must be at least 2 states, got {horizon}")
         spec = dataclasses.replace(spec, horizon=horizon)
     if plan_stride is None:
-        plan_stride = opts.preset_for(spec).plan_stride
+        plan_stride = preset.plan_stride
     if plan_stride != 1:
         if not spec.layout.open_loop:
             raise UsageError(f"--plan-stride applies to state-planning tasks; {spec.name} plans action chunks")

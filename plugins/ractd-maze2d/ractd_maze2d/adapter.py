@@ -89,7 +89,7 @@ QUICK_LARGE = {**QUICK, "teacher": 24000, "inverse-dynamics": 24000, "batch_size
 # teacher scored 183.6 ± 7.4 against 168.3 ± 9.4 (success 91% vs 79%, plans through a wall 8% vs 17%)
 # and the RACTD student 151.3 ± 9.1 against 137.5 ± 10.4 (80% vs 72%; 16% vs 22%); the teacher trains
 # about 1.2 times longer. Recorded in the artifacts and in every result; `--horizon 384` is the paper's.
-QUICK_LARGE_MAZE = {**QUICK_LARGE, "horizon": 512}
+QUICK_BY_MAZE = {"umaze": QUICK, "medium": QUICK_LARGE, "large": {**QUICK_LARGE, "horizon": 512}}
 # Training windows per maze (TaskSpec.windows). The authors' code trains on full windows (pad_after 0) of
 # D4RL's one continuing run. Our local data are cut into episodes at every goal reached; ``full`` joins
 # them again, so no training window ends at rest, while evaluation asks for a plan that ends at the goal
@@ -147,7 +147,7 @@ def _spec(maze: str) -> TaskSpec:
         reward_scale=REWARD_SCALE[maze],
         windows=WINDOWS[maze],
         model_preset=f"maze2d-{maze}",  # paper Table 6
-        presets={"quick": {"umaze": QUICK, "medium": QUICK_LARGE, "large": QUICK_LARGE_MAZE}[maze], "paper": _paper(maze)},
+        presets={"quick": QUICK_BY_MAZE[maze], "paper": _paper(maze)},
         goal_dims=(0, 1),  # the goal is the position (x, y) ...
         rest_dims=(2, 3),  # ... at rest: (vx, vy) = 0
         ref_min_score=lo,  # Minari's, for the dataset metadata
