@@ -369,7 +369,10 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
     # actions exist for 0..T-1, states for 0..T
     first_row, last = (a0, T - 1) if x_from == "action" else (s0, T)
     x_mask = steps <= last[:, None]
-    x_index = first_row[:, None] + np.minimum(steps, last[:, None])
+    # in place: steps becomes x_index, so the (N, L) index is held once (a 4M-step maze dataset at
+    # every state of 384 holds 12 GB per copy)
+    x_index = np.minimum(steps, last[:, None], out=steps)
+    x_index += first_row[:, None]
     past = t[:, None] + np.arange(-h + 1, 1, dtype=np.int64)[None, :]  # (N, h)
     cond_index = s0[:, None] + np.maximum(past, 0)
 
