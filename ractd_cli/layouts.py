@@ -227,11 +227,5 @@ WINDOWS = ("full", "padded")
 episode's end repeat its last row (state plans: at rest, ``TaskSpec.rest_dims`` set to 0)."""
 
 
-def full_window_rows(x_mask: np.ndarray, t: np.ndarray, history: int) -> np.ndarray:
-    """The windows with no padding: every plan row real (``x_mask`` (N, L) all True) and the
-    conditioning's h past states inside the episode (``t`` (N,) >= h - 1). Returns their indices (M,)."""
-    return np.flatnonzero(x_mask.all(axis=1) & (t >= history - 1))
-
-
 LAYOUTS: dict[str, Layout] = {layout.kind: layout for layout in (ActionChunks(), StatePlans(), EndpointPlans())}
 """Every planning kind a task may declare (``TaskSpec.planning``)."""

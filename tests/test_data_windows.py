@@ -126,6 +126,31 @@ def test_full_windows_never_cross_an_episode_end(planning):
     np.testing.assert_allclose(np.diff(raw, axis=1), step, atol=1e-3)
 
 
+def test_plan_rows_are_computed_per_batch_never_held_for_every_window():
+    """``x_rows`` of any subset equals those rows of the whole index, strided state plans step by the
+    stride inside their episode and repeat its last state past the end, and the windows keep no
+    (N, L) array: the reward and inverse-dynamics models never pay for the plan index."""
+    eps = [_episode(T, base, goal=1.0) for T, base in ((9, 0.0), (4, 100.0))]
+    spec = dataclasses.replace(_spec("states", horizon=6, goal_dim=1), plan_stride=2)
+    w = make_windows(eps, spec)
+    held = [getattr(w, f.name) for f in dataclasses.fields(w) if isinstance(getattr(w, f.name), np.ndarray)]
+    assert not [a.shape for a in held if a.shape == (len(w), len(w.slots))]
+    assert w.slots.tolist() == [0, 2, 4]
+    idx = np.array([12, 0, 7, 3])
+    index, mask = w.x_rows(idx)
+    np.testing.assert_array_equal(index, w.x_index[idx])
+    np.testing.assert_array_equal(mask, w.x_mask[idx])
+    # episode 0 (states 0, 10, ..., 90), window at n = 7: s_7, s_9, then s_9 again (padding)
+    np.testing.assert_array_equal(w.states[index[2], 0], [70, 90, 90])
+    np.testing.assert_array_equal(mask[2], [True, True, False])
+    # episode 1 (states 100..140), window at n = 3 (row 12): s_3 then its last state s_4, padded
+    np.testing.assert_array_equal(w.states[index[0], 0], [130, 140, 140])
+    np.testing.assert_array_equal(mask[0], [True, False, False])
+    # full windows: the last slot (4 steps on) still inside the episode
+    assert w.full_rows().tolist() == [0, 1, 2, 3, 4, 5, 9]
+    assert w.x_mask[w.full_rows()].all() and not w.x_mask[np.setdiff1d(np.arange(len(w)), w.full_rows())].all(axis=1).any()
+
+
 def test_windows_choice_is_checked():
     with pytest.raises(ValueError, match="windows"):
         TaskSpec(name="toy", env_id="Toy-v0", obs_dim=2, act_dim=1, planning="chunk", horizon=2, windows="some")

@@ -6,10 +6,11 @@ Shapes use these letters: ``N`` windows, ``M`` transitions (all steps of all epi
 
 A :class:`Windows` keeps the episodes' states and actions once, flat, plus integer index arrays that say
 which rows make up each window; padding is done by clamping indices, so nothing is copied until a batch
-is gathered. (Materialising every window of Maze2d-large, 1M steps x 384 states x 4 dims, would need
+is gathered, and a window's plan rows are computed from its start and its episode's end only when
+gathered. (Materialising every window of Maze2d-large, 1M steps x 384 states x 4 dims, would need
 6 GB.) ``windows.batch(idx)`` gathers a minibatch; ``windows.arrays()`` materialises all windows, for
-small datasets and tests. Trainers that keep data on a GPU can gather themselves with the public index
-arrays, e.g. ``actions_t[torch.as_tensor(w.x_index[idx])]``.
+small datasets and tests. Trainers that keep data on a GPU can gather themselves with the index rows,
+e.g. ``actions_t[torch.as_tensor(w.x_rows(idx)[0])]``.
 """
 
 from __future__ import annotations
@@ -169,9 +170,16 @@ class Windows:
 
     One row per window ``n`` (every transition of every episode starts one window, so N == M):
 
-    - ``x_index`` (N, L) int64: rows of ``actions`` (chunk: L = c, a_n..a_{n+c-1}) or of ``states``
-      (states: L = H, s_n..s_{n+H-1}); past the episode's end the index repeats the last row.
-    - ``x_mask`` (N, L) bool: True where the row is real, False where it is end-of-episode padding.
+    - ``x_first`` (N,) int64: the row of ``x_source`` where the window's episode (or run) starts;
+      ``x_last`` (N,) int64: the last time step that exists in it (T - 1 for actions, T for states);
+      ``x_t`` (N,) int64: the window's first time step within it. The plan's rows are computed from
+      these by :meth:`x_rows`, a minibatch at a time, so the (N, L) index is never held: a 4M-step
+      maze dataset at 384 states would need 12 GB for it, and the reward and inverse-dynamics models
+      never read it.
+    - ``x_index`` (N, L) int64 and ``x_mask`` (N, L) bool (:meth:`x_rows` of every window; small data
+      only): rows of ``actions`` (chunk: L = c, a_n..a_{n+c-1}) or of ``states`` (states: L = H,
+      s_n..s_{n+H-1}, every ``plan_stride``-th); past the episode's end the index repeats the last
+      row, and the mask is False there (end-of-episode padding).
     - ``cond_index`` (N, h) int64 rows of ``states``: s_{n-h+1}..s_n, repeating s_0 before the start
       (states planning: h = 1, the current state).
     - ``state_index`` (N,) rows of ``states`` holding s_n; ``action_index`` (N,) rows of ``actions``
@@ -193,8 +201,10 @@ class Windows:
     rtg: np.ndarray
     state_offsets: np.ndarray
     action_offsets: np.ndarray
-    x_index: np.ndarray
-    x_mask: np.ndarray
+    x_first: np.ndarray
+    x_last: np.ndarray
+    x_t: np.ndarray
+    plan_stride: int
     cond_index: np.ndarray
     state_index: np.ndarray
     action_index: np.ndarray
@@ -216,7 +226,36 @@ class Windows:
                                 self.state_offsets, self.action_offsets)
 
     def __len__(self) -> int:
-        return int(self.x_index.shape[0])
+        return int(self.x_t.shape[0])
+
+    @property
+    def slots(self) -> np.ndarray:
+        """(L,) the time offsets of the plan's rows within a window: 0, stride, 2 stride, ... < horizon."""
+        return np.arange(0, self.horizon, self.plan_stride, dtype=np.int64)
+
+    def x_rows(self, idx: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The plan rows of windows ``idx`` (int array or slice): (index (B, L) int64 rows of
+        ``x_source``, mask (B, L) bool, False on end-of-episode padding, where the index repeats the
+        episode's last row)."""
+        idx = _as_index(idx, len(self))
+        steps = self.x_t[idx, None] + self.slots[None, :]
+        last = self.x_last[idx, None]
+        return self.x_first[idx, None] + np.minimum(steps, last), steps <= last
+
+    @property
+    def x_index(self) -> np.ndarray:
+        """(N, L) every window's plan rows (:meth:`x_rows`), materialised: small data only."""
+        return self.x_rows(slice(None))[0]
+
+    @property
+    def x_mask(self) -> np.ndarray:
+        """(N, L) every window's padding mask (:meth:`x_rows`), materialised: small data only."""
+        return self.x_rows(slice(None))[1]
+
+    def full_rows(self) -> np.ndarray:
+        """The windows with no padding, as indices (K,): every plan row inside the episode (or run) and
+        the conditioning's h past states inside the episode (``t >= h - 1``)."""
+        return np.flatnonzero((self.x_t + self.slots[-1] <= self.x_last) & (self.t >= self.history - 1))
 
     @property
     def x_source(self) -> np.ndarray:
@@ -234,9 +273,10 @@ class Windows:
           input pair and regression target.
         """
         idx = _as_index(idx, len(self))
+        x_index, x_mask = self.x_rows(idx)
         out = {
-            "x": self.x_source[self.x_index[idx]],
-            "x_mask": self.x_mask[idx],
+            "x": self.x_source[x_index],
+            "x_mask": x_mask,
             "cond": self.states[self.cond_index[idx]],
             "s": self.states[self.state_index[idx]],
             "a": self.actions[self.action_index[idx]],
@@ -364,15 +404,8 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
     a0 = action_offsets[:-1][run]
     s0 = state_offsets[:-1][run]
 
-    k = np.arange(0, L, int(spec.plan_stride), dtype=np.int64)[None, :]  # every k-th step (state plans' stride)
-    steps = t[:, None] + k  # (N, L / stride) time index of each slot
-    # actions exist for 0..T-1, states for 0..T
+    # actions exist for 0..T-1, states for 0..T; the plan rows themselves are Windows.x_rows
     first_row, last = (a0, T - 1) if x_from == "action" else (s0, T)
-    x_mask = steps <= last[:, None]
-    # in place: steps becomes x_index, so the (N, L) index is held once (a 4M-step maze dataset at
-    # every state of 384 holds 12 GB per copy)
-    x_index = np.minimum(steps, last[:, None], out=steps)
-    x_index += first_row[:, None]
     past = t[:, None] + np.arange(-h + 1, 1, dtype=np.int64)[None, :]  # (N, h)
     cond_index = s0[:, None] + np.maximum(past, 0)
 
@@ -389,8 +422,10 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
         rtg=rtg,
         state_offsets=state_offsets,
         action_offsets=action_offsets,
-        x_index=x_index,
-        x_mask=x_mask,
+        x_first=first_row,
+        x_last=last,
+        x_t=t,
+        plan_stride=int(spec.plan_stride),
         cond_index=cond_index,
         state_index=s0 + t,
         action_index=a0 + t,

@@ -18,7 +18,6 @@ from ..data import store
 from ..data.load import load_episodes
 from ..data.windows import Normalizer, Windows, make_windows
 from ..errors import RactdError
-from ..layouts import full_window_rows
 
 Batch = dict[str, torch.Tensor]
 
@@ -116,28 +115,28 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str, normalize
     G = _t(norms[layout.goal_source].normalize(layout.goal_state(spec, windows.goals))) if windows.goals is not None else None
     R = _t(norms["rtg"].normalize(windows.rtg.reshape(-1, 1))).reshape(-1)
     X = {"action": A, "state": S}[layout.x_source]
-    x_index = torch.as_tensor(windows.x_index)
-    rest = None  # (dims, their normalised 0, padded rows) for the end-of-episode padding of states plans
+    rest = None  # (dims, their normalised 0) for the end-of-episode padding of states plans
     if layout.x_source == "state" and spec.rest_dims:
         dims = torch.as_tensor(list(spec.rest_dims))
         zero = _t(norms["state"].normalize(np.zeros(spec.obs_dim, np.float32)))
-        rest = (dims, zero[dims], ~torch.as_tensor(windows.x_mask))
+        rest = (dims, zero[dims])
     cond_index = torch.as_tensor(windows.cond_index)
     state_index = torch.as_tensor(windows.state_index)
     action_index = torch.as_tensor(windows.action_index)
     n = len(windows)
 
     def diffusion(idx: torch.Tensor) -> Batch:
-        x = X[x_index[idx]]
+        x_index, x_mask = windows.x_rows(idx.numpy())  # (B, L) rows of X, False on padding
+        x = X[torch.as_tensor(x_index)]
         if rest is not None:  # past the episode's end: the last state, at rest
-            dims, zero, pad = rest
-            x[..., dims] = torch.where(pad[idx][..., None], zero, x[..., dims])
+            dims, zero = rest
+            x[..., dims] = torch.where(~torch.as_tensor(x_mask)[..., None], zero, x[..., dims])
         goal = layout.training_goal(x, G[state_index[idx]] if G is not None else None)
         return {"x": x, "cond": layout.cond(S[cond_index[idx]], goal)}  # cond_index: (B, h) past states
 
     # the windows the diffusion models train on: only the full ones (spec.windows, the default), or all
     full = spec.windows == "full"
-    diffusion_rows = torch.as_tensor(full_window_rows(windows.x_mask, windows.t, windows.history)) if full else torch.arange(n)
+    diffusion_rows = torch.as_tensor(windows.full_rows()) if full else torch.arange(n)
     if len(diffusion_rows) == 0:
         raise RactdError(f"dataset {dataset_id} has no stretch of {spec.horizon} steps without an episode end, "
                          f"which {spec.name}'s plans need; fetch more data (e.g. `ractd fetch {spec.name} --source local --force`)")

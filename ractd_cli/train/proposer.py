@@ -86,13 +86,12 @@ def train_trajdiffuser(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, 
     returns = td.state_returns(windows)
     norms = {**data.normalizers, "return": Normalizer.fit(returns.reshape(-1, 1))}
     G = torch.as_tensor(norms["return"].normalize(returns.reshape(-1, 1))).reshape(-1)
-    x_index = torch.as_tensor(windows.x_index)[data.diffusion_rows]  # the windows the refiner trains on
     H, obs = view.horizon, view.obs_dim
 
     def gather(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         b = data.diffusion.gather(idx)  # x (B, H, obs) states, cond [s_0, goal block]
         goal = b["cond"][:, obs:]
-        g = G[x_index[idx]]  # (B, H) the return-to-go at each planned state
+        g = G[torch.as_tensor(windows.x_rows(data.diffusion_rows[idx].numpy())[0])]  # (B, H) the return-to-go at each planned state
         return {"x": b["x"], "g": g, "goal": goal}
 
     plans = Source(len(data.diffusion), gather)
