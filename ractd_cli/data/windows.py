@@ -170,12 +170,11 @@ class Windows:
 
     One row per window ``n`` (every transition of every episode starts one window, so N == M):
 
-    - ``x_first`` (N,) int64: the row of ``x_source`` where the window's episode (or run) starts;
-      ``x_last`` (N,) int64: the last time step that exists in it (T - 1 for actions, T for states);
-      ``x_t`` (N,) int64: the window's first time step within it. The plan's rows are computed from
-      these by :meth:`x_rows`, a minibatch at a time, so the (N, L) index is never held: a 4M-step
-      maze dataset at 384 states would need 12 GB for it, and the reward and inverse-dynamics models
-      never read it.
+    - ``x_left`` (N,) int64: how many rows of ``x_source`` follow the window's first one within its
+      episode (or run): T - 1 - n for actions, T - n for states. With ``action_index`` or
+      ``state_index`` (the first row) it gives the plan's rows, computed by :meth:`x_rows` a minibatch
+      at a time, so the (N, L) index is never held: a 4M-step maze dataset at 384 states would need
+      12 GB for it, and the reward and inverse-dynamics models never read it.
     - ``x_index`` (N, L) int64 and ``x_mask`` (N, L) bool (:meth:`x_rows` of every window; small data
       only): rows of ``actions`` (chunk: L = c, a_n..a_{n+c-1}) or of ``states`` (states: L = H,
       s_n..s_{n+H-1}, every ``plan_stride``-th); past the episode's end the index repeats the last
@@ -201,9 +200,7 @@ class Windows:
     rtg: np.ndarray
     state_offsets: np.ndarray
     action_offsets: np.ndarray
-    x_first: np.ndarray
-    x_last: np.ndarray
-    x_t: np.ndarray
+    x_left: np.ndarray
     plan_stride: int
     cond_index: np.ndarray
     state_index: np.ndarray
@@ -226,7 +223,7 @@ class Windows:
                                 self.state_offsets, self.action_offsets)
 
     def __len__(self) -> int:
-        return int(self.x_t.shape[0])
+        return int(self.x_left.shape[0])
 
     @property
     def slots(self) -> np.ndarray:
@@ -238,9 +235,9 @@ class Windows:
         ``x_source``, mask (B, L) bool, False on end-of-episode padding, where the index repeats the
         episode's last row)."""
         idx = _as_index(idx, len(self))
-        steps = self.x_t[idx, None] + self.slots[None, :]
-        last = self.x_last[idx, None]
-        return self.x_first[idx, None] + np.minimum(steps, last), steps <= last
+        first = (self.action_index if self.x_from == "action" else self.state_index)[idx, None]
+        left = self.x_left[idx, None]
+        return first + np.minimum(self.slots[None, :], left), self.slots[None, :] <= left
 
     @property
     def x_index(self) -> np.ndarray:
@@ -255,7 +252,7 @@ class Windows:
     def full_rows(self) -> np.ndarray:
         """The windows with no padding, as indices (K,): every plan row inside the episode (or run) and
         the conditioning's h past states inside the episode (``t >= h - 1``)."""
-        return np.flatnonzero((self.x_t + self.slots[-1] <= self.x_last) & (self.t >= self.history - 1))
+        return np.flatnonzero((self.slots[-1] <= self.x_left) & (self.t >= self.history - 1))
 
     @property
     def x_source(self) -> np.ndarray:
@@ -405,7 +402,7 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
     s0 = state_offsets[:-1][run]
 
     # actions exist for 0..T-1, states for 0..T; the plan rows themselves are Windows.x_rows
-    first_row, last = (a0, T - 1) if x_from == "action" else (s0, T)
+    last = T - 1 if x_from == "action" else T
     past = t[:, None] + np.arange(-h + 1, 1, dtype=np.int64)[None, :]  # (N, h)
     cond_index = s0[:, None] + np.maximum(past, 0)
 
@@ -422,9 +419,7 @@ def make_windows(episodes: Sequence["Episode"], spec: "TaskSpec") -> Windows:
         rtg=rtg,
         state_offsets=state_offsets,
         action_offsets=action_offsets,
-        x_first=first_row,
-        x_last=last,
-        x_t=t,
+        x_left=last - t,
         plan_stride=int(spec.plan_stride),
         cond_index=cond_index,
         state_index=s0 + t,
