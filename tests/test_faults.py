@@ -107,8 +107,8 @@ def test_sigterm_checkpoints_like_ctrl_c(bimodal):
     assert resumed["id"] == whole["id"]
 
 
-def _interrupted_run(bimodal, monkeypatch) -> None:
-    """A teacher run stopped by Ctrl-C after its first checkpoint (step 500 of 1000)."""
+def _interrupted_run(bimodal, monkeypatch, command: tuple[str, ...] = TEACHER[:-4]) -> None:
+    """A run (by default the teacher's) stopped by Ctrl-C after its first checkpoint (step 500 of 1000)."""
     from ractd_cli.train import loop
 
     save = loop._save_checkpoint
@@ -118,9 +118,29 @@ def _interrupted_run(bimodal, monkeypatch) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "_save_checkpoint", stop_after_saving)
-    r = _run(*TEACHER[:-4], "--steps", "1000")
+    r = _run(*command, "--steps", "1000")
     assert r.exit_code == 130, r.output
     monkeypatch.setattr(loop, "_save_checkpoint", save)
+
+
+@pytest.mark.parametrize("command, other", [
+    (TEACHER[:-4], ("--windows", "padded")),  # other training windows
+    (("train-reward", "--env", "bimodal", "--preset", "tiny"), ("--gamma", "0.9")),  # another return-to-go
+], ids=["teacher-windows", "reward-gamma"])
+def test_a_run_with_other_options_leaves_an_interrupted_runs_checkpoint_alone(bimodal, monkeypatch, command, other):
+    """Runs that differ only in an option their model records are different runs: finishing one
+    neither reuses nor releases the other's checkpoint, and the interrupted run resumes where it stopped."""
+    whole = json.loads(_run(*command, "--steps", "1000").stdout)
+    (bimodal / "models" / whole["path"].rsplit("/", 1)[-1]).unlink()
+    _interrupted_run(bimodal, monkeypatch, command)
+    (ckpt,) = (bimodal / "checkpoints").glob("*.safetensors")
+    kept = ckpt.read_bytes()
+    r = _run(*command, *other, "--steps", "1000")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["id"] != whole["id"]
+    assert ckpt.read_bytes() == kept  # not overwritten at its step 500, nor released at its end
+    resumed = json.loads(_run(*command, "--steps", "1000", "--resume").stdout)
+    assert resumed["id"] == whole["id"] and not list((bimodal / "checkpoints").glob("*.safetensors"))
 
 
 def test_resume_refuses_a_damaged_checkpoint(bimodal, monkeypatch):

@@ -125,7 +125,8 @@ class RewardMethod(Method):
         self.spec, self.data, self.cfg, self.preset = spec, data, cfg, opts.preset
         self.task, self.dataset, self.source, self.fingerprint = spec.name, data.dataset_id, fit_rows, data.windows.fingerprint
         self.held_out, self.val_rows, self.val_fraction = held_out, val_rows, val_fraction
-        self.run_extra = {"dataset": data.dataset_id, "net": self.net.config, "val_fraction": val_fraction, "eval_every": eval_every}
+        self.run_extra = {"dataset": data.dataset_id, "net": self.net.config, "val_fraction": val_fraction, "eval_every": eval_every,
+                          "gamma": spec.gamma, "termination_penalty": spec.termination_penalty}  # the return-to-go it regresses
 
     def loss(self, model, ema, batch, gen):
         return {"loss": ((model(batch["input"]) - batch["rtg"]) ** 2).mean()}

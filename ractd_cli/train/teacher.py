@@ -145,8 +145,6 @@ def train_teacher(
     opts.seed_init()
     teacher = TeacherMethod(spec, data, cfg, opts, net_name=net_name, distance=distance, reward_weight=reward_weight,
                             reward=(reward_art, reward_fn), meta=extra, plan_stride=plan_stride)
-    if spec.horizon != task_horizon:  # a deviation from the task's horizon identifies the run for --resume too
-        teacher.run_extra["horizon"] = spec.horizon
     written.append(fit(teacher, cfg, opts, evaluator=evaluator, eval_every=eval_every, eval_label=eval_label, keep=keep))
     return written
 
@@ -173,10 +171,9 @@ class TeacherMethod(Method):
             sigma_data=SIGMA_DATA, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, planning=spec.planning, horizon=T, plan_stride=plan_stride,
             windows=spec.windows, teacher_reward_weight=reward_weight if reward_art is not None else 0.0,
             reward_id=reward_art.id if reward_art is not None else None, reward_scale=spec.reward_scale)
-        # the teacher's deviations from the paper's (its stored config holds them only when taken, so default ids do not
-        # change) also identify its run for --resume
-        variant = {k: v for k, v in self.typed_config.stored().items() if k in ("reward_weight", "reward_id", "reward_scale", "plan_stride")}
-        self.run_extra = {"dataset": data.dataset_id, "net": self.net.config, "distance": distance, **variant}
+        # everything its header records identifies its run for --resume (windows, horizon, plan stride, reward), so a
+        # run with other options never resumes, overwrites or releases this one's checkpoint
+        self.run_extra = {"dataset": data.dataset_id, "net": self.net.config, "distance": distance, **self.typed_config.stored()}
 
     def loss(self, model, ema, batch, gen):
         if self.reward_fn is None:
