@@ -40,11 +40,13 @@ def test_specs(body):
     env_id, obs_dim, act_dim, gamma, ref_min, ref_max = BODIES[body]
     for dataset in DATASETS:
         spec = adapter.tasks[f"{body}-{dataset}"]
-        measured = (body, dataset) == ("hopper", "medium-replay")  # the paper text's return-to-go, padded windows
-        assert (spec.env_id, spec.obs_dim, spec.act_dim, spec.gamma) == (env_id, obs_dim, act_dim, 0.997 if measured else gamma)
+        # measured: the paper text's return-to-go (hopper and walker2d) and padded windows (hopper)
+        measured = dataset == "medium-replay" and body in ("hopper", "walker2d")
+        text_gamma = {"hopper": 0.997, "walker2d": 0.99}.get(body)
+        assert (spec.env_id, spec.obs_dim, spec.act_dim, spec.gamma) == (env_id, obs_dim, act_dim, text_gamma if measured else gamma)
         assert (spec.planning, spec.history, spec.horizon, spec.goal_dim) == ("chunk", 1, 16, 0)
         assert spec.termination_penalty == (-100.0 if measured else 0.0) and spec.max_episode_steps == 1000
-        assert spec.windows == ("padded" if measured else "full")
+        assert spec.windows == ("padded" if measured and body == "hopper" else "full")
         assert importlib.import_module("ractd_mujoco.adapter").PAPER_TEXT_RETURN_TO_GO[body][1] == -100.0
         assert (spec.ref_min_score, spec.ref_max_score) == (ref_min, ref_max)
         assert spec.model_preset == "mujoco" and len(spec.loss_weights) == 3
