@@ -125,8 +125,10 @@ class RewardMethod(Method):
         self.spec, self.data, self.cfg, self.preset = spec, data, cfg, opts.preset
         self.task, self.dataset, self.source, self.fingerprint = spec.name, data.dataset_id, fit_rows, data.windows.fingerprint
         self.held_out, self.val_rows, self.val_fraction = held_out, val_rows, val_fraction
+        self.typed_config = RewardConfig(input=data.reward_input, gamma=spec.gamma, termination_penalty=spec.termination_penalty)
+        # what its header records (the return-to-go it regresses) identifies its run for --resume, as a teacher's does
         self.run_extra = {"dataset": data.dataset_id, "net": self.net.config, "val_fraction": val_fraction, "eval_every": eval_every,
-                          "gamma": spec.gamma, "termination_penalty": spec.termination_penalty}  # the return-to-go it regresses
+                          **self.typed_config.stored()}
 
     def loss(self, model, ema, batch, gen):
         return {"loss": ((model(batch["input"]) - batch["rtg"]) ** 2).mean()}
@@ -144,6 +146,5 @@ class RewardMethod(Method):
         return more, {k: v for k, v in validation.items() if k.startswith("val_")}
 
     def config(self, **more):
-        rtg = RewardConfig(input=self.data.reward_input, gamma=self.spec.gamma, termination_penalty=self.spec.termination_penalty)
-        return {"net_kind": self.net.kind, "net": self.net.config, **rtg.stored(), "train": self.cfg.record(), "preset": self.preset,
+        return {"net_kind": self.net.kind, "net": self.net.config, **self.typed_config.stored(), "train": self.cfg.record(), "preset": self.preset,
                 "val_fraction": self.val_fraction, **more}
