@@ -58,6 +58,10 @@ class TaskSpec:
     """Discount of the return-to-go regressed by the reward model."""
     termination_penalty: float = -100.0
     """Added to the reward of a true termination (not a time-out) when computing returns-to-go."""
+    reward_input: str = ""
+    """What the reward model reads of a plan, one of the layout's ``reward_inputs``
+    (``ractd_cli.layouts``); '' (the default): the layout's first, the paper's eq. 8 (action chunks:
+    (s_n, a_n)). A training option (``train-reward --reads``), recorded in the reward model."""
     max_episode_steps: int = 1000
     minari_ids: tuple[str, ...] = ()
     """Remote Minari dataset ids; more than one are combined (``minari.combine_datasets``)."""
@@ -134,6 +138,7 @@ class TaskSpec:
             if bad:
                 raise ValueError(f"task {self.name}: {dims_name} {bad} are outside the state's {self.obs_dim} dimensions")
         self.layout.validate(self)
+        self.layout.reads(self)  # reward_input: one of the layout's readings
 
     @property
     def layout(self) -> Layout:
@@ -279,6 +284,7 @@ def spec_dict(spec: TaskSpec) -> dict[str, Any]:
         "goal_dim": spec.goal_dim,
         "gamma": spec.gamma,
         "termination_penalty": spec.termination_penalty,
+        "reward_input": spec.layout.reads(spec),
         "max_episode_steps": spec.max_episode_steps,
         "minari_ids": list(spec.minari_ids),
         "local_generation": spec.local_generation,

@@ -251,8 +251,10 @@ def markdown(head: list[str], body: list[list[str]]) -> str:
 
 
 def return_to_go(row: dict[str, Any]) -> str:
-    """'gamma 0.99, termination penalty 0': the return-to-go a RACTD row's R_psi was fitted to."""
-    return f"gamma {row['rtg_gamma']:g}, termination penalty {row.get('rtg_termination_penalty') or 0:g}"
+    """'gamma 0.99, termination penalty 0': the return-to-go a RACTD row's R_psi was fitted to (and
+    ', read on every planned action' where R_psi reads the whole chunk, an option)."""
+    chunk = ", read on every planned action" if row.get("reward_input") == "state_action_chunk" else ""
+    return f"gamma {row['rtg_gamma']:g}, termination penalty {row.get('rtg_termination_penalty') or 0:g}{chunk}"
 
 
 def _across_rows(rows: list[dict[str, Any]], name: str, key=None) -> str | None:

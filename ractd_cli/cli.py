@@ -703,8 +703,9 @@ def train_reward(
     dataset: Optional[str] = DatasetOpt,
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of episodes held out (chosen by --seed) to measure the fit: held-out MSE and R^2 are printed and kept in the artifact. 0.1 as RACTD's configs; 0: fit on every episode, no measurement."),
     eval_every: int = typer.Option(0, "--eval-every", help="Also measure the held-out fit every N steps: the learning curve goes into the artifact and --json as fit_curve. 0: only at the end. Training is the same either way."),
-    gamma: Optional[float] = typer.Option(None, "--gamma", help="Discount of the return-to-go R_psi regresses, in (0, 1] (default: the task's; `ractd envs --json` shows it: 0.99, as RACTD's code, except hopper-medium-replay's 0.997, chosen by measurement; the paper's App. B.2 says 0.997 hopper, 0.99 walker2d, 0.9 halfcheetah). Recorded in the artifact."),
-    termination_penalty: Optional[float] = typer.Option(None, "--termination-penalty", help="Added to the reward of a true termination (a fall, not a time-out) in the return-to-go (default: the task's: 0, as RACTD's code, except hopper-medium-replay's -100, chosen by measurement; the paper's App. B.2 says -100 for MuJoCo). Recorded in the artifact."),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help="Discount of the return-to-go R_psi regresses, in (0, 1] (default: the task's; `ractd envs --json` shows it: 0.99, as RACTD's code, except hopper-medium-replay's 0.997, chosen by measurement (walker2d-medium-replay's is 0.99 with the penalty); the paper's App. B.2 says 0.997 hopper, 0.99 walker2d, 0.9 halfcheetah). Recorded in the artifact."),
+    termination_penalty: Optional[float] = typer.Option(None, "--termination-penalty", help="Added to the reward of a true termination (a fall, not a time-out) in the return-to-go (default: the task's: 0, as RACTD's code, except hopper- and walker2d-medium-replay's -100, chosen by measurement; the paper's App. B.2 says -100 for MuJoCo). Recorded in the artifact."),
+    reads: Optional[str] = typer.Option(None, "--reads", help="What R_psi reads of a plan (default: the task's; `ractd envs --json` shows it as reward_input). Action chunks: state_action, R_psi(s_n, a_n), the paper's eq. 8 and its authors' code; state_action_chunk, R_psi(s_n, a_n..a_{n+c-1}), every planned action (not in RACTD; docs/notes/lab-log.md has what it measured). State plans have one reading. Recorded in the artifact; `distill` reads plans as its R_psi does."),
     json_: bool = JsonOpt,
 ) -> None:
     """Train the return-to-go model R_psi used by `distill --reward-weight` (independent of the teacher).
@@ -717,7 +718,7 @@ def train_reward(
 
     adapter, spec = get_task(env)
     art = reward.train_reward(adapter, spec, _train_options(preset, steps, batch_size, lr, seed, device, resume, dataset, nproc, precision, log_dir, name),
-                     val_fraction=val_fraction, eval_every=eval_every, gamma=gamma, termination_penalty=termination_penalty)
+                     val_fraction=val_fraction, eval_every=eval_every, gamma=gamma, termination_penalty=termination_penalty, reads=reads)
     _report_artifacts([art], json_)
 
 

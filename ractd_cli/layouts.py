@@ -7,7 +7,7 @@ how plans are executed) is asked of the layout, never switched on elsewhere:
 
 - ``chunk`` (:class:`ActionChunks`; MuJoCo, Kitchen): x = a_n..a_{n+c-1} (c = horizon) given the past
   h states, cond = s_{n-h+1..n} flattened; closed loop: execute the first action, replan. The
-  reward model reads (s_n, a_n).
+  reward model reads (s_n, a_n) (eq. 8), or, as a recorded option, (s_n, a_n..a_{n+c-1}).
 - ``states`` (:class:`StatePlans`): x = s_n..s_{n+H-1} given the current state and the goal,
   cond = [s_n, goal]; open loop: one plan per episode, followed by inverse dynamics (or an adapter's
   follower). The reward model reads (s_t, goal) at every planned state.
@@ -39,8 +39,11 @@ class Layout:
     """True: one plan per episode, executed by a follower (needs inverse dynamics); False: execute
     the plan's first action and plan again at every step."""
     reward_input: str = ""
-    """What the reward model reads, for its artifact: ``"state_action"``, ``"state_goal"`` or
-    ``"state_goal_state"``."""
+    """What the reward model reads by default, for its artifact: ``"state_action"``, ``"state_goal"``
+    or ``"state_goal_state"``."""
+    reward_inputs: tuple[str, ...] = ()
+    """Every reading a reward model of this layout may have (``TaskSpec.reward_input``,
+    ``train-reward --reads``); the first is :attr:`reward_input`."""
     goal_source: str = "goal"
     """The normaliser of the goal block of the conditioning: ``"goal"`` (the goal as the env gives it)
     or ``"state"`` (the goal as a state, :meth:`goal_state`)."""
@@ -93,20 +96,34 @@ class Layout:
         and the normalised goal block of its first state (B, goal width) or None."""
         return goal
 
-    def reward_input_dim(self, spec: TaskSpec) -> int:
+    def reads(self, spec: TaskSpec, reads: str | None = None) -> str:
+        """The reading ``reads`` (None: the task's, ``spec.reward_input``, else this layout's default),
+        checked: a ValueError names the readings this layout has."""
+        chosen = reads or spec.reward_input or self.reward_input
+        if chosen not in self.reward_inputs:
+            raise ValueError(f"task {spec.name}: a reward model of {self.kind} plans reads {' or '.join(self.reward_inputs)}, not {chosen!r}")
+        return chosen
+
+    def reward_input_dim(self, spec: TaskSpec, reads: str | None = None) -> int:
         raise NotImplementedError
 
     def reward_pairs(self, s: torch.Tensor, a: torch.Tensor | None, goal: torch.Tensor | None) -> torch.Tensor:
-        """The reward model's training input from a state s (B, obs_dim), its action a and the goal."""
+        """The reward model's training input from a state s (B, obs_dim), its action a (B, act_dim) or
+        actions (B, c, act_dim), and the goal."""
         raise NotImplementedError
 
-    def reward(self, spec: TaskSpec, reward_net: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """R(x0_hat, cond) -> (B,), how the frozen reward model scores a normalised plan."""
+    def reward(self, spec: TaskSpec, reward_net: Callable[[torch.Tensor], torch.Tensor],
+               reads: str | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """R(x0_hat, cond) -> (B,), how the frozen reward model, reading ``reads`` (its artifact's
+        ``input``; None: the task's), scores a normalised plan."""
         raise NotImplementedError
 
 
 class ActionChunks(Layout):
     kind, x_source, open_loop, reward_input = "chunk", "action", False, "state_action"
+    reward_inputs = ("state_action", "state_action_chunk")
+    """``state_action``: R_psi(s_n, a_n), the paper's eq. 8 and its authors' code; ``state_action_chunk``
+    (an option, not in RACTD): R_psi(s_n, a_n..a_{n+c-1}), the return-to-go of the whole planned chunk."""
 
     def validate(self, spec: TaskSpec) -> None:
         if spec.plan_stride != 1:
@@ -121,23 +138,27 @@ class ActionChunks(Layout):
     def cond(self, past_states: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor:
         return past_states.flatten(1)
 
-    def reward_input_dim(self, spec: TaskSpec) -> int:
-        return spec.obs_dim + spec.act_dim
+    def reward_input_dim(self, spec: TaskSpec, reads: str | None = None) -> int:
+        chunk = self.reads(spec, reads) == "state_action_chunk"
+        return spec.obs_dim + spec.act_dim * (spec.horizon if chunk else 1)
 
     def reward_pairs(self, s, a, goal):
-        return torch.cat([s, a], dim=-1)
+        return torch.cat([s, a.flatten(1)], dim=-1)
 
-    def reward(self, spec, reward_net):
-        """R_psi(s_n, a_hat_n): s_n the last state of the history, a_hat_n the first planned action (eq. 8)."""
+    def reward(self, spec, reward_net, reads=None):
+        """R_psi(s_n, a_hat_n): s_n the last state of the history, a_hat_n the first planned action (eq. 8);
+        reading ``state_action_chunk``, R_psi(s_n, a_hat_n..a_hat_{n+c-1}), every planned action."""
+        actions = slice(None) if self.reads(spec, reads) == "state_action_chunk" else 0
 
         def reward(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-            return reward_net(torch.cat([cond[:, -spec.obs_dim :], x0_hat[:, 0]], dim=-1))
+            return reward_net(torch.cat([cond[:, -spec.obs_dim :], x0_hat[:, actions].flatten(1)], dim=-1))
 
         return reward
 
 
 class StatePlans(Layout):
     kind, x_source, open_loop, reward_input = "states", "state", True, "state_goal"
+    reward_inputs = ("state_goal",)
 
     def validate(self, spec: TaskSpec) -> None:
         if spec.history != 1:
@@ -150,15 +171,17 @@ class StatePlans(Layout):
         s = past_states[:, -1]
         return s if goal is None else torch.cat([s, goal], dim=-1)
 
-    def reward_input_dim(self, spec: TaskSpec) -> int:
+    def reward_input_dim(self, spec: TaskSpec, reads: str | None = None) -> int:
+        self.reads(spec, reads)
         return spec.obs_dim + self.goal_width(spec)
 
     def reward_pairs(self, s, a, goal):
         return s if goal is None else torch.cat([s, goal], dim=-1)
 
-    def reward(self, spec, reward_net):
+    def reward(self, spec, reward_net, reads=None):
         """The mean over the plan of R_psi(s_t, goal block), in [-1, 1] whatever the horizon: the goal
         (``states``) or the goal state, cond's last block (``endpoints``)."""
+        self.reads(spec, reads)
         width = self.goal_width(spec)
 
         def reward(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -187,6 +210,7 @@ class EndpointPlans(StatePlans):
     """
 
     kind, reward_input, goal_source, full_windows = "endpoints", "state_goal_state", "state", True
+    reward_inputs = ("state_goal_state",)
 
     def validate(self, spec: TaskSpec) -> None:
         super().validate(spec)

@@ -304,8 +304,9 @@ class RewardConfig:
 
     def describe(self) -> dict[str, Any]:
         """For results: the return-to-go a RACTD student's R_psi regressed (``rtg_gamma``,
-        ``rtg_termination_penalty``)."""
-        return {"rtg_gamma": self.gamma, "rtg_termination_penalty": self.termination_penalty}
+        ``rtg_termination_penalty``) and what it read of a plan (``reward_input``; None: the
+        layout's default, recorded since)."""
+        return {"rtg_gamma": self.gamma, "rtg_termination_penalty": self.termination_penalty, "reward_input": self.input}
 
 
 def reward_of(student: Artifact) -> Artifact | None:
@@ -339,13 +340,15 @@ def spec_for(art: Artifact, spec: TaskSpec) -> TaskSpec:
     return dataclasses.replace(spec, plan_stride=k, planning=planning, windows=windows, horizon=H)
 
 
-def check_reward_input(art: Artifact, spec: TaskSpec) -> None:
-    """A one-line UsageError where the reward model ``art`` reads plans otherwise than ``spec``'s layout
-    (e.g. a Maze2d reward model from before the ``endpoints`` conditioning)."""
-    reads, wanted = RewardConfig.of(art).input, spec.layout.reward_input
-    if reads is not None and reads != wanted:
-        raise UsageError(f"reward model {art.id} reads {reads} but {spec.name} plans are scored on {wanted}; "
+def check_reward_input(art: Artifact, spec: TaskSpec) -> str:
+    """What the reward model ``art`` reads (its ``input``; the layout's default for a model from before
+    it was recorded), or a one-line UsageError where ``spec``'s layout has no such reading (e.g. a
+    Maze2d reward model from before the ``endpoints`` conditioning)."""
+    reads, layout = RewardConfig.of(art).input, spec.layout
+    if reads is not None and reads not in layout.reward_inputs:
+        raise UsageError(f"reward model {art.id} reads {reads} but {spec.name} plans are scored on {' or '.join(layout.reward_inputs)}; "
                          f"run `ractd train-reward --env {spec.name}` again")
+    return reads or layout.reward_input
 
 
 def plan_io(art: Artifact, spec: TaskSpec) -> PlanIO:

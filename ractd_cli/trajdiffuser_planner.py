@@ -42,9 +42,9 @@ class RawReward(nn.Module):
 
     def __init__(self, art: Artifact, spec: TaskSpec):
         super().__init__()
-        check_reward_input(art, spec)
+        reads = check_reward_input(art, spec)
         self.io = plan_io(art, spec)
-        self.score = spec.layout.reward(spec, load_net(art))
+        self.score = spec.layout.reward(spec, load_net(art), reads)
 
     def forward(self, x: torch.Tensor, past: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor:
         return self.score(self.io.x(x), self.io.cond(past, goal))

@@ -67,3 +67,81 @@ def test_train_reward_reports_its_held_out_fit(tmp_path, monkeypatch):
     assert r.exit_code == 0 and json.loads(r.stdout)["validation"] == {"episodes": 0, "rows": 0}
     r = runner.invoke(app, ["train-reward", "--env", "bimodal", "--preset", "tiny", "--val-fraction", "1"])
     assert r.exit_code == 2 and "--val-fraction must be in [0, 1)" in r.output
+
+
+def test_a_chunk_reading_r_psi_scores_every_planned_action_and_the_default_only_the_first():
+    """eq. 8 reads (s_n, a_hat_n): its gradient reaches the first planned action only; the
+    ``state_action_chunk`` reading (an option) reads every action of the chunk, so each gets one."""
+    from ractd_cli.adapters import TaskSpec
+
+    spec = TaskSpec(name="toy", env_id="Toy-v0", obs_dim=3, act_dim=2, planning="chunk", horizon=4, history=2)
+    layout = spec.layout
+    assert layout.reward_input_dim(spec) == 3 + 2 and layout.reward_input_dim(spec, "state_action_chunk") == 3 + 4 * 2
+    gen = torch.Generator().manual_seed(0)
+    cond = torch.randn(5, 2 * 3, generator=gen)
+    for reads, reached in ((None, [True, False, False, False]), ("state_action_chunk", [True] * 4)):
+        net = torch.nn.Sequential(torch.nn.Linear(layout.reward_input_dim(spec, reads), 1), torch.nn.Flatten(0))
+        x0_hat = torch.randn(5, 4, 2, generator=gen, requires_grad=True)
+        r = layout.reward(spec, net, reads)(x0_hat, cond)
+        assert r.shape == (5,)
+        r.sum().backward()
+        assert [bool(x0_hat.grad[:, k].abs().sum() > 0) for k in range(4)] == reached
+    # the state it reads is the last of the history, s_n, whatever the reading
+    net = torch.nn.Sequential(torch.nn.Linear(3 + 8, 1, bias=False), torch.nn.Flatten(0))
+    x0_hat = torch.randn(5, 4, 2, generator=gen)
+    expected = net(torch.cat([cond[:, 3:], x0_hat.flatten(1)], dim=-1))
+    assert torch.equal(layout.reward(spec, net, "state_action_chunk")(x0_hat, cond), expected)
+    with pytest.raises(ValueError, match="state_action or state_action_chunk"):
+        layout.reads(spec, "state_goal")
+    with pytest.raises(ValueError, match="reads state_goal, not 'state_action_chunk'"):
+        TaskSpec(name="p", env_id="P-v0", obs_dim=2, act_dim=2, planning="states", horizon=4, goal_dim=2, reward_input="state_action_chunk")
+
+
+def test_chunk_reading_rows_hold_the_window_s_actions_and_the_same_return_to_go():
+    """Each R_psi row reading the chunk is [s_n, the diffusion window's actions]: the same actions the
+    teacher plans at that window, and the same target as the first-action reading."""
+    import dataclasses
+
+    from ractd_cli.data import Episode, make_windows
+    from ractd_cli.registry import get_task
+    from ractd_cli.train.data import build_task_data
+
+    spec = get_task("bimodal")[1]
+    rng = np.random.default_rng(0)
+    episodes = [Episode(states=rng.normal(size=(n + 1, spec.obs_dim)).astype(np.float32),
+                        actions=rng.uniform(-1, 1, size=(n, spec.act_dim)).astype(np.float32),
+                        rewards=rng.normal(size=n).astype(np.float32), terminations=np.zeros(n, bool),
+                        truncations=np.r_[np.zeros(n - 1, bool), True], goals=None, id=i) for i, n in enumerate((9, 30, 17))]
+    first = build_task_data(spec, make_windows(episodes, spec), "toy")
+    chunk_spec = dataclasses.replace(spec, reward_input="state_action_chunk")
+    chunk = build_task_data(chunk_spec, make_windows(episodes, chunk_spec), "toy")
+    assert (first.reward_input, chunk.reward_input) == ("state_action", "state_action_chunk")
+    rows = torch.arange(len(chunk.reward))
+    a, b = first.reward.gather(rows), chunk.reward.gather(rows)
+    assert b["input"].shape == (len(rows), spec.obs_dim + spec.horizon * spec.act_dim)
+    assert torch.equal(a["rtg"], b["rtg"]) and torch.equal(a["input"], b["input"][:, : spec.obs_dim + spec.act_dim])
+    full = chunk.diffusion_rows[:5]
+    x = chunk.diffusion.gather(torch.arange(5))["x"]  # (5, c, act_dim): the diffusion rows of those windows
+    assert torch.equal(chunk.reward.gather(full)["input"][:, spec.obs_dim :], x.flatten(1))
+
+
+@pytest.mark.slow
+def test_train_reward_reads_records_it_and_distill_and_results_follow(tmp_path, monkeypatch, ractd_ok):
+    """`train-reward --reads state_action_chunk`: recorded in R_psi, distilled with, named in rollout's
+    JSON; a reading the task's plans do not have is a one-line error."""
+    from ractd_cli.artifacts import load_artifact
+
+    monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    ok = ractd_ok
+    ok("fetch", "bimodal", "--source", "local", "--steps", "600")
+    ok("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "3")
+    first = load_artifact(ok("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "3")["id"])
+    chunk = load_artifact(ok("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "3", "--reads", "state_action_chunk")["id"])
+    assert (first.config["input"], chunk.config["input"]) == ("state_action", "state_action_chunk")
+    assert chunk.id != first.id and chunk.config["net"]["in_dim"] > first.config["net"]["in_dim"]
+    student = ok("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "1", "--reward-weight", "1", "--reward", chunk.id)
+    doc = ok("rollout", "--env", "bimodal", "--model", student["id"], "--episodes", "1")
+    assert doc["reward_input"] == "state_action_chunk"
+    r = runner.invoke(app, ["train-reward", "--env", "bimodal", "--preset", "tiny", "--reads", "state_goal"])
+    assert r.exit_code == 2 and "--reads: task bimodal: a reward model of chunk plans reads state_action or state_action_chunk" in r.output
+    assert len(r.output.strip().splitlines()) == 1

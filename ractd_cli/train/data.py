@@ -72,7 +72,8 @@ class TaskData:
     - ``diffusion``: x (B, T, D) plans and cond (B, cond_dim) (layout: ``TaskSpec.x_shape``, ``TaskSpec.cond_dim``); for
       ``states`` plans the end-of-episode padding has ``spec.rest_dims`` set to 0 (the agent rests);
       ``endpoints`` plans have cond = [x[:, 0], x[:, -1]] (a padded window ends at rest).
-    - ``reward``: input (B, obs_dim+act_dim) for ``chunk`` = [s_n, a_n], (B, obs_dim+goal_dim)
+    - ``reward``: input (B, obs_dim+act_dim) for ``chunk`` = [s_n, a_n] (reading
+      ``state_action_chunk``: (B, obs_dim+c act_dim) = [s_n, a_n..a_{n+c-1}]), (B, obs_dim+goal_dim)
       for ``states`` = [s_t, goal], (B, 2 obs_dim) for ``endpoints`` = [s_t, goal state]; rtg (B,)
       normalised to [-1, 1].
     - ``transitions``: s, s_next (B, obs_dim), a (B, act_dim), for inverse dynamics.
@@ -86,7 +87,8 @@ class TaskData:
     reward: Source
     transitions: Source
     reward_input: str
-    """What the reward model reads (``Layout.reward_input``), for its artifact."""
+    """What the reward model reads (``Layout.reward_inputs``: ``spec.reward_input``, else the
+    layout's default), for its artifact."""
     diffusion_rows: torch.Tensor
     """(len(diffusion),) the row of ``windows`` behind each row of ``diffusion``: every window, or
     (``TaskSpec.windows == "full"``) only those wholly inside an episode."""
@@ -141,9 +143,13 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str, normalize
         raise RactdError(f"dataset {dataset_id} has no stretch of {spec.horizon} steps without an episode end, "
                          f"which {spec.name}'s plans need; fetch more data (e.g. `ractd fetch {spec.name} --source local --force`)")
 
+    reads = layout.reads(spec)
+    chunk = reads == "state_action_chunk"
+
     def reward(idx: torch.Tensor) -> Batch:
         s, goal = S[state_index[idx]], (G[state_index[idx]] if G is not None else None)
-        return {"input": layout.reward_pairs(s, A[action_index[idx]], goal), "rtg": R[action_index[idx]]}
+        a = A[torch.as_tensor(windows.x_rows(idx.numpy())[0])] if chunk else A[action_index[idx]]  # (B, c, act_dim) or (B, act_dim)
+        return {"input": layout.reward_pairs(s, a, goal), "rtg": R[action_index[idx]]}
 
     s_rows = torch.as_tensor(windows.transition_state_rows())
 
@@ -161,7 +167,7 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str, normalize
         diffusion_rows=diffusion_rows,
         reward=Source(n, reward),
         transitions=Source(len(s_rows), transitions),
-        reward_input=layout.reward_input,
+        reward_input=reads,
     )
 
 

@@ -1,7 +1,8 @@
 """``ractd train-reward``: the return-to-go model R_psi, trained independently of the teacher.
 
 ``chunk`` tasks: R_psi(s_n, a_n) regresses the normalised discounted return-to-go of (s_n, a_n)
-(gamma and the termination penalty: the task's, or ``--gamma`` / ``--termination-penalty``). ``states`` tasks: R_psi(s_t, goal)
+(gamma and the termination penalty: the task's, or ``--gamma`` / ``--termination-penalty``); with
+``--reads state_action_chunk`` (not in RACTD) R_psi(s_n, a_n..a_{n+c-1}) regresses the same target. ``states`` tasks: R_psi(s_t, goal)
 regresses the return-to-go from s_t under the episode's goal; a plan is scored by the mean of
 R_psi over its states (so the term stays O(1) whatever the horizon).
 
@@ -70,7 +71,7 @@ def frozen_reward(
     another dataset, or normalising plans otherwise, is refused with what to run.
     """
     art = load_artifact(reward_ref, kind="reward", task=spec.name)
-    check_reward_input(art, spec)
+    reads = check_reward_input(art, spec)
     if art.meta.get("dataset") != dataset:
         raise UsageError(f"reward model {art.id} was fitted on {art.meta.get('dataset')} and {user} on {dataset}; "
                          f"run `ractd train-reward --env {spec.name} --dataset {dataset}` (or pass --reward)")
@@ -83,7 +84,7 @@ def frozen_reward(
                          f"them); run `ractd train-reward --env {spec.name}` again")
     net = load_net(art).to(device)
     net.requires_grad_(False)
-    read = spec.layout.reward(spec, net)
+    read = spec.layout.reward(spec, net, reads)
     if spec.reward_scale == 1.0:
         return art, read
     kappa = float(spec.reward_scale)
@@ -91,17 +92,23 @@ def frozen_reward(
 
 
 def train_reward(adapter: EnvAdapter, spec: TaskSpec, opts: TrainOptions, *, val_fraction: float = VAL_FRACTION, eval_every: int = 0,
-        gamma: float | None = None, termination_penalty: float | None = None) -> Artifact:
+        gamma: float | None = None, termination_penalty: float | None = None, reads: str | None = None) -> Artifact:
     """Fit R_psi on all but ``val_fraction`` of the episodes; its held-out fit is measured at the end
     (and every ``eval_every`` steps, the artifact's ``fit_curve``). ``gamma`` and
     ``termination_penalty`` (None: the task's, ``TaskSpec.gamma`` and ``.termination_penalty``) define
-    the return-to-go it regresses; both are recorded in its config."""
+    the return-to-go it regresses, ``reads`` (None: the task's, ``TaskSpec.reward_input``) what it
+    reads of a plan (``Layout.reward_inputs``); all are recorded in its config."""
     if gamma is not None and not (math.isfinite(gamma) and 0 < gamma <= 1):
         raise UsageError(f"--gamma must be in (0, 1], got {gamma}")
     if termination_penalty is not None and not math.isfinite(termination_penalty):
         raise UsageError(f"--termination-penalty must be a finite number, got {termination_penalty}")
+    try:
+        reads = spec.layout.reads(spec, reads)
+    except ValueError as e:
+        raise UsageError(f"--reads: {e}") from None
     spec = dataclasses.replace(spec, gamma=spec.gamma if gamma is None else gamma,
-                               termination_penalty=spec.termination_penalty if termination_penalty is None else termination_penalty)
+                               termination_penalty=spec.termination_penalty if termination_penalty is None else termination_penalty,
+                               reward_input=reads)
     if not 0 <= val_fraction < 1:
         raise UsageError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     if eval_every < 0:
@@ -121,7 +128,7 @@ class RewardMethod(Method):
     kind = "reward"
 
     def __init__(self, spec: TaskSpec, data, cfg, opts: TrainOptions, *, fit_rows, held_out, val_rows, val_fraction: float, eval_every: int):
-        self.model = self.net = RewardMLP(spec.layout.reward_input_dim(spec))
+        self.model = self.net = RewardMLP(spec.layout.reward_input_dim(spec, data.reward_input))
         self.spec, self.data, self.cfg, self.preset = spec, data, cfg, opts.preset
         self.task, self.dataset, self.source, self.fingerprint = spec.name, data.dataset_id, fit_rows, data.windows.fingerprint
         self.held_out, self.val_rows, self.val_fraction = held_out, val_rows, val_fraction
