@@ -148,7 +148,7 @@ class ActionChunks(Layout):
     def reward(self, spec, reward_net, reads=None):
         """R_psi(s_n, a_hat_n): s_n the last state of the history, a_hat_n the first planned action (eq. 8);
         reading ``state_action_chunk``, R_psi(s_n, a_hat_n..a_hat_{n+c-1}), every planned action."""
-        actions = slice(None) if self.reads(spec, reads) == "state_action_chunk" else 0
+        actions = slice(0, spec.horizon) if self.reads(spec, reads) == "state_action_chunk" else 0
 
         def reward(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
             return reward_net(torch.cat([cond[:, -spec.obs_dim :], x0_hat[:, actions].flatten(1)], dim=-1))

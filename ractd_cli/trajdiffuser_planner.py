@@ -42,7 +42,7 @@ class RawReward(nn.Module):
 
     def __init__(self, art: Artifact, spec: TaskSpec):
         super().__init__()
-        reads = check_reward_input(art, spec)
+        self.reads = reads = check_reward_input(art, spec)
         self.io = plan_io(art, spec)
         self.score = spec.layout.reward(spec, load_net(art), reads)
 
@@ -116,6 +116,9 @@ class TrajDiffuserPlanner:
         self.refiner = td.GuidedDenoiser(EDMPrecond(load_net(art, "refiner"), sigma_data=header.sigma_data), guidance).to(self.device).eval()
         self.inverse = inverse_from(art, "inverse").to(self.device)
         self.reward = RawReward(reward, spec).to(self.device).eval() if reward is not None and candidates > 1 else None
+        if self.reward is not None and self.reward.reads == "state_action_chunk" and header.horizon - 1 < spec.horizon:
+            raise UsageError(f"reward model {reward.id} reads chunks of {spec.horizon} actions and this proposer plans {header.horizon - 1}; "
+                             f"score its candidates with a reward model reading the first action (`ractd train-reward --env {spec.name} --reads state_action`)")
         self.reward_id = reward.id if self.reward is not None else None
         self.sample_fn: Callable = SAMPLERS[sampler]
         self.sigmas = refine_sigmas(self.refine_sigma, self.refine_steps, header.sigma_min, self.device)

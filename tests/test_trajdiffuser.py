@@ -17,7 +17,7 @@ from ractd_cli.artifacts import save_artifact
 from ractd_cli.data.windows import Normalizer, make_windows
 from ractd_cli.diffusion import SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMPrecond, euler_sample, heun_sample, karras_sigmas, randn_like
 from ractd_cli.errors import UsageError
-from ractd_cli.models import normalizer_tensors, prefixed
+from ractd_cli.models import normalizer_tensors, normalizers_from, prefixed
 from ractd_cli.nets import InverseDynamics, RewardMLP, make_denoiser_net
 from ractd_cli.planner import Planner
 from ractd_cli.proposer import build_proposer, make_proposer
@@ -293,3 +293,18 @@ def test_missing_trajdiffuser_says_what_to_run():
 
     r = runner.invoke(app, ["rollout", "--env", "bimodal", "--planner", "trajdiffuser", "--episodes", "1"])
     assert r.exit_code == 1 and "ractd train-proposer --env bimodal" in r.output
+
+
+def test_candidates_scored_by_a_chunk_reading_r_psi_read_the_task_s_chunk_or_are_refused():
+    """A reward model reading every planned action (``state_action_chunk``) scores a candidate's first c
+    actions; a proposer planning fewer actions than c is refused with what to do."""
+    art, _ = _artifact(CHUNK)  # 5 states: 4 actions, the task's c
+    norms = normalizers_from(art.tensors)
+    r = RewardMLP(CHUNK.layout.reward_input_dim(CHUNK, "state_action_chunk"))
+    chunk = save_artifact({**prefixed(r.state_dict(), "net"), **normalizer_tensors(norms)}, kind="reward", task=CHUNK.name,
+                          config={"net_kind": r.kind, "net": r.config, "input": "state_action_chunk"})
+    p = TrajDiffuserPlanner(art, CHUNK, refine_steps=2, candidates=3, reward=chunk)
+    assert p.reward.reads == "state_action_chunk" and p.plan(torch.randn(2, 1, 3))[0].shape == (2, 4, 2)
+    longer = dataclasses.replace(CHUNK, horizon=8)  # c = 8 actions: the proposer's 4 are too few
+    with pytest.raises(UsageError, match="reads chunks of 8 actions and this proposer plans 4"):
+        TrajDiffuserPlanner(art, longer, candidates=3, reward=chunk)
