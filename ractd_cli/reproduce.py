@@ -40,7 +40,7 @@ from .bench import markdown as bench_markdown
 from .bench import models_line, settings_line
 from .bench import table as bench_table
 from .errors import RactdError, UsageError
-from .models import StudentConfig, TeacherConfig, spec_for
+from .models import RewardConfig, StudentConfig, TeacherConfig, spec_for
 from .ui import err
 
 WHAT = ("table", "sweep", "table4")
@@ -110,10 +110,10 @@ class Chain:
         defaults = not teacher_args
         if teacher is None and not self.plain_teachers(defaults):
             self.train("train-teacher", *self.train_args, *teacher_args)
-        if reward is None and not self.artifacts("reward"):
+        if reward is None and not self.task_rewards():
             self.train("train-reward", *self.train_args)
         plain = [] if teacher is not None else self.plain_teachers(defaults)
-        rewards = [] if reward is not None else self.artifacts("reward")
+        rewards = [] if reward is not None else self.task_rewards()
         if (teacher is None and not plain) or (reward is None and not rewards):
             raise RactdError(f"no teacher or reward model of {self.task} in the cache after training them; "
                              f"see `ractd cache list --env {self.task}`")
@@ -141,6 +141,17 @@ class Chain:
             return trained.windows == spec.windows and trained.horizon in horizons
 
         return [t for t in plain if default_plans(t)]
+
+    def task_rewards(self) -> list[Artifact]:
+        """The task's cached reward models fitted to its own return-to-go and reading it as its plans
+        are read (``TaskSpec.gamma``, ``termination_penalty``, ``reward_input``), newest first: one
+        trained with another ``--gamma``, ``--termination-penalty`` or ``--reads`` is an experiment,
+        not the table's (nor one from before these were recorded)."""
+        from .registry import get_task
+
+        spec = get_task(self.task)[1]
+        own = RewardConfig(input=spec.layout.reads(spec), gamma=spec.gamma, termination_penalty=spec.termination_penalty)
+        return [r for r in self.artifacts("reward") if RewardConfig.of(r) == own]
 
     def cached_student(self, teacher: str, reward: str, weight: float,
                        evaluation: tuple[int, int] | None = None, selected: bool = False) -> dict[str, Any] | None:

@@ -105,3 +105,18 @@ def test_the_chain_takes_a_teacher_of_the_task_s_windows_and_horizon(_tmp_cache,
     chain = Chain("maze2d-umaze")
     assert [t.id for t in chain.plain_teachers(defaults=True)] == [default]
     assert {t.id for t in chain.plain_teachers(defaults=False)} == {default, *experiments}
+
+
+def test_the_chain_takes_a_reward_model_of_the_task_s_return_to_go_and_reading(_tmp_cache, ractd_ok):
+    """A cached R_psi fitted with another `--gamma`, `--termination-penalty` or `--reads` is an
+    experiment: the chain's reward model is one fitted as the task's defaults say, even when older."""
+    from ractd_cli.reproduce import Chain
+
+    ractd_ok("fetch", "bimodal", "--source", "local", "--steps", "600")
+    tiny = ("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "2")
+    default = ractd_ok(*tiny)["id"]
+    experiments = [ractd_ok(*tiny, *args)["id"] for args in (["--gamma", "0.5"], ["--termination-penalty", "-7"],
+                                                             ["--reads", "state_action_chunk"])]
+    chain = Chain("bimodal")
+    assert len({default, *experiments}) == 4 and chain.artifacts("reward")[0].id == experiments[-1]
+    assert [r.id for r in chain.task_rewards()] == [default]
