@@ -104,6 +104,12 @@ class Layout:
             raise ValueError(f"task {spec.name}: a reward model of {self.kind} plans reads {' or '.join(self.reward_inputs)}, not {chosen!r}")
         return chosen
 
+    def reward_actions(self, spec: TaskSpec, reads: str | None = None) -> int:
+        """How many planned actions a reward model reading ``reads`` (None: the task's) reads: 0 for
+        state plans."""
+        self.reads(spec, reads)
+        return 0
+
     def reward_input_dim(self, spec: TaskSpec, reads: str | None = None) -> int:
         raise NotImplementedError
 
@@ -138,9 +144,12 @@ class ActionChunks(Layout):
     def cond(self, past_states: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor:
         return past_states.flatten(1)
 
+    def reward_actions(self, spec: TaskSpec, reads: str | None = None) -> int:
+        """1 (a_n, eq. 8) or, reading ``state_action_chunk``, the chunk's c."""
+        return spec.horizon if self.reads(spec, reads) == "state_action_chunk" else 1
+
     def reward_input_dim(self, spec: TaskSpec, reads: str | None = None) -> int:
-        chunk = self.reads(spec, reads) == "state_action_chunk"
-        return spec.obs_dim + spec.act_dim * (spec.horizon if chunk else 1)
+        return spec.obs_dim + spec.act_dim * self.reward_actions(spec, reads)
 
     def reward_pairs(self, s, a, goal):
         return torch.cat([s, a.flatten(1)], dim=-1)
@@ -148,7 +157,8 @@ class ActionChunks(Layout):
     def reward(self, spec, reward_net, reads=None):
         """R_psi(s_n, a_hat_n): s_n the last state of the history, a_hat_n the first planned action (eq. 8);
         reading ``state_action_chunk``, R_psi(s_n, a_hat_n..a_hat_{n+c-1}), every planned action."""
-        actions = slice(0, spec.horizon) if self.reads(spec, reads) == "state_action_chunk" else 0
+        k = self.reward_actions(spec, reads)
+        actions = slice(0, k) if k > 1 else 0
 
         def reward(x0_hat: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
             return reward_net(torch.cat([cond[:, -spec.obs_dim :], x0_hat[:, actions].flatten(1)], dim=-1))

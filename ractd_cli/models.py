@@ -298,6 +298,11 @@ class RewardConfig:
         c = art.config
         return cls(input=c.get("input"), gamma=c.get("gamma"), termination_penalty=c.get("termination_penalty"))
 
+    @classmethod
+    def fitted_as(cls, spec: TaskSpec) -> RewardConfig:
+        """The header of a reward model fitted as ``spec`` says: its reading, gamma and penalty."""
+        return cls(input=spec.layout.reads(spec), gamma=spec.gamma, termination_penalty=spec.termination_penalty)
+
     def stored(self) -> dict[str, Any]:
         """The ``config`` fields this value owns, as stored (what :meth:`of` reads back)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

@@ -149,8 +149,7 @@ class Chain:
         not the table's (nor one from before these were recorded)."""
         from .registry import get_task
 
-        spec = get_task(self.task)[1]
-        own = RewardConfig(input=spec.layout.reads(spec), gamma=spec.gamma, termination_penalty=spec.termination_penalty)
+        own = RewardConfig.fitted_as(get_task(self.task)[1])
         return [r for r in self.artifacts("reward") if RewardConfig.of(r) == own]
 
     def cached_student(self, teacher: str, reward: str, weight: float,

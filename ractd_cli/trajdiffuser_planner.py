@@ -116,7 +116,7 @@ class TrajDiffuserPlanner:
         self.refiner = td.GuidedDenoiser(EDMPrecond(load_net(art, "refiner"), sigma_data=header.sigma_data), guidance).to(self.device).eval()
         self.inverse = inverse_from(art, "inverse").to(self.device)
         self.reward = RawReward(reward, spec).to(self.device).eval() if reward is not None and candidates > 1 else None
-        if self.reward is not None and self.reward.reads == "state_action_chunk" and header.horizon - 1 < spec.horizon:
+        if self.reward is not None and spec.layout.reward_actions(spec, self.reward.reads) > header.horizon - 1:
             raise UsageError(f"reward model {reward.id} reads chunks of {spec.horizon} actions and this proposer plans {header.horizon - 1}; "
                              f"score its candidates with a reward model reading the first action (`ractd train-reward --env {spec.name} --reads state_action`)")
         self.reward_id = reward.id if self.reward is not None else None

@@ -143,8 +143,7 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str, normalize
         raise RactdError(f"dataset {dataset_id} has no stretch of {spec.horizon} steps without an episode end, "
                          f"which {spec.name}'s plans need; fetch more data (e.g. `ractd fetch {spec.name} --source local --force`)")
 
-    reads = layout.reads(spec)
-    chunk = reads == "state_action_chunk"
+    chunk = layout.reward_actions(spec) > 1  # R_psi reads the window's whole action chunk
 
     def reward(idx: torch.Tensor) -> Batch:
         s, goal = S[state_index[idx]], (G[state_index[idx]] if G is not None else None)
@@ -167,7 +166,7 @@ def build_task_data(spec: TaskSpec, windows: Windows, dataset_id: str, normalize
         diffusion_rows=diffusion_rows,
         reward=Source(n, reward),
         transitions=Source(len(s_rows), transitions),
-        reward_input=reads,
+        reward_input=layout.reads(spec),
     )
 
 

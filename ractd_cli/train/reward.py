@@ -132,7 +132,7 @@ class RewardMethod(Method):
         self.spec, self.data, self.cfg, self.preset = spec, data, cfg, opts.preset
         self.task, self.dataset, self.source, self.fingerprint = spec.name, data.dataset_id, fit_rows, data.windows.fingerprint
         self.held_out, self.val_rows, self.val_fraction = held_out, val_rows, val_fraction
-        self.typed_config = RewardConfig(input=data.reward_input, gamma=spec.gamma, termination_penalty=spec.termination_penalty)
+        self.typed_config = RewardConfig.fitted_as(spec)
         # what its header records (the return-to-go it regresses) identifies its run for --resume, as a teacher's does
         self.run_extra = {"dataset": data.dataset_id, "net": self.net.config, "val_fraction": val_fraction, "eval_every": eval_every,
                           **self.typed_config.stored()}
