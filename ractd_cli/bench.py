@@ -87,7 +87,8 @@ def student_fields(art: Artifact) -> dict[str, Any]:
         return {"reward_weight": None}
     header = StudentConfig.of(art)
     scale = {"reward_scale": header.reward_scale} if header.rewarded else {}
-    return {"reward_weight": header.reward_weight, **scale, **({"selection": header.selection} if header.selection else {})}
+    return {"reward_weight": header.reward_weight, **scale, **({"selection": header.selection} if header.selection else {}),
+            "distill_seed": header.seed}
 
 
 def student_label(art: Artifact) -> str:
@@ -95,17 +96,19 @@ def student_label(art: Artifact) -> str:
     weights it holds: the last step's, or (``--keep best``) those selected on online score."""
     header = StudentConfig.of(art)
     name = f"RACTD student, sigma {header.sigma_label}" if header.rewarded else "CTD student"
+    seed = f", distill seed {header.seed}" if header.seed else ""
     sel = header.selection
     if sel:
-        return f"{name}, selected on online score at step {sel['step']} (the authors' protocol; optimistic)"
-    return f"{name}, last weights"
+        return f"{name}{seed}, selected on online score at step {sel['step']} (the authors' protocol; optimistic)"
+    return f"{name}{seed}, last weights"
 
 
 def bench_rows(spec: TaskSpec, student: str | None = None, ctd: str | None = None, also: Sequence[str] = ()) -> list[Row]:
     """The methods to compare, all on one teacher: the RACTD student's parent when there is one,
     else the CTD student's, else the newest teacher (students chosen by :func:`pick_students`).
     ``also``: more students of that teacher (ids or paths), one one-step row each after the others,
-    named by :func:`student_label` (e.g. the same student selected on online score)."""
+    named by :func:`student_label` (e.g. the same student selected on online score, or one distilled
+    with another ``--seed``: :func:`across_seeds` then adds their mean)."""
     ractd, plain = pick_students(spec, student, ctd)
     parent = ractd or plain
     teacher_id = parent.meta["parents"][0] if parent else load_artifact("latest", kind="teacher", task=spec.name).id
@@ -216,12 +219,44 @@ def peer_rows(peers: dict[str, Any] | None, episodes: int) -> list[tuple[str, st
     return [(f"peer: {r['method']}", f"{r['score_mean']:.1f} ± {r['score_stderr']:.1f}{more}") for r in peers["rows"]]
 
 
+def across_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The one-step student rows of one kind (reward weight sigma and kappa, last weights) distilled
+    with different seeds, as one summary each where there are at least two seeds: the mean of their
+    scores and its standard error across seeds (the spread of training, which the episodes' standard
+    errors do not show), then, when both CTD and one RACTD weight have summaries, RACTD - CTD with
+    the two standard errors combined (independent students: the seeds pair nothing)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("sampler") == "onestep" and r.get("distill_seed") is not None and r.get("score_mean") is not None and not r.get("selection"):
+            groups.setdefault((r["reward_weight"], r.get("reward_scale", 1.0)), []).append(r)
+    out = []
+    for (sigma, kappa), members in sorted(groups.items()):
+        by_seed = {r["distill_seed"]: r for r in members}  # one row per seed (the same student twice counts once)
+        if len(by_seed) < 2:
+            continue
+        seeds = sorted(by_seed)
+        scores = np.array([by_seed[k]["score_mean"] for k in seeds])
+        name = f"RACTD student, sigma {sigma_label(sigma, kappa)}" if sigma else "CTD student"
+        out.append({"method": f"{name}, mean over distill seeds {'/'.join(map(str, seeds))}", "reward_weight": sigma,
+                    **({"reward_scale": kappa} if sigma else {}), "seeds": seeds, "scores": scores.tolist(),
+                    "model_ids": [by_seed[k]["model_id"] for k in seeds], "score_mean": float(scores.mean()),
+                    "score_stderr": float(scores.std(ddof=1) / np.sqrt(len(scores)))})
+    ctd = next((g for g in out if not g["reward_weight"]), None)
+    for g in [g for g in out if g["reward_weight"]] if ctd else []:
+        out.append({"method": f"{g['method'].split(',')[0]}, sigma {sigma_label(g['reward_weight'], g.get('reward_scale', 1.0))} "
+                              f"- CTD, across seeds", "difference": True, "reward_weight": g["reward_weight"],
+                    "score_mean": g["score_mean"] - ctd["score_mean"],
+                    "score_stderr": float(np.hypot(g["score_stderr"], ctd["score_stderr"]))})
+    return out
+
+
 def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Bench's table as text cells, (header, rows), from its JSON document ``doc``: the terminal's
     table, the markdown beside the plot and `ractd reproduce` all print this one. Columns: method,
     NFE (paper), network calls, median ms per decision, min-max, speed-up, score, then success and
     the plan checks where a row has them, then the paper's figure where a row has one; the data's own
-    rows (:func:`data_rows`) come last."""
+    rows (:func:`data_rows`) come last, after the students' means across distill seeds where it has
+    several (:func:`across_seeds`)."""
     rows = doc["rows"]
     success = any(r.get("success_rate") is not None for r in rows)
     checks = [k for k in PLAN_CHECK_RATES if any(r.get(k) is not None for r in rows)]
@@ -238,8 +273,10 @@ def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         cells += ["-" if r.get("success_rate") is None else f"{100 * r['success_rate']:.0f}%"] * success
         cells += ["-" if r.get(k) is None else f"{100 * r[k]:.0f}%" for k in checks]
         body.append(cells + [r.get("paper") or ""] * paper)
+    seeds = [(g["method"], f"{g['score_mean']:+.1f} ± {g['score_stderr']:.1f}" if g.get("difference")
+              else f"{g['score_mean']:.1f} ± {g['score_stderr']:.1f} (across seeds)") for g in doc.get("across_seeds") or []]
     # the data's own scores (what the planners learn from) and standard offline RL on the same data
-    for label, score in data_rows(doc.get("data")) + peer_rows(doc.get("peers"), doc["episodes"]):
+    for label, score in seeds + data_rows(doc.get("data")) + peer_rows(doc.get("peers"), doc["episodes"]):
         body.append([label] + [""] * 5 + [score] + [""] * (len(head) - 7))
     return head, body
 
@@ -464,6 +501,7 @@ def bench_planners(
         "return_to_go": "/".join(sorted({return_to_go(r) for r in out_rows if r.get("rtg_gamma") is not None})) or None,
         **execution.describe(),
         "rows": out_rows,
+        **({"across_seeds": seeds} if (seeds := across_seeds(out_rows)) else {}),
         "data": ceiling,
         **({"peers": peer_doc} if peer_doc else {}),
         "forward_ms": forward_ms,

@@ -1145,6 +1145,7 @@ def reproduce(
     reward: Optional[str] = typer.Option(None, "--reward", help="sweep, table4: the reward model's id prefix (default: the newest, trained if none)."),
     select_every: int = typer.Option(0, "--select-every", min=0, help="table: also distil CTD and RACTD scored online every N steps and saved at their best evaluation (`distill --keep best`, the RACTD authors' protocol), benched as rows of their own beside the last weights (optimistic: the same starts choose and score them). 0 (default): last weights only."),
     select_episodes: int = typer.Option(20, "--select-episodes", min=1, max=EPISODES_MAX, help="table: episodes per online evaluation with --select-every (the authors' students: 20)."),
+    seeds: int = typer.Option(1, "--seeds", min=1, max=20, help="table: distil CTD and RACTD with this many seeds (the chain's, 0 unless --train-args give --seed K, then K+1, ...) from the same teacher and reward model, bench each, and add each kind's mean and standard error across seeds and RACTD - CTD: training's own spread, which the episodes' errors do not show. 1 (default): one student each, as the paper's tables (their errors are over planning seeds)."),
     out: Path = typer.Option(Path("out"), "--out", help="Folder of the tables, JSON and plots."),
 ) -> None:
     """Reproduce one of the paper's tables or figures for TASK from nothing.
@@ -1162,11 +1163,12 @@ def reproduce(
         sweep_weights = [float(w) for w in reward_weights.split()] or list(r.SWEEP_WEIGHTS)
         chain = r.Chain(task, shlex.split(train_args))
         teacher_split, bench_split = shlex.split(teacher_args), shlex.split(bench_args)
+        chain.seed  # noqa: B018 (a --seed in --train-args that is not an integer is a usage error before anything runs)
     except ValueError as e:
         raise UsageError(f"--reward-weights, --train-args, --teacher-args and --bench-args: {e}") from None
     if what == "table":
         r.results_table(chain, episodes=episodes, teacher_episodes=teacher_episodes, out=out, teacher_args=teacher_split,
-                        bench_args=bench_split, selection=(select_every, select_episodes) if select_every else None)
+                        bench_args=bench_split, selection=(select_every, select_episodes) if select_every else None, seeds=seeds)
     elif what == "sweep":
         r.reward_sweep(chain, weights=sweep_weights, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
                        teacher=teacher, reward=reward)

@@ -217,7 +217,8 @@ class StudentConfig(DiffusionConfig):
     sigma = ``reward_weight``, 0 for a plain CTD student; ``reward_scale`` kappa of L_Reward, 1 where
     not recorded: ``TaskSpec.reward_scale``), the evaluation during training
     (``distill --eval-every``: ``{"every", "episodes"}``) and, with ``--keep best``, the ``selection``
-    whose weights it holds (None: the last step's)."""
+    whose weights it holds (None: the last step's). ``seed``: the distill seed (``distill --seed``, the
+    training loop's record ``train.seed``; 0 where not recorded), read back only: the loop stores it."""
 
     ctm_weight: float
     dsm_weight: float
@@ -225,6 +226,7 @@ class StudentConfig(DiffusionConfig):
     eval: dict[str, Any] | None
     selection: dict[str, Any] | None
     reward_scale: float = 1.0
+    seed: int = 0
 
     KINDS = ("student",)
 
@@ -233,7 +235,7 @@ class StudentConfig(DiffusionConfig):
         c = art.config
         return cls(**cls._fields(art), ctm_weight=float(c.get("ctm_weight", 1.0)), dsm_weight=float(c.get("dsm_weight", 1.0)),
                    reward_weight=float(c.get("reward_weight", 0.0)), eval=c.get("eval") or None, selection=c.get("selection") or None,
-                   reward_scale=float(c.get("reward_scale", 1.0)))
+                   reward_scale=float(c.get("reward_scale", 1.0)), seed=int((c.get("train") or {}).get("seed", 0)))
 
     def stored(self) -> dict[str, Any]:
         """As stored; ``eval`` and ``selection`` only where training recorded them, ``reward_scale``

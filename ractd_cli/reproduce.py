@@ -69,6 +69,20 @@ class Chain:
     task: str
     train_args: list[str] = field(default_factory=list)
 
+    @property
+    def seed(self) -> int:
+        """The seed ``train_args`` give every training command (``--seed K``; 0, the trainers' default,
+        where they give none): the table's students are distilled with it."""
+        seed = 0
+        for i, arg in enumerate(self.train_args):
+            value = self.train_args[i + 1] if arg == "--seed" and i + 1 < len(self.train_args) else arg.removeprefix("--seed=") * arg.startswith("--seed=")
+            if value:
+                try:
+                    seed = int(value)
+                except ValueError:
+                    raise UsageError(f"--train-args: --seed {value} is not an integer") from None
+        return seed
+
     def ractd(self, *args: str, capture: bool = False) -> str:
         """Run one `ractd` command, shown first; its JSON (stdout) when ``capture``."""
         err.print("$ " + shlex.join(["ractd", *args]), markup=False, highlight=False, soft_wrap=True)
@@ -152,11 +166,13 @@ class Chain:
         own = RewardConfig.fitted_as(get_task(self.task)[1])
         return [r for r in self.artifacts("reward") if RewardConfig.of(r) == own]
 
-    def cached_student(self, teacher: str, reward: str, weight: float,
-                       evaluation: tuple[int, int] | None = None, selected: bool = False) -> dict[str, Any] | None:
+    def cached_student(self, teacher: str, reward: str, weight: float, evaluation: tuple[int, int] | None = None,
+                       selected: bool = False, seed: int | None = None) -> dict[str, Any] | None:
         """The header of a cached student of ``teacher`` (and ``reward`` when ``weight`` > 0) at reward
-        ``weight``, trained with the evaluation ``evaluation`` = (every, episodes) (None: without one),
-        holding its last weights or (``selected``) those chosen on online score (``--keep best``)."""
+        ``weight``, trained with the evaluation ``evaluation`` = (every, episodes) (None: without one)
+        and distill ``seed`` (None: :attr:`seed`), holding its last weights or (``selected``) those
+        chosen on online score (``--keep best``)."""
+        seed = self.seed if seed is None else seed
         scale = self.spec()["reward_scale"] if weight > 0 else 1.0  # a student of today's weighting
         for a in self.artifacts("student"):
             if list(a.meta.get("parents") or []) != ([teacher] if weight == 0 else [teacher, reward]):
@@ -164,22 +180,25 @@ class Chain:
             header = StudentConfig.of(a)
             ev = header.eval or {}
             if (header.reward_weight == weight and header.reward_scale == scale and (header.selection is not None) == selected
-                    and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation):
+                    and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation and header.seed == seed):
                 return a.meta
         return None
 
     def student(self, teacher: str, reward: str, weight: float, distill_args: Sequence[str],
-                evaluation: tuple[int, int] | None = None, selected: bool = False) -> dict[str, Any]:
+                evaluation: tuple[int, int] | None = None, selected: bool = False, seed: int | None = None) -> dict[str, Any]:
         """The header of the student :meth:`cached_student` finds, made first by `ractd distill --env
-        TASK --teacher TEACHER *distill_args *train_args` when the cache has none (the args must ask for
-        ``weight``, ``evaluation`` and, when ``selected``, ``--keep best``)."""
-        meta = self.cached_student(teacher, reward, weight, evaluation, selected)
+        TASK --teacher TEACHER *distill_args *train_args [--seed SEED]` when the cache has none (the args
+        must ask for ``weight``, ``evaluation`` and, when ``selected``, ``--keep best``; ``seed`` None:
+        :attr:`seed`, which ``train_args`` already give)."""
+        seed = self.seed if seed is None else seed
+        meta = self.cached_student(teacher, reward, weight, evaluation, selected, seed)
         if meta is None:
-            self.train("distill", "--teacher", teacher, *distill_args, *self.train_args)
-            meta = self.cached_student(teacher, reward, weight, evaluation, selected)
+            self.train("distill", "--teacher", teacher, *distill_args, *self.train_args,
+                       *(["--seed", str(seed)] if seed != self.seed else []))
+            meta = self.cached_student(teacher, reward, weight, evaluation, selected, seed)
             if meta is None:
-                raise RactdError(f"the student of teacher {teacher[:8]} at reward weight {weight:g} is not in the cache after "
-                                 "its distill; see `ractd cache list`")
+                raise RactdError(f"the student of teacher {teacher[:8]} at reward weight {weight:g}, seed {seed}, is not in the cache "
+                                 "after its distill; see `ractd cache list`")
         return meta
 
 
@@ -188,10 +207,17 @@ class Chain:
 
 def results_table(chain: Chain, *, episodes: int, teacher_episodes: int | None, out: Path,
                   teacher_args: Sequence[str] = (), bench_args: Sequence[str] = (),
-                  selection: tuple[int, int] | None = None) -> dict[str, Any]:
+                  selection: tuple[int, int] | None = None, seeds: int = 1) -> dict[str, Any]:
     """The task's table from nothing: teacher, reward model, CTD and RACTD at the task's weight, then
     bench over ``episodes`` (the Heun teacher row over ``teacher_episodes``). Writes out/results-TASK.json
     (bench's JSON), its plot and markdown, and prints the table; returns the JSON document.
+
+    ``seeds`` > 1: CTD and RACTD are each distilled with ``--seed`` K to K + ``seeds`` - 1 (K: the
+    chain's :attr:`Chain.seed`, 0 by default) from the same teacher and reward model; seed K's are the
+    table's students (their multi-step rows too), the
+    others one row each, and bench adds each kind's mean and standard error across the seeds and
+    RACTD - CTD (:func:`~ractd_cli.bench.across_seeds`): how much of a difference training's own
+    randomness makes, which the episodes' standard errors do not show.
 
     ``selection`` = (every, episodes): also distil both students again, scored online every ``every``
     steps on ``episodes`` episodes and saved at their best evaluation (``distill --keep best``, the
@@ -201,6 +227,10 @@ def results_table(chain: Chain, *, episodes: int, teacher_episodes: int | None, 
     sigma = chain.spec()["loss_weights"]["reward"]
     ractd_student = chain.student(teacher, reward, sigma, ["--reward", reward])  # RACTD at the task's weight
     more = [] if teacher_episodes is None else ["--teacher-episodes", str(teacher_episodes)]
+    for seed in range(chain.seed + 1, chain.seed + seeds):
+        others = (chain.student(teacher, reward, 0.0, ["--reward-weight", "0"], seed=seed),
+                  chain.student(teacher, reward, sigma, ["--reward", reward], seed=seed))
+        more += [arg for meta in others for arg in ("--also", meta["id"])]
     if selection is not None:
         every, n = selection
         select = ["--eval-every", str(every), "--eval-episodes", str(n), "--keep", "best"]

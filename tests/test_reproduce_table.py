@@ -64,6 +64,22 @@ def test_results_runs_the_chain_once_prints_the_table_and_adds_selected_students
     last = {row["model_id"] for row in doc["rows"] if row["key"] in ("ctd-1", "ractd-1")}
     assert len(last) == 2 and not last & {row["model_id"] for row in selected}
     assert "selected on online score" in selection.stdout
+    # `--seeds 2`: CTD and RACTD distilled again with --seed 1 (seed 0's are cached), benched as rows of
+    # their own, and each kind's mean across the seeds and RACTD - CTD added to the table
+    seeded = _results(tmp_path, _tmp_cache, "--seeds", "2")
+    assert seeded.returncode == 0, seeded.stderr[-2000:]
+    distills = [line for line in seeded.stderr.splitlines() if line.startswith("$ ractd distill")]
+    assert len(distills) == 2 and all(d.endswith("--seed 1") for d in distills), distills
+    doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
+    ctd, ractd, diff = doc["across_seeds"]
+    assert ctd["seeds"] == ractd["seeds"] == [0, 1] and ctd["reward_weight"] == 0 and ractd["reward_weight"] == 1
+    by_id = {row["model_id"]: row for row in doc["rows"]}
+    assert ctd["model_ids"][0] in last and ractd["model_ids"][0] in last  # seed 0's are the table's students
+    assert [by_id[m]["distill_seed"] for m in ractd["model_ids"]] == [0, 1]
+    assert abs(diff["score_mean"] - (ractd["score_mean"] - ctd["score_mean"])) < 1e-9
+    assert "mean over distill seeds 0/1" in seeded.stdout and "distill seed 1, last weights" in seeded.stdout
+    bad = _results(tmp_path, _tmp_cache, "--train-args", "--seed one")
+    assert bad.returncode == 2 and "--seed one is not an integer" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_results_distills_the_task_weight_even_beside_students_of_other_weights(tmp_path, _tmp_cache):

@@ -155,7 +155,8 @@ class StudentMethod(Method):
         self.parents = [teacher_art.id] + ([reward_art.id] if reward_art is not None else [])
         self.norm = {k: v for k, v in teacher_art.tensors.items() if k.startswith("norm.")}
         self.typed_config = StudentConfig(**dataclasses.asdict(DiffusionConfig.of(teacher_art)), ctm_weight=alpha, dsm_weight=beta,
-                                          reward_weight=sigma_r, eval=None, selection=None, reward_scale=spec.reward_scale)
+                                          reward_weight=sigma_r, eval=None, selection=None, reward_scale=spec.reward_scale,
+                                          seed=cfg.seed)
         self.run_extra = {"parents": self.parents, "weights": [alpha, beta, sigma_r], "distance": distance,
                           **({"reward_scale": spec.reward_scale} if "reward_scale" in self.typed_config.stored() else {}),
                           **({"teacher_steps": teacher_steps} if teacher_steps != MAX_TEACHER_STEPS else {}),
