@@ -77,7 +77,10 @@ QUICK = {"net": "small", "teacher": 3000, "student": 1600, "batch_size": 32, "lr
 # (docs/results.md, "Maze2d as the authors plan it"). 24000 teacher steps (about 3 epochs of the
 # 1M-step data; the authors train 400): against 8000, its Heun plans crossed a wall in 23% of 100
 # episodes instead of 50% (success 71% vs 57%, score 112.1 vs 78.8) and the CTD student scored 53.4
-# instead of 29.5. Its inverse dynamics took as many steps (94 s), as measured.
+# instead of 29.5. Its inverse dynamics took as many steps (94 s), as measured. The same chain time spent
+# as 16000 teacher steps and 3200-step students (2026-12-07, docs/results.md): the teacher scored on par
+# (178.9, 8% of plans through a wall), its RACTD student 154.6 against 151.5 but through a wall in 31%
+# of episodes against 15%, so the teacher keeps its 24000 steps.
 # maze2d-medium takes the same sizing (32 knots for its 256 states): measured under the endpoint
 # conditioning (docs/results.md), its Heun teacher scored 119.4 ± 4.7 (88% success, 6% of plans through
 # a wall) and the RACTD student 115.9 ± 4.9 (87%), against 5.3 ± 3.5 and 18.7 ± 4.8 with QUICK
