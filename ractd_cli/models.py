@@ -118,6 +118,11 @@ class PlanIO(nn.Module):
         return self.x.inverse(x0)
 
 
+def trained_seed(art: Artifact) -> int:
+    """The ``--seed`` a model was trained with (its training record ``train.seed``; 0 where none)."""
+    return int((art.config.get("train") or {}).get("seed", 0))
+
+
 def model_summary(art: Artifact) -> dict[str, Any]:
     """What tells one model from another in ``cache list``: its reward weight (a student's sigma; a
     reward-aware teacher's w), preset, gradient steps and last evaluation (the final point of an
@@ -235,7 +240,7 @@ class StudentConfig(DiffusionConfig):
         c = art.config
         return cls(**cls._fields(art), ctm_weight=float(c.get("ctm_weight", 1.0)), dsm_weight=float(c.get("dsm_weight", 1.0)),
                    reward_weight=float(c.get("reward_weight", 0.0)), eval=c.get("eval") or None, selection=c.get("selection") or None,
-                   reward_scale=float(c.get("reward_scale", 1.0)), seed=int((c.get("train") or {}).get("seed", 0)))
+                   reward_scale=float(c.get("reward_scale", 1.0)), seed=trained_seed(art))
 
     def stored(self) -> dict[str, Any]:
         """As stored; ``eval`` and ``selection`` only where training recorded them, ``reward_scale``

@@ -40,7 +40,7 @@ from .bench import markdown as bench_markdown
 from .bench import models_line, settings_line
 from .bench import table as bench_table
 from .errors import RactdError, UsageError
-from .models import RewardConfig, StudentConfig, TeacherConfig, spec_for
+from .models import RewardConfig, StudentConfig, TeacherConfig, spec_for, trained_seed
 from .ui import err
 
 WHAT = ("table", "sweep", "table4")
@@ -135,8 +135,9 @@ class Chain:
 
     def plain_teachers(self, defaults: bool) -> list[Artifact]:
         """The task's cached unconditioned teachers, newest first; with ``defaults``, only those that
-        plan as the task does by default (its training windows, and its horizon or a preset's): a
-        teacher trained with another ``--windows`` or ``--horizon`` is an experiment, not the table's."""
+        plan as the task does by default (its training windows, and its horizon or a preset's) and
+        were trained with the chain's :attr:`seed`: a teacher trained with another ``--windows``,
+        ``--horizon`` or ``--seed`` is an experiment, not the table's."""
         from .registry import get_task
 
         spec = get_task(self.task)[1]
@@ -152,19 +153,20 @@ class Chain:
                 trained = spec_for(t, spec)
             except UsageError:  # plans otherwise than the task now does (retrain it)
                 return False
-            return trained.windows == spec.windows and trained.horizon in horizons
+            return trained.windows == spec.windows and trained.horizon in horizons and trained_seed(t) == self.seed
 
         return [t for t in plain if default_plans(t)]
 
     def task_rewards(self) -> list[Artifact]:
         """The task's cached reward models fitted to its own return-to-go and reading it as its plans
-        are read (``TaskSpec.gamma``, ``termination_penalty``, ``reward_input``), newest first: one
-        trained with another ``--gamma``, ``--termination-penalty`` or ``--reads`` is an experiment,
-        not the table's (nor one from before these were recorded)."""
+        are read (``TaskSpec.gamma``, ``termination_penalty``, ``reward_input``) with the chain's
+        :attr:`seed`, newest first: one trained with another ``--gamma``, ``--termination-penalty``,
+        ``--reads`` or ``--seed`` is an experiment, not the table's (nor one from before these were
+        recorded)."""
         from .registry import get_task
 
         own = RewardConfig.fitted_as(get_task(self.task)[1])
-        return [r for r in self.artifacts("reward") if RewardConfig.of(r) == own]
+        return [r for r in self.artifacts("reward") if RewardConfig.of(r) == own and trained_seed(r) == self.seed]
 
     def cached_student(self, teacher: str, reward: str, weight: float, evaluation: tuple[int, int] | None = None,
                        selected: bool = False, seed: int | None = None) -> dict[str, Any] | None:

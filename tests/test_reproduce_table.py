@@ -117,10 +117,13 @@ def test_the_chain_takes_a_teacher_of_the_task_s_windows_and_horizon(_tmp_cache,
     ractd_ok("fetch", "maze2d-umaze", "--source", "local", "--steps", "3000")
     tiny = ("train-teacher", "--env", "maze2d-umaze", "--preset", "tiny", "--steps", "2")
     default = ractd_ok(*tiny)["artifacts"][-1]["id"]
-    experiments = [ractd_ok(*tiny, *args)["artifacts"][-1]["id"] for args in (["--windows", other], ["--horizon", str(2 * spec.horizon)])]
+    experiments = [ractd_ok(*tiny, *args)["artifacts"][-1]["id"]
+                   for args in (["--windows", other], ["--horizon", str(2 * spec.horizon)], ["--seed", "1"])]
     chain = Chain("maze2d-umaze")
     assert [t.id for t in chain.plain_teachers(defaults=True)] == [default]
     assert {t.id for t in chain.plain_teachers(defaults=False)} == {default, *experiments}
+    # a chain of another seed (`--train-args "--seed 1"`) takes that seed's teacher
+    assert [t.id for t in Chain("maze2d-umaze", ["--preset", "tiny", "--seed", "1"]).plain_teachers(defaults=True)] == [experiments[-1]]
 
 
 def test_the_chain_takes_a_reward_model_of_the_task_s_return_to_go_and_reading(_tmp_cache, ractd_ok):
@@ -132,7 +135,8 @@ def test_the_chain_takes_a_reward_model_of_the_task_s_return_to_go_and_reading(_
     tiny = ("train-reward", "--env", "bimodal", "--preset", "tiny", "--steps", "2")
     default = ractd_ok(*tiny)["id"]
     experiments = [ractd_ok(*tiny, *args)["id"] for args in (["--gamma", "0.5"], ["--termination-penalty", "-7"],
-                                                             ["--reads", "state_action_chunk"])]
+                                                             ["--reads", "state_action_chunk"], ["--seed", "2"])]
     chain = Chain("bimodal")
-    assert len({default, *experiments}) == 4 and chain.artifacts("reward")[0].id == experiments[-1]
+    assert len({default, *experiments}) == 5 and chain.artifacts("reward")[0].id == experiments[-1]
     assert [r.id for r in chain.task_rewards()] == [default]
+    assert [r.id for r in Chain("bimodal", ["--seed=2"]).task_rewards()] == [experiments[-1]]
