@@ -40,9 +40,9 @@ def test_specs(body):
     env_id, obs_dim, act_dim, gamma, ref_min, ref_max = BODIES[body]
     for dataset in DATASETS:
         spec = adapter.tasks[f"{body}-{dataset}"]
-        # measured: the paper text's return-to-go (hopper and walker2d) and padded windows (hopper)
-        measured = dataset == "medium-replay" and body in ("hopper", "walker2d")
-        text_gamma = {"hopper": 0.997, "walker2d": 0.99}.get(body)
+        # measured: the paper text's return-to-go and padded windows (hopper-medium-replay)
+        measured = dataset == "medium-replay" and body == "hopper"
+        text_gamma = {"hopper": 0.997}.get(body)
         assert (spec.env_id, spec.obs_dim, spec.act_dim, spec.gamma) == (env_id, obs_dim, act_dim, text_gamma if measured else gamma)
         assert (spec.planning, spec.history, spec.horizon, spec.goal_dim) == ("chunk", 1, 16, 0)
         assert spec.termination_penalty == (-100.0 if measured else 0.0) and spec.max_episode_steps == 1000
