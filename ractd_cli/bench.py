@@ -243,8 +243,8 @@ def across_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "score_stderr": float(scores.std(ddof=1) / np.sqrt(len(scores)))})
     ctd = next((g for g in out if not g["reward_weight"]), None)
     for g in [g for g in out if g["reward_weight"]] if ctd else []:
-        out.append({"method": f"{g['method'].split(',')[0]}, sigma {sigma_label(g['reward_weight'], g.get('reward_scale', 1.0))} "
-                              f"- CTD, across seeds", "difference": True, "reward_weight": g["reward_weight"],
+        out.append({"method": f"RACTD student, sigma {sigma_label(g['reward_weight'], g.get('reward_scale', 1.0))} - CTD, across seeds",
+                    "difference": True, "reward_weight": g["reward_weight"],
                     "score_mean": g["score_mean"] - ctd["score_mean"],
                     "score_stderr": float(np.hypot(g["score_stderr"], ctd["score_stderr"]))})
     return out

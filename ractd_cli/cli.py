@@ -1161,9 +1161,8 @@ def reproduce(
     get_task(task)  # an unknown task is a usage error before anything runs
     try:
         sweep_weights = [float(w) for w in reward_weights.split()] or list(r.SWEEP_WEIGHTS)
-        chain = r.Chain(task, shlex.split(train_args))
+        chain = r.Chain(task, shlex.split(train_args))  # a --seed there that is not an integer: a usage error now
         teacher_split, bench_split = shlex.split(teacher_args), shlex.split(bench_args)
-        chain.seed  # noqa: B018 (a --seed in --train-args that is not an integer is a usage error before anything runs)
     except ValueError as e:
         raise UsageError(f"--reward-weights, --train-args, --teacher-args and --bench-args: {e}") from None
     if what == "table":

@@ -68,20 +68,23 @@ class Chain:
 
     task: str
     train_args: list[str] = field(default_factory=list)
+    seed: int = field(init=False)
+    """The seed ``train_args`` give every training command (``--seed K``, the last one winning; 0, the
+    trainers' default, where they give none): the chain's teacher, R_psi and table students have it."""
 
-    @property
-    def seed(self) -> int:
-        """The seed ``train_args`` give every training command (``--seed K``; 0, the trainers' default,
-        where they give none): the table's students are distilled with it."""
-        seed = 0
+    def __post_init__(self) -> None:
+        self.seed = 0
         for i, arg in enumerate(self.train_args):
-            value = self.train_args[i + 1] if arg == "--seed" and i + 1 < len(self.train_args) else arg.removeprefix("--seed=") * arg.startswith("--seed=")
-            if value:
-                try:
-                    seed = int(value)
-                except ValueError:
-                    raise UsageError(f"--train-args: --seed {value} is not an integer") from None
-        return seed
+            if arg == "--seed" and i + 1 < len(self.train_args):
+                value = self.train_args[i + 1]
+            elif arg.startswith("--seed="):
+                value = arg.split("=", 1)[1]
+            else:
+                continue
+            try:
+                self.seed = int(value)
+            except ValueError:
+                raise UsageError(f"--train-args: --seed {value} is not an integer") from None
 
     def ractd(self, *args: str, capture: bool = False) -> str:
         """Run one `ractd` command, shown first; its JSON (stdout) when ``capture``."""
