@@ -245,3 +245,17 @@ def test_sac_datasets_share_one_cached_run(sac_cache):
     mixed, meta_x = adapter.generate("hopper-medium-expert", steps=80, **kw)
     _check_buffers(mixed, adapter.tasks["hopper-medium-expert"], 80)
     assert meta_x["sac_expert_step"] == 400
+
+
+def test_sac_run_leaves_no_logger_folders_behind(sac_cache, tmp_path, monkeypatch):
+    """stable-baselines3 makes an empty tempdir/SB3-<date-time> folder for each `learn` without a
+    logger of its own; the run sets one, so fetching data leaves the temp directory as it was."""
+    import tempfile
+
+    from ractd_cli.data.recording import ProgressBatcher
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    _run(sac_cache / "run").train_to(200, ProgressBatcher(None))
+    assert list(tmp.iterdir()) == []

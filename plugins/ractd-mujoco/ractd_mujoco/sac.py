@@ -87,6 +87,11 @@ class SACRun:
                          "learning_starts": int(learning_starts), "ref_max": float(ref_max)}
         self.threshold = MEDIUM_FRACTION * float(ref_max)
         self.model = SAC("MlpPolicy", make_env(), seed=self.seed, device="cpu", verbose=0, learning_starts=learning_starts)
+        # A logger of our own, with no outputs: without one, every `learn` call has stable-baselines3
+        # make an empty folder tempdir/SB3-<date-time> that nothing removes.
+        from stable_baselines3.common.logger import Logger
+
+        self.model.set_logger(Logger(folder=None, output_formats=[]))
         self.evaluations: list[Evaluation] = []
         self.medium_step: int | None = None
         if (self.dir / "run.json").exists():
