@@ -293,3 +293,34 @@ def test_written_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_second_process_training_the_same_run_stops_with_what_to_do(bimodal):
+    """Two shells starting the same training (same recipe, same data) once both wrote one checkpoint.
+    The second now stops at once with a one-line error; the first is untouched, and once it is
+    stopped (Ctrl-C) its run continues with --resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    long_run = [*TEACHER[:-4], "--steps", "100000", "--device", "cpu"]
+    first = subprocess.Popen([sys.executable, "-m", "ractd_cli", *long_run], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((bimodal / "checkpoints").glob("teacher-*.lock")):
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline, "the first run never started training"
+            time.sleep(0.2)
+        r = _run(*long_run, "--resume")
+        said = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        assert r.exit_code == 1 and len(said) == 1, r.stderr
+        assert "another ractd process is training this same run" in said[0] and "--resume" in said[0]
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=300)
+    assert not list((bimodal / "checkpoints").glob("*.lock"))  # freed and removed when the run stops
+    assert list((bimodal / "checkpoints").glob("teacher-*.safetensors"))  # Ctrl-C kept its work

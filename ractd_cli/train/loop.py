@@ -277,6 +277,34 @@ class _Loss(nn.Module):
         return self.loss_fn(self.model, self.ema, batch, gen)
 
 
+@contextlib.contextmanager
+def _exclusive(ckpt: Path, name: str, *, owner: bool):
+    """Held while a run trains (rank 0, the ``owner``): a second process starting the same run
+    (same name, recipe and data, so the same checkpoint) stops at once with what to do, rather
+    than both writing one checkpoint. A lock file beside the checkpoint (``filelock``, which torch
+    itself installs); the OS frees it if the process dies, and it is removed when the run ends."""
+    if not owner:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    path = ckpt.with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RactdError(f"{name}: another ractd process is training this same run now ({path.name} in {path.parent} is locked); "
+                         "wait for it to finish (its model then comes from the cache) or stop it (Ctrl-C keeps a checkpoint) "
+                         "and rerun with --resume") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # removed while still held; Windows keeps an open file
+            path.unlink()
+        lock.release()
+
+
 def sample_batch(data: Data, batch_size: int, gen: torch.Generator, device: torch.device) -> Batch:
     """A minibatch of rows drawn uniformly with replacement (the generator makes it reproducible)."""
     if isinstance(data, Mapping):
@@ -338,107 +366,108 @@ def train(
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     lr_lambda = _lr_lambda(cfg.warmup, cfg.steps)
     ckpt = checkpoint_path(name, cfg.run_key(run_extra or {}))
-    # Running sums of every logged quantity over the last 10% of steps (the artifact's ``losses``),
-    # checkpointed with the rest, so an interrupted run reports what an uninterrupted one does.
-    start, tail = 0, {"sums": {}, "count": 0, "curve": []}
-    if resume:
-        if ckpt.exists():
-            start, tail = _load_checkpoint(ckpt, model, ema, opt, gens, device, fingerprint)
-            if scaler.is_enabled() and tail.get("scaler"):
-                scaler.load_state_dict(tail["scaler"])
-        # no checkpoint of this exact run: start from scratch (said in the progress description)
-    sums: dict[str, float] = tail["sums"]
-    curve: list[dict] = tail.setdefault("curve", [])
-    tail_from = int(cfg.steps * 0.9)
-    desc = f"{name}" + (f" (resumed at {start})" if start else "")
-    if world.size > 1:
-        desc += f" ({world.size} processes, batch {world.size}x{cfg.batch_size} = {world.size * cfg.batch_size})"
-    writer = _event_writer(cfg, name, ckpt.stem) if world.rank == 0 else None
-    every = max(1, cfg.steps // CURVE_POINTS)
-    coarse = tail.setdefault("coarse", {"sums": {}, "counts": {}})  # stretch -> summed loss, steps (checkpointed)
-    # The logged values stay on the device until a flush: every step on a CPU, every SYNC_EVERY steps
-    # on a GPU (no host sync per step), and always before a checkpoint, an evaluation and the end.
-    sync_every = 1 if device.type == "cpu" else SYNC_EVERY
-    pending: list[tuple[int, dict[str, torch.Tensor], float]] = []
-    timer = {"checkpoint_seconds": 0.0, "eval_seconds": 0.0}
-    with _interrupt_flag() as interrupted, progress(desc, cfg.steps, disable=not show_progress) as advance:
-        advance(start)
-        began = time.perf_counter()
+    with _exclusive(ckpt, name, owner=world.rank == 0):
+        # Running sums of every logged quantity over the last 10% of steps (the artifact's ``losses``),
+        # checkpointed with the rest, so an interrupted run reports what an uninterrupted one does.
+        start, tail = 0, {"sums": {}, "count": 0, "curve": []}
+        if resume:
+            if ckpt.exists():
+                start, tail = _load_checkpoint(ckpt, model, ema, opt, gens, device, fingerprint)
+                if scaler.is_enabled() and tail.get("scaler"):
+                    scaler.load_state_dict(tail["scaler"])
+            # no checkpoint of this exact run: start from scratch (said in the progress description)
+        sums: dict[str, float] = tail["sums"]
+        curve: list[dict] = tail.setdefault("curve", [])
+        tail_from = int(cfg.steps * 0.9)
+        desc = f"{name}" + (f" (resumed at {start})" if start else "")
+        if world.size > 1:
+            desc += f" ({world.size} processes, batch {world.size}x{cfg.batch_size} = {world.size * cfg.batch_size})"
+        writer = _event_writer(cfg, name, ckpt.stem) if world.rank == 0 else None
+        every = max(1, cfg.steps // CURVE_POINTS)
+        coarse = tail.setdefault("coarse", {"sums": {}, "counts": {}})  # stretch -> summed loss, steps (checkpointed)
+        # The logged values stay on the device until a flush: every step on a CPU, every SYNC_EVERY steps
+        # on a GPU (no host sync per step), and always before a checkpoint, an evaluation and the end.
+        sync_every = 1 if device.type == "cpu" else SYNC_EVERY
+        pending: list[tuple[int, dict[str, torch.Tensor], float]] = []
+        timer = {"checkpoint_seconds": 0.0, "eval_seconds": 0.0}
+        with _interrupt_flag() as interrupted, progress(desc, cfg.steps, disable=not show_progress) as advance:
+            advance(start)
+            began = time.perf_counter()
 
-        def flush() -> None:
-            if not pending:
-                return
-            keys = list(pending[0][1])
-            rows = torch.stack([torch.stack([o[k].float() for k in keys]) for _, o, _ in pending]).cpu().tolist()
-            for (at, _, lr), row in zip(pending, rows):
-                values = dict(zip(keys, row))
-                if not math.isfinite(values["loss"]):
-                    raise RactdError(f"{name}: loss became {values['loss']} at step {at}; lower --lr (now {cfg.lr:g}) or check the dataset")
-                b = str(at // every)
-                coarse["sums"][b] = coarse["sums"].get(b, 0.0) + values["loss"]
-                coarse["counts"][b] = coarse["counts"].get(b, 0) + 1
-                if writer is not None:
-                    for k, v in values.items():
-                        writer.add_scalar(f"loss/{k}", v, at + 1)
-                    writer.add_scalar("lr", lr, at + 1)
-                if at >= tail_from:
-                    for k, v in values.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    tail["count"] += 1
-            advance(len(pending), loss=rows[-1][keys.index("loss")])
-            pending.clear()
+            def flush() -> None:
+                if not pending:
+                    return
+                keys = list(pending[0][1])
+                rows = torch.stack([torch.stack([o[k].float() for k in keys]) for _, o, _ in pending]).cpu().tolist()
+                for (at, _, lr), row in zip(pending, rows):
+                    values = dict(zip(keys, row))
+                    if not math.isfinite(values["loss"]):
+                        raise RactdError(f"{name}: loss became {values['loss']} at step {at}; lower --lr (now {cfg.lr:g}) or check the dataset")
+                    b = str(at // every)
+                    coarse["sums"][b] = coarse["sums"].get(b, 0.0) + values["loss"]
+                    coarse["counts"][b] = coarse["counts"].get(b, 0) + 1
+                    if writer is not None:
+                        for k, v in values.items():
+                            writer.add_scalar(f"loss/{k}", v, at + 1)
+                        writer.add_scalar("lr", lr, at + 1)
+                    if at >= tail_from:
+                        for k, v in values.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                        tail["count"] += 1
+                advance(len(pending), loss=rows[-1][keys.index("loss")])
+                pending.clear()
 
-        for step in range(start, cfg.steps):
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_lambda(step)
-            batch = sample_batch(data, cfg.batch_size, gen_data, device)
-            with autocast():
-                out = step_loss(batch, gen)
-            loss = out["loss"]
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            ema.update_parameters(model)
-            pending.append((step, {k: v.detach() for k, v in out.items()}, opt.param_groups[0]["lr"]))
-            done = step + 1
-            evaluating = evaluate is not None and eval_every and (done % eval_every == 0 or done == cfg.steps) and world.rank == 0
-            stop = distributed.any_rank(interrupted()) if world.active else interrupted()
-            # periodic, and at the last step: the checkpoint outlives the artifact's write (TrainResult.release)
-            checkpointing = stop or (cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.steps))
-            if len(pending) >= sync_every or evaluating or checkpointing or done == cfg.steps:
-                flush()
-            if evaluating:
-                t0 = time.perf_counter()
-                curve.append({"step": done, **evaluate(model, ema.module)})
-                timer["eval_seconds"] += time.perf_counter() - t0
-                if writer is not None:  # the numbers of each evaluation, beside the losses (`ractd curves` draws them)
-                    for k, v in curve[-1].items():
-                        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                            writer.add_scalar(f"eval/{k}", v, done)
-            if checkpointing:
-                t0 = time.perf_counter()
-                if scaler.is_enabled():
-                    tail["scaler"] = scaler.state_dict()
-                _save_checkpoint(ckpt, done, model, ema, opt, gens, tail, fingerprint)
-                timer["checkpoint_seconds"] += time.perf_counter() - t0
-                if stop:
-                    raise KeyboardInterrupt
-        seconds = time.perf_counter() - began
-    if writer is not None:
-        writer.close()
-    losses = {k: v / max(tail["count"], 1) for k, v in sums.items()}
-    stretches = sorted(coarse["sums"], key=int)
-    loss_curve = {"step": [min((int(b) + 1) * every, cfg.steps) for b in stretches],
-                  "loss": [coarse["sums"][b] / coarse["counts"][b] for b in stretches]}
-    taken = cfg.steps - start
-    speed = {"steps": taken, "seconds": round(seconds, 3), "samples_per_s": round(taken * cfg.batch_size * world.size / max(seconds, 1e-9), 1),
-             **{k: round(v, 3) for k, v in timer.items()}}
-    return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start, loss_curve=loss_curve, curve=curve, speed=speed,
-                       run=ckpt.stem, checkpoint=ckpt if cfg.checkpoint_every else None)
+            for step in range(start, cfg.steps):
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * lr_lambda(step)
+                batch = sample_batch(data, cfg.batch_size, gen_data, device)
+                with autocast():
+                    out = step_loss(batch, gen)
+                loss = out["loss"]
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                ema.update_parameters(model)
+                pending.append((step, {k: v.detach() for k, v in out.items()}, opt.param_groups[0]["lr"]))
+                done = step + 1
+                evaluating = evaluate is not None and eval_every and (done % eval_every == 0 or done == cfg.steps) and world.rank == 0
+                stop = distributed.any_rank(interrupted()) if world.active else interrupted()
+                # periodic, and at the last step: the checkpoint outlives the artifact's write (TrainResult.release)
+                checkpointing = stop or (cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.steps))
+                if len(pending) >= sync_every or evaluating or checkpointing or done == cfg.steps:
+                    flush()
+                if evaluating:
+                    t0 = time.perf_counter()
+                    curve.append({"step": done, **evaluate(model, ema.module)})
+                    timer["eval_seconds"] += time.perf_counter() - t0
+                    if writer is not None:  # the numbers of each evaluation, beside the losses (`ractd curves` draws them)
+                        for k, v in curve[-1].items():
+                            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                                writer.add_scalar(f"eval/{k}", v, done)
+                if checkpointing:
+                    t0 = time.perf_counter()
+                    if scaler.is_enabled():
+                        tail["scaler"] = scaler.state_dict()
+                    _save_checkpoint(ckpt, done, model, ema, opt, gens, tail, fingerprint)
+                    timer["checkpoint_seconds"] += time.perf_counter() - t0
+                    if stop:
+                        raise KeyboardInterrupt
+            seconds = time.perf_counter() - began
+        if writer is not None:
+            writer.close()
+        losses = {k: v / max(tail["count"], 1) for k, v in sums.items()}
+        stretches = sorted(coarse["sums"], key=int)
+        loss_curve = {"step": [min((int(b) + 1) * every, cfg.steps) for b in stretches],
+                      "loss": [coarse["sums"][b] / coarse["counts"][b] for b in stretches]}
+        taken = cfg.steps - start
+        speed = {"steps": taken, "seconds": round(seconds, 3), "samples_per_s": round(taken * cfg.batch_size * world.size / max(seconds, 1e-9), 1),
+                 **{k: round(v, 3) for k, v in timer.items()}}
+        return TrainResult(model=model, ema=ema.module, losses=losses, resumed_from=start, loss_curve=loss_curve, curve=curve, speed=speed,
+                           run=ckpt.stem, checkpoint=ckpt if cfg.checkpoint_every else None)
 
 
 def saved(artifact: T, *results: TrainResult) -> T:
