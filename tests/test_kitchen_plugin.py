@@ -88,6 +88,27 @@ def test_env_is_built_as_specified(env):
         mixed.close()
 
 
+def test_rollout_steps_warn_nothing_and_states_are_copies(env):
+    """FrankaKitchen-v1 returns one observation object from step to step; gymnasium's env checker
+    printed four warnings about it in every rollout. The adapter builds the env without it, and its
+    state() is a copy, so a later step cannot change a state already read."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        e = adapter.make_env("kitchen-mixed", seed=0)
+        try:
+            obs, _ = e.reset(seed=0)
+            before = adapter.state("kitchen-mixed", obs)
+            kept = before.copy()
+            for _ in range(2):
+                obs, *_ = e.step(e.action_space.sample())
+        finally:
+            e.close()
+    assert not [w for w in caught if "share an object" in str(w.message)]
+    np.testing.assert_array_equal(before, kept)
+    f32 = np.zeros(59, dtype=np.float32)
+    assert adapter.state("kitchen-mixed", f32) is not f32
+
+
 def test_evaluation_reward_counts_each_task_once(env):
     """Put two task objects at their goals: the raw reward counts them on every step, the
     evaluation reward once, so the return is the number of tasks completed."""

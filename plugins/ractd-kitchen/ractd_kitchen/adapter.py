@@ -208,11 +208,16 @@ class KitchenAdapter(EnvAdapter):
     # -- environment -------------------------------------------------------------------------
 
     def make_raw_env(self, task: str, render_mode: str | None = None) -> Any:
-        """FrankaKitchen-v1 exactly as the dataset's env: raw per-step task-count reward."""
+        """FrankaKitchen-v1 exactly as the dataset's env: raw per-step task-count reward.
+
+        Without gymnasium's passive env checker: FrankaKitchen-v1 hands back one observation object
+        from step to step, which the checker warned about in four lines of every `rollout` and
+        `bench`; :meth:`state` copies each observation, so nothing downstream holds that object."""
         gymnasium_robotics = quiet_import("gymnasium_robotics")
 
         gym.register_envs(gymnasium_robotics)
-        return gym.make(ENV_ID, **env_kwargs(self.spec(task).extra["dataset"]), **({"render_mode": render_mode} if render_mode else {}))
+        return gym.make(ENV_ID, **env_kwargs(self.spec(task).extra["dataset"]), disable_env_checker=True,
+                        **({"render_mode": render_mode} if render_mode else {}))
 
     def make_env(self, task: str, *, seed: int | None = None, render_mode: str | None = None) -> Any:
         """The evaluation env: :meth:`make_raw_env` with :class:`TaskCompletionReward` on top.
@@ -228,7 +233,7 @@ class KitchenAdapter(EnvAdapter):
 
     def state(self, task: str, obs: Any) -> np.ndarray:
         self.spec(task)
-        s = np.asarray(obs["observation"] if isinstance(obs, Mapping) else obs, dtype=np.float32)
+        s = np.array(obs["observation"] if isinstance(obs, Mapping) else obs, dtype=np.float32)  # a copy (make_raw_env)
         if s.shape != (OBS_DIM,):
             raise ValueError(f"{task}: expected a {OBS_DIM}-dim 'observation', got shape {s.shape}")
         return s
