@@ -68,12 +68,13 @@ class TaskSpec:
     local_generation: str = ""
     """One line saying what ``fetch --source local`` produces ('' if it cannot generate)."""
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    """(alpha, beta, sigma): CTM, DSM and reward weights of the distillation loss (paper Table 9)."""
+    """(alpha, beta, sigma): CTM, DSM and reward weights of the distillation loss (paper Table 9; the
+    MuJoCo plugin takes the RACTD authors' configs, which differ from it on three tasks)."""
     reward_scale: float = 1.0
     """kappa, the reward term's own scale: L_Reward = -kappa R(plan) (the plan read by the layout,
     :func:`ractd_cli.train.reward.frozen_reward`), so that sigma (``--reward-weight``, the third of
     ``loss_weights``) counts in the task's reference weighting of that term. 1: the paper's eqs. 8-9
-    as written, Table 9's sigma as it is (MuJoCo). Maze2d: the RACTD authors' weight per planned state
+    as written, sigma as it is (MuJoCo). Maze2d: the RACTD authors' weight per planned state
     summed over the plan's H states (their guided_ctmp_maze_*.yaml). Recorded in every model whose
     loss it scales, and shown beside sigma in every result."""
     model_preset: str = "mujoco"

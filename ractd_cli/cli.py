@@ -725,7 +725,7 @@ def train_reward(
 @app.command()
 def distill(
     env: str = EnvOpt,
-    reward_weight: Optional[float] = typer.Option(None, "--reward-weight", help="sigma of eq. 9, weight of -kappa R_psi(s, a_hat) with R_psi in [-1, 1] and kappa the task's reward scale (`ractd envs --json`: 1 for MuJoCo, where the default sigma is the paper's Table 9; Maze2d: the RACTD authors' weight per planned state times the plan's states, so that 1 is their code's weighting). Default: the task's; 0 gives plain CTD. Both are recorded in the student."),
+    reward_weight: Optional[float] = typer.Option(None, "--reward-weight", help="sigma of eq. 9, weight of -kappa R_psi(s, a_hat) with R_psi in [-1, 1] and kappa the task's reward scale (`ractd envs --json`: 1 for MuJoCo, where the default sigma is the RACTD authors' configs: Table 9's but for hopper-medium 1, hopper-medium-expert 0.5 and walker2d-medium-replay 0.5, where Table 9 prints 3, 0 and 1; Maze2d: the RACTD authors' weight per planned state times the plan's states, so that 1 is their code's weighting). Default: the task's; 0 gives plain CTD. Both are recorded in the student."),
     ctm_weight: Optional[float] = typer.Option(None, "--ctm-weight", help="alpha, weight of the CTM loss (default: the task's)."),
     dsm_weight: Optional[float] = typer.Option(None, "--dsm-weight", help="beta, weight of the student's DSM loss (default: the task's)."),
     teacher_steps: int = typer.Option(1, "--teacher-steps", help="The most Heun steps of the teacher (t to u on the 80-bin grid) behind each CTM target; each target draws its count in [1, N]. 1 (default) is RACTD's code (ode_steps_max 1); more costs teacher calls per step. Recorded in the artifact."),
@@ -747,7 +747,7 @@ def distill(
     The CTM target is the stop-gradient student (eq. 5-6), DSM regresses the one-step jump
     G(x_t, t, 0) (eq. 7), and the reward term (eq. 8) scores those same jumps, as the authors' code
     does. At the end it prints each weighted term's mean magnitude over the last 10% of steps (also
-    kept in the artifact). Table 9 weights for MuJoCo; see docs/commands/train.md.
+    kept in the artifact). MuJoCo's weights are the authors' configs (Table 9 but three tasks); see docs/commands/train.md.
     """
     from .registry import get_task
     from .train import distill as d
@@ -1139,7 +1139,7 @@ def reproduce(
     reward_weights: str = typer.Option("", "--reward-weights", help='sweep: the reward weights, space-separated (default: Figure 4\'s, "0 0.3 0.5 0.7 1 1.5").'),
     eval_every: int = typer.Option(500, "--eval-every", min=1, help="sweep: training steps between evaluations."),
     eval_episodes: int = typer.Option(20, "--eval-episodes", min=1, max=EPISODES_MAX, help="sweep: episodes per evaluation."),
-    student_weight: Optional[float] = typer.Option(None, "--student-weight", help="table4: the RACTD students' reward weight (default: the task's, Table 9)."),
+    student_weight: Optional[float] = typer.Option(None, "--student-weight", help="table4: the RACTD students' reward weight (default: the task's, `ractd envs --json`)."),
     teacher_weight: Optional[float] = typer.Option(None, "--teacher-weight", help="table4: the reward-aware teacher's weight (default: the students')."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="sweep, table4: the unconditioned teacher's id prefix (default: the newest, trained if none)."),
     reward: Optional[str] = typer.Option(None, "--reward", help="sweep, table4: the reward model's id prefix (default: the newest, trained if none)."),

@@ -13,7 +13,7 @@ inside a model's training:
 then, by what is reproduced:
 
 - ``table`` (the paper's Tables 1-2 and 11 for one task, :func:`results_table`): CTD (reward weight
-  0) and RACTD at the task's weight (Table 9), then ``ractd bench --episodes N`` beside the paper's
+  0) and RACTD at the task's weight (``TaskSpec.loss_weights``), then ``ractd bench --episodes N`` beside the paper's
   figures, written to out/results-TASK.json, .png and .md;
 - ``sweep`` (Figure 4, :func:`reward_sweep`): one RACTD student per reward weight, each scored every
   ``--eval-every`` steps during training, plotted to out/sweep-TASK.png;
@@ -325,7 +325,7 @@ def where_reward_enters(chain: Chain, *, episodes: int, out: Path, student_weigh
                         reward: str | None = None) -> dict[str, Any]:
     """The paper's Table 4 (Table 10 for walker2d-medium): an unconditioned and a reward-aware teacher
     (`train-teacher --teacher-reward-weight V`), each distilled to a CTD and a RACTD student at weight
-    W (the task's, Table 9, unless ``student_weight``; the paper does not give V, so it defaults to
+    W (the task's, ``TaskSpec.loss_weights``, unless ``student_weight``; the paper does not give V, so it defaults to
     W), each rolled out over ``episodes``. Writes out/table4-TASK.json, prints the table."""
     spec = chain.spec()
     w = spec["loss_weights"]["reward"] if student_weight is None else student_weight

@@ -69,9 +69,10 @@ def test_envs_json_specs_of_the_installed_plugins():
     # Maze2d's reward term is weighted as the RACTD authors' code weights it: sigma 1 on kappa = H x 1e-4
     assert maze["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 1.0} and maze["reward_scale"] == pytest.approx(0.0128)
     assert {specs[f"maze2d-{m}"]["windows"] for m in ("umaze", "medium", "large")} == {"padded"}
-    # paper Table 9 as the MuJoCo defaults
-    assert specs["hopper-medium"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 3.0}
-    assert specs["hopper-medium-expert"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 0.0}
+    # the authors' configs as the MuJoCo defaults (configs/guided_ctmp_*.yaml), where Table 9 prints 3, 0 and 1
+    assert specs["hopper-medium"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 1.0}
+    assert specs["hopper-medium-expert"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 0.5}
+    assert specs["walker2d-medium-replay"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 0.5}
     assert specs["walker2d-medium-expert"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 0.2}
     assert specs["halfcheetah-medium-replay"]["loss_weights"] == {"ctm": 1.0, "dsm": 1.0, "reward": 1.0}
     # the paper's figures beside bench's rows (Tables 1-5, 10, 11)
