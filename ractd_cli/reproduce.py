@@ -39,6 +39,7 @@ from .artifacts import Artifact, list_artifacts
 from .bench import markdown as bench_markdown
 from .bench import models_line, settings_line
 from .bench import table as bench_table
+from .diffusion.ctm import MAX_TEACHER_STEPS
 from .errors import RactdError, UsageError
 from .models import RewardConfig, StudentConfig, TeacherConfig, spec_for, trained_seed
 from .ui import err
@@ -73,18 +74,29 @@ class Chain:
     trainers' default, where they give none): the chain's teacher, R_psi and table students have it."""
 
     def __post_init__(self) -> None:
-        self.seed = 0
-        for i, arg in enumerate(self.train_args):
-            if arg == "--seed" and i + 1 < len(self.train_args):
-                value = self.train_args[i + 1]
-            elif arg.startswith("--seed="):
-                value = arg.split("=", 1)[1]
-            else:
-                continue
-            try:
-                self.seed = int(value)
-            except ValueError:
-                raise UsageError(f"--train-args: --seed {value} is not an integer") from None
+        self.seed = _number(self.train_args, "--seed", int) or 0
+
+    def recipe(self, kind: str, extra_args: Sequence[str] = ()) -> dict[str, Any]:
+        """The training recipe the chain's command for ``kind`` (``teacher``, ``reward``, ``student``)
+        records (``config.train`` less device, checkpoint cadence and seed, and ``config.preset``),
+        from the preset, ``--steps``, ``--batch-size``, ``--lr`` and ``--precision`` of ``train_args``
+        then ``extra_args`` (the last one winning; the trainers' defaults where none is given)."""
+        from .registry import get_task
+        from .train.common import TrainOptions
+
+        args = [*self.train_args, *extra_args]
+        opts = TrainOptions(preset=_option(args, "--preset") or "quick", steps=_number(args, "--steps", int),
+                            batch_size=_number(args, "--batch-size", int), lr=_number(args, "--lr", float),
+                            precision=_option(args, "--precision") or "fp32", device="cpu")
+        train = {k: v for k, v in opts.config(kind, get_task(self.task)[1]).record().items() if k not in RECIPE_FREE}
+        return {"preset": opts.preset, "train": train}
+
+    def made_by_chain(self, art: Artifact, kind: str, extra_args: Sequence[str] = ()) -> bool:
+        """``art`` was trained with the recipe the chain's own command would use (:meth:`recipe`): a
+        model trained with other ``--steps``, ``--batch-size``, ``--lr`` or preset is an experiment."""
+        c = art.meta.get("config") or {}
+        recorded = {k: v for k, v in (c.get("train") or {}).items() if k not in RECIPE_FREE}
+        return {"preset": c.get("preset"), "train": recorded} == self.recipe(kind, extra_args)
 
     def ractd(self, *args: str, capture: bool = False) -> str:
         """Run one `ractd` command, shown first; its JSON (stdout) when ``capture``."""
@@ -124,28 +136,28 @@ class Chain:
         """The task's data, unconditioned teacher and reward model, each made unless the cache holds
         one (or an id prefix is given): their full ids (newest first)."""
         self.ractd("fetch", self.task, "--source", "local")
-        defaults = not teacher_args
-        if teacher is None and not self.plain_teachers(defaults):
+        if teacher is None and not self.plain_teachers(teacher_args):
             self.train("train-teacher", *self.train_args, *teacher_args)
         if reward is None and not self.task_rewards():
             self.train("train-reward", *self.train_args)
-        plain = [] if teacher is not None else self.plain_teachers(defaults)
+        plain = [] if teacher is not None else self.plain_teachers(teacher_args)
         rewards = [] if reward is not None else self.task_rewards()
         if (teacher is None and not plain) or (reward is None and not rewards):
             raise RactdError(f"no teacher or reward model of {self.task} in the cache after training them; "
                              f"see `ractd cache list --env {self.task}`")
         return self.full_id("teacher", teacher) or plain[0].id, self.full_id("reward", reward) or rewards[0].id
 
-    def plain_teachers(self, defaults: bool) -> list[Artifact]:
-        """The task's cached unconditioned teachers, newest first; with ``defaults``, only those that
-        plan as the task does by default (its training windows, and its horizon or a preset's) and
-        were trained with the chain's :attr:`seed`: a teacher trained with another ``--windows``,
-        ``--horizon`` or ``--seed`` is an experiment, not the table's."""
+    def plain_teachers(self, teacher_args: Sequence[str] = ()) -> list[Artifact]:
+        """The task's cached unconditioned teachers trained with the chain's recipe and
+        ``teacher_args`` (:meth:`made_by_chain`), newest first; without ``teacher_args``, only those
+        that also plan as the task does by default (its training windows, and its horizon or a
+        preset's) and were trained with the chain's :attr:`seed`: a teacher trained with another
+        ``--steps``, ``--windows``, ``--horizon`` or ``--seed`` is an experiment, not the table's."""
         from .registry import get_task
 
         spec = get_task(self.task)[1]
-        plain = [t for t in self.artifacts("teacher") if not t.meta.get("parents")]
-        if not defaults:
+        plain = [t for t in self.artifacts("teacher") if not t.meta.get("parents") and self.made_by_chain(t, "teacher", teacher_args)]
+        if teacher_args:
             return plain
 
         # the task's horizon, or one a preset of the task sizes it to (Preset.horizon)
@@ -169,7 +181,8 @@ class Chain:
         from .registry import get_task
 
         own = RewardConfig.fitted_as(get_task(self.task)[1])
-        return [r for r in self.artifacts("reward") if RewardConfig.of(r) == own and trained_seed(r) == self.seed]
+        return [r for r in self.artifacts("reward")
+                if RewardConfig.of(r) == own and trained_seed(r) == self.seed and self.made_by_chain(r, "reward")]
 
     def cached_student(self, teacher: str, reward: str, weight: float, evaluation: tuple[int, int] | None = None,
                        selected: bool = False, seed: int | None = None) -> dict[str, Any] | None:
@@ -179,13 +192,18 @@ class Chain:
         chosen on online score (``--keep best``)."""
         seed = self.seed if seed is None else seed
         scale = self.spec()["reward_scale"] if weight > 0 else 1.0  # a student of today's weighting
+        weights = self.spec()["loss_weights"]
+        alpha, beta = weights["ctm"], weights["dsm"]
         for a in self.artifacts("student"):
             if list(a.meta.get("parents") or []) != ([teacher] if weight == 0 else [teacher, reward]):
                 continue
-            header = StudentConfig.of(a)
+            header, c = StudentConfig.of(a), a.config
             ev = header.eval or {}
             if (header.reward_weight == weight and header.reward_scale == scale and (header.selection is not None) == selected
-                    and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation and header.seed == seed):
+                    and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation and header.seed == seed
+                    and (header.ctm_weight, header.dsm_weight) == (alpha, beta) and self.made_by_chain(a, "student")
+                    and c.get("max_teacher_steps", MAX_TEACHER_STEPS) == MAX_TEACHER_STEPS and "ode_pairs" not in c
+                    and c.get("weights", "raw") == "raw"):
                 return a.meta
         return None
 
@@ -205,6 +223,31 @@ class Chain:
                 raise RactdError(f"the student of teacher {teacher[:8]} at reward weight {weight:g}, seed {seed}, is not in the cache "
                                  "after its distill; see `ractd cache list`")
         return meta
+
+
+def _option(args: Sequence[str], name: str) -> str | None:
+    """The value of the last ``name X`` or ``name=X`` in ``args`` (None: not there)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _number(args: Sequence[str], name: str, kind: type) -> Any:
+    """:func:`_option` as an int or float; a one-line UsageError when it is not one."""
+    value = _option(args, name)
+    try:
+        return None if value is None else kind(value)
+    except ValueError:
+        raise UsageError(f"--train-args: {name} {value} is not {'an integer' if kind is int else 'a number'}") from None
+
+
+RECIPE_FREE = ("device", "checkpoint_every", "seed")
+"""What a model's ``config.train`` records that does not tell its recipe apart: where it trained,
+how often it was checkpointed, and its seed (matched on its own)."""
 
 
 # --------------------------------------------------------------------------------------- table
@@ -300,7 +343,8 @@ def reward_sweep(chain: Chain, *, weights: Sequence[float], eval_every: int, eva
 def aware_teacher(chain: Chain, reward: str, weight: float) -> str | None:
     """The id of a cached reward-aware teacher of ``reward`` at ``weight``, or None."""
     for t in chain.artifacts("teacher"):
-        if list(t.meta.get("parents") or []) == [reward] and TeacherConfig.of(t).teacher_reward_weight == weight:
+        if (list(t.meta.get("parents") or []) == [reward] and TeacherConfig.of(t).teacher_reward_weight == weight
+                and chain.made_by_chain(t, "teacher")):
             return t.id
     return None
 

@@ -106,8 +106,9 @@ def test_results_distills_the_task_weight_even_beside_students_of_other_weights(
 
 
 def test_the_chain_takes_a_teacher_of_the_task_s_windows_and_horizon(_tmp_cache, ractd_ok):
-    """A cached teacher trained with another `--windows` or `--horizon` is an experiment: the chain's
-    default teacher is one that plans as the task does (and a newer experiment does not replace it)."""
+    """A cached teacher trained with another `--windows`, `--horizon`, `--seed` or `--steps` is an
+    experiment: the chain's default teacher is one that plans as the task does, trained with the
+    chain's own recipe (and a newer experiment does not replace it)."""
     from ractd_cli.registry import get_task
     from ractd_cli.reproduce import Chain
 
@@ -119,11 +120,15 @@ def test_the_chain_takes_a_teacher_of_the_task_s_windows_and_horizon(_tmp_cache,
     default = ractd_ok(*tiny)["artifacts"][-1]["id"]
     experiments = [ractd_ok(*tiny, *args)["artifacts"][-1]["id"]
                    for args in (["--windows", other], ["--horizon", str(2 * spec.horizon)], ["--seed", "1"])]
-    chain = Chain("maze2d-umaze")
-    assert [t.id for t in chain.plain_teachers(defaults=True)] == [default]
-    assert {t.id for t in chain.plain_teachers(defaults=False)} == {default, *experiments}
+    longer = ractd_ok(*tiny, "--steps", "3")["artifacts"][-1]["id"]  # the newest
+    chain = Chain("maze2d-umaze", ["--preset", "tiny", "--steps", "2"])
+    assert [t.id for t in chain.plain_teachers()] == [default]
+    # with --teacher-args the user's options choose; the recipe must still be the chain's
+    assert {t.id for t in chain.plain_teachers(["--windows", other])} == {default, *experiments}
+    assert [t.id for t in chain.plain_teachers(["--steps", "3"])] == [longer]
+    assert Chain("maze2d-umaze").plain_teachers() == []  # the quick preset's recipe: none cached
     # a chain of another seed (`--train-args "--seed 1"`) takes that seed's teacher
-    assert [t.id for t in Chain("maze2d-umaze", ["--preset", "tiny", "--seed", "1"]).plain_teachers(defaults=True)] == [experiments[-1]]
+    assert [t.id for t in Chain("maze2d-umaze", ["--preset", "tiny", "--steps=2", "--seed", "1"]).plain_teachers()] == [experiments[-1]]
 
 
 def test_the_chain_takes_a_reward_model_of_the_task_s_return_to_go_and_reading(_tmp_cache, ractd_ok):
@@ -136,7 +141,29 @@ def test_the_chain_takes_a_reward_model_of_the_task_s_return_to_go_and_reading(_
     default = ractd_ok(*tiny)["id"]
     experiments = [ractd_ok(*tiny, *args)["id"] for args in (["--gamma", "0.5"], ["--termination-penalty", "-7"],
                                                              ["--reads", "state_action_chunk"], ["--seed", "2"])]
-    chain = Chain("bimodal")
-    assert len({default, *experiments}) == 5 and chain.artifacts("reward")[0].id == experiments[-1]
+    longer = ractd_ok(*tiny, "--steps", "3")["id"]
+    chain = Chain("bimodal", ["--preset", "tiny", "--steps", "2"])
+    assert len({default, *experiments, longer}) == 6 and chain.artifacts("reward")[0].id == longer
     assert [r.id for r in chain.task_rewards()] == [default]
-    assert [r.id for r in Chain("bimodal", ["--seed=2"]).task_rewards()] == [experiments[-1]]
+    assert [r.id for r in Chain("bimodal", ["--preset", "tiny", "--steps", "2", "--seed=2"]).task_rewards()] == [experiments[-1]]
+    assert [r.id for r in Chain("bimodal", ["--preset", "tiny", "--steps", "3"]).task_rewards()] == [longer]
+
+
+def test_the_chain_takes_a_student_of_its_own_recipe(_tmp_cache, ractd_ok):
+    """A cached student distilled with other `--steps` (or `--lr`, another preset) is an experiment,
+    not the table's: once, `reproduce kitchen-mixed --seeds 3` benched a user's 4000-step seed-1
+    student as the chain's 2000-step one."""
+    from ractd_cli.reproduce import Chain
+
+    ractd_ok("fetch", "bimodal", "--source", "local", "--steps", "600")
+    tiny = ("--env", "bimodal", "--preset", "tiny", "--steps", "2")
+    teacher, reward = ractd_ok("train-teacher", *tiny)["id"], ractd_ok("train-reward", *tiny)["id"]
+    own = ractd_ok("distill", *tiny, "--seed", "1")["id"]
+    others = [ractd_ok("distill", *tiny, *args)["id"] for args in (["--seed", "1", "--steps", "3"], ["--seed", "1", "--lr", "0.01"])]
+    assert len({own, *others}) == 3
+    chain = Chain("bimodal", ["--preset", "tiny", "--steps", "2"])
+    assert chain.cached_student(teacher, reward, 1.0, seed=1)["id"] == own
+    assert chain.cached_student(teacher, reward, 1.0, seed=0) is None
+    assert Chain("bimodal", ["--preset", "tiny", "--steps", "3"]).cached_student(teacher, reward, 1.0, seed=1)["id"] == others[0]
+    assert Chain("bimodal", ["--preset", "tiny", "--steps", "2", "--lr", "0.01"]).cached_student(teacher, reward, 1.0, seed=1)["id"] == others[1]
+    assert Chain("bimodal").cached_student(teacher, reward, 1.0, seed=1) is None  # the quick preset's recipe
