@@ -1150,7 +1150,7 @@ def reproduce(
 ) -> None:
     """Reproduce one of the paper's tables or figures for TASK from nothing.
 
-    Prints every `ractd` command before it runs it, and skips each step whose output the cache holds; training commands run with --resume, so after a stop the same command continues where it stopped. `make results`, `make sweep` and `make table4` call it."""
+    Prints every `ractd` command before it runs it, and skips each step whose output the cache holds (a model trained with the chain's own options: one trained with other --steps, --lr, preset or seed is an experiment and not taken); training commands run with --resume, so after a stop the same command continues where it stopped. `make results`, `make sweep` and `make table4` call it."""
     import shlex
 
     from . import reproduce as r
