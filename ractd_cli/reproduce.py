@@ -91,12 +91,6 @@ class Chain:
         train = {k: v for k, v in opts.config(kind, get_task(self.task)[1]).record().items() if k not in RECIPE_FREE}
         return {"preset": opts.preset, "train": train}
 
-    def made_by_chain(self, art: Artifact, kind: str, extra_args: Sequence[str] = ()) -> bool:
-        """``art`` was trained with the recipe the chain's own command would use (:meth:`recipe`): a
-        model trained with other ``--steps``, ``--batch-size``, ``--lr`` or preset is an experiment."""
-        c = art.meta.get("config") or {}
-        recorded = {k: v for k, v in (c.get("train") or {}).items() if k not in RECIPE_FREE}
-        return {"preset": c.get("preset"), "train": recorded} == self.recipe(kind, extra_args)
 
     def ractd(self, *args: str, capture: bool = False) -> str:
         """Run one `ractd` command, shown first; its JSON (stdout) when ``capture``."""
@@ -149,14 +143,15 @@ class Chain:
 
     def plain_teachers(self, teacher_args: Sequence[str] = ()) -> list[Artifact]:
         """The task's cached unconditioned teachers trained with the chain's recipe and
-        ``teacher_args`` (:meth:`made_by_chain`), newest first; without ``teacher_args``, only those
+        ``teacher_args`` (:meth:`recipe`), newest first; without ``teacher_args``, only those
         that also plan as the task does by default (its training windows, and its horizon or a
         preset's) and were trained with the chain's :attr:`seed`: a teacher trained with another
         ``--steps``, ``--windows``, ``--horizon`` or ``--seed`` is an experiment, not the table's."""
         from .registry import get_task
 
         spec = get_task(self.task)[1]
-        plain = [t for t in self.artifacts("teacher") if not t.meta.get("parents") and self.made_by_chain(t, "teacher", teacher_args)]
+        recipe = self.recipe("teacher", teacher_args)
+        plain = [t for t in self.artifacts("teacher") if not t.meta.get("parents") and _trained_with(t, recipe)]
         if teacher_args:
             return plain
 
@@ -180,9 +175,9 @@ class Chain:
         recorded)."""
         from .registry import get_task
 
-        own = RewardConfig.fitted_as(get_task(self.task)[1])
+        own, recipe = RewardConfig.fitted_as(get_task(self.task)[1]), self.recipe("reward")
         return [r for r in self.artifacts("reward")
-                if RewardConfig.of(r) == own and trained_seed(r) == self.seed and self.made_by_chain(r, "reward")]
+                if RewardConfig.of(r) == own and trained_seed(r) == self.seed and _trained_with(r, recipe)]
 
     def cached_student(self, teacher: str, reward: str, weight: float, evaluation: tuple[int, int] | None = None,
                        selected: bool = False, seed: int | None = None) -> dict[str, Any] | None:
@@ -191,9 +186,9 @@ class Chain:
         and distill ``seed`` (None: :attr:`seed`), holding its last weights or (``selected``) those
         chosen on online score (``--keep best``)."""
         seed = self.seed if seed is None else seed
-        scale = self.spec()["reward_scale"] if weight > 0 else 1.0  # a student of today's weighting
-        weights = self.spec()["loss_weights"]
-        alpha, beta = weights["ctm"], weights["dsm"]
+        spec, recipe = self.spec(), self.recipe("student")
+        scale = spec["reward_scale"] if weight > 0 else 1.0  # a student of today's weighting
+        alpha, beta = spec["loss_weights"]["ctm"], spec["loss_weights"]["dsm"]
         for a in self.artifacts("student"):
             if list(a.meta.get("parents") or []) != ([teacher] if weight == 0 else [teacher, reward]):
                 continue
@@ -201,7 +196,7 @@ class Chain:
             ev = header.eval or {}
             if (header.reward_weight == weight and header.reward_scale == scale and (header.selection is not None) == selected
                     and ((ev.get("every"), ev.get("episodes")) if ev else None) == evaluation and header.seed == seed
-                    and (header.ctm_weight, header.dsm_weight) == (alpha, beta) and self.made_by_chain(a, "student")
+                    and (header.ctm_weight, header.dsm_weight) == (alpha, beta) and _trained_with(a, recipe)
                     and c.get("max_teacher_steps", MAX_TEACHER_STEPS) == MAX_TEACHER_STEPS and "ode_pairs" not in c
                     and c.get("weights", "raw") == "raw"):
                 return a.meta
@@ -248,6 +243,14 @@ def _number(args: Sequence[str], name: str, kind: type) -> Any:
 RECIPE_FREE = ("device", "checkpoint_every", "seed")
 """What a model's ``config.train`` records that does not tell its recipe apart: where it trained,
 how often it was checkpointed, and its seed (matched on its own)."""
+
+
+def _trained_with(art: Artifact, recipe: dict[str, Any]) -> bool:
+    """``art`` was trained with ``recipe`` (:meth:`Chain.recipe`, the chain's own command's): a model
+    trained with other ``--steps``, ``--batch-size``, ``--lr`` or preset is an experiment."""
+    c = art.meta.get("config") or {}
+    recorded = {k: v for k, v in (c.get("train") or {}).items() if k not in RECIPE_FREE}
+    return {"preset": c.get("preset"), "train": recorded} == recipe
 
 
 # --------------------------------------------------------------------------------------- table
@@ -342,9 +345,10 @@ def reward_sweep(chain: Chain, *, weights: Sequence[float], eval_every: int, eva
 
 def aware_teacher(chain: Chain, reward: str, weight: float) -> str | None:
     """The id of a cached reward-aware teacher of ``reward`` at ``weight``, or None."""
+    recipe = chain.recipe("teacher")
     for t in chain.artifacts("teacher"):
         if (list(t.meta.get("parents") or []) == [reward] and TeacherConfig.of(t).teacher_reward_weight == weight
-                and chain.made_by_chain(t, "teacher")):
+                and _trained_with(t, recipe)):
             return t.id
     return None
 

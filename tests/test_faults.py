@@ -309,10 +309,8 @@ def test_a_second_process_training_the_same_run_stops_with_what_to_do(bimodal):
     first = subprocess.Popen([sys.executable, "-m", "ractd_cli", *long_run], env={**os.environ, "OMP_NUM_THREADS": "1"},
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 300
-        while not list((bimodal / "checkpoints").glob("teacher-*.lock")):
-            assert first.poll() is None, first.stderr.read()
-            assert time.monotonic() < deadline, "the first run never started training"
+        while not list((bimodal / "checkpoints").glob("teacher-*.lock")):  # the first run has begun training
+            assert first.poll() is None, first.stderr.read()  # it ended without ever holding the lock
             time.sleep(0.2)
         r = _run(*long_run, "--resume")
         said = [line for line in r.stderr.splitlines() if line.startswith("error:")]
