@@ -105,13 +105,17 @@ def gather_states(state: "torch.Tensor") -> list["torch.Tensor"]:  # noqa: F821
     return [t.cpu() for t in out]
 
 
-def torchrun_argv(argv: list[str], nproc: int) -> list[str]:
+def torchrun_argv(argv: list[str], nproc: int, log_dir: str | None = None) -> list[str]:
     """The command line that runs ``ractd <argv>`` as ``nproc`` torchrun workers on this node."""
-    return [sys.executable, "-m", "torch.distributed.run", *_torchrun_args(argv, nproc)]
+    return [sys.executable, "-m", "torch.distributed.run", *_torchrun_args(argv, nproc, log_dir)]
 
 
-def _torchrun_args(argv: list[str], nproc: int) -> list[str]:
-    return ["--standalone", f"--nproc-per-node={nproc}", "-m", "ractd_cli", *argv]
+def _torchrun_args(argv: list[str], nproc: int, log_dir: str | None) -> list[str]:
+    """torchrun's command line. ``log_dir``: where its agent keeps its per-run folder; without one
+    torchrun makes a ``torchelastic_*`` folder in the system's temporary directory and leaves it
+    there after every run."""
+    logs = [f"--log-dir={log_dir}"] if log_dir else []
+    return ["--standalone", f"--nproc-per-node={nproc}", *logs, "-m", "ractd_cli", *argv]
 
 
 REPORT_ENV = "RACTD_REPORT_DIR"
@@ -168,7 +172,8 @@ def launch(argv: list[str], nproc: int) -> int:
     with tempfile.TemporaryDirectory(prefix="ractd-run-") as folder:
         os.environ[REPORT_ENV] = folder  # the workers inherit it
         try:
-            torchrun.run(torchrun.parse_args(_torchrun_args(argv, nproc)))
+            # torchrun's own folder goes inside ours, so nothing is left behind when the run ends
+            torchrun.run(torchrun.parse_args(_torchrun_args(argv, nproc, os.path.join(folder, "torchrun"))))
         except ChildFailedError as e:
             rank, failure = e.get_first_failure()
             # a worker killed by a signal is the cause, whatever the others said or when they stopped

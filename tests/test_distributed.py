@@ -19,8 +19,14 @@ from ractd_cli import distributed
 pytestmark = pytest.mark.slow
 
 
+def _tmp(cache: Path) -> Path:
+    """The runs' own temporary directory (TMPDIR), to see what they leave in it."""
+    (cache.parent / "tmp").mkdir(parents=True, exist_ok=True)
+    return cache.parent / "tmp"
+
+
 def _ractd(*args: str, cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1", "TMPDIR": str(_tmp(cache))}
     env.pop(distributed.LAUNCH_ENV, None)
     return subprocess.run([sys.executable, "-m", "ractd_cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -50,6 +56,8 @@ def test_two_processes_train_an_artifact_that_plans_and_reproduces(cache):
     assert two["losses"]["loss"] < first_step["losses"]["loss"]  # it learns
     models = list((cache / "models").glob("teacher-bimodal-*.safetensors"))
     assert len(models) == 2  # rank 0 alone wrote each (two runs were the same artifact)
+    # torchrun's log folders went with the runs (torch's compile cache, torchinductor_<user>, is one per user and stays)
+    assert list(_tmp(cache).glob("torchelastic_*")) == []
     from ractd_cli.artifacts import load_artifact
     from ractd_cli.planner import Planner
     from ractd_cli.registry import get_task

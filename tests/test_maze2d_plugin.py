@@ -112,9 +112,13 @@ def test_controller_reaches_the_goal_in_eval_env():
 
 
 def test_local_generation_reaches_goals_and_minari_reads_it(tmp_path, monkeypatch):
+    import tempfile
+
     import minari
 
     monkeypatch.setenv("RACTD_CACHE_DIR", str(tmp_path))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where gymnasium-robotics writes its MJCF files
     a = ractd_maze2d.adapter
     spec = a.tasks["maze2d-umaze"]
     reported: list[int] = []
@@ -131,6 +135,10 @@ def test_local_generation_reaches_goals_and_minari_reads_it(tmp_path, monkeypatc
     env = ds.recover_environment(eval_env=True)
     assert env.unwrapped.reset_target is False
     env.close()
+    a.make_env("maze2d-umaze", seed=0).close()
+    # gymnasium-robotics' own make (minari's recover_environment) leaves its ant_maze<time>.xml; the
+    # adapter's generator and eval env leave none
+    assert len(list((tmp_path / "tmp").glob("ant_maze*.xml"))) == 1
 
     eps = load_episodes(a, spec, did)
     for e in eps[:-1]:  # every finished episode ends at its goal, paying exactly once, truncated there

@@ -14,6 +14,7 @@ and use the Minari datasets ``D4RL/pointmaze/{umaze,medium,large}-v2``.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
@@ -169,6 +170,19 @@ def _spec(maze: str) -> TaskSpec:
     )
 
 
+def _point_maze(env_id: str, **kwargs: Any) -> Any:
+    """``gym.make(env_id, **kwargs)`` for a PointMaze env, less the MJCF file gymnasium-robotics
+    writes for it (``ant_maze<time>.xml`` in the system's temporary directory, one per env, never
+    removed): MuJoCo has read it by the time the env exists."""
+    import gymnasium as gym
+
+    env = gym.make(env_id, **kwargs)
+    xml = getattr(env.unwrapped, "tmp_xml_file_path", None)
+    if xml and os.path.basename(xml).startswith("ant_maze") and os.path.exists(xml):
+        os.remove(xml)
+    return env
+
+
 class Maze2dAdapter(EnvAdapter):
     """:class:`ractd_cli.adapters.EnvAdapter` for PointMaze (see the module docstring).
 
@@ -195,12 +209,7 @@ class Maze2dAdapter(EnvAdapter):
 
         gym.register_envs(gymnasium_robotics)
         spec = self.spec(task)
-        env = gym.make(
-            spec.env_id,
-            continuing_task=True,
-            reset_target=False,
-            max_episode_steps=spec.max_episode_steps,
-        )
+        env = _point_maze(spec.env_id, continuing_task=True, reset_target=False, max_episode_steps=spec.max_episode_steps)
         if seed is not None:
             env.reset(seed=seed)
             env.action_space.seed(seed)
@@ -350,7 +359,7 @@ class Maze2dAdapter(EnvAdapter):
         gym.register_envs(gymnasium_robotics)
         spec = self.spec(task)
         steps = int(steps)
-        env = gym.make(spec.env_id, continuing_task=True, reset_target=True, max_episode_steps=steps + 1)
+        env = _point_maze(spec.env_id, continuing_task=True, reset_target=True, max_episode_steps=steps + 1)
         u = env.unwrapped  # stepped directly: no wrapper overhead, no time limit inside the run
         noise_ss, jitter_ss = np.random.SeedSequence(seed).spawn(2)
         noise = np.random.default_rng(noise_ss).normal(0.0, ACTION_NOISE_STD, size=(steps, 2))
@@ -414,7 +423,7 @@ class Maze2dAdapter(EnvAdapter):
             kwargs={**gym.spec(spec.env_id).kwargs, "continuing_task": True, "reset_target": False},
         )
         meta = {
-            "env": env.spec,
+            "env": env,  # this env itself, not its spec: Minari would make another (and its MJCF file)
             "eval_env": eval_spec,
             "algorithm_name": "QIteration waypoint controller + N(0, 0.5^2) action noise",
             "requirements": ["gymnasium-robotics>=1.3", "mujoco>=3.1,<4"],
