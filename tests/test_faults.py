@@ -322,3 +322,25 @@ def test_a_second_process_training_the_same_run_stops_with_what_to_do(bimodal):
         first.wait(timeout=300)
     assert not list((bimodal / "checkpoints").glob("*.lock"))  # freed and removed when the run stops
     assert list((bimodal / "checkpoints").glob("teacher-*.safetensors"))  # Ctrl-C kept its work
+
+
+def test_a_second_fetch_of_the_same_dataset_stops_with_what_to_do(_tmp_cache):
+    """Two shells generating one dataset once did the same work twice over the same files (a MuJoCo
+    task's SAC run). While one process makes it (holds its lock), another stops with one line and
+    writes nothing; once it is free, the same command makes the dataset and leaves no lock behind."""
+    pytest.importorskip("ractd_bimodal")
+    from filelock import FileLock
+
+    from ractd_cli.data import store
+
+    args = ("fetch", "bimodal", "--source", "local", "--steps", "2000")
+    lock = store.fetch_lock("ractd/bimodal/local-v0", _tmp_cache)
+    lock.parent.mkdir(parents=True)
+    with FileLock(str(lock), timeout=0):  # another process making it (an open file of its own)
+        r = _run(*args)
+    said = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 1 and len(said) == 1, r.stderr
+    assert "another ractd process is making this dataset now" in said[0] and "run the same command again" in said[0]
+    assert not store.dataset_exists("ractd/bimodal/local-v0", _tmp_cache)
+    assert _run(*args).exit_code == 0
+    assert store.dataset_exists("ractd/bimodal/local-v0", _tmp_cache) and not lock.exists()

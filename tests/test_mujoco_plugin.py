@@ -259,3 +259,20 @@ def test_sac_run_leaves_no_logger_folders_behind(sac_cache, tmp_path, monkeypatc
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     _run(sac_cache / "run").train_to(200, ProgressBatcher(None))
     assert list(tmp.iterdir()) == []
+
+
+def test_one_process_at_a_time_trains_a_bodys_sac_run(sac_cache):
+    """`fetch hopper-medium` and `fetch hopper-medium-replay` at once (two shells) share one SAC
+    run; while one process trains it, the other stops with one line and trains nothing."""
+    from filelock import FileLock
+
+    from ractd_cli.errors import RactdError
+
+    lock = sac_cache / "sac" / "hopper-seed0.lock"
+    lock.parent.mkdir(parents=True)
+    kw = dict(seed=0, behaviour="sac", train_steps=400, sac_settings=SMALL_SAC)
+    with FileLock(str(lock), timeout=0), pytest.raises(RactdError, match="another ractd process is training it now"):
+        adapter.generate("hopper-medium", steps=10, **kw)
+    assert not (sac_cache / "sac" / "hopper-seed0").exists()
+    adapter.generate("hopper-medium", steps=10, **kw)
+    assert (sac_cache / "sac" / "hopper-seed0" / "run.json").exists() and not lock.exists()

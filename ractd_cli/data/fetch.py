@@ -109,6 +109,13 @@ def _fetch_local(
     if not will_generate(spec, force=force, root=root):
         _check_same_recipe(dataset_id, spec, steps=steps, seed=seed, root=root)
         return dataset_id
+    with store.fetching(dataset_id, root):
+        return _generate(adapter, spec, dataset_id, steps=steps, seed=seed, force=force, progress=progress, root=root)
+
+
+def _generate(adapter: EnvAdapter, spec: TaskSpec, dataset_id: str, *, steps: int | None, seed: int, force: bool,
+              progress: Callable[[int], None] | None, root: Path | str | None) -> str:
+    """Generate ``dataset_id`` with the adapter and publish it (:func:`store.fetching` held)."""
     n_steps = default_steps(spec) if steps is None else int(steps)
 
     buffers, meta = adapter.generate(spec.name, steps=n_steps, seed=seed, progress=progress)
@@ -175,6 +182,13 @@ def _fetch_remote(spec: TaskSpec, *, force: bool, root: Path | str | None) -> st
     dataset_id = store.remote_dataset_id(spec)
     if store.dataset_exists(dataset_id, root) and not force:
         return dataset_id
+    with store.fetching(dataset_id, root):
+        _download(spec, dataset_id, force=force, root=root)
+    return dataset_id
+
+
+def _download(spec: TaskSpec, dataset_id: str, *, force: bool, root: Path | str | None) -> None:
+    """Download ``spec.minari_ids`` and publish them (:func:`store.fetching` held)."""
     _probe_remote(spec)
 
     import minari
@@ -199,7 +213,6 @@ def _fetch_remote(spec: TaskSpec, *, force: bool, root: Path | str | None) -> st
             if mid != dataset_id and (stage / mid).exists():
                 store.publish(stage, mid, replace=force, root=root)
         store.publish(stage, dataset_id, replace=force, root=root)
-    return dataset_id
 
 
 def remote_endpoint() -> tuple[str, int]:

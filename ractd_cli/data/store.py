@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..adapters import TaskSpec
+from ..locks import exclusive
 from ..paths import cache_root
 
 LOCAL_DATASET_NAME = "local-v0"
@@ -178,6 +179,23 @@ def stale_folders(root: Path | str | None = None) -> list[Path]:
         if pid is None or not _alive(pid):
             out.append(p)
     return out
+
+
+def fetch_lock(dataset_id: str, root: Path | str | None = None) -> Path:
+    """The lock file held while one process makes ``dataset_id`` (:func:`fetching`)."""
+    return datasets_dir(root) / f".fetch-{dataset_id.replace('/', '--')}.lock"
+
+
+@contextlib.contextmanager
+def fetching(dataset_id: str, root: Path | str | None = None) -> Iterator[None]:
+    """Held while this process generates or downloads ``dataset_id``: a second ``ractd fetch`` of
+    the same dataset stops at once with what to do, rather than doing the same work beside it (a
+    local MuJoCo dataset's SAC run, Kitchen's episode chunks) and writing the same files."""
+    busy = (f"{dataset_id}: another ractd process is making this dataset now ({{lock}}); wait for it to finish "
+            "(the dataset then comes from the cache) or stop it (Ctrl-C; a local run continues where it stopped) "
+            "and run the same command again")
+    with exclusive(fetch_lock(dataset_id, root), busy):
+        yield
 
 
 @contextlib.contextmanager

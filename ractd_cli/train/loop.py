@@ -38,6 +38,7 @@ from torch.optim.swa_utils import AveragedModel
 from .. import distributed
 from ..artifacts import atomic_save_tensors
 from ..errors import RactdError
+from ..locks import exclusive
 from ..paths import cache_root
 from ..ui import progress
 
@@ -281,28 +282,15 @@ class _Loss(nn.Module):
 def _exclusive(ckpt: Path, name: str, *, owner: bool):
     """Held while a run trains (rank 0, the ``owner``): a second process starting the same run
     (same name, recipe and data, so the same checkpoint) stops at once with what to do, rather
-    than both writing one checkpoint. A lock file beside the checkpoint (``filelock``, which torch
-    itself installs); the OS frees it if the process dies, and it is removed when the run ends."""
+    than both writing one checkpoint (:func:`~ractd_cli.locks.exclusive`, a lock file beside the
+    checkpoint)."""
     if not owner:
         yield
         return
-    from filelock import FileLock, Timeout
-
-    path = ckpt.with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise RactdError(f"{name}: another ractd process is training this same run now ({path.name} in {path.parent} is locked); "
-                         "wait for it to finish (its model then comes from the cache) or stop it (Ctrl-C keeps a checkpoint) "
-                         "and rerun with --resume") from None
-    try:
+    busy = (f"{name}: another ractd process is training this same run now ({{lock}}); wait for it to finish "
+            "(its model then comes from the cache) or stop it (Ctrl-C keeps a checkpoint) and rerun with --resume")
+    with exclusive(ckpt.with_suffix(".lock"), busy):
         yield
-    finally:
-        with contextlib.suppress(OSError):  # removed while still held; Windows keeps an open file
-            path.unlink()
-        lock.release()
 
 
 def sample_batch(data: Data, batch_size: int, gen: torch.Generator, device: torch.device) -> Batch:

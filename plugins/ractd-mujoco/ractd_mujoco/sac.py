@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ractd_cli.data.recording import ProgressBatcher, rollout
+from ractd_cli.locks import exclusive
 
 KINDS = ("medium", "medium-replay", "expert", "medium-expert")
 EVAL_EVERY = 5_000
@@ -394,27 +395,31 @@ def generate(
     """
     if kind not in KINDS:
         raise ValueError(f"SAC behaviour has no dataset kind {kind!r}")
-    run = SACRun(make_env, directory, seed=seed, ref_max=ref_max, **run_settings)
-    budget = int(train_steps or DEFAULT_TRAIN_STEPS)
-    expert = kind in ("expert", "medium-expert")
-    progress.step(0, total=None)  # how long SAC takes to reach medium is not known in advance
-    medium = run.ensure_medium(progress, max_steps=min(budget, MEDIUM_MAX_STEPS))
-    rollout_steps = 0 if kind == "medium-replay" else steps
-    progress.step(0, total=progress.done + max(0, budget - run.step) * expert + rollout_steps)
-    if expert:
-        run.train_to(budget, progress)
-    if kind == "medium-replay":
-        buffers = run.replay_episodes(medium)
-    elif kind == "medium":
-        buffers = run.rollouts("medium", steps, seed + 1_000_000, progress)
-    elif kind == "expert":
-        buffers = run.rollouts("final", steps, seed + 2_000_000, progress)
-    else:
-        half = steps // 2
-        buffers = (run.rollouts("medium", half, seed + 1_000_000, progress) if half else []) + run.rollouts(
-            "final", steps - half, seed + 2_000_000, progress)
-    progress.flush()
-    meta = {"algorithm_name": "SAC (stable-baselines3)", **run.describe()}
-    if kind in ("expert", "medium-expert"):
-        meta["sac_expert_step"] = run.step
+    busy = (f"SAC run {directory.name}: another ractd process is training it now ({{lock}}), fetching another "
+            "dataset of the same body; wait for it to finish (this dataset then reuses its run) or stop it (Ctrl-C) "
+            "and run the same command again")
+    with exclusive(directory.with_suffix(".lock"), busy):  # one process at a time trains and reads a run
+        run = SACRun(make_env, directory, seed=seed, ref_max=ref_max, **run_settings)
+        budget = int(train_steps or DEFAULT_TRAIN_STEPS)
+        expert = kind in ("expert", "medium-expert")
+        progress.step(0, total=None)  # how long SAC takes to reach medium is not known in advance
+        medium = run.ensure_medium(progress, max_steps=min(budget, MEDIUM_MAX_STEPS))
+        rollout_steps = 0 if kind == "medium-replay" else steps
+        progress.step(0, total=progress.done + max(0, budget - run.step) * expert + rollout_steps)
+        if expert:
+            run.train_to(budget, progress)
+        if kind == "medium-replay":
+            buffers = run.replay_episodes(medium)
+        elif kind == "medium":
+            buffers = run.rollouts("medium", steps, seed + 1_000_000, progress)
+        elif kind == "expert":
+            buffers = run.rollouts("final", steps, seed + 2_000_000, progress)
+        else:
+            half = steps // 2
+            buffers = (run.rollouts("medium", half, seed + 1_000_000, progress) if half else []) + run.rollouts(
+                "final", steps - half, seed + 2_000_000, progress)
+        progress.flush()
+        meta = {"algorithm_name": "SAC (stable-baselines3)", **run.describe()}
+        if kind in ("expert", "medium-expert"):
+            meta["sac_expert_step"] = run.step
     return buffers, meta
