@@ -66,9 +66,10 @@ demo: $(STAMP)
 # is printed before it runs and skipped when the cache already holds its output; the table ends up in
 # out/results-$(TASK).json and .md and is printed as markdown with the paper's figures.
 #   make results TASK=hopper-medium-replay [EPISODES=100] [TEACHER_EPISODES=20] [TRAIN_ARGS="--preset quick"]
-#                [TEACHER_ARGS="--plan-stride 8"] [BENCH_ARGS="--follow track --replan"] [SEEDS=3]
+#                [TEACHER_ARGS="--plan-stride 8"] [BENCH_ARGS="--follow track --replan"] [SEEDS=3] [JOBS=2]
 # TRAIN_ARGS go to every training command, TEACHER_ARGS to train-teacher alone, BENCH_ARGS to bench;
-# SEEDS=N distils CTD and RACTD with N seeds each and adds their means across seeds to the table.
+# SEEDS=N distils CTD and RACTD with N seeds each and adds their means across seeds to the table;
+# JOBS=N trains up to N independent models at once (results, sweep, table4), each on 1/N of the threads.
 TASK ?=
 EPISODES ?= 100
 TEACHER_EPISODES ?= $(EPISODES)
@@ -76,10 +77,11 @@ TRAIN_ARGS ?=
 TEACHER_ARGS ?=
 BENCH_ARGS ?=
 SEEDS ?= 1
+JOBS ?= 1
 results: $(STAMP)
 	@test -n "$(TASK)" || (echo "usage: make results TASK=<task> [EPISODES=100]  (tasks: ractd envs)"; exit 2)
 	$(RACTD) reproduce $(TASK) --episodes $(EPISODES) --teacher-episodes $(TEACHER_EPISODES) \
-		--teacher-args "$(TEACHER_ARGS)" --bench-args "$(BENCH_ARGS)" --train-args "$(TRAIN_ARGS)" --seeds $(SEEDS)
+		--teacher-args "$(TEACHER_ARGS)" --bench-args "$(BENCH_ARGS)" --train-args "$(TRAIN_ARGS)" --seeds $(SEEDS) --jobs $(JOBS)
 
 # The paper's Figure 4 (docs/results.md): one RACTD student per reward weight, each scored every
 # EVAL_EVERY steps; reuses the cache like `results`, prints each command, plots out/sweep-$(TASK).png.
@@ -90,7 +92,7 @@ EVAL_EPISODES ?= 20
 sweep: $(STAMP)
 	@test -n "$(TASK)" || (echo "usage: make sweep TASK=<task> [WEIGHTS=...]  (tasks: ractd envs)"; exit 2)
 	$(RACTD) reproduce $(TASK) --what sweep --reward-weights "$(WEIGHTS)" --eval-every $(EVAL_EVERY) --eval-episodes $(EVAL_EPISODES) \
-		--train-args "$(TRAIN_ARGS)"
+		--train-args "$(TRAIN_ARGS)" --jobs $(JOBS)
 
 # The paper's Table 4 (docs/results.md): unconditioned or reward-aware teacher (`train-teacher
 # --reward-weight`), crossed with unconditioned (CTD) or reward-aware (RACTD) one-step student, each
@@ -99,7 +101,7 @@ sweep: $(STAMP)
 #   make table4 TASK=hopper-medium-replay [EPISODES=100]
 table4: $(STAMP)
 	@test -n "$(TASK)" || (echo "usage: make table4 TASK=<task> [EPISODES=100]  (tasks: ractd envs)"; exit 2)
-	$(RACTD) reproduce $(TASK) --what table4 --episodes $(EPISODES) --train-args "$(TRAIN_ARGS)"
+	$(RACTD) reproduce $(TASK) --what table4 --episodes $(EPISODES) --train-args "$(TRAIN_ARGS)" --jobs $(JOBS)
 
 # Standard offline RL on the task's own dataset (docs/commands/bench.md): BC, BC on the best 10% of
 # episodes, TD3+BC and IQL with d3rlpy, scored on the episodes `ractd rollout --seed SEED` plays, into

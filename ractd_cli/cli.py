@@ -1146,6 +1146,7 @@ def reproduce(
     select_every: int = typer.Option(0, "--select-every", min=0, help="table: also distil CTD and RACTD scored online every N steps and saved at their best evaluation (`distill --keep best`, the RACTD authors' protocol), benched as rows of their own beside the last weights (optimistic: the same starts choose and score them). 0 (default): last weights only."),
     select_episodes: int = typer.Option(20, "--select-episodes", min=1, max=EPISODES_MAX, help="table: episodes per online evaluation with --select-every (the authors' students: 20)."),
     seeds: int = typer.Option(1, "--seeds", min=1, max=20, help="table: distil CTD and RACTD with this many seeds (the chain's, 0 unless --train-args give --seed K, then K+1, ...) from the same teacher and reward model, bench each, and add each kind's mean and standard error across seeds and RACTD - CTD: training's own spread, which the episodes' errors do not show. 1 (default): one student each, as the paper's tables (their errors are over planning seeds)."),
+    jobs: int = typer.Option(1, "--jobs", min=1, max=64, help="Train up to N models at once where the chain has independent ones (the teacher beside R_psi; the students), each process with 1/N of torch's threads and its output in OUT/logs/. On the 2-core CPU two one-thread distills at once did 1.28x the work of one two-thread distill after another (docs/notes/lab-log.md). A model trained on another thread count may differ in its last bits, and so in its id (--seed of train-teacher); the chain takes models of either. 1 (default): one after the other, output shown."),
     out: Path = typer.Option(Path("out"), "--out", help="Folder of the tables, JSON and plots."),
 ) -> None:
     """Reproduce one of the paper's tables or figures for TASK from nothing.
@@ -1161,7 +1162,7 @@ def reproduce(
     get_task(task)  # an unknown task is a usage error before anything runs
     try:
         sweep_weights = [float(w) for w in reward_weights.split()] or list(r.SWEEP_WEIGHTS)
-        chain = r.Chain(task, shlex.split(train_args))  # a --seed there that is not an integer: a usage error now
+        chain = r.Chain(task, shlex.split(train_args), jobs=jobs, logs=out / "logs")  # a --seed there that is not an integer: a usage error now
         teacher_split, bench_split = shlex.split(teacher_args), shlex.split(bench_args)
     except ValueError as e:
         raise UsageError(f"--reward-weights, --train-args, --teacher-args and --bench-args: {e}") from None

@@ -69,6 +69,11 @@ class Chain:
 
     task: str
     train_args: list[str] = field(default_factory=list)
+    jobs: int = 1
+    """How many of the chain's independent trainings run at once (teacher and R_psi; the students),
+    each process with an equal share of torch's threads (:meth:`train_all`)."""
+    logs: Path = Path("out") / "logs"
+    """Where the trainings that run side by side (``jobs`` > 1) write their output, one file each."""
     seed: int = field(init=False)
     """The seed ``train_args`` give every training command (``--seed K``, the last one winning; 0, the
     trainers' default, where they give none): the chain's teacher, R_psi and table students have it."""
@@ -105,6 +110,19 @@ class Chain:
         continues from its checkpoint (one with none starts from scratch)."""
         return self.ractd(command, "--env", self.task, "--resume", *args)
 
+    def train_all(self, commands: Sequence[Sequence[str]]) -> None:
+        """Run independent training commands (each ``(command, *args)`` as :meth:`train` takes it):
+        one after the other, or ``jobs`` at a time, each with 1/``jobs`` of torch's threads, its
+        output in a file of :attr:`logs` and one progress bar for all. When one fails the others
+        still finish (their models are kept), then the chain stops with the failed one's error; on
+        Ctrl-C every running training keeps its checkpoint, as a single one does."""
+        argvs = [[c[0], "--env", self.task, "--resume", *c[1:]] for c in commands]
+        if self.jobs == 1 or len(argvs) < 2:
+            for argv in argvs:
+                self.ractd(*argv)
+            return
+        _side_by_side(argvs, self.jobs, self.logs, self.task)
+
     def artifacts(self, kind: str) -> list[Artifact]:
         """What the cache holds of ``kind`` for the task (headers only), newest first (not shown: it only looks)."""
         return [a for a in list_artifacts() if a.kind == kind and a.task == self.task]
@@ -130,10 +148,12 @@ class Chain:
         """The task's data, unconditioned teacher and reward model, each made unless the cache holds
         one (or an id prefix is given): their full ids (newest first)."""
         self.ractd("fetch", self.task, "--source", "local")
+        todo = []
         if teacher is None and not self.plain_teachers(teacher_args):
-            self.train("train-teacher", *self.train_args, *teacher_args)
+            todo.append(("train-teacher", *self.train_args, *teacher_args))
         if reward is None and not self.task_rewards():
-            self.train("train-reward", *self.train_args)
+            todo.append(("train-reward", *self.train_args))
+        self.train_all(todo)
         plain = [] if teacher is not None else self.plain_teachers(teacher_args)
         rewards = [] if reward is not None else self.task_rewards()
         if (teacher is None and not plain) or (reward is None and not rewards):
@@ -202,22 +222,95 @@ class Chain:
                 return a.meta
         return None
 
+    def students(self, wanted: Sequence["Wanted"]) -> list[dict[str, Any]]:
+        """The headers of the students :meth:`cached_student` finds for ``wanted``, each made first
+        by `ractd distill --env TASK --teacher TEACHER *distill_args *train_args [--seed SEED]` when
+        the cache has none (:meth:`train_all`: ``jobs`` at a time). A student's args must ask for its
+        ``weight``, ``evaluation`` and, when ``selected``, ``--keep best``; ``seed`` None is
+        :attr:`seed`, which ``train_args`` already give."""
+        def cached(w: Wanted) -> dict[str, Any] | None:
+            return self.cached_student(w.teacher, w.reward, w.weight, w.evaluation, w.selected, w.seed)
+
+        todo = [w for w in wanted if cached(w) is None]
+        self.train_all([("distill", "--teacher", w.teacher, *w.distill_args, *self.train_args,
+                         *(["--seed", str(w.seed)] if w.seed is not None and w.seed != self.seed else [])) for w in todo])
+        found = []
+        for w in wanted:
+            meta = cached(w)
+            if meta is None:
+                raise RactdError(f"the student of teacher {w.teacher[:8]} at reward weight {w.weight:g}, seed "
+                                 f"{self.seed if w.seed is None else w.seed}, is not in the cache after its distill; see `ractd cache list`")
+            found.append(meta)
+        return found
+
     def student(self, teacher: str, reward: str, weight: float, distill_args: Sequence[str],
                 evaluation: tuple[int, int] | None = None, selected: bool = False, seed: int | None = None) -> dict[str, Any]:
-        """The header of the student :meth:`cached_student` finds, made first by `ractd distill --env
-        TASK --teacher TEACHER *distill_args *train_args [--seed SEED]` when the cache has none (the args
-        must ask for ``weight``, ``evaluation`` and, when ``selected``, ``--keep best``; ``seed`` None:
-        :attr:`seed`, which ``train_args`` already give)."""
-        seed = self.seed if seed is None else seed
-        meta = self.cached_student(teacher, reward, weight, evaluation, selected, seed)
-        if meta is None:
-            self.train("distill", "--teacher", teacher, *distill_args, *self.train_args,
-                       *(["--seed", str(seed)] if seed != self.seed else []))
-            meta = self.cached_student(teacher, reward, weight, evaluation, selected, seed)
-            if meta is None:
-                raise RactdError(f"the student of teacher {teacher[:8]} at reward weight {weight:g}, seed {seed}, is not in the cache "
-                                 "after its distill; see `ractd cache list`")
-        return meta
+        """One student, as :meth:`students` makes it."""
+        return self.students([Wanted(teacher, reward, weight, tuple(distill_args), evaluation, selected, seed)])[0]
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A student a chain needs (:meth:`Chain.students`): of ``teacher`` (and ``reward`` when
+    ``weight`` > 0), distilled by ``distill_args``, with the online evaluation ``evaluation`` =
+    (every, episodes) or None, its selected weights (``--keep best``) when ``selected``, and distill
+    ``seed`` (None: the chain's)."""
+
+    teacher: str
+    reward: str
+    weight: float
+    distill_args: tuple[str, ...]
+    evaluation: tuple[int, int] | None = None
+    selected: bool = False
+    seed: int | None = None
+
+
+def _side_by_side(argvs: Sequence[Sequence[str]], jobs: int, logs: Path, task: str) -> None:
+    """Run the `ractd` commands ``argvs`` as child processes, ``jobs`` at a time, each with
+    1/``jobs`` of torch's threads and its output (progress, errors) in its own file under ``logs``;
+    one progress bar counts them (:meth:`Chain.train_all`)."""
+    import os
+    import time
+
+    import torch
+
+    from .ui import progress, say_last
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    logs.mkdir(parents=True, exist_ok=True)
+    waiting = list(enumerate(argvs, 1))
+    running: dict[subprocess.Popen, tuple[Sequence[str], Path, Any]] = {}
+    failed: list[tuple[Sequence[str], Path, int]] = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with progress(f"{len(argvs)} trainings, {jobs} at a time, {threads} thread(s) each", len(argvs)) as advance:
+        try:
+            while waiting or running:
+                while waiting and len(running) < jobs:
+                    k, argv = waiting.pop(0)
+                    log = logs / f"{task}-{stamp}-{k}-{argv[0]}.log"
+                    err.print("$ " + shlex.join(["ractd", *argv]), markup=False, highlight=False, soft_wrap=True)
+                    err.print(f"  its output: {log}", markup=False, highlight=False, soft_wrap=True)
+                    out = open(log, "w")  # noqa: SIM115 (closed when the process ends)
+                    child = subprocess.Popen([sys.executable, "-m", "ractd_cli", *argv], stdout=subprocess.DEVNULL, stderr=out, env=env)
+                    running[child] = (argv, log, out)
+                time.sleep(0.5)
+                for child in [c for c in running if c.poll() is not None]:
+                    argv, log, out = running.pop(child)
+                    out.close()
+                    if child.returncode:
+                        failed.append((argv, log, child.returncode))
+                    advance(1)
+        except KeyboardInterrupt:  # the same Ctrl-C reached every child: each keeps its checkpoint
+            for child, (_, _, out) in running.items():
+                child.wait()
+                out.close()
+            raise
+    if failed:
+        argv, log, code = failed[0]
+        said = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error:")]
+        say_last(said[-1] if said else f"error: `ractd {argv[0]}` failed with exit code {code}; its output is in {log}")
+        raise ChainStopped(argv, code)
 
 
 def _option(args: Sequence[str], name: str) -> str | None:
@@ -274,20 +367,18 @@ def results_table(chain: Chain, *, episodes: int, teacher_episodes: int | None, 
     steps on ``episodes`` episodes and saved at their best evaluation (``distill --keep best``, the
     RACTD authors' protocol), and bench them as rows of their own beside the last weights' rows."""
     teacher, reward = chain.teacher_and_reward(teacher_args=teacher_args)
-    ctd = chain.student(teacher, reward, 0.0, ["--reward-weight", "0"])
-    sigma = chain.spec()["loss_weights"]["reward"]
-    ractd_student = chain.student(teacher, reward, sigma, ["--reward", reward])  # RACTD at the task's weight
-    more = [] if teacher_episodes is None else ["--teacher-episodes", str(teacher_episodes)]
+    sigma = chain.spec()["loss_weights"]["reward"]  # RACTD at the task's weight
+    ctd_args, ractd_args = ("--reward-weight", "0"), ("--reward", reward)
+    wanted = [Wanted(teacher, reward, 0.0, ctd_args), Wanted(teacher, reward, sigma, ractd_args)]
     for seed in range(chain.seed + 1, chain.seed + seeds):
-        others = (chain.student(teacher, reward, 0.0, ["--reward-weight", "0"], seed=seed),
-                  chain.student(teacher, reward, sigma, ["--reward", reward], seed=seed))
-        more += [arg for meta in others for arg in ("--also", meta["id"])]
+        wanted += [Wanted(teacher, reward, 0.0, ctd_args, seed=seed), Wanted(teacher, reward, sigma, ractd_args, seed=seed)]
     if selection is not None:
-        every, n = selection
-        select = ["--eval-every", str(every), "--eval-episodes", str(n), "--keep", "best"]
-        picked = [chain.student(teacher, reward, 0.0, ["--reward-weight", "0", *select], selection, selected=True),
-                  chain.student(teacher, reward, sigma, ["--reward", reward, *select], selection, selected=True)]
-        more += [arg for meta in picked for arg in ("--also", meta["id"])]
+        select = ("--eval-every", str(selection[0]), "--eval-episodes", str(selection[1]), "--keep", "best")
+        wanted += [Wanted(teacher, reward, 0.0, (*ctd_args, *select), selection, selected=True),
+                   Wanted(teacher, reward, sigma, (*ractd_args, *select), selection, selected=True)]
+    ctd, ractd_student, *others = chain.students(wanted)  # made `jobs` at a time where the cache lacks them
+    more = [] if teacher_episodes is None else ["--teacher-episodes", str(teacher_episodes)]
+    more += [arg for meta in others for arg in ("--also", meta["id"])]
     out.mkdir(parents=True, exist_ok=True)
     doc = json.loads(chain.ractd("bench", "--env", chain.task, "--student", ractd_student["id"], "--ctd", ctd["id"],
                                  "--episodes", str(episodes), *more, *bench_args,
@@ -324,9 +415,10 @@ def reward_sweep(chain: Chain, *, weights: Sequence[float], eval_every: int, eva
     teacher, reward = chain.teacher_and_reward(teacher, reward)
     curves: dict[str, list[dict]] = {}
     scale = "d4rl"
-    for w in weights:
-        meta = chain.student(teacher, reward, w, ["--reward", reward, "--reward-weight", str(w), "--eval-every", str(eval_every),
-                                                  "--eval-episodes", str(eval_episodes)], (eval_every, eval_episodes))
+    evaluation = (eval_every, eval_episodes)
+    made = chain.students([Wanted(teacher, reward, w, ("--reward", reward, "--reward-weight", str(w), "--eval-every", str(eval_every),
+                                                       "--eval-episodes", str(eval_episodes)), evaluation) for w in weights])
+    for w, meta in zip(weights, made):
         curves[f"{w:g}"] = meta["config"]["eval_curve"]
         scale = curves[f"{w:g}"][-1].get("score_scale", scale)
     out.mkdir(parents=True, exist_ok=True)
@@ -389,9 +481,11 @@ def where_reward_enters(chain: Chain, *, episodes: int, out: Path, student_weigh
     teachers = {"unconditioned": plain, "reward-aware": aware}
     scale = spec.get("default_score_scale") or "d4rl"
     cells = []
-    for teacher_kind, kind in TABLE4_CELLS:
-        weight = 0.0 if kind == "ctd" else w
-        sid = chain.student(teachers[teacher_kind], reward, weight, ["--reward", reward, "--reward-weight", f"{weight:g}"])["id"]
+    weights = [0.0 if kind == "ctd" else w for _, kind in TABLE4_CELLS]
+    made = chain.students([Wanted(teachers[t], reward, weight, ("--reward", reward, "--reward-weight", f"{weight:g}"))
+                           for (t, _), weight in zip(TABLE4_CELLS, weights)])
+    for (teacher_kind, kind), weight, student in zip(TABLE4_CELLS, weights, made):
+        sid = student["id"]
         res = json.loads(chain.ractd("rollout", "--env", chain.task, "--model", sid, "--episodes", str(episodes), "--json", capture=True))
         key = f"{kind}-1" if teacher_kind == "unconditioned" else f"aware-teacher-{kind}-1"
         cells.append({"teacher": teacher_kind, "student": kind, "teacher_id": teachers[teacher_kind], "student_id": sid,

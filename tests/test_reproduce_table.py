@@ -167,3 +167,24 @@ def test_the_chain_takes_a_student_of_its_own_recipe(_tmp_cache, ractd_ok):
     assert Chain("bimodal", ["--preset", "tiny", "--steps", "3"]).cached_student(teacher, reward, 1.0, seed=1)["id"] == others[0]
     assert Chain("bimodal", ["--preset", "tiny", "--steps", "2", "--lr", "0.01"]).cached_student(teacher, reward, 1.0, seed=1)["id"] == others[1]
     assert Chain("bimodal").cached_student(teacher, reward, 1.0, seed=1) is None  # the quick preset's recipe
+
+
+def test_jobs_train_the_chain_s_independent_models_side_by_side_with_the_same_results(tmp_path, _tmp_cache):
+    """`--jobs 2`: the teacher beside R_psi, then the four students two at a time, each in its own
+    process with its output in out/logs/. On one thread each (the test's OMP_NUM_THREADS=1), every
+    model is bit for bit the one the same command makes alone."""
+    r = _results(tmp_path, _tmp_cache, "--seeds", "2", "--jobs", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.count("$ ractd distill") == 4 and r.stderr.count("its output: ") == 6
+    assert "4 trainings, 2 at a time, 1 thread(s) each" in r.stderr
+    logs = sorted((tmp_path / "out" / "logs").glob("bimodal-*.log"))
+    assert [log.name.rsplit("-", 1)[1] for log in logs].count("distill.log") == 4 and len(logs) == 6
+    doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
+    ctd, ractd, _ = doc["across_seeds"]
+    assert ctd["seeds"] == ractd["seeds"] == [0, 1]
+    lines = [line for line in r.stderr.splitlines() if line.startswith("$ ractd distill") and line.endswith("--seed 1")]
+    env = {**os.environ, "RACTD_CACHE_DIR": str(_tmp_cache), "OMP_NUM_THREADS": "1"}
+    alone = subprocess.run([sys.executable, "-m", "ractd_cli", *lines[-1].split()[2:], "--json"], capture_output=True, text=True,
+                           env=env, timeout=600)  # the same distill alone, on one thread: the same artifact
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert json.loads(alone.stdout)["id"] in ctd["model_ids"] + ractd["model_ids"]
