@@ -308,7 +308,7 @@ def _side_by_side(argvs: Sequence[Sequence[str]], jobs: int, logs: Path, task: s
             raise
     if failed:
         argv, log, code = failed[0]
-        said = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error:")]
+        said = [line for line in log.read_text(errors="replace").splitlines() if line.startswith(("error:", "interrupted"))]
         say_last(said[-1] if said else f"error: `ractd {argv[0]}` failed with exit code {code}; its output is in {log}")
         raise ChainStopped(argv, code)
 
