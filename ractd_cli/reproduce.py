@@ -105,17 +105,13 @@ class Chain:
             raise ChainStopped(args, out.returncode)
         return out.stdout or ""
 
-    def train(self, command: str, *args: str) -> str:
-        """Run one training command on the task with ``--resume``: a model whose training was stopped
-        continues from its checkpoint (one with none starts from scratch)."""
-        return self.ractd(command, "--env", self.task, "--resume", *args)
-
     def train_all(self, commands: Sequence[Sequence[str]]) -> None:
-        """Run independent training commands (each ``(command, *args)`` as :meth:`train` takes it):
-        one after the other, or ``jobs`` at a time, each with 1/``jobs`` of torch's threads, its
-        output in a file of :attr:`logs` and one progress bar for all. When one fails the others
-        still finish (their models are kept), then the chain stops with the failed one's error; on
-        Ctrl-C every running training keeps its checkpoint, as a single one does."""
+        """Run independent training commands on the task, each ``(command, *args)``, with
+        ``--resume``: a model whose training was stopped continues from its checkpoint (one with none
+        starts from scratch). One after the other, or ``jobs`` at a time, each with 1/``jobs`` of
+        torch's threads, its output in a file of :attr:`logs` and one progress bar for all. When one
+        fails the others still finish (their models are kept), then the chain stops with the failed
+        one's error; on Ctrl-C every running training keeps its checkpoint, as a single one does."""
         argvs = [[c[0], "--env", self.task, "--resume", *c[1:]] for c in commands]
         if self.jobs == 1 or len(argvs) < 2:
             for argv in argvs:
@@ -225,7 +221,7 @@ class Chain:
     def students(self, wanted: Sequence["Wanted"]) -> list[dict[str, Any]]:
         """The headers of the students :meth:`cached_student` finds for ``wanted``, each made first
         by `ractd distill --env TASK --teacher TEACHER *distill_args *train_args [--seed SEED]` when
-        the cache has none (:meth:`train_all`: ``jobs`` at a time). A student's args must ask for its
+        the cache has none (:meth:`train_all`, ``jobs`` at a time). A student's args must ask for its
         ``weight``, ``evaluation`` and, when ``selected``, ``--keep best``; ``seed`` None is
         :attr:`seed`, which ``train_args`` already give."""
         def cached(w: Wanted) -> dict[str, Any] | None:
@@ -474,7 +470,7 @@ def where_reward_enters(chain: Chain, *, episodes: int, out: Path, student_weigh
         raise UsageError(f"the reward-aware weights must be > 0 (student {w:g}, teacher {v:g}); pass --student-weight / --teacher-weight")
     plain, reward = chain.teacher_and_reward(teacher, reward)
     if aware_teacher(chain, reward, v) is None:
-        chain.train("train-teacher", "--teacher-reward-weight", f"{v:g}", "--reward", reward, *chain.train_args)
+        chain.train_all([("train-teacher", "--teacher-reward-weight", f"{v:g}", "--reward", reward, *chain.train_args)])
     aware = aware_teacher(chain, reward, v)
     if aware is None:
         raise RactdError("the reward-aware teacher is not in the cache after its training; see `ractd cache list`")
