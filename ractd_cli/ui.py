@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from typing import Any, Iterator
 
 from rich.console import Console
@@ -52,6 +53,11 @@ def progress(description: str, total: int | None, *, disable: bool = False) -> I
         disable=disable,
         transient=False,
     )
+    # On a terminal the bar redraws itself; written to a file (`> log 2>&1`, `reproduce --jobs`'s
+    # logs) rich draws it only once, at the end, so a line is printed at every tenth of the way
+    # instead (every LOG_EVERY_S seconds while the total is unknown).
+    lines = not disable and not err.is_terminal
+    began, said = time.monotonic(), {"tenth": 0, "at": time.monotonic()}
     with bar:
         tid = bar.add_task(description, total=total, info="")
 
@@ -60,5 +66,30 @@ def progress(description: str, total: int | None, *, disable: bool = False) -> I
                 bar.update(tid, total=fields.pop("total"))
             info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
             bar.update(tid, advance=n, **({"info": info} if fields else {}))
+            if lines:
+                _log_line(bar.tasks[0], description, began, said)
 
         yield advance
+
+
+LOG_EVERY_S = 60.0
+"""How often a progress bar of unknown total prints a line when stderr is not a terminal."""
+
+
+def _log_line(task: Any, description: str, began: float, said: dict[str, float]) -> None:
+    """The progress line of a bar drawn to a file, when it has gone one more tenth of the way."""
+    now = time.monotonic()
+    if task.total:
+        tenth = int(10 * task.completed / task.total)
+        if tenth <= said["tenth"] or task.completed >= task.total:  # the last state is rich's own line
+            return
+        said["tenth"] = tenth
+        where = f"{task.completed:g}/{task.total:g} ({10 * tenth}%)"
+    else:
+        if now - said["at"] < LOG_EVERY_S:
+            return
+        where = f"{task.completed:g}"
+    said["at"] = now
+    info = task.fields.get("info")
+    elapsed = time.strftime("%H:%M:%S", time.gmtime(now - began))
+    err.print(f"{description}: {where}, {elapsed} elapsed" + (f"  {info}" if info else ""), markup=False, highlight=False, soft_wrap=True)
