@@ -21,7 +21,8 @@ then, by what is reproduced:
   crossed with a CTD and a RACTD student, each rolled out, to out/table4-TASK.json.
 
 ``train_args`` go to every training command (e.g. ``--preset tiny``); ``teacher_args`` to
-train-teacher alone (after ``train_args``, so they win).
+train-teacher alone (after ``train_args``, so they win). With ``--jobs N`` the independent trainings
+(the teacher beside R_psi, then the students) run N at a time (:meth:`Chain.train_all`).
 """
 
 from __future__ import annotations
