@@ -74,7 +74,7 @@ def test_two_processes_train_an_artifact_that_plans_and_reproduces(cache):
 
 def test_one_process_under_torchrun_is_a_plain_run(cache):
     plain = _ok(*TEACHER, "--steps", "60", cache=cache)
-    env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "RACTD_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1", "TMPDIR": str(_tmp(cache))}
     r = subprocess.run(distributed.torchrun_argv([*TEACHER, "--steps", "60", "--json"], 1), env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["id"] == plain["id"]

@@ -12,7 +12,10 @@ gym = pytest.importorskip("gymnasium")
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "PointMaze_UMaze-v3", "FrankaKitchen-v1"])
-def test_env_constructs_resets_and_steps(env_id):
+def test_env_constructs_resets_and_steps(env_id, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where gymnasium-robotics leaves a PointMaze's MJCF file
     if env_id != "Hopper-v5":
         gymnasium_robotics = pytest.importorskip("gymnasium_robotics")
         gym.register_envs(gymnasium_robotics)

@@ -166,7 +166,9 @@ def test_controller_action_follows_a_recorded_trajectory():
     buffers, _ = a.generate("maze2d-umaze", steps=300, seed=3)
     states = np.concatenate([b.observations["observation"][:-1] for b in buffers] +
                             [buffers[-1].observations["observation"][-1:]])
-    env = gym.make("PointMaze_UMaze-v3", continuing_task=True, reset_target=False)
+    from ractd_maze2d.adapter import _point_maze
+
+    env = _point_maze("PointMaze_UMaze-v3", continuing_task=True, reset_target=False)  # leaves no MJCF file behind
     env.reset(seed=0)
     u = env.unwrapped
     u.point_env.set_state(states[0, :2].copy(), states[0, 2:].copy())
