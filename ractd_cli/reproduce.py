@@ -43,7 +43,7 @@ from .bench import table as bench_table
 from .diffusion.ctm import MAX_TEACHER_STEPS
 from .errors import RactdError, UsageError
 from .models import RewardConfig, StudentConfig, TeacherConfig, spec_for, trained_seed
-from .ui import err
+from .ui import err, progress, say_last
 
 WHAT = ("table", "sweep", "table4")
 """What ``ractd reproduce`` makes."""
@@ -97,11 +97,9 @@ class Chain:
         train = {k: v for k, v in opts.config(kind, get_task(self.task)[1]).record().items() if k not in RECIPE_FREE}
         return {"preset": opts.preset, "train": train}
 
-
     def ractd(self, *args: str, capture: bool = False) -> str:
         """Run one `ractd` command, shown first; its JSON (stdout) when ``capture``."""
-        err.print("$ " + shlex.join(["ractd", *args]), markup=False, highlight=False, soft_wrap=True)
-        out = subprocess.run([sys.executable, "-m", "ractd_cli", *args], stdout=subprocess.PIPE if capture else None, text=True)
+        out = subprocess.run(_shown(args), stdout=subprocess.PIPE if capture else None, text=True)
         if out.returncode != 0:
             raise ChainStopped(args, out.returncode)
         return out.stdout or ""
@@ -240,11 +238,6 @@ class Chain:
             found.append(meta)
         return found
 
-    def student(self, teacher: str, reward: str, weight: float, distill_args: Sequence[str],
-                evaluation: tuple[int, int] | None = None, selected: bool = False, seed: int | None = None) -> dict[str, Any]:
-        """One student, as :meth:`students` makes it."""
-        return self.students([Wanted(teacher, reward, weight, tuple(distill_args), evaluation, selected, seed)])[0]
-
 
 @dataclass(frozen=True)
 class Wanted:
@@ -262,6 +255,13 @@ class Wanted:
     seed: int | None = None
 
 
+def _shown(argv: Sequence[str]) -> list[str]:
+    """Print ``$ ractd <argv>`` (what the chain runs next, as a user would type it) and return the
+    command line that runs it in a child process: this program, ``python -m ractd_cli``."""
+    err.print("$ " + shlex.join(["ractd", *argv]), markup=False, highlight=False, soft_wrap=True)
+    return [sys.executable, "-m", "ractd_cli", *argv]
+
+
 def _side_by_side(argvs: Sequence[Sequence[str]], jobs: int, logs: Path, task: str) -> None:
     """Run the `ractd` commands ``argvs`` as child processes, ``jobs`` at a time, each with
     1/``jobs`` of torch's threads and its output (progress, errors) in its own file under ``logs``;
@@ -270,8 +270,6 @@ def _side_by_side(argvs: Sequence[Sequence[str]], jobs: int, logs: Path, task: s
     import time
 
     import torch
-
-    from .ui import progress, say_last
 
     threads = max(1, torch.get_num_threads() // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -286,10 +284,10 @@ def _side_by_side(argvs: Sequence[Sequence[str]], jobs: int, logs: Path, task: s
                 while waiting and len(running) < jobs:
                     k, argv = waiting.pop(0)
                     log = logs / f"{task}-{stamp}-{k}-{argv[0]}.log"
-                    err.print("$ " + shlex.join(["ractd", *argv]), markup=False, highlight=False, soft_wrap=True)
+                    command = _shown(argv)
                     err.print(f"  its output: {log}", markup=False, highlight=False, soft_wrap=True)
                     out = open(log, "w")  # noqa: SIM115 (closed when the process ends)
-                    child = subprocess.Popen([sys.executable, "-m", "ractd_cli", *argv], stdout=subprocess.DEVNULL, stderr=out, env=env)
+                    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=out, env=env)
                     running[child] = (argv, log, out)
                 time.sleep(0.5)
                 for child in [c for c in running if c.poll() is not None]:
