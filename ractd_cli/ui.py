@@ -42,6 +42,11 @@ def progress(description: str, total: int | None, *, disable: bool = False) -> I
     Extra fields (e.g. ``loss=0.12``) are shown after the bar; ``total=N`` (None: unknown) sets the
     bar's total instead.
     """
+    # On a terminal the bar redraws itself. Written to a file (`> log 2>&1`, `reproduce --jobs`'s
+    # logs) rich would draw it only once, at the end, cut to 80 columns; there a plain line is
+    # printed instead at every tenth of the way (every LOG_EVERY_S seconds while the total is
+    # unknown) and once at the end.
+    lines = not disable and not err.is_terminal
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -50,13 +55,9 @@ def progress(description: str, total: int | None, *, disable: bool = False) -> I
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
         console=err,
-        disable=disable,
+        disable=disable or lines,
         transient=False,
     )
-    # On a terminal the bar redraws itself; written to a file (`> log 2>&1`, `reproduce --jobs`'s
-    # logs) rich draws it only once, at the end, so a line is printed at every tenth of the way
-    # instead (every LOG_EVERY_S seconds while the total is unknown).
-    lines = not disable and not err.is_terminal
     began, said = time.monotonic(), {"tenth": 0, "at": time.monotonic()}
     with bar:
         tid = bar.add_task(description, total=total, info="")
@@ -70,26 +71,30 @@ def progress(description: str, total: int | None, *, disable: bool = False) -> I
                 _log_line(bar.tasks[0], description, began, said)
 
         yield advance
+        if lines:
+            _log_line(bar.tasks[0], description, began, said, last=True)
 
 
 LOG_EVERY_S = 60.0
 """How often a progress bar of unknown total prints a line when stderr is not a terminal."""
 
 
-def _log_line(task: Any, description: str, began: float, said: dict[str, float]) -> None:
-    """The progress line of a bar drawn to a file, when it has gone one more tenth of the way."""
+def _log_line(task: Any, description: str, began: float, said: dict[str, float], last: bool = False) -> None:
+    """The progress line of a bar drawn to a file: when it has gone one more tenth of the way, and
+    (``last``) once when the work is done."""
     now = time.monotonic()
     if task.total:
         tenth = int(10 * task.completed / task.total)
-        if tenth <= said["tenth"] or task.completed >= task.total:  # the last state is rich's own line
+        if not last and (tenth <= said["tenth"] or task.completed >= task.total):  # the end has its own line
             return
         said["tenth"] = tenth
-        where = f"{task.completed:g}/{task.total:g} ({10 * tenth}%)"
+        where = f"{task.completed:g}/{task.total:g} ({round(100 * task.completed / task.total)}%)"
     else:
-        if now - said["at"] < LOG_EVERY_S:
+        if not last and now - said["at"] < LOG_EVERY_S:
             return
         where = f"{task.completed:g}"
     said["at"] = now
     info = task.fields.get("info")
     elapsed = time.strftime("%H:%M:%S", time.gmtime(now - began))
-    err.print(f"{description}: {where}, {elapsed} elapsed" + (f"  {info}" if info else ""), markup=False, highlight=False, soft_wrap=True)
+    done = ", done" if last else ""
+    err.print(f"{description}: {where}{done}, {elapsed} elapsed" + (f"  {info}" if info else ""), markup=False, highlight=False, soft_wrap=True)
