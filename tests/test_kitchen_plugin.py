@@ -175,3 +175,16 @@ def test_states_accepts_minari_dict_form(tmp_path, monkeypatch):
     # A list of per-step dict observations works too.
     obs_list = [{"observation": row} for row in buffers[0].observations["observation"]]
     assert adapter.states(task, obs_list).shape == (41, 59)
+
+
+def test_gymnasium_robotics_import_notice_is_not_shown():
+    """gymnasium-robotics prints an Adroit notice on its first import; bench's data rows read the
+    kitchen env's constants (ractd_kitchen.quality), and showed it before the env was ever made."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from ractd_kitchen import quality; "
+            "print(quality.completed_subtasks(np.zeros((3, 59), dtype=np.float32)))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Adroit" not in res.stderr

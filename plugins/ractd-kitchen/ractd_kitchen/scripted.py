@@ -79,9 +79,10 @@ def grip_rotation(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> np
 
 
 def _env_constants() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
-    from gymnasium_robotics.envs.franka_kitchen.kitchen_env import BONUS_THRESH, OBS_ELEMENT_GOALS, OBS_ELEMENT_INDICES
+    from ractd_cli.adapters import quiet_import
 
-    return dict(OBS_ELEMENT_INDICES), dict(OBS_ELEMENT_GOALS), float(BONUS_THRESH)
+    env = quiet_import("gymnasium_robotics.envs.franka_kitchen.kitchen_env")  # its package prints a notice on import
+    return dict(env.OBS_ELEMENT_INDICES), dict(env.OBS_ELEMENT_GOALS), float(env.BONUS_THRESH)
 
 
 def rot_about(axis: Sequence[float], angle: float) -> np.ndarray:
