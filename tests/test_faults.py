@@ -344,3 +344,28 @@ def test_a_second_fetch_of_the_same_dataset_stops_with_what_to_do(_tmp_cache):
     assert not store.dataset_exists("ractd/bimodal/local-v0", _tmp_cache)
     assert _run(*args).exit_code == 0
     assert store.dataset_exists("ractd/bimodal/local-v0", _tmp_cache) and not lock.exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGTERM"), reason="no SIGTERM")
+def test_sigterm_during_fetch_is_ctrl_c_too(_tmp_cache):
+    """Every command, not training alone, takes SIGTERM (a `kill`, a batch scheduler's stop) as Ctrl-C:
+    one line, exit 130, nothing half-written. Before, `fetch` died at once without a word."""
+    pytest.importorskip("ractd_bimodal")
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RACTD_CACHE_DIR": str(_tmp_cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ractd_cli", "fetch", "bimodal", "--source", "local", "--steps", "5000000"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()  # the first progress line: generation is under way
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert first.startswith("generating bimodal: "), first + rest
+    assert proc.returncode == 130 and rest.splitlines()[-1] == "interrupted; nothing half-written is left in the cache, rerun the same command", rest
+    assert not list((_tmp_cache / "datasets").rglob("*.hdf5"))

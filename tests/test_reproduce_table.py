@@ -188,3 +188,50 @@ def test_jobs_train_the_chain_s_independent_models_side_by_side_with_the_same_re
                            env=env, timeout=600)  # the same distill alone, on one thread: the same artifact
     assert alone.returncode == 0, alone.stderr[-2000:]
     assert json.loads(alone.stdout)["id"] in ctd["model_ids"] + ractd["model_ids"]
+
+
+def _processes_of(cache: Path) -> list[int]:
+    """The processes running with ``RACTD_CACHE_DIR`` = ``cache`` (Linux /proc)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"RACTD_CACHE_DIR={cache}".encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:  # ended meanwhile, or not ours to read
+            pass
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+@pytest.mark.parametrize("sig, jobs", [("SIGINT", "1"), ("SIGTERM", "2")])
+def test_stopping_the_chain_stops_the_training_it_runs_at_a_checkpoint(tmp_path, _tmp_cache, sig, jobs):
+    """Ctrl-C (SIGINT) or a `kill` (SIGTERM) of `ractd reproduce` alone is passed on to the command
+    it runs: the teacher writes its checkpoint and says so, the chain exits 130, no process is left.
+    Before, a child had 0.25 s after a Ctrl-C before Python killed it, and a `kill` left it running."""
+    import signal
+    import time
+
+    env = {**os.environ, "RACTD_CACHE_DIR": str(_tmp_cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ractd_cli", "reproduce", "bimodal", "--episodes", "4", "--out", str(tmp_path / "out"),
+         "--teacher-args", "--steps 20000", "--train-args", "--preset tiny --steps 100", "--jobs", jobs],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+    )
+    ckpts = _tmp_cache / "checkpoints"
+    try:
+        while not (ckpts.is_dir() and any(ckpts.glob("teacher-*.safetensors"))):
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.1)
+        os.kill(proc.pid, getattr(signal, sig))  # the chain's process alone, as a `kill` sends it
+        _, stderr = proc.communicate(timeout=300)
+        left = _processes_of(_tmp_cache)
+    finally:
+        for pid in _processes_of(_tmp_cache):  # nothing left running, whatever failed
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stderr.splitlines()[-1].startswith("interrupted; "), stderr[-2000:]
+    said = stderr if jobs == "1" else "".join(log.read_text() for log in (tmp_path / "out" / "logs").glob("*-train-teacher.log"))
+    assert "interrupted; the last checkpoint (if any) is kept, rerun with --resume" in said, said[-2000:]
+    assert left == []
+    assert not list((_tmp_cache / "models").glob("teacher-*"))  # stopped before its end, its checkpoint kept
+    assert list(ckpts.glob("teacher-*.safetensors"))
