@@ -8,13 +8,14 @@ reported latency is planner wall time divided by the number of actions it produc
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -456,8 +457,7 @@ def _run_in_workers(spec: TaskSpec, recipe: PolicyRecipe, *, episodes: int, seed
     t_start = time.perf_counter()
     done: dict[int, RolloutResult] = {}
     with progress(f"rollout {spec.name}" + (f": {label}" if label else "") + f" ({len(parts)} workers)", episodes,
-                  disable=not show_progress) as advance, \
-            ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+                  disable=not show_progress) as advance, _workers(len(parts)) as pool:
         futures = {pool.submit(_worker, recipe, part, episodes, seed, batch, score_scale, threads): k for k, part in enumerate(parts)}
         for fut in as_completed(futures):  # one part per worker: all start at once, so there is nothing queued to cancel
             done[futures[fut]] = fut.result()
@@ -468,6 +468,22 @@ def _run_in_workers(spec: TaskSpec, recipe: PolicyRecipe, *, episodes: int, seed
         plan_s=sum(r.plan_s for r in results), actions=sum(r.actions for r in results),
         info={"score_scale": score_scale, "workers": len(parts), "threads_per_worker": threads, "nfe": results[0].info["nfe"]},
     )
+
+
+@contextlib.contextmanager
+def _workers(n: int) -> Iterator[ProcessPoolExecutor]:
+    """``n`` spawned rollout processes. When the parent stops early (Ctrl-C, SIGTERM, a worker's error)
+    they are ended at once, as a rollout has nothing to save; the pool's own exit would wait for each
+    to play all its episodes."""
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield pool
+    except BaseException:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _worker(recipe: PolicyRecipe, episode_ids: list[int], episodes: int, seed: int, batch: int, score_scale: str, threads: int) -> RolloutResult:

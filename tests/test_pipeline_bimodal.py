@@ -168,6 +168,66 @@ def test_rollout_workers_run_the_episodes_of_one_process(cache, tmp_path):
     assert r.exit_code == 2 and "--workers must be at least 1" in r.output, r.output
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    from pathlib import Path
+
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    return kids
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:  # ended meanwhile
+        return ""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_a_stopped_rollout_ends_its_workers_at_once(cache):
+    """SIGTERM (or Ctrl-C of the parent alone, as `reproduce` passes it on) of `rollout --workers 2`
+    ends both workers and exits 130 with its one line; before, the pool waited for each worker to
+    play all its episodes (here thousands of Heun-80 decisions)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    env = {**os.environ, "RACTD_CACHE_DIR": cache["cache"], "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ractd_cli", "rollout", "--env", "bimodal", "--model", cache["teacher"],
+                             "--episodes", "5000", "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        while len(workers) < 2:  # the two rollout workers (beside multiprocessing's resource tracker) have started
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+            workers = [k for k in _children(proc.pid) if "spawn_main" in _cmdline(k)]
+        time.sleep(2)  # planning
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=300)
+        for _ in range(100):  # terminated on the way out; gone a moment later
+            if not any(Path(f"/proc/{k}").exists() for k in workers):
+                break
+            time.sleep(0.1)
+        left = [k for k in workers if Path(f"/proc/{k}").exists()]
+    finally:
+        proc.kill()
+        for k in workers:
+            if Path(f"/proc/{k}").exists():
+                os.kill(k, signal.SIGKILL)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stderr.splitlines()[-1] == "interrupted; nothing half-written is left in the cache, rerun the same command", stderr[-2000:]
+    assert left == []
+
+
 def test_student_nfe_k_samples_k_steps(cache):
     """`--model student --nfe 3` used to run one step silently."""
     doc = ractd("rollout", "--env", "bimodal", "--model", cache["ractd"], "--episodes", "1", "--nfe", "3")
