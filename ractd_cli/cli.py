@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -1181,23 +1181,11 @@ TRAIN_COMMANDS = ("train-teacher", "train-reward", "distill", "train-proposer")
 """The commands ``--nproc N`` applies to."""
 
 
-def _sigterm_as_ctrl_c() -> None:
-    """SIGTERM (a `kill`, a batch scheduler's stop) does what Ctrl-C does, in every command: a
-    training writes a checkpoint and stops, `fetch` leaves nothing half-written, `reproduce` passes
-    the stop on to the command it runs; each ends with its one "interrupted; ..." line, exit 130."""
-    import signal
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 def main() -> None:
     """Console-script entry point. ``ractd <training command> ... --nproc N`` (N > 1) relaunches itself
     as N torchrun workers (:func:`distributed.launch`). Rank 0 draws the progress and prints the result;
     a worker that stops leaves its last line to the launcher, which prints it once; other ranks print nothing."""
-    from . import distributed
+    from . import distributed, stopping
 
     argv = sys.argv[1:]
     if argv and argv[0] in TRAIN_COMMANDS and not distributed.launched():
@@ -1210,7 +1198,7 @@ def main() -> None:
         err.quiet = True
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     if not distributed.launched():  # under torchrun SIGTERM is the launcher's way of stopping workers
-        _sigterm_as_ctrl_c()
+        stopping.take_stop_signals()
     try:
         app()
     except SystemExit as e:  # typer ends every command this way

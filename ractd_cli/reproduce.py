@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import stopping
 from .adapters import spec_dict
 from .artifacts import Artifact, list_artifacts
 from .bench import markdown as bench_markdown
@@ -99,11 +100,11 @@ class Chain:
 
     def ractd(self, *args: str, capture: bool = False) -> str:
         """Run one `ractd` command, shown first; its JSON (stdout) when ``capture``."""
-        child = _start(_shown(args), stdout=subprocess.PIPE if capture else None, text=True)
+        child = stopping.start(_shown(args), stdout=subprocess.PIPE if capture else None, text=True)
         try:
             out, _ = child.communicate()
         except KeyboardInterrupt:
-            _stop([child])
+            stopping.stop([child])
             raise
         if child.returncode != 0:
             raise ChainStopped(args, child.returncode)
@@ -267,34 +268,6 @@ def _shown(argv: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "ractd_cli", *argv]
 
 
-def _start(command: Sequence[str], **popen: Any) -> subprocess.Popen:
-    """A chain's command as a child process in a session of its own: a Ctrl-C at the terminal or a
-    `kill` reaches `ractd reproduce` alone, which passes it on once (:func:`_stop`)."""
-    return subprocess.Popen(command, start_new_session=True, **popen)
-
-
-def _stop(children: Sequence[subprocess.Popen]) -> None:
-    """Ctrl-C (or SIGTERM) stopped the chain: one SIGINT to each running child, which stops at a
-    step boundary and keeps its checkpoint, then wait for all of them. A second Ctrl-C meanwhile is
-    passed on too (a child stops at once on its second). Python's own handling would give a child
-    0.25 s and then kill it, losing the checkpoint it was writing."""
-    import signal
-
-    def interrupt() -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-
-    interrupt()
-    while True:
-        try:
-            for child in children:
-                child.wait()
-            return
-        except KeyboardInterrupt:
-            interrupt()
-
-
 def _side_by_side(argvs: Sequence[Sequence[str]], jobs: int, logs: Path, task: str) -> None:
     """Run the `ractd` commands ``argvs`` as child processes, ``jobs`` at a time, each with
     1/``jobs`` of torch's threads and its output (progress, errors) in its own file under ``logs``;
@@ -320,7 +293,7 @@ def _side_by_side(argvs: Sequence[Sequence[str]], jobs: int, logs: Path, task: s
                     command = _shown(argv)
                     err.print(f"  its output: {log}", markup=False, highlight=False, soft_wrap=True)
                     out = open(log, "w")  # noqa: SIM115 (closed when the process ends)
-                    child = _start(command, stdout=subprocess.DEVNULL, stderr=out, env=env)
+                    child = stopping.start(command, env, stdout=subprocess.DEVNULL, stderr=out)
                     running[child] = (argv, log, out)
                 time.sleep(0.5)
                 for child in [c for c in running if c.poll() is not None]:
@@ -330,7 +303,7 @@ def _side_by_side(argvs: Sequence[Sequence[str]], jobs: int, logs: Path, task: s
                         failed.append((argv, log, child.returncode))
                     advance(1)
         except KeyboardInterrupt:  # passed on to every child: each keeps its checkpoint
-            _stop(list(running))
+            stopping.stop(list(running))
             for _, _, out in running.values():
                 out.close()
             raise

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ractd_cli"
 
 # (layer, modules): a module may import its own layer or lower ones, never a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("errors", "paths", "locks", "distributed", "ui", "artifacts", "layouts", "adapters", "config")),
+    ("base", ("errors", "paths", "locks", "stopping", "distributed", "ui", "artifacts", "layouts", "adapters", "config")),
     ("math, networks, data", ("diffusion", "nets", "proposer", "trajdiffuser", "data", "presets", "accel")),
     ("models", ("models",)),
     ("plugins", ("registry", "plugin_api")),

@@ -212,9 +212,12 @@ def test_stopping_the_chain_stops_the_training_it_runs_at_a_checkpoint(tmp_path,
     import time
 
     env = {**os.environ, "RACTD_CACHE_DIR": str(_tmp_cache), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "ractd_cli", "reproduce", "bimodal", "--episodes", "4", "--out", str(tmp_path / "out"),
+            "--teacher-args", "--steps 20000", "--train-args", "--preset tiny --steps 100", "--jobs", jobs]
+    # started as from a terminal, with Ctrl-C's SIGINT taken, whatever this test process ignores (a
+    # background CI job ignores SIGINT, and its children inherit that)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ractd_cli", "reproduce", "bimodal", "--episodes", "4", "--out", str(tmp_path / "out"),
-         "--teacher-args", "--steps 20000", "--train-args", "--preset tiny --steps 100", "--jobs", jobs],
+        [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])", *argv],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )
     ckpts = _tmp_cache / "checkpoints"
@@ -235,3 +238,20 @@ def test_stopping_the_chain_stops_the_training_it_runs_at_a_checkpoint(tmp_path,
     assert left == []
     assert not list((_tmp_cache / "models").glob("teacher-*"))  # stopped before its end, its checkpoint kept
     assert list(ckpts.glob("teacher-*.safetensors"))
+
+
+def test_a_command_run_by_the_chain_takes_sigint_even_where_the_chain_ignores_it():
+    """A chain started with SIGINT ignored (`ractd reproduce ... &` in a script: the shell ignores
+    SIGINT in background jobs, and children inherit it) stops its commands with SIGINT all the same:
+    each command it runs takes SIGINT as Ctrl-C; a command run otherwise keeps what it was given."""
+    code = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); from ractd_cli import stopping; "
+            "stopping.take_stop_signals(); print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, "
+            "signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN))")
+    from ractd_cli import stopping
+
+    for chained, expected in ((True, "True True"), (False, "False True")):
+        env = {k: v for k, v in os.environ.items() if k != stopping.CHAIN_CHILD_ENV}
+        if chained:
+            env[stopping.CHAIN_CHILD_ENV] = "1"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert out.stdout.strip() == expected, out.stderr
