@@ -169,15 +169,15 @@ def test_rollout_workers_run_the_episodes_of_one_process(cache, tmp_path):
 
 
 def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
+    """The processes ``pid`` started, from any of its threads (Linux /proc, as tests/test_distributed.py
+    finds torchrun's workers)."""
     from pathlib import Path
 
     kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
+            kids += [int(k) for k in listing.read_text().split()]
+        except OSError:  # the thread ended meanwhile
             pass
     return kids
 
@@ -190,7 +190,7 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc")
 def test_a_stopped_rollout_ends_its_workers_at_once(cache):
     """SIGTERM (or Ctrl-C of the parent alone, as `reproduce` passes it on) of `rollout --workers 2`
     ends both workers and exits 130 with its one line; before, the pool waited for each worker to
