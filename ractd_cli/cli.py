@@ -533,15 +533,16 @@ def fetch(
     env: Optional[str] = typer.Option(None, "--env", help="The task, as other commands take it (instead of TASK)."),
     source: str = typer.Option("minari", help="`minari`: download the published Minari dataset; `local`: generate it here."),
     steps: Optional[int] = typer.Option(None, min=1, max=10 * STEPS_MAX, help="Env steps to generate (local source; default: the adapter's)."),
-    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the local generator. The same seed gives the same data on the same CPU type and thread count; MuJoCo's SAC-made data differ between machines (docs/commands/fetch.md)."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the local generator. The same seed gives the same data on the same CPU type and --threads; MuJoCo's SAC-made data differ between CPU types (docs/commands/fetch.md)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=1024, help="torch threads of the local generator (default 1, on any machine). MuJoCo's SAC run depends on the thread count: another count makes other data, so the default does not follow the machine's cores. Recorded in the dataset (`made_on`)."),
     force: bool = typer.Option(False, "--force", help="Re-fetch even if the dataset is already in the cache (a damaged one is re-fetched without it)."),
     json_: bool = JsonOpt,
 ) -> None:
     """Download (or generate locally) the offline dataset of TASK into the cache, in Minari format.
 
     A dataset already in the cache is checked against the checksums recorded when it was fetched: a
-    damaged one (a file truncated, missing or changed) is fetched again, a local one with the steps
-    and seed it was made with."""
+    damaged one (a file truncated, missing or changed) is fetched again, a local one with the steps,
+    seed and threads it was made with."""
     from .data import store
     from .data.fetch import check_fetch_args, default_steps, will_generate
     from .data.fetch import fetch as do_fetch
@@ -554,7 +555,7 @@ def fetch(
         raise UsageError("name the task: `ractd fetch TASK` or `ractd fetch --env TASK` (`ractd envs` lists them)")
     from .ui import progress
 
-    check_fetch_args(source, steps, seed)
+    check_fetch_args(source, steps, seed, threads)
     adapter, spec = get_task(task)
     present = store.local_dataset_id(spec) if source == "local" else (store.remote_dataset_id(spec) if spec.minari_ids else None)
     damaged = store.dataset_problem(present) if present and store.dataset_exists(present) and not force else None
@@ -562,13 +563,15 @@ def fetch(
         made = _recipe_of(present)
         steps = steps if steps is not None else made.get("steps")
         seed = seed if seed != 0 or made.get("seed") is None else int(made["seed"])
+        threads = threads if threads is not None else (made.get("made_on") or {}).get("threads")
         err.print(f"[yellow]dataset {present} is damaged ({damaged}): fetching it again[/]", soft_wrap=True)
         force = True
     if source == "local" and will_generate(spec, force=force):
         with progress(f"generating {task}", steps or default_steps(spec)) as advance:
-            dataset_id = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, force=force, progress=advance)
+            dataset_id = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, threads=threads, force=force,
+                                  progress=advance)
     elif source == "local":  # already there: fetch only checks the recipe, no bar to show
-        dataset_id = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, force=force)
+        dataset_id = do_fetch(adapter, spec, source=source, steps=steps, seed=seed, threads=threads, force=force)
     else:  # minari shows its own download progress
         dataset_id = do_fetch(adapter, spec, source=source, force=force)
     meta = store.read_metadata(dataset_id)

@@ -24,7 +24,10 @@ class CountingAdapter(ractd_bimodal.BimodalAdapter):
         self.fail = fail
 
     def generate(self, task, *, steps, seed, progress=None):
+        import torch
+
         self.calls += 1
+        self.threads = torch.get_num_threads()  # what the generator ran on
         if self.fail:
             raise RuntimeError("generator broke")
         return super().generate(task, steps=steps, seed=seed, progress=progress)
@@ -83,6 +86,28 @@ def test_refetch_is_a_noop_and_force_rebuilds(cache):
     assert read_metadata(did)["ractd"]["steps"] == 400
     leftovers = [p.name for p in (cache / "datasets").iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_the_generator_runs_on_one_thread_unless_told_and_the_dataset_says_so(cache):
+    """SAC's data depend on torch's thread count, so a local generator runs on one thread whatever
+    the machine's cores (or --threads N), the caller's count is restored, and the dataset records
+    it; asking an existing dataset for another count explicitly needs --force."""
+    import torch
+
+    before = torch.get_num_threads()
+    a = CountingAdapter()
+    spec = _spec(a)
+    did = fetch(a, spec, source="local", steps=200, seed=0, force=False)
+    assert a.threads == 1 and torch.get_num_threads() == before
+    made = read_metadata(did)["ractd"]["made_on"]
+    assert made["threads"] == 1 and made["torch"] == torch.__version__
+    assert fetch(a, spec, source="local", steps=200, seed=0, threads=1, force=False) == did and a.calls == 1
+    with pytest.raises(RactdError, match=r"threads=1 \(asked 2\).*--force"):
+        fetch(a, spec, source="local", steps=200, seed=0, threads=2, force=False)
+    fetch(a, spec, source="local", steps=200, seed=0, threads=2, force=True)
+    assert a.threads == 2 and torch.get_num_threads() == before
+    assert read_metadata(did)["ractd"]["made_on"]["threads"] == 2
+    assert fetch(a, spec, source="local", steps=200, seed=0, force=False) == did and a.calls == 2  # not asked: kept
 
 
 def test_failed_force_keeps_the_old_dataset(cache):
@@ -152,7 +177,9 @@ def test_bad_fetch_arguments_are_usage_errors_from_library_and_cli(cache):
     with pytest.raises(UsageError):
         fetch(a, spec, source="local", steps=0, seed=0, force=False)
     runner = CliRunner()
-    for args in (["--source", "web"], ["--source", "local", "--steps", "0"]):
+    with pytest.raises(UsageError):
+        fetch(a, spec, source="local", steps=200, seed=0, threads=0, force=False)
+    for args in (["--source", "web"], ["--source", "local", "--steps", "0"], ["--source", "local", "--threads", "0"]):
         r = runner.invoke(app, ["fetch", "bimodal", *args])
         assert r.exit_code == 2, r.output
 

@@ -198,6 +198,7 @@ def test_sac_run_interrupted_and_resumed_ends_bit_identical(sac_cache):
     as one that was never stopped."""
     import torch
 
+    from ractd_cli.artifacts import made_on
     from ractd_cli.data.recording import ProgressBatcher
 
     whole = _run(sac_cache / "whole")
@@ -211,11 +212,27 @@ def test_sac_run_interrupted_and_resumed_ends_bit_identical(sac_cache):
     for (k, a), (_, b) in zip(whole.model.policy.state_dict().items(), resumed.model.policy.state_dict().items()):
         assert torch.equal(a, b), k
     assert whole.evaluations == resumed.evaluations
+    assert whole.made_on == resumed.made_on == [{"steps": [0, 600], **made_on()}]  # one span: the same machine
     for f in ("observations", "actions", "rewards", "dones", "timeouts"):
         np.testing.assert_array_equal(getattr(whole.model.replay_buffer, f)[:600], getattr(resumed.model.replay_buffer, f)[:600])
     assert torch.equal(whole.model.log_ent_coef, resumed.model.log_ent_coef)
     with pytest.raises(ValueError, match="remove it to start over"):
         _run(sac_cache / "part", eval_every=100)
+
+
+def test_sac_run_records_which_steps_ran_on_which_thread_count(sac_cache):
+    """A run continued on another thread count (which changes its floats) says so: two spans, each
+    with its count, kept across a restart."""
+    from ractd_cli.data.fetch import torch_threads
+    from ractd_cli.data.recording import ProgressBatcher
+
+    run = _run(sac_cache / "run")
+    with torch_threads(1):
+        run.train_to(200, ProgressBatcher(None))
+    with torch_threads(2):
+        _run(sac_cache / "run").train_to(400, ProgressBatcher(None))
+    spans = _run(sac_cache / "run").made_on
+    assert [(s["steps"], s["threads"]) for s in spans] == [([0, 200], 1), ([200, 400], 2)]
 
 
 def test_sac_datasets_share_one_cached_run(sac_cache):
@@ -234,6 +251,7 @@ def test_sac_datasets_share_one_cached_run(sac_cache):
     assert sum(len(b.rewards) for b in replay) == meta["sac_medium_step"] == meta["total_steps"]
     _check_buffers(replay, adapter.tasks["hopper-medium-replay"], meta["sac_medium_step"])
     assert any("sac_return" in f for f in shown)
+    assert [span["steps"] for span in meta["sac_made_on"]] == [[0, 400]]
     run_json = (sac_cache / "sac" / "hopper-seed0" / "run.json").read_text()
     medium, meta_m = adapter.generate("hopper-medium", steps=120, **kw)
     assert (sac_cache / "sac" / "hopper-seed0" / "run.json").read_text() == run_json  # no more training

@@ -17,8 +17,11 @@ its body: ``fetch hopper-medium-replay`` then ``fetch hopper-medium`` trains onc
 fixed seeds) and checkpoints everything that decides its future: the networks and optimisers, the
 replay buffer, the global RNG states and the MuJoCo state of the unfinished training episode. A
 run stopped at any point (Ctrl-C) resumes from its last checkpoint and ends bit-identical to one
-that was never stopped (same machine type and thread count, as for every artifact). Checkpoints
-are safetensors and JSON: nothing is unpickled (stable-baselines3's own ``load`` would unpickle).
+that was never stopped (same machine type and thread count, as for every artifact; ``fetch`` runs it
+on one torch thread unless told otherwise). Which steps ran on which torch version, CPU kernels
+and thread count is kept in the run (``made_on``) and in every dataset made from it
+(``sac_made_on``). Checkpoints are safetensors and JSON: nothing is unpickled (stable-baselines3's
+own ``load`` would unpickle).
 
 Rollouts sample the stochastic policy (``deterministic=False``, for state coverage) from a torch
 generator seeded by the dataset's seed, so a dataset is the same whenever it is made.
@@ -95,6 +98,8 @@ class SACRun:
         self.model.set_logger(Logger(folder=None, output_formats=[]))
         self.evaluations: list[Evaluation] = []
         self.medium_step: int | None = None
+        self.made_on: list[dict[str, Any]] = []
+        """Spans of steps and what they ran on: ``{"steps": [from, to], **ractd_cli.artifacts.made_on()}``."""
         if (self.dir / "run.json").exists():
             self._restore()
 
@@ -107,10 +112,14 @@ class SACRun:
     def train_to(self, step: int, progress: ProgressBatcher, *, until_medium: bool = False) -> None:
         """Train in chunks of ``eval_every`` steps up to ``step`` (or, ``until_medium``, until an
         evaluation reaches the medium threshold), evaluating and checkpointing after each chunk."""
+        from ractd_cli.artifacts import made_on
+
         every = self.settings["eval_every"]
         while self.step < step and not (until_medium and self.medium_step is not None):
+            start = self.step
             self.model.learn(total_timesteps=min(every, step - self.step), reset_num_timesteps=False,
                              callback=_progress_callback(progress))
+            self._record_span(start, self.step, made_on())
             ev = Evaluation(self.step, self._evaluate())
             if not self.evaluations or ev.mean_return > max(e.mean_return for e in self.evaluations):
                 self._save_policy("best")
@@ -132,6 +141,15 @@ class SACRun:
             os.replace(self.dir / "best.safetensors", self.dir / "medium.safetensors")
             self._save()
         return self.medium_step
+
+    def _record_span(self, start: int, end: int, machine: dict[str, Any]) -> None:
+        """Add steps ``start..end`` run on ``machine`` to :attr:`made_on`, joined to the last span
+        when it continues it on the same machine."""
+        last = self.made_on[-1] if self.made_on else None
+        if last is not None and last["steps"][1] == start and {k: v for k, v in last.items() if k != "steps"} == machine:
+            last["steps"][1] = end
+        else:
+            self.made_on.append({"steps": [start, end], **machine})
 
     def _evaluate(self) -> float:
         env = self.make_env()
@@ -219,6 +237,7 @@ class SACRun:
             "medium_threshold_reached": med is not None and med.mean_return >= self.threshold,
             "sac_final_return": self.evaluations[-1].mean_return if self.evaluations else None,
             "sac_eval_episodes": self.settings["eval_episodes"],
+            "sac_made_on": self.made_on,
         }
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -269,6 +288,7 @@ class SACRun:
             "monitor_rewards": [float(r) for r in _monitor(m).rewards],
             "evaluations": [dataclasses.asdict(e) for e in self.evaluations],
             "medium_step": self.medium_step,
+            "made_on": self.made_on,
         }
         self.dir.mkdir(parents=True, exist_ok=True)
         _atomic(self.dir / "state.safetensors", lambda p: save_file(arrays, str(p)))
@@ -314,6 +334,7 @@ class SACRun:
         mon.rewards, mon.needs_reset = list(meta["monitor_rewards"]), False
         self.evaluations = [Evaluation(**e) for e in meta["evaluations"]]
         self.medium_step = meta["medium_step"]
+        self.made_on = list(meta.get("made_on", []))  # [] in a run made before ractd recorded it
 
 
 def _progress_callback(progress: ProgressBatcher) -> Any:
