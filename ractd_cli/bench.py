@@ -171,10 +171,23 @@ def data_ceiling(adapter: EnvAdapter, spec: TaskSpec, dataset: str, score_scale:
     def stderr(a: np.ndarray) -> float:
         return float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
 
-    return {"dataset": dataset, "episodes": len(scores), "score_scale": score_scale,
+    return {"dataset": dataset, "made": data_made(dataset), "episodes": len(scores), "score_scale": score_scale,
             "mean": float(scores.mean()), "mean_stderr": stderr(scores),
             "top_fraction": DATA_TOP_FRACTION, "top_mean": float(top.mean()), "top_stderr": stderr(top),
             "max": float(scores[0])}
+
+
+def data_made(dataset: str) -> dict[str, Any]:
+    """What a results table says of how its data were made (a local dataset's seed, torch threads
+    and, for SAC-made data, the medium checkpoint's step and return; ``fetch --threads`` changes
+    SAC's data); {} for a download or where the dataset does not say."""
+    from .data.store import local_recipe
+
+    made = local_recipe(dataset)
+    generator = made.get("generator") or {}
+    out = {"seed": made.get("seed"), "threads": (made.get("made_on") or {}).get("threads"),
+           **{k: generator[k] for k in ("sac_medium_step", "sac_medium_return") if k in generator}}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def data_rows(ceiling: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -182,7 +195,11 @@ def data_rows(ceiling: dict[str, Any] | None) -> list[tuple[str, str]]:
     if not ceiling:
         return []
     share = f"{100 * ceiling['top_fraction']:.0f}%"
-    return [(f"data: mean of its {ceiling['episodes']} episodes", f"{ceiling['mean']:.1f} ± {ceiling['mean_stderr']:.1f}"),
+    made = ceiling.get("made") or {}
+    how = [f"SAC's medium checkpoint at step {made['sac_medium_step']:,}"] if "sac_medium_step" in made else []
+    how += [f"generated on {made['threads']} thread{'s' if made['threads'] != 1 else ''}"] if "threads" in made else []
+    return [(f"data: mean of its {ceiling['episodes']} episodes" + (f" ({', '.join(how)})" if how else ""),
+             f"{ceiling['mean']:.1f} ± {ceiling['mean_stderr']:.1f}"),
             (f"data: mean of its best {share} of episodes", f"{ceiling['top_mean']:.1f} ± {ceiling['top_stderr']:.1f}"),
             ("data: its best episode", f"{ceiling['max']:.1f}")]
 

@@ -560,7 +560,7 @@ def fetch(
     present = store.local_dataset_id(spec) if source == "local" else (store.remote_dataset_id(spec) if spec.minari_ids else None)
     damaged = store.dataset_problem(present) if present and store.dataset_exists(present) and not force else None
     if damaged:  # repair: fetch it again, with the recipe it was made with unless told otherwise
-        made = _recipe_of(present)
+        made = store.local_recipe(present)
         steps = steps if steps is not None else made.get("steps")
         seed = seed if seed != 0 or made.get("seed") is None else int(made["seed"])
         threads = threads if threads is not None else (made.get("made_on") or {}).get("threads")
@@ -577,20 +577,12 @@ def fetch(
     meta = store.read_metadata(dataset_id)
     info = {"task": task, "dataset_id": dataset_id, "path": str(store.dataset_path(dataset_id)), "source": source,
             "episodes": meta.get("total_episodes"), "steps": meta.get("total_steps")}
+    if source == "local":
+        info["made_on"] = store.local_recipe(dataset_id).get("made_on")  # None: made before ractd recorded it
     if json_:
         print_json(info)
     else:
         err.print(f"dataset [bold]{dataset_id}[/]: {info['episodes']} episodes, {info['steps']} steps, in {info['path']}")
-
-
-def _recipe_of(dataset_id: str) -> dict:
-    """How a local dataset was generated (``steps``, ``seed``), from its metadata; {} if unreadable."""
-    from .data import store
-
-    try:
-        return dict(store.read_metadata(dataset_id).get("ractd", {}))
-    except (OSError, ValueError):
-        return {}
 
 
 # -------------------------------------------------------------------------------------- training

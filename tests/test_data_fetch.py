@@ -99,6 +99,8 @@ def test_the_generator_runs_on_one_thread_unless_told_and_the_dataset_says_so(ca
     spec = _spec(a)
     did = fetch(a, spec, source="local", steps=200, seed=0, force=False)
     assert a.threads == 1 and torch.get_num_threads() == before
+    assert fetch_mod.store.local_recipe(did)["made_on"] == read_metadata(did)["ractd"]["made_on"]
+    assert fetch_mod.store.local_recipe("ractd/bimodal/missing-v0") == {}
     made = read_metadata(did)["ractd"]["made_on"]
     assert made["threads"] == 1 and made["torch"] == torch.__version__
     assert fetch(a, spec, source="local", steps=200, seed=0, threads=1, force=False) == did and a.calls == 1
@@ -198,3 +200,7 @@ def test_cli_refetch_shows_no_generation_bar(cache):
     assert again.exit_code == 0 and "generating bimodal" not in again.output and " steps, in" in again.output, again.output
     changed = runner.invoke(app, ["fetch", "bimodal", "--source", "local", "--steps", "300"])
     assert changed.exit_code != 0 and "--force" in changed.output, changed.output
+    import json
+
+    info = json.loads(runner.invoke(app, ["fetch", "bimodal", "--source", "local", "--json"]).stdout)
+    assert info["made_on"]["threads"] == 1  # the generator's thread count, whatever this machine's cores

@@ -240,4 +240,13 @@ def test_data_ceiling_scores_the_datasets_own_episodes(monkeypatch):
     assert d["episodes"] == 20 and d["max"] == 200.0
     assert d["mean"] == pytest.approx(105.0) and d["top_mean"] == pytest.approx(195.0)  # the best 2: 200 and 190
     assert [label for label, _ in bench.data_rows(d)][1] == "data: mean of its best 10% of episodes"
+    assert d["made"] == {} and bench.data_rows(d)[0][0] == "data: mean of its 20 episodes"  # no such dataset on disk
     assert bench.data_ceiling(Toy(), dataclasses.replace(spec, planning="states"), "x", "toy") is None  # open loop: none
+    # a SAC-made dataset: the table says which checkpoint and thread count made it (fetch --threads)
+    from ractd_cli.data import store
+
+    monkeypatch.setattr(store, "local_recipe", lambda dataset: {"seed": 0, "made_on": {"threads": 2, "torch": "x"}, "generator": {
+        "sac_medium_step": 95000, "sac_medium_return": 4117.1, "sac_run": "halfcheetah-seed0"}})
+    d = bench.data_ceiling(Toy(), spec, "toy/local-v0", "toy")
+    assert d["made"] == {"seed": 0, "threads": 2, "sac_medium_step": 95000, "sac_medium_return": 4117.1}
+    assert bench.data_rows(d)[0][0] == "data: mean of its 20 episodes (SAC's medium checkpoint at step 95,000, generated on 2 threads)"

@@ -133,6 +133,15 @@ def read_metadata(dataset_id_or_path: str | Path, root: Path | str | None = None
         return json.load(f)
 
 
+def local_recipe(dataset_id_or_path: str | Path, root: Path | str | None = None) -> dict[str, Any]:
+    """How a locally generated dataset was made (its metadata's ``ractd`` block: ``steps``, ``seed``,
+    ``made_on``, the generator's own record); {} for a download or an unreadable dataset."""
+    try:
+        return dict(read_metadata(dataset_id_or_path, root).get("ractd") or {})
+    except (OSError, ValueError):
+        return {}
+
+
 def resolve_data_dir(dataset_id_or_path: str | Path, root: Path | str | None = None) -> Path:
     """The ``data/`` folder of a dataset given by id (in our cache) or by a folder path (the dataset
     folder or its ``data/`` folder)."""
