@@ -181,11 +181,11 @@ def data_made(dataset: str) -> dict[str, Any]:
     """What a results table says of how its data were made (a local dataset's seed, torch threads
     and, for SAC-made data, the medium checkpoint's step and return; ``fetch --threads`` changes
     SAC's data); {} for a download or where the dataset does not say."""
-    from .data.store import local_recipe
+    from .data.store import local_recipe, recipe_threads
 
     made = local_recipe(dataset)
     generator = made.get("generator") or {}
-    out = {"seed": made.get("seed"), "threads": (made.get("made_on") or {}).get("threads"),
+    out = {"seed": made.get("seed"), "threads": recipe_threads(made),
            **{k: generator[k] for k in ("sac_medium_step", "sac_medium_return") if k in generator}}
     return {k: v for k, v in out.items() if v is not None}
 

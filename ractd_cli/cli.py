@@ -563,7 +563,7 @@ def fetch(
         made = store.local_recipe(present)
         steps = steps if steps is not None else made.get("steps")
         seed = seed if seed != 0 or made.get("seed") is None else int(made["seed"])
-        threads = threads if threads is not None else (made.get("made_on") or {}).get("threads")
+        threads = threads if threads is not None else store.recipe_threads(made)
         err.print(f"[yellow]dataset {present} is damaged ({damaged}): fetching it again[/]", soft_wrap=True)
         force = True
     if source == "local" and will_generate(spec, force=force):
@@ -578,7 +578,7 @@ def fetch(
     info = {"task": task, "dataset_id": dataset_id, "path": str(store.dataset_path(dataset_id)), "source": source,
             "episodes": meta.get("total_episodes"), "steps": meta.get("total_steps")}
     if source == "local":
-        info["made_on"] = store.local_recipe(dataset_id).get("made_on")  # None: made before ractd recorded it
+        info["made_on"] = (meta.get("ractd") or {}).get("made_on")  # None: made before ractd recorded it
     if json_:
         print_json(info)
     else:

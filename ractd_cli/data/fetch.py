@@ -194,7 +194,7 @@ def _check_same_recipe(dataset_id: str, spec: TaskSpec, *, steps: int | None, se
     differs = []
     if steps is not None and made.get("steps") not in (None, int(steps)):
         differs.append(f"steps={made.get('steps')} (asked {steps})")
-    made_threads = (made.get("made_on") or {}).get("threads")  # None: made before ractd recorded it
+    made_threads = store.recipe_threads(made)
     if threads is not None and made_threads is not None and made_threads != int(threads):
         differs.append(f"threads={made_threads} (asked {threads})")
     if made.get("seed") not in (None, int(seed)):

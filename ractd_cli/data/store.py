@@ -142,6 +142,12 @@ def local_recipe(dataset_id_or_path: str | Path, root: Path | str | None = None)
         return {}
 
 
+def recipe_threads(recipe: dict[str, Any]) -> int | None:
+    """The torch thread count a local dataset was generated on, from its :func:`local_recipe`; None
+    for a dataset made before ractd recorded it (or downloaded)."""
+    return (recipe.get("made_on") or {}).get("threads")
+
+
 def resolve_data_dir(dataset_id_or_path: str | Path, root: Path | str | None = None) -> Path:
     """The ``data/`` folder of a dataset given by id (in our cache) or by a folder path (the dataset
     folder or its ``data/`` folder)."""
