@@ -34,6 +34,7 @@ from ractd_cli.diffusion import (
     teacher_sigmas,
     teacher_solve,
 )
+from ractd_cli.data.fetch import torch_threads
 from ractd_cli.diffusion.ctm import S_EMBED_FLOOR
 from ractd_cli.diffusion.edm import c_noise
 from ractd_cli.nets import ConditionalUnet1D, MLPDenoiserNet
@@ -393,16 +394,14 @@ def _tiny_net(student=False):
 def toy_teacher():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     teacher = EDMPrecond(_tiny_net())
     opt = torch.optim.Adam(teacher.parameters(), lr=3e-3)
-    for _ in range(300):
-        loss = edm_loss(teacher, _mixture(256, g), generator=g).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    torch.set_num_threads(n)
+    with torch_threads(1):
+        for _ in range(300):
+            loss = edm_loss(teacher, _mixture(256, g), generator=g).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return teacher.requires_grad_(False).eval()
 
 

@@ -15,6 +15,7 @@ import torch
 
 from ractd_cli.adapters import TaskSpec
 from ractd_cli.data import Episode, make_windows
+from ractd_cli.data.fetch import torch_threads
 from ractd_cli.data.windows import continuation_runs
 from ractd_cli.diffusion import (
     SAMPLERS,
@@ -172,33 +173,31 @@ def test_evaluation_conditions_on_the_goal_at_rest():
 @pytest.fixture(scope="module")
 def line_models():
     """A teacher and a one-step student trained on 1-D constant-velocity lines, H = 4 states."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    eps = [_episode(float(rng.uniform(-4, 4)), float(rng.uniform(-1, 1)), 12, goal=0.0) for _ in range(200)]
-    spec = _spec()
-    data = build_task_data(spec, make_windows(eps, spec), "line")
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    T, D = spec.x_shape
-    teacher = EDMPrecond(make_denoiser_net("mlp", input_dim=D, global_cond_dim=spec.cond_dim, horizon=T))
-    opt = torch.optim.Adam(teacher.parameters(), lr=2e-3)
-    for _ in range(1500):
-        b = data.diffusion.gather(torch.randint(len(data.diffusion), (128,), generator=g))
-        loss = edm_loss(teacher, b["x"], b["cond"], generator=g).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    teacher.requires_grad_(False).eval()
-    student = student_from_teacher(teacher)
-    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
-    for _ in range(300):
-        b = data.diffusion.gather(torch.randint(len(data.diffusion), (128,), generator=g))
-        losses = ractd_loss(student, teacher, None, b["x"], b["cond"], sigmas=teacher_sigmas(18), max_teacher_steps=4, generator=g)
-        opt.zero_grad()
-        losses["total"].backward()
-        opt.step()
-    torch.set_num_threads(n_threads)
+    with torch_threads(1):
+        rng = np.random.default_rng(0)
+        eps = [_episode(float(rng.uniform(-4, 4)), float(rng.uniform(-1, 1)), 12, goal=0.0) for _ in range(200)]
+        spec = _spec()
+        data = build_task_data(spec, make_windows(eps, spec), "line")
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(0)
+        T, D = spec.x_shape
+        teacher = EDMPrecond(make_denoiser_net("mlp", input_dim=D, global_cond_dim=spec.cond_dim, horizon=T))
+        opt = torch.optim.Adam(teacher.parameters(), lr=2e-3)
+        for _ in range(1500):
+            b = data.diffusion.gather(torch.randint(len(data.diffusion), (128,), generator=g))
+            loss = edm_loss(teacher, b["x"], b["cond"], generator=g).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        teacher.requires_grad_(False).eval()
+        student = student_from_teacher(teacher)
+        opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+        for _ in range(300):
+            b = data.diffusion.gather(torch.randint(len(data.diffusion), (128,), generator=g))
+            losses = ractd_loss(student, teacher, None, b["x"], b["cond"], sigmas=teacher_sigmas(18), max_teacher_steps=4, generator=g)
+            opt.zero_grad()
+            losses["total"].backward()
+            opt.step()
     held = data.diffusion.gather(torch.arange(0, len(data.diffusion), 17))
     return teacher, student.requires_grad_(False).eval(), held
 

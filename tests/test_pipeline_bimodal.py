@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from ractd_cli.cli import app
+from ractd_cli.data.fetch import torch_threads
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow
@@ -146,11 +147,8 @@ def test_rollout_workers_run_the_episodes_of_one_process(cache, tmp_path):
     rows score the same with and without workers. Refusals: --workers 0, --workers with --video."""
     args = ["rollout", "--env", "bimodal", "--model", cache["ctd"], "--episodes", "9", "--seed", "3", "--batch", "3"]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # what each worker runs with here
-    try:
+    with torch_threads(1):  # what each worker runs with here
         one = ractd(*args)
-    finally:
-        torch.set_num_threads(threads)
     split = ractd(*args, "--workers", "2")
     assert split["per_episode"] == one["per_episode"] and len(split["per_episode"]) == 9
     assert (split["workers"], split["threads_per_worker"], split["model_id"]) == (2, max(1, threads // 2), cache["ctd"])
