@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from ractd_cli.data.fetch import torch_threads
 from ractd_cli.diffusion import (
     SIGMA_DATA,
     SIGMA_MAX,
@@ -34,7 +35,6 @@ from ractd_cli.diffusion import (
     teacher_sigmas,
     teacher_solve,
 )
-from ractd_cli.data.fetch import torch_threads
 from ractd_cli.diffusion.ctm import S_EMBED_FLOOR
 from ractd_cli.diffusion.edm import c_noise
 from ractd_cli.nets import ConditionalUnet1D, MLPDenoiserNet
