@@ -578,7 +578,7 @@ def fetch(
     info = {"task": task, "dataset_id": dataset_id, "path": str(store.dataset_path(dataset_id)), "source": source,
             "episodes": meta.get("total_episodes"), "steps": meta.get("total_steps")}
     if source == "local":
-        info["made_on"] = (meta.get("ractd") or {}).get("made_on")  # None: made before ractd recorded it
+        info["made_on"] = store.recipe_in(meta).get("made_on")  # None: made before ractd recorded it
     if json_:
         print_json(info)
     else:

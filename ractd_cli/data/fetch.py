@@ -188,7 +188,7 @@ def _generate(adapter: EnvAdapter, spec: TaskSpec, dataset_id: str, *, steps: in
 
 def _check_same_recipe(dataset_id: str, spec: TaskSpec, *, steps: int | None, seed: int, threads: int | None,
                        root: Any) -> None:
-    made = store.read_metadata(dataset_id, root).get("ractd", {})
+    made = store.recipe_in(store.read_metadata(dataset_id, root))  # raises on an unreadable dataset
     if not made:
         return
     differs = []

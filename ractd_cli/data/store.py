@@ -133,11 +133,16 @@ def read_metadata(dataset_id_or_path: str | Path, root: Path | str | None = None
         return json.load(f)
 
 
+def recipe_in(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The ``ractd`` block of a dataset's metadata (:func:`read_metadata`): how a local dataset was
+    made (``steps``, ``seed``, ``made_on``, the generator's own record); {} for a download."""
+    return dict(metadata.get("ractd") or {})
+
+
 def local_recipe(dataset_id_or_path: str | Path, root: Path | str | None = None) -> dict[str, Any]:
-    """How a locally generated dataset was made (its metadata's ``ractd`` block: ``steps``, ``seed``,
-    ``made_on``, the generator's own record); {} for a download or an unreadable dataset."""
+    """:func:`recipe_in` of a dataset given by id or folder; {} for a download or an unreadable dataset."""
     try:
-        return dict(read_metadata(dataset_id_or_path, root).get("ractd") or {})
+        return recipe_in(read_metadata(dataset_id_or_path, root))
     except (OSError, ValueError):
         return {}
 
