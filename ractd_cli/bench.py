@@ -83,12 +83,7 @@ def _latest_trajdiffuser(task: str) -> Artifact | None:
 def student_fields(art: Artifact) -> dict[str, Any]:
     """A bench row's ``reward_weight`` (a student's sigma, else None) and, for a student selected on
     online score (``--keep best``), its ``selection``."""
-    if art.kind != "student":
-        return {"reward_weight": None}
-    header = StudentConfig.of(art)
-    scale = {"reward_scale": header.reward_scale} if header.rewarded else {}
-    return {"reward_weight": header.reward_weight, **scale, **({"selection": header.selection} if header.selection else {}),
-            "distill_seed": header.seed}
+    return StudentConfig.of(art).describe() if art.kind == "student" else {"reward_weight": None}
 
 
 def student_label(art: Artifact) -> str:

@@ -108,15 +108,16 @@ class _PlanningPolicy:
 
     def describe(self) -> dict:
         """How plans are made and executed, for results: the planning kind (its conditioning), horizon
-        (states per plan), plan stride and training windows the model was trained with, a RACTD student's sigma and kappa, and
-        its R_psi's return-to-go, the initial noise and clamping (None
+        (states per plan), plan stride and training windows the model was trained with, a student's
+        sigma (0 for CTD), kappa, selection and distill seed (:meth:`StudentConfig.describe`), a RACTD
+        student's R_psi's return-to-go, the initial noise and clamping (None
         for the Trajectory Diffuser, which starts from its proposal), and the :class:`Execution`."""
         sampling = getattr(self.planner, "sampling", None)
         art = getattr(self.planner, "art", None)  # a stand-in planner may have none
         reward = reward_of(art) if art is not None else None
-        header = StudentConfig.of(art) if reward is not None else None
+        student = StudentConfig.of(art) if art is not None and art.kind == "student" else None
         return {"planning": self.spec.planning, "horizon": self.spec.horizon, "plan_stride": self.spec.plan_stride, "windows": self.spec.windows,
-                **({"reward_weight": header.reward_weight, "reward_scale": header.reward_scale} if header is not None else {}),
+                **(student.describe() if student is not None else {}),
                 **(sampling.describe() if sampling is not None else {"init_noise": None, "clamp": None}),
                 **(RewardConfig.of(reward).describe() if reward is not None else {}),
                 **self.execution.describe()}

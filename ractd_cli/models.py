@@ -250,6 +250,13 @@ class StudentConfig(DiffusionConfig):
             more["reward_scale"] = self.reward_scale
         return {**super().stored(), "ctm_weight": self.ctm_weight, "dsm_weight": self.dsm_weight, "reward_weight": self.reward_weight, **more}
 
+    def describe(self) -> dict[str, Any]:
+        """For results (every bench row and rollout of a student): sigma (``reward_weight``, 0 for CTD)
+        and a RACTD student's kappa (``reward_scale``), the ``selection`` where its weights were chosen
+        on online score, and the ``distill_seed``."""
+        return {"reward_weight": self.reward_weight, **({"reward_scale": self.reward_scale} if self.rewarded else {}),
+                **({"selection": self.selection} if self.selection else {}), "distill_seed": self.seed}
+
     @property
     def sigma_label(self) -> str:
         """sigma as results show it (:func:`sigma_label`)."""

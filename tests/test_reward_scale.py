@@ -58,7 +58,9 @@ def test_students_record_kappa_and_their_reward_term_scales_with_it(tmp_path, mo
     assert scaled.config["loss_terms"]["reward"] == pytest.approx(0.25 * plain.config["loss_terms"]["reward"], rel=1e-5)
     assert scaled.config["loss_terms"]["dsm"] == pytest.approx(plain.config["loss_terms"]["dsm"], rel=1e-5)
     doc = ok("rollout", "--env", "bimodal", "--model", scaled.id, "--episodes", "1")
-    assert (doc["reward_weight"], doc["reward_scale"]) == (1.0, 0.25)
+    assert (doc["reward_weight"], doc["reward_scale"], doc["distill_seed"]) == (1.0, 0.25, 0)
+    plain_ctd = ok("rollout", "--env", "bimodal", "--model", ctd, "--episodes", "1")  # a CTD rollout names its sigma 0 too
+    assert (plain_ctd["reward_weight"], plain_ctd["distill_seed"]) == (0.0, 0) and "reward_scale" not in plain_ctd
     assert StudentConfig.of(scaled).sigma_label == "1 (x 0.25)"
     # "the student" is the newest at the task's own (sigma, kappa): not a newer one at sigma 1 on kappa 1
     monkeypatch.setitem(adapter.tasks, "bimodal", spec)
