@@ -81,8 +81,8 @@ def _latest_trajdiffuser(task: str) -> Artifact | None:
 
 
 def student_fields(art: Artifact) -> dict[str, Any]:
-    """A bench row's ``reward_weight`` (a student's sigma, else None) and, for a student selected on
-    online score (``--keep best``), its ``selection``."""
+    """A bench row's student fields (:meth:`StudentConfig.describe`: sigma, kappa, selection, distill
+    seed); a teacher's row has ``reward_weight`` None."""
     return StudentConfig.of(art).describe() if art.kind == "student" else {"reward_weight": None}
 
 
