@@ -80,12 +80,6 @@ def _latest_trajdiffuser(task: str) -> Artifact | None:
     return next((a for a in list_artifacts() if a.kind == "proposer" and a.task == task and a.config.get("method") == "trajdiffuser"), None)
 
 
-def student_fields(art: Artifact) -> dict[str, Any]:
-    """A bench row's student fields (:meth:`StudentConfig.describe`: sigma, kappa, selection, distill
-    seed); a teacher's row has ``reward_weight`` None."""
-    return StudentConfig.of(art).describe() if art.kind == "student" else {"reward_weight": None}
-
-
 def student_label(art: Artifact) -> str:
     """A student row's name from its artifact: CTD or RACTD with its reward weight sigma, and which
     weights it holds: the last step's, or (``--keep best``) those selected on online score."""
@@ -462,7 +456,7 @@ def bench_planners(
             "method": row.method,
             "planner": "diffusion",
             "model_id": loaded.art.id,
-            **student_fields(loaded.art),
+            "reward_weight": None,  # a student's sigma, kappa, selection and seed: policy.describe() below
             "sampler": planner.sampler_name,
             "nfe": planner.nfe_per_plan,
             "nfe_paper": planner.nfe_paper,
