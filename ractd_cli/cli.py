@@ -44,7 +44,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "--windows": ("full", "padded"),  # layouts.WINDOWS
     "--score-scale": ("d4rl", "minari"),  # the shipped tasks' scales; a plugin may add its own
     "--kind": ("teacher", "reward", "student", "inverse-dynamics", "proposer"),  # artifacts.KINDS
-    "--keep": ("last", "best"),  # train.common.KEEP
+    "--keep": ("last", "best", "both"),  # train.common.KEEP
     "--what": ("table", "sweep", "table4"),  # reproduce.WHAT
 }
 """The values of each option with a fixed set of them, shown in ``--help`` as ``[a|b|c]``; each
@@ -652,7 +652,7 @@ def train_teacher(
     eval_episodes: int = typer.Option(20, "--eval-episodes", help="Episodes per evaluation (seed 0: the starts of `ractd rollout`)."),
     eval_sampler: str = typer.Option("euler", "--eval-sampler", help="Sampler for --eval-every: euler (default, cheap), heun or ancestral, at --eval-nfe."),
     eval_nfe: int = typer.Option(15, "--eval-nfe", help="Steps of --eval-sampler (Euler 15 is the paper's DDIM-like row)."),
-    keep: str = typer.Option("last", "--keep", help="With --eval-every: save the weights at the last step (last, default) or those of the evaluation with the highest score (best: the RACTD authors' protocol, which keeps their top checkpoints by online test score; optimistic, as the same episodes choose and score it). Recorded in the artifact as `selection`."),
+    keep: str = typer.Option("last", "--keep", help="With --eval-every: save the weights at the last step (last, default), those of the evaluation with the highest score (best: the RACTD authors' protocol, which keeps their top checkpoints by online test score; optimistic, as the same episodes choose and score it), or both, as two artifacts from one run (training is the same either way; --json lists both). Recorded in the artifact as `selection`."),
     json_: bool = JsonOpt,
 ) -> None:
     """Train the EDM diffusion teacher (and, for open-loop tasks, the inverse-dynamics model)."""
@@ -734,7 +734,7 @@ def distill(
     weights: str = typer.Option("raw", "--weights", help="What to save: raw = the student's weights at the last step (as the authors' code samples), ema = the training loop's EMA of them (an option; see docs/notes/lab-log.md)."),
     eval_every: int = typer.Option(0, "--eval-every", help="Score the student every N steps (and at the end) in the environment, one step per plan, the task's default follower; the curve goes into the artifact and --json as eval_curve (paper Figure 4). 0: no evaluation. Training is the same either way."),
     eval_episodes: int = typer.Option(20, "--eval-episodes", help="Episodes per evaluation (seed 0: the starts of `ractd rollout`)."),
-    keep: str = typer.Option("last", "--keep", help="With --eval-every: save the weights at the last step (last, default) or those of the evaluation with the highest score (best: the RACTD authors' protocol, which keeps their top checkpoints by online test score; optimistic, as the same episodes choose and score it). Recorded in the artifact as `selection`."),
+    keep: str = typer.Option("last", "--keep", help="With --eval-every: save the weights at the last step (last, default), those of the evaluation with the highest score (best: the RACTD authors' protocol, which keeps their top checkpoints by online test score; optimistic, as the same episodes choose and score it), or both, as two artifacts from one run (training is the same either way; --json lists both). Recorded in the artifact as `selection`."),
     json_: bool = JsonOpt,
 ) -> None:
     """Distill the one-step student: alpha*CTM + beta*DSM + sigma*Reward (RACTD eq. 9), initialised from the teacher.
@@ -746,6 +746,7 @@ def distill(
     """
     from .registry import get_task
     from .train import distill as d
+    from .train.fit import with_last_weights
 
     if eval_every < 0 or eval_episodes < 1:
         raise UsageError("--eval-every must be >= 0 and --eval-episodes at least 1")
@@ -764,7 +765,7 @@ def distill(
                 distance=distance, weights=weights, evaluator=evaluator, eval_every=eval_every,
                 eval_label={"episodes": eval_episodes, "seed": 0}, keep=keep, teacher_steps=teacher_steps,
                 n_pairs=ode_pairs, pair_weight=pair_weight)
-    _report_artifacts([art], json_)
+    _report_artifacts(with_last_weights(art), json_)
     if not json_:
         terms = art.config["loss_terms"]
         err.print("weighted loss terms (mean magnitude, last 10% of steps): "

@@ -1,5 +1,6 @@
 """`--keep best`: the trainers save the weights of their best-scoring evaluation (the RACTD authors'
-model selection) and say so; `--keep last` (the default) saves the last step's."""
+model selection) and say so; `--keep last` (the default) saves the last step's; `--keep both` saves
+the two from one run."""
 
 from __future__ import annotations
 
@@ -44,15 +45,35 @@ def test_keep_best_saves_the_best_evaluated_weights(bimodal):
     assert row["evaluation"] == {"step": sel["step"], "score_mean": top, "score_stderr": None, "selected": True}
 
 
+def test_keep_both_saves_the_last_and_the_selected_weights_of_one_run(bimodal):
+    _json = bimodal
+    common = ("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "8", "--eval-every", "2", "--eval-episodes", "3")
+    last_doc, best_doc = _json(*common, "--keep", "both")["artifacts"]
+    last, best = load_artifact(last_doc["id"]), load_artifact(best_doc["id"])
+    # the last weights are exactly those of a `--keep last` run with the same evaluations
+    assert last.id == _json(*common, "--keep", "last")["id"] and "selection" not in last.config
+    # the selected ones are `--keep best`'s weights, their selection naming the twin
+    alone = load_artifact(_json(*common, "--keep", "best")["id"])
+    assert best.config["selection"] == {**alone.config["selection"], "last_weights": last.id}
+    assert best.tensors.keys() == alone.tensors.keys()
+    assert all(best.tensors[k].equal(alone.tensors[k]) for k in best.tensors)
+    assert best_doc["selection"]["last_weights"] == last.id
+
+
 def test_teacher_keep_best_records_its_selection(bimodal):
     doc = bimodal("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "6", "--eval-every", "3", "--eval-episodes", "2",
                 "--eval-nfe", "2", "--keep", "best")
     teacher = load_artifact(doc["id"])
     assert teacher.config["selection"]["step"] in (3, 6)
+    both = bimodal("train-teacher", "--env", "bimodal", "--preset", "tiny", "--steps", "6", "--eval-every", "3", "--eval-episodes", "2",
+                   "--eval-nfe", "2", "--keep", "both")["artifacts"]
+    assert [d["kind"] for d in both] == ["teacher", "teacher"] and "selection" not in both[0]
+    assert both[1]["selection"] == {**teacher.config["selection"], "last_weights": both[0]["id"]}
 
 
 @pytest.mark.parametrize("args, says", [
     (["--keep", "best"], "give --eval-every N as well"),
+    (["--keep", "both"], "give --eval-every N as well"),
     (["--keep", "most", "--eval-every", "2"], "unknown --keep 'most'"),
 ])
 def test_keep_needs_evaluations(bimodal, args, says):

@@ -99,9 +99,11 @@ def stale(art: Artifact, fingerprint: str) -> bool:
     return art.meta.get("data_fingerprint") not in (None, fingerprint)
 
 
-KEEP = ("last", "best")
+KEEP = ("last", "best", "both")
 """What a trainer with ``--eval-every`` saves: ``last``, the weights at the last step (the default),
-or ``best``, those of the evaluation with the highest online score (``--keep best``)."""
+``best``, those of the evaluation with the highest online score (``--keep best``), or ``both``, the
+two as two artifacts from one run (training is the same either way), the selected one naming its
+last-weights twin (``selection["last_weights"]``)."""
 
 SELECTION_PROTOCOL = "selected on online score (the RACTD authors' protocol, monitor_key test_mean_scores; optimistic)"
 
@@ -141,5 +143,5 @@ def check_keep(keep: str, eval_every: int) -> None:
 
     if keep not in KEEP:
         raise UsageError(unknown_choice("--keep", keep, KEEP))
-    if keep == "best" and not eval_every:
-        raise UsageError("--keep best chooses among the evaluations during training: give --eval-every N as well")
+    if keep in ("best", "both") and not eval_every:
+        raise UsageError(f"--keep {keep} chooses among the evaluations during training: give --eval-every N as well")

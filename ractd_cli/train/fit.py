@@ -103,10 +103,13 @@ def fit(
     run's identity. Without an evaluator, the method's own ``Method.evaluate`` (if any) runs every
     ``eval_every`` steps instead. Training is the same with or without evaluation. ``keep="best"``
     saves the weights of the best-scoring evaluation instead of the last
-    (:class:`~ractd_cli.train.common.BestWeights`), recorded as the artifact's ``selection``.
+    (:class:`~ractd_cli.train.common.BestWeights`), recorded as the artifact's ``selection``;
+    ``keep="both"`` saves the last weights first, then the best-scoring ones, whose ``selection``
+    names the first (``last_weights``; :func:`with_last_weights` gives the pair). Returns the artifact
+    of the weights ``keep`` chose (``both``: the selected one).
     """
     check_keep(keep, eval_every if evaluator is not None else 0)
-    best = BestWeights() if keep == "best" else None
+    best = BestWeights() if keep in ("best", "both") else None
     eval_cfg = {"every": eval_every, **(eval_label or {})} if evaluator is not None and eval_every else None
 
     def score(model: nn.Module, ema: nn.Module) -> dict:
@@ -123,22 +126,35 @@ def fit(
     more, losses = method.finish(res)
     if eval_cfg:
         more.update(eval=eval_cfg, eval_curve=res.curve)
+
+    def save(tensors: Tensors, **config: Any) -> Artifact:
+        return save_artifact(
+            tensors,
+            kind=method.kind,
+            task=method.task,
+            dataset=method.dataset,
+            parents=list(method.parents),
+            config=method.config(**more, **config),
+            losses={**res.losses, **losses},
+            loss_curve=res.loss_curve,
+            speed=res.speed,
+            runs=[res.run],
+            data_fingerprint=method.fingerprint,
+            **method.meta,
+            **(opts.named() if method.named else {}),
+        )
+
     tensors = method.tensors(res.model, res.ema)
-    if best is not None:
-        tensors, selection = best.choose(res.curve, res.resumed_from)
-        more.update(selection=selection)
-    return saved(save_artifact(
-        tensors,
-        kind=method.kind,
-        task=method.task,
-        dataset=method.dataset,
-        parents=list(method.parents),
-        config=method.config(**more),
-        losses={**res.losses, **losses},
-        loss_curve=res.loss_curve,
-        speed=res.speed,
-        runs=[res.run],
-        data_fingerprint=method.fingerprint,
-        **method.meta,
-        **(opts.named() if method.named else {}),
-    ), res)
+    if best is None:
+        return saved(save(tensors), res)
+    last = save(tensors) if keep == "both" else None
+    tensors, selection = best.choose(res.curve, res.resumed_from)
+    return saved(save(tensors, selection={**selection, **({"last_weights": last.id} if last else {})}), res)
+
+
+def with_last_weights(art: Artifact) -> list[Artifact]:
+    """``[art]``, or ``[its last-weights twin, art]`` for the selected artifact of a ``--keep both`` run."""
+    from ..artifacts import load_artifact
+
+    twin = (art.config.get("selection") or {}).get("last_weights")
+    return [art] if twin is None else [load_artifact(twin, kind=art.kind, task=art.task, directory=art.path.parent), art]

@@ -29,7 +29,7 @@ from ..models import TeacherConfig, normalizer_tensors, prefixed
 from ..nets import DENOISER_PRESETS, InverseDynamics, make_denoiser_net
 from .common import TrainOptions, check_keep
 from .data import TaskData, load_task_data
-from .fit import Method, fit, train_method
+from .fit import Method, fit, train_method, with_last_weights
 from .loop import TrainConfig, TrainResult
 from .reward import frozen_reward
 
@@ -145,7 +145,7 @@ def train_teacher(
     opts.seed_init()
     teacher = TeacherMethod(spec, data, cfg, opts, net_name=net_name, distance=distance, reward_weight=reward_weight,
                             reward=(reward_art, reward_fn), meta=extra, plan_stride=plan_stride)
-    written.append(fit(teacher, cfg, opts, evaluator=evaluator, eval_every=eval_every, eval_label=eval_label, keep=keep))
+    written += with_last_weights(fit(teacher, cfg, opts, evaluator=evaluator, eval_every=eval_every, eval_label=eval_label, keep=keep))
     return written
 
 
