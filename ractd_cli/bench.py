@@ -226,33 +226,40 @@ def peer_rows(peers: dict[str, Any] | None, episodes: int) -> list[tuple[str, st
 
 
 def across_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The one-step student rows of one kind (reward weight sigma and kappa, last weights) distilled
-    with different seeds, as one summary each where there are at least two seeds: the mean of their
-    scores and its standard error across seeds (the spread of training, which the episodes' standard
-    errors do not show), then, when both CTD and one RACTD weight have summaries, RACTD - CTD with
-    the two standard errors combined (independent students: the seeds pair nothing)."""
+    """The one-step student rows of one kind (reward weight sigma and kappa; last weights, or those
+    selected on online score, `distill --keep best|both`, pooled apart) distilled with different
+    seeds, as one summary each where there are at least two seeds: the mean of their scores and its
+    standard error across seeds (the spread of training, which the episodes' standard errors do not
+    show), then, when both CTD and one RACTD weight have summaries of the same weights, RACTD - CTD
+    with the two standard errors combined (independent students: the seeds pair nothing). The last
+    weights' summaries come first."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        if r.get("sampler") == "onestep" and r.get("distill_seed") is not None and r.get("score_mean") is not None and not r.get("selection"):
-            groups.setdefault((r["reward_weight"], r.get("reward_scale", 1.0)), []).append(r)
+        if r.get("sampler") == "onestep" and r.get("distill_seed") is not None and r.get("score_mean") is not None:
+            groups.setdefault((bool(r.get("selection")), r["reward_weight"], r.get("reward_scale", 1.0)), []).append(r)
     out = []
-    for (sigma, kappa), members in sorted(groups.items()):
-        by_seed = {r["distill_seed"]: r for r in members}  # one row per seed (the same student twice counts once)
-        if len(by_seed) < 2:
-            continue
-        seeds = sorted(by_seed)
-        scores = np.array([by_seed[k]["score_mean"] for k in seeds])
-        name = f"RACTD student, sigma {sigma_label(sigma, kappa)}" if sigma else "CTD student"
-        out.append({"method": f"{name}, mean over distill seeds {'/'.join(map(str, seeds))}", "reward_weight": sigma,
-                    **({"reward_scale": kappa} if sigma else {}), "seeds": seeds, "scores": scores.tolist(),
-                    "model_ids": [by_seed[k]["model_id"] for k in seeds], "score_mean": float(scores.mean()),
-                    "score_stderr": float(scores.std(ddof=1) / np.sqrt(len(scores)))})
-    ctd = next((g for g in out if not g["reward_weight"]), None)
-    for g in [g for g in out if g["reward_weight"]] if ctd else []:
-        out.append({"method": f"RACTD student, sigma {sigma_label(g['reward_weight'], g.get('reward_scale', 1.0))} - CTD, across seeds",
-                    "difference": True, "reward_weight": g["reward_weight"],
-                    "score_mean": g["score_mean"] - ctd["score_mean"],
-                    "score_stderr": float(np.hypot(g["score_stderr"], ctd["score_stderr"]))})
+    for selected in (False, True):
+        pooled = []
+        for (chosen, sigma, kappa), members in sorted(groups.items()):
+            by_seed = {r["distill_seed"]: r for r in members}  # one row per seed (the same student twice counts once)
+            if chosen != selected or len(by_seed) < 2:
+                continue
+            seeds = sorted(by_seed)
+            scores = np.array([by_seed[k]["score_mean"] for k in seeds])
+            name = f"RACTD student, sigma {sigma_label(sigma, kappa)}" if sigma else "CTD student"
+            which = ", selected on online score" if selected else ""
+            pooled.append({"method": f"{name}{which}, mean over distill seeds {'/'.join(map(str, seeds))}", "reward_weight": sigma,
+                           **({"reward_scale": kappa} if sigma else {}), **({"selected": True} if selected else {}),
+                           "seeds": seeds, "scores": scores.tolist(), "model_ids": [by_seed[k]["model_id"] for k in seeds],
+                           "score_mean": float(scores.mean()), "score_stderr": float(scores.std(ddof=1) / np.sqrt(len(scores)))})
+        ctd = next((g for g in pooled if not g["reward_weight"]), None)
+        for g in [g for g in pooled if g["reward_weight"]] if ctd else []:
+            which = ", selected on online score" if selected else ""
+            pooled.append({"method": f"RACTD student, sigma {sigma_label(g['reward_weight'], g.get('reward_scale', 1.0))} - CTD{which}, across seeds",
+                           "difference": True, "reward_weight": g["reward_weight"], **({"selected": True} if selected else {}),
+                           "score_mean": g["score_mean"] - ctd["score_mean"],
+                           "score_stderr": float(np.hypot(g["score_stderr"], ctd["score_stderr"]))})
+        out += pooled
     return out
 
 

@@ -46,3 +46,17 @@ def test_one_seed_or_the_same_student_twice_pools_nothing():
     assert across_seeds([_row("ctd-1", 0.0, 0, 20.0), _row("ractd-1", 1.0, 0, 30.0)]) == []
     same = across_seeds([_row("ctd-1", 0.0, 0, 20.0), _row("also-a", 0.0, 0, 20.0), _row("ractd-1", 1.0, 3, 30.0), _row("also-b", 1.0, 4, 34.0)])
     assert [g["seeds"] for g in same] == [[3, 4]]  # no CTD pool: no difference either
+
+
+def test_students_selected_on_online_score_are_pooled_apart_from_the_last_weights():
+    sel = {"keep": "best", "step": 5}
+    rows = [_row("ctd-1", 0.0, 0, 20.0), _row("ractd-1", 1.0, 0, 48.0), _row("also-a", 0.0, 1, 28.0), _row("also-b", 1.0, 1, 16.0),
+            _row("also-c", 0.0, 0, 30.0, selection=sel), _row("also-d", 1.0, 0, 50.0, selection=sel),
+            _row("also-e", 0.0, 1, 34.0, selection=sel), _row("also-f", 1.0, 1, 36.0, selection=sel)]
+    ctd, ractd, diff, s_ctd, s_ractd, s_diff = across_seeds(rows)
+    assert (ctd["scores"], ractd["scores"]) == ([20.0, 28.0], [48.0, 16.0]) and not any(g.get("selected") for g in (ctd, ractd, diff))
+    assert (s_ctd["scores"], s_ractd["scores"]) == ([30.0, 34.0], [50.0, 36.0]) and all(g["selected"] for g in (s_ctd, s_ractd, s_diff))
+    assert math.isclose(s_diff["score_mean"], 43.0 - 32.0) and "selected on online score" in s_diff["method"]
+    assert math.isclose(diff["score_mean"], 32.0 - 24.0)
+    # selected students of one seed pool nothing, and never join the last weights' pool
+    assert [g.get("selected", False) for g in across_seeds(rows[:4] + rows[4:6])] == [False, False, False]
