@@ -481,7 +481,8 @@ def cache_show(
     ]
     if config.get("selection"):
         sel = config["selection"]
-        lines.append(f"saved weights: step {sel['step']}'s, score {sel['score_mean']:.1f}, {sel['protocol']}")
+        twin = f"; the same run's last weights: {sel['last_weights']}" if sel.get("last_weights") else ""
+        lines.append(f"saved weights: step {sel['step']}'s, score {sel['score_mean']:.1f}, {sel['protocol']}{twin}")
     if curve:
         lines.append("evaluation curve: " + "; ".join(f"step {c['step']}: {c['score_mean']:.1f} ± {c.get('score_stderr') or 0:.1f}"
                                                        for c in curve if c.get("score_mean") is not None))

@@ -58,6 +58,8 @@ def test_keep_both_saves_the_last_and_the_selected_weights_of_one_run(bimodal):
     assert best.tensors.keys() == alone.tensors.keys()
     assert all(best.tensors[k].equal(alone.tensors[k]) for k in best.tensors)
     assert best_doc["selection"]["last_weights"] == last.id
+    card = runner.invoke(app, ["cache", "show", best.id])
+    assert card.exit_code == 0 and f"the same run's last weights: {last.id}" in card.output
 
 
 def test_teacher_keep_best_records_its_selection(bimodal):
