@@ -138,15 +138,32 @@ def _umask() -> int:
     return mask
 
 
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Processor"): Linux's /proc/cpuinfo, else
+    what :mod:`platform` knows. Two CPUs of one kernel family (``cpu_capability`` AVX512 on both)
+    may still round differently: an Intel Xeon and an AMD EPYC made different SAC data here."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def made_on() -> dict[str, Any]:
-    """What decides whether a training run reproduces bit for bit: torch's version, its CPU kernel
-    family and thread count (CPU kernels sum in a thread-count-dependent order), CUDA if used, and
-    the torchrun group's size when there is one of more than one process.
+    """What decides whether a training run reproduces bit for bit: torch's version, the CPU (its
+    model and kernel family) and thread count (CPU kernels sum in a thread-count-dependent order),
+    CUDA if used, and the torchrun group's size when there is one of more than one process.
     Recorded in every artifact beside (not inside) its content id."""
     from .distributed import world
 
     return {
         "torch": torch.__version__,
+        "cpu": cpu_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

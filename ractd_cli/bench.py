@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import math
-import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -587,7 +586,9 @@ def _bare_forward(planner: Planner, cond1: torch.Tensor):
 def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    from .artifacts import cpu_name
+
+    return f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
 
 
 def require_models(spec: TaskSpec) -> None:

@@ -469,7 +469,8 @@ def cache_show(
     made = art.meta.get("made_on") or {}
     lines = [
         f"[bold]{art.kind} {art.id}[/]" + (f" \"{card['name']}\"" if card["name"] else "") + f" ({art.task}), {card['size_bytes'] / 1e6:.2f} MB: {art.path}",
-        f"made {card['created']} by ractd {card['ractd_version']}" + (f" (torch {made.get('torch')}, {made.get('threads')} threads)" if made else ""),
+        f"made {card['created']} by ractd {card['ractd_version']}" + (f" (torch {made.get('torch')}, {made.get('threads')} threads"
+                                                                          + (f", {made['cpu']}" if made.get("cpu") else "") + ")" if made else ""),
         f"data: {card['dataset']}" + (f", fingerprint {card['data_fingerprint']}" if card["data_fingerprint"] else ""),
         f"network: {config.get('net_kind')} {json.dumps(config.get('net'))}" if config.get("net") else "",
         f"preset {config.get('preset')}; training: {recipe}" if recipe else "",

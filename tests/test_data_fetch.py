@@ -103,6 +103,9 @@ def test_the_generator_runs_on_one_thread_unless_told_and_the_dataset_says_so(ca
     assert fetch_mod.store.local_recipe("ractd/bimodal/missing-v0") == {}
     made = read_metadata(did)["ractd"]["made_on"]
     assert made["threads"] == 1 and made["torch"] == torch.__version__
+    from ractd_cli.artifacts import cpu_name
+
+    assert made["cpu"] == cpu_name() and made["cpu"]  # which CPU made it: two of one kernel family may differ
     assert fetch(a, spec, source="local", steps=200, seed=0, threads=1, force=False) == did and a.calls == 1
     with pytest.raises(RactdError, match=r"threads=1 \(asked 2\).*--force"):
         fetch(a, spec, source="local", steps=200, seed=0, threads=2, force=False)

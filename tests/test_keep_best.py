@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from ractd_cli.artifacts import load_artifact
+from ractd_cli.artifacts import cpu_name, load_artifact
 from ractd_cli.cli import app
 
 runner = CliRunner()
@@ -60,6 +60,7 @@ def test_keep_both_saves_the_last_and_the_selected_weights_of_one_run(bimodal):
     assert best_doc["selection"]["last_weights"] == last.id
     card = runner.invoke(app, ["cache", "show", best.id])
     assert card.exit_code == 0 and f"the same run's last weights: {last.id}" in card.output
+    assert cpu_name() in " ".join(card.output.split())  # the card says which CPU trained it
 
 
 def test_teacher_keep_best_records_its_selection(bimodal):
