@@ -50,6 +50,8 @@ def test_keep_both_saves_the_last_and_the_selected_weights_of_one_run(bimodal):
     common = ("distill", "--env", "bimodal", "--preset", "tiny", "--steps", "8", "--eval-every", "2", "--eval-episodes", "3")
     last_doc, best_doc = _json(*common, "--keep", "both")["artifacts"]
     last, best = load_artifact(last_doc["id"]), load_artifact(best_doc["id"])
+    # `latest` (and a --name) means the selected one, saved second, as after `--keep best`
+    assert load_artifact("latest", kind="student", task="bimodal").id == best.id
     # the last weights are exactly those of a `--keep last` run with the same evaluations
     assert last.id == _json(*common, "--keep", "last")["id"] and "selection" not in last.config
     # the selected ones are `--keep best`'s weights, their selection naming the twin
