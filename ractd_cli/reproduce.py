@@ -226,15 +226,17 @@ class Chain:
     def students(self, wanted: Sequence["Wanted"]) -> list[dict[str, Any]]:
         """The headers of the students :meth:`cached_student` finds for ``wanted``, each made first
         by `ractd distill --env TASK --teacher TEACHER *distill_args *train_args [--seed SEED]` when
-        the cache has none (:meth:`train_all`, ``jobs`` at a time). A student's args must ask for its
-        ``weight``, ``evaluation`` and, when ``selected``, ``--keep best``; ``seed`` None is
+        the cache has none (:meth:`train_all`, ``jobs`` at a time; a command two students share, as
+        the two of a ``--keep both`` run do, runs once). A student's args must ask for its ``weight``,
+        ``evaluation`` and, when ``selected``, ``--keep best`` or ``both``; ``seed`` None is
         :attr:`seed`, which ``train_args`` already give."""
         def cached(w: Wanted) -> dict[str, Any] | None:
             return self.cached_student(w.teacher, w.reward, w.weight, w.evaluation, w.selected, w.seed)
 
         todo = [w for w in wanted if cached(w) is None]
-        self.train_all([("distill", "--teacher", w.teacher, *w.distill_args, *self.train_args,
-                         *(["--seed", str(w.seed)] if w.seed is not None and w.seed != self.seed else [])) for w in todo])
+        commands = [("distill", "--teacher", w.teacher, *w.distill_args, *self.train_args,
+                     *(["--seed", str(w.seed)] if w.seed is not None and w.seed != self.seed else [])) for w in todo]
+        self.train_all(list(dict.fromkeys(commands)))  # a `--keep both` run makes two wanted students
         found = []
         for w in wanted:
             meta = cached(w)
@@ -364,19 +366,19 @@ def results_table(chain: Chain, *, episodes: int, teacher_episodes: int | None, 
     RACTD - CTD (:func:`~ractd_cli.bench.across_seeds`): how much of a difference training's own
     randomness makes, which the episodes' standard errors do not show.
 
-    ``selection`` = (every, episodes): also distil both students again, scored online every ``every``
-    steps on ``episodes`` episodes and saved at their best evaluation (``distill --keep best``, the
-    RACTD authors' protocol), and bench them as rows of their own beside the last weights' rows."""
+    ``selection`` = (every, episodes): every student (each seed's CTD and RACTD) is distilled scored
+    online every ``every`` steps on ``episodes`` episodes and saved twice from that one run
+    (``distill --keep both``): its last weights, the table's rows as without selection, and those of
+    its best evaluation (the RACTD authors' protocol), benched as rows of their own beside them."""
     teacher, reward = chain.teacher_and_reward(teacher_args=teacher_args)
     sigma = chain.spec()["loss_weights"]["reward"]  # RACTD at the task's weight
     ctd_args, ractd_args = ("--reward-weight", "0"), ("--reward", reward)
-    wanted = [Wanted(teacher, reward, 0.0, ctd_args), Wanted(teacher, reward, sigma, ractd_args)]
-    for seed in range(chain.seed + 1, chain.seed + seeds):
-        wanted += [Wanted(teacher, reward, 0.0, ctd_args, seed=seed), Wanted(teacher, reward, sigma, ractd_args, seed=seed)]
-    if selection is not None:
-        select = ("--eval-every", str(selection[0]), "--eval-episodes", str(selection[1]), "--keep", "best")
-        wanted += [Wanted(teacher, reward, 0.0, (*ctd_args, *select), selection, selected=True),
-                   Wanted(teacher, reward, sigma, (*ractd_args, *select), selection, selected=True)]
+    select = () if selection is None else ("--eval-every", str(selection[0]), "--eval-episodes", str(selection[1]), "--keep", "both")
+    kinds = [(0.0, (*ctd_args, *select)), (sigma, (*ractd_args, *select))]
+    seeded = [(None, *k) for k in kinds] + [(seed, *k) for seed in range(chain.seed + 1, chain.seed + seeds) for k in kinds]
+    wanted = [Wanted(teacher, reward, weight, args, selection, seed=seed) for seed, weight, args in seeded]
+    if selection is not None:  # the same runs' selected weights
+        wanted += [Wanted(teacher, reward, weight, args, selection, selected=True, seed=seed) for seed, weight, args in seeded]
     ctd, ractd_student, *others = chain.students(wanted)  # made `jobs` at a time where the cache lacks them
     more = [] if teacher_episodes is None else ["--teacher-episodes", str(teacher_episodes)]
     more += [arg for meta in others for arg in ("--also", meta["id"])]

@@ -48,12 +48,15 @@ def test_results_runs_the_chain_once_prints_the_table_and_adds_selected_students
     assert again.returncode == 0, again.stderr[-2000:]
     assert "$ ractd distill" not in again.stderr and "$ ractd train-" not in again.stderr
     assert "$ ractd bench" in again.stderr
-    # `--select-every N`: CTD and RACTD distilled again with online scoring and `--keep best` (the
-    # authors' protocol), benched as their own rows, labelled as selected; the last weights stay.
+    doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
+    last = {row["model_id"] for row in doc["rows"] if row["key"] in ("ctd-1", "ractd-1")}  # trained without evaluations
+    # `--select-every N`: CTD and RACTD distilled once each with online scoring and `--keep both`:
+    # their last weights are the table's rows, their selected weights (the authors' protocol) rows of
+    # their own, labelled as selected
     selection = _results(tmp_path, _tmp_cache, "--select-every", "50", "--select-episodes", "2")
     assert selection.returncode == 0, selection.stderr[-2000:]
     distills = [line for line in selection.stderr.splitlines() if line.startswith("$ ractd distill")]
-    assert len(distills) == 2 and all("--keep best" in d for d in distills), distills  # the last weights' are cached
+    assert len(distills) == 2 and all("--keep both" in d for d in distills), distills  # one run per student
     bench = next(line for line in selection.stderr.splitlines() if line.startswith("$ ractd bench"))
     assert bench.count("--also") == 2
     doc = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())
@@ -61,8 +64,8 @@ def test_results_runs_the_chain_once_prints_the_table_and_adds_selected_students
     assert len(selected) == 2 and all(row["selection"]["step"] in (50, 100) for row in selected)
     assert all("selected on online score at step" in row["method"] for row in selected)
     assert {row["reward_weight"] for row in selected} == {0.0, 1.0}
-    last = {row["model_id"] for row in doc["rows"] if row["key"] in ("ctd-1", "ractd-1")}
-    assert len(last) == 2 and not last & {row["model_id"] for row in selected}
+    twins = {row["model_id"] for row in doc["rows"] if row["key"] in ("ctd-1", "ractd-1")}
+    assert twins == {row["selection"]["last_weights"] for row in selected} and not twins & last
     assert "selected on online score" in selection.stdout
     # `--seeds 2`: CTD and RACTD distilled again with --seed 1 (seed 0's are cached), benched as rows of
     # their own, and each kind's mean across the seeds and RACTD - CTD added to the table
@@ -78,6 +81,15 @@ def test_results_runs_the_chain_once_prints_the_table_and_adds_selected_students
     assert [by_id[m]["distill_seed"] for m in ractd["model_ids"]] == [0, 1]
     assert abs(diff["score_mean"] - (ractd["score_mean"] - ctd["score_mean"])) < 1e-9
     assert "mean over distill seeds 0/1" in seeded.stdout and "distill seed 1, last weights" in seeded.stdout
+    # both: seed 1 distilled once more with `--keep both` (seed 0's runs are cached), and the
+    # selected students pooled across seeds apart from the last weights
+    both = _results(tmp_path, _tmp_cache, "--seeds", "2", "--select-every", "50", "--select-episodes", "2")
+    assert both.returncode == 0, both.stderr[-2000:]
+    distills = [line for line in both.stderr.splitlines() if line.startswith("$ ractd distill")]
+    assert len(distills) == 2 and all(d.endswith("--seed 1") and "--keep both" in d for d in distills), distills
+    pools = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())["across_seeds"]
+    assert [bool(g.get("selected")) for g in pools] == [False] * 3 + [True] * 3
+    assert pools[0]["model_ids"][0] in twins and pools[3]["seeds"] == [0, 1]
     bad = _results(tmp_path, _tmp_cache, "--train-args", "--seed one")
     assert bad.returncode == 2 and "--seed one is not an integer" in bad.stderr and "Traceback" not in bad.stderr
 
