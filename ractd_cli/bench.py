@@ -238,6 +238,7 @@ def across_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             groups.setdefault((bool(r.get("selection")), r["reward_weight"], r.get("reward_scale", 1.0)), []).append(r)
     out = []
     for selected in (False, True):
+        which, flag = (", selected on online score", {"selected": True}) if selected else ("", {})
         pooled = []
         for (chosen, sigma, kappa), members in sorted(groups.items()):
             by_seed = {r["distill_seed"]: r for r in members}  # one row per seed (the same student twice counts once)
@@ -246,16 +247,14 @@ def across_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             seeds = sorted(by_seed)
             scores = np.array([by_seed[k]["score_mean"] for k in seeds])
             name = f"RACTD student, sigma {sigma_label(sigma, kappa)}" if sigma else "CTD student"
-            which = ", selected on online score" if selected else ""
             pooled.append({"method": f"{name}{which}, mean over distill seeds {'/'.join(map(str, seeds))}", "reward_weight": sigma,
-                           **({"reward_scale": kappa} if sigma else {}), **({"selected": True} if selected else {}),
+                           **({"reward_scale": kappa} if sigma else {}), **flag,
                            "seeds": seeds, "scores": scores.tolist(), "model_ids": [by_seed[k]["model_id"] for k in seeds],
                            "score_mean": float(scores.mean()), "score_stderr": float(scores.std(ddof=1) / np.sqrt(len(scores)))})
         ctd = next((g for g in pooled if not g["reward_weight"]), None)
         for g in [g for g in pooled if g["reward_weight"]] if ctd else []:
-            which = ", selected on online score" if selected else ""
             pooled.append({"method": f"RACTD student, sigma {sigma_label(g['reward_weight'], g.get('reward_scale', 1.0))} - CTD{which}, across seeds",
-                           "difference": True, "reward_weight": g["reward_weight"], **({"selected": True} if selected else {}),
+                           "difference": True, "reward_weight": g["reward_weight"], **flag,
                            "score_mean": g["score_mean"] - ctd["score_mean"],
                            "score_stderr": float(np.hypot(g["score_stderr"], ctd["score_stderr"]))})
         out += pooled
