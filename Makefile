@@ -105,23 +105,24 @@ table4: $(STAMP)
 
 # Standard offline RL on the task's own dataset (docs/commands/bench.md): BC, BC on the best 10% of
 # episodes, TD3+BC and IQL with d3rlpy, scored on the episodes `ractd rollout --seed SEED` plays, into
-# out/peers-$(TASK).json for `ractd bench --peers`. d3rlpy pins gymnasium 1.0.0: its own .venv-peers.
-#   make peers TASK=hopper-medium-replay [EPISODES=30] [SEED=7] [PEERS_ARGS="--methods bc,iql --steps-rl 20000"]
+# out/peers-$(TASK).json (PEERS_OUT) for `ractd bench --peers`. d3rlpy pins gymnasium 1.0.0: its own .venv-peers.
+#   make peers TASK=hopper-medium-replay [EPISODES=30] [SEED=7] [PEERS_ARGS="--methods bc,iql --steps-rl 20000"] [PEERS_OUT=out/x.json]
 PEERS_VENV ?= .venv-peers
 SEED ?= 7
 PEERS_ARGS ?=
+PEERS_OUT ?= out/peers-$(TASK).json
 $(PEERS_VENV)/.installed:
 	$(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/pip install -q "torch==$(TORCH_VERSION)" d3rlpy==2.8.1 "gymnasium[mujoco]==1.0.0" h5py
 	touch $@
 peers: $(STAMP) $(PEERS_VENV)/.installed
 	@test -n "$(TASK)" || (echo "usage: make peers TASK=<task> [EPISODES=30] [SEED=7]  (tasks: ractd envs)"; exit 2)
-	mkdir -p out
-	$(RACTD) envs --json > out/specs.json
-	$(RACTD) fetch $(TASK) --source local --json > out/fetch-$(TASK).json
-	$(PEERS_VENV)/bin/python scripts/peers.py $(TASK) --specs out/specs.json --episodes $(EPISODES) --seed $(SEED) \
-		--dataset "$$($(PY) -c 'import json,sys; print(json.load(open(sys.argv[1]))["path"])' out/fetch-$(TASK).json)" \
-		--out out/peers-$(TASK).json $(PEERS_ARGS)
+	mkdir -p $(dir $(PEERS_OUT))
+	$(RACTD) envs --json > $(PEERS_OUT:.json=)-specs.json
+	$(RACTD) fetch $(TASK) --source local --json > $(PEERS_OUT:.json=)-fetch.json
+	$(PEERS_VENV)/bin/python scripts/peers.py $(TASK) --specs $(PEERS_OUT:.json=)-specs.json --episodes $(EPISODES) --seed $(SEED) \
+		--dataset "$$($(PY) -c 'import json,sys; print(json.load(open(sys.argv[1]))["path"])' $(PEERS_OUT:.json=)-fetch.json)" \
+		--out $(PEERS_OUT) $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV)

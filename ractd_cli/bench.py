@@ -192,28 +192,50 @@ def data_rows(ceiling: dict[str, Any] | None) -> list[tuple[str, str]]:
             ("data: its best episode", f"{ceiling['max']:.1f}")]
 
 
-def read_peers(path: Path, spec: TaskSpec, *, seed: int, score_scale: str, dataset: str | None) -> dict[str, Any]:
+def read_peers(paths: Path | Sequence[Path], spec: TaskSpec, *, seed: int, score_scale: str, dataset: str | None) -> dict[str, Any]:
     """Standard offline RL trained on the same dataset and scored on the same episodes, from the JSON
-    ``scripts/peers.py`` writes (d3rlpy in an environment of its own; docs/commands/bench.md): checked
-    to be of this task, dataset, episode seed and score scale, each a one-line error otherwise."""
+    ``scripts/peers.py`` writes (d3rlpy in an environment of its own; docs/commands/bench.md), one
+    file or several (e.g. ``--methods`` run as halves side by side), their rows joined in order: each
+    checked to be of this task, dataset, episode seed and score scale, the files to agree on their
+    episode count and to name each method once; a one-line error otherwise. ``file``: the first
+    file, ``files``: every one."""
     import json
 
-    try:
-        doc = json.loads(Path(path).read_text())
-        rows = [{"method": str(r["method"]), "score_mean": float(r["score_mean"]), "score_stderr": float(r["score_stderr"])}
-                for r in doc["rows"]]
-        episodes, peer_seed = int(doc["episodes"]), int(doc["seed"])
-    except FileNotFoundError:
-        raise UsageError(f"--peers {path}: no such file; write it with scripts/peers.py (docs/commands/bench.md)") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"--peers {path} is not a peers file of scripts/peers.py ({type(e).__name__}: {e})") from None
-    for what, theirs, ours in (("task", doc.get("task"), spec.name), ("episode seed", peer_seed, seed),
-                               ("score scale", doc.get("score_scale"), score_scale),
-                               ("dataset", doc.get("dataset_id"), dataset)):
-        if ours is not None and theirs != ours:
-            raise UsageError(f"--peers {path} was scored with {what} {theirs}, this bench with {ours}; "
-                             "run scripts/peers.py again with this bench's task, --seed and dataset")
-    return {"file": str(path), "library": doc.get("library"), "episodes": episodes, "seed": peer_seed, "rows": rows}
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("read_peers needs at least one file")
+    docs = []
+    for path in paths:
+        try:
+            doc = json.loads(path.read_text())
+            rows = [{"method": str(r["method"]), "score_mean": float(r["score_mean"]), "score_stderr": float(r["score_stderr"])}
+                    for r in doc["rows"]]
+            episodes, peer_seed = int(doc["episodes"]), int(doc["seed"])
+        except FileNotFoundError:
+            raise UsageError(f"--peers {path}: no such file; write it with scripts/peers.py (docs/commands/bench.md)") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"--peers {path} is not a peers file of scripts/peers.py ({type(e).__name__}: {e})") from None
+        for what, theirs, ours in (("task", doc.get("task"), spec.name), ("episode seed", peer_seed, seed),
+                                   ("score scale", doc.get("score_scale"), score_scale),
+                                   ("dataset", doc.get("dataset_id"), dataset)):
+            if ours is not None and theirs != ours:
+                raise UsageError(f"--peers {path} was scored with {what} {theirs}, this bench with {ours}; "
+                                 "run scripts/peers.py again with this bench's task, --seed and dataset")
+        docs.append((path, doc, rows, episodes))
+    first_path, _, _, episodes = docs[0]
+    rows, seen = [], {}
+    for path, _, its_rows, its_episodes in docs:
+        if its_episodes != episodes:
+            raise UsageError(f"--peers {path} scored {its_episodes} episodes, {first_path} {episodes}; "
+                             "give files scored on the same episodes (scripts/peers.py --episodes)")
+        for r in its_rows:
+            if r["method"] in seen:
+                raise UsageError(f"--peers {path} and {seen[r['method']]} both score {r['method']}; give each method once")
+            seen[r["method"]] = path
+            rows.append(r)
+    libraries = list(dict.fromkeys(doc.get("library") for _, doc, *_ in docs if doc.get("library")))
+    return {"file": str(first_path), "files": [str(p) for p, *_ in docs], "library": " / ".join(libraries) or None,
+            "episodes": episodes, "seed": seed, "rows": rows}
 
 
 def peer_rows(peers: dict[str, Any] | None, episodes: int) -> list[tuple[str, str]]:
@@ -402,7 +424,7 @@ def bench_planners(
     workers: int = 1,
     sampling: Sampling | None = None,
     also: Sequence[str] = (),
-    peers: Path | None = None,
+    peers: Path | Sequence[Path] | None = None,
 ) -> BenchResult:
     """Time and score every row of :func:`bench_rows`. Every row's ``states`` plans are executed the
     same way (``execution``, default the task's: :class:`~ractd_cli.evaluate.Execution`) and
@@ -412,8 +434,8 @@ def bench_planners(
     RACTD student exported to ONNX (``ractd export``) and run by onnxruntime, timed in the same run
     as its frozen in-process graph. ``student``, ``ctd``: the students to bench (default: see
     :func:`pick_students`); ``also``: more student rows (:func:`bench_rows`); each student row records
-    its ``reward_weight`` and, when it was chosen on online score, its ``selection``. ``peers``: a file of
-    standard offline RL scores on the same data and episodes (:func:`read_peers`), rows after the data's. ``workers`` > 1 runs
+    its ``reward_weight`` and, when it was chosen on online score, its ``selection``. ``peers``: one file or
+    several of standard offline RL scores on the same data and episodes (:func:`read_peers`), rows after the data's. ``workers`` > 1 runs
     each row's episodes in that many CPU processes (:func:`~ractd_cli.evaluate.run_episodes`): the
     same scores; the latencies are timed in this process as always. ``sampling``: the teacher and
     student rows' initial noise and clamping (default the authors', :class:`~ractd_cli.planner.Sampling`)."""
@@ -427,7 +449,7 @@ def bench_planners(
     rows = bench_rows(spec, student, ctd, also)
     teacher_dataset = load_artifact(rows[0].model_id, kind="teacher", task=spec.name).meta.get("dataset")
     peer_doc = None
-    if peers is not None:  # checked before anything runs: the teacher's dataset is the peers'
+    if peers:  # checked before anything runs: the teacher's dataset is the peers'
         peer_doc = read_peers(peers, spec, seed=seed, score_scale=score_scale, dataset=teacher_dataset)
     # the data's own scores before any rollout, so that a dataset they cannot be read from fails at once
     ceiling = None if latency_only or not teacher_dataset else data_ceiling(adapter, spec, teacher_dataset, score_scale)

@@ -1059,7 +1059,7 @@ def bench(
     runtime: str = typer.Option("torch", "--runtime", help="torch (default); onnxruntime also exports the one-step RACTD student to ONNX and times it on onnxruntime beside its frozen graph (a latency row; needs the export extra)."),
     student: Optional[str] = typer.Option(None, "--student", help="The RACTD student to bench (id, id prefix or path); its teacher is the teacher of every row. Default: the newest student of the task at the task's own reward weight sigma (`ractd envs`), else the newest at any weight > 0."),
     ctd: Optional[str] = typer.Option(None, "--ctd", help="The CTD student (reward weight 0) to bench. Default: the newest distilled from the RACTD student's teacher."),
-    peers: Optional[Path] = typer.Option(None, "--peers", help="A JSON of standard offline RL (BC, BC on the best 10%, TD3+BC, IQL; d3rlpy) trained on the same dataset and scored on the same episodes, written by scripts/peers.py in an environment of its own (docs/commands/bench.md): its rows go under the data's."),
+    peers: Optional[list[Path]] = typer.Option(None, "--peers", help="A JSON of standard offline RL (BC, BC on the best 10%, TD3+BC, IQL; d3rlpy) trained on the same dataset and scored on the same episodes, written by scripts/peers.py in an environment of its own (docs/commands/bench.md): its rows go under the data's. Repeatable: the rows of several files (e.g. `--methods` run as halves side by side), each method once."),
     also: Optional[list[str]] = typer.Option(None, "--also", help="One more student of the same teacher to bench, one step per plan (repeatable): each row says its reward weight and whether it holds its last weights or those selected on online score (`distill --keep best`, the authors' protocol; optimistic)."),
     json_: bool = JsonOpt,
 ) -> None:
@@ -1087,7 +1087,7 @@ def bench(
         raise UsageError(f"unknown --runtime {runtime!r}; use one of {', '.join(b.RUNTIMES)}")
     b.require_models(spec)
     out = b.bench_planners(adapter, spec, episodes=episodes, teacher_episodes=teacher_episodes, seed=seed, repeats=repeats, latency_only=latency_only, device=device, jit=jit, cuda_graphs=cuda_graphs,
-                execution=execution, score_scale=score_scale, runtime=runtime, student=student, ctd=ctd, sampling=sampling, also=also or (), peers=peers,
+                execution=execution, score_scale=score_scale, runtime=runtime, student=student, ctd=ctd, sampling=sampling, also=also or (), peers=peers or (),
                 workers=workers)
     if plot is not None:
         from .plots import plot_bench

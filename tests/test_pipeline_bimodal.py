@@ -504,6 +504,19 @@ def test_bench_peers_rows_under_the_data_and_checked_against_the_bench(cache, tm
         assert r.exit_code != 0 and word in r.output and "Traceback" not in r.output, r.output
     r = runner.invoke(app, [*bench, "--peers", str(tmp_path / "missing.json")])
     assert r.exit_code != 0 and "scripts/peers.py" in r.output
+    # several files (scripts/peers.py --methods run as halves): rows joined in order, each method once
+    iql = _peers_file(tmp_path / "iql.json", cache, score_scale=scale,
+                      rows=[{"key": "iql", "method": "IQL (d3rlpy, 50000 steps)", "score_mean": 52.5, "score_stderr": 1.25}])
+    r = runner.invoke(app, [*bench, "--peers", str(good), "--peers", str(iql)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [row["method"] for row in doc["peers"]["rows"]] == ["BC (d3rlpy, 20000 steps)", "IQL (d3rlpy, 50000 steps)"]
+    assert doc["peers"]["files"] == [str(good), str(iql)] and doc["peers"]["file"] == str(good)
+    assert [b[0] for b in table(doc)[1][-2:]] == ["peer: BC (d3rlpy, 20000 steps)", "peer: IQL (d3rlpy, 50000 steps)"]
+    for other, word in ((good, "both score"), (_peers_file(tmp_path / "iql30.json", cache, score_scale=scale, episodes=30,
+                                                           rows=[{"method": "IQL", "score_mean": 1.0, "score_stderr": 0.1}]), "episodes")):
+        r = runner.invoke(app, [*bench, "--peers", str(good), "--peers", str(other)])
+        assert r.exit_code != 0 and word in r.output and "Traceback" not in r.output, r.output
 
 
 def test_distill_ode_pairs_recorded_and_reproducible(cache, monkeypatch):
