@@ -66,10 +66,12 @@ demo: $(STAMP)
 # is printed before it runs and skipped when the cache already holds its output; the table ends up in
 # out/results-$(TASK).json and .md and is printed as markdown with the paper's figures.
 #   make results TASK=hopper-medium-replay [EPISODES=100] [TEACHER_EPISODES=20] [TRAIN_ARGS="--preset quick"]
-#                [TEACHER_ARGS="--plan-stride 8"] [BENCH_ARGS="--follow track --replan"] [SEEDS=3] [JOBS=2]
+#                [TEACHER_ARGS="--plan-stride 8"] [BENCH_ARGS="--follow track --replan"] [SEEDS=3] [JOBS=2] [SELECT_EVERY=50]
 # TRAIN_ARGS go to every training command, TEACHER_ARGS to train-teacher alone, BENCH_ARGS to bench;
 # SEEDS=N distils CTD and RACTD with N seeds each and adds their means across seeds to the table;
-# JOBS=N trains up to N independent models at once (results, sweep, table4), each on 1/N of the threads.
+# JOBS=N trains up to N independent models at once (results, sweep, table4), each on 1/N of the threads;
+# SELECT_EVERY=N also benches each student's weights selected on online score every N steps over
+# SELECT_EPISODES episodes (the RACTD authors' protocol, `reproduce --select-every`), beside its last weights.
 TASK ?=
 EPISODES ?= 100
 TEACHER_EPISODES ?= $(EPISODES)
@@ -78,10 +80,13 @@ TEACHER_ARGS ?=
 BENCH_ARGS ?=
 SEEDS ?= 1
 JOBS ?= 1
+SELECT_EVERY ?= 0
+SELECT_EPISODES ?= 20
 results: $(STAMP)
 	@test -n "$(TASK)" || (echo "usage: make results TASK=<task> [EPISODES=100]  (tasks: ractd envs)"; exit 2)
 	$(RACTD) reproduce $(TASK) --episodes $(EPISODES) --teacher-episodes $(TEACHER_EPISODES) \
-		--teacher-args "$(TEACHER_ARGS)" --bench-args "$(BENCH_ARGS)" --train-args "$(TRAIN_ARGS)" --seeds $(SEEDS) --jobs $(JOBS)
+		--teacher-args "$(TEACHER_ARGS)" --bench-args "$(BENCH_ARGS)" --train-args "$(TRAIN_ARGS)" --seeds $(SEEDS) --jobs $(JOBS) \
+		--select-every $(SELECT_EVERY) --select-episodes $(SELECT_EPISODES)
 
 # The paper's Figure 4 (docs/results.md): one RACTD student per reward weight, each scored every
 # EVAL_EVERY steps; reuses the cache like `results`, prints each command, plots out/sweep-$(TASK).png.
