@@ -79,12 +79,13 @@ def _latest_trajdiffuser(task: str) -> Artifact | None:
     return next((a for a in list_artifacts() if a.kind == "proposer" and a.task == task and a.config.get("method") == "trajdiffuser"), None)
 
 
-def student_label(art: Artifact) -> str:
-    """A student row's name from its artifact: CTD or RACTD with its reward weight sigma, and which
-    weights it holds: the last step's, or (``--keep best``) those selected on online score."""
+def student_label(art: Artifact, *, name_seed: bool = False) -> str:
+    """A student row's name from its artifact: CTD or RACTD with its reward weight sigma, its distill
+    seed (where it is not 0, or always with ``name_seed``), and which weights it holds: the last
+    step's, or (``--keep best``) those selected on online score."""
     header = StudentConfig.of(art)
     name = f"RACTD student, sigma {header.sigma_label}" if header.rewarded else "CTD student"
-    seed = f", distill seed {header.seed}" if header.seed else ""
+    seed = f", distill seed {header.seed}" if header.seed or name_seed else ""
     sel = header.selection
     if sel:
         return f"{name}{seed}, selected on online score at step {sel['step']} (the authors' protocol; optimistic)"
@@ -105,17 +106,23 @@ def bench_rows(spec: TaskSpec, student: str | None = None, ctd: str | None = Non
         if art.meta["parents"][0] != teacher_id:
             raise UsageError(f"--also {art.id[:8]} comes from teacher {art.meta['parents'][0][:8]}, not {teacher_id[:8]}; "
                              "bench compares the students of one teacher")
+    # where the students span several distill seeds, every student row names its own
+    several = len({StudentConfig.of(a).seed for a in (plain, ractd, *extra) if a is not None}) > 1
+
+    def seed_of(art: Artifact) -> str:
+        return f", distill seed {StudentConfig.of(art).seed}" if several else ""
+
     rows = [
         Row("teacher-heun", "EDM teacher (Heun, 80 bins)", teacher_id, "heun", 159),
         Row("euler-15", "Euler / DDIM (15 steps)", teacher_id, "euler", 15),
         Row("ancestral-15", "ancestral / DDPM (15 steps)", teacher_id, "ancestral", 15),
     ]
     if plain is not None:
-        rows.append(Row("ctd-1", "CTD student (reward weight 0)", plain.id, "onestep", 1))
+        rows.append(Row("ctd-1", f"CTD student (reward weight 0){seed_of(plain)}", plain.id, "onestep", 1))
     if ractd is not None:
-        rows.append(Row("ractd-1", "RACTD student (1 step)", ractd.id, "onestep", 1))
-        rows += [Row(f"ractd-{k}", f"RACTD student ({k} steps)", ractd.id, "multistep", k) for k in (2, 3, 4)]
-    rows += [Row(f"also-{art.id[:8]}", student_label(art), art.id, "onestep", 1) for art in extra]
+        rows.append(Row("ractd-1", f"RACTD student (1 step){seed_of(ractd)}", ractd.id, "onestep", 1))
+        rows += [Row(f"ractd-{k}", f"RACTD student ({k} steps){seed_of(ractd)}", ractd.id, "multistep", k) for k in (2, 3, 4)]
+    rows += [Row(f"also-{art.id[:8]}", student_label(art, name_seed=several), art.id, "onestep", 1) for art in extra]
     trajdiffuser = _latest_trajdiffuser(spec.name)
     if trajdiffuser is not None:
         rows.append(Row("trajdiffuser-0", "Trajectory Diffuser proposal (K=0)", trajdiffuser.id, "euler", 0, 0))

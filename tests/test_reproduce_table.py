@@ -81,6 +81,10 @@ def test_results_runs_the_chain_once_prints_the_table_and_adds_selected_students
     assert [by_id[m]["distill_seed"] for m in ractd["model_ids"]] == [0, 1]
     assert abs(diff["score_mean"] - (ractd["score_mean"] - ctd["score_mean"])) < 1e-9
     assert "mean over distill seeds 0/1" in seeded.stdout and "distill seed 1, last weights" in seeded.stdout
+    # with several seeds in the table every student row names its own, seed 0's too
+    by_key = {row["key"]: row["method"] for row in doc["rows"]}
+    assert by_key["ractd-1"] == "RACTD student (1 step), distill seed 0" and by_key["ractd-3"] == "RACTD student (3 steps), distill seed 0"
+    assert by_key["ctd-1"] == "CTD student (reward weight 0), distill seed 0"
     # both: seed 1 distilled once more with `--keep both` (seed 0's runs are cached), and the
     # selected students pooled across seeds apart from the last weights
     both = _results(tmp_path, _tmp_cache, "--seeds", "2", "--select-every", "50", "--select-episodes", "2")
@@ -90,6 +94,8 @@ def test_results_runs_the_chain_once_prints_the_table_and_adds_selected_students
     pools = json.loads((tmp_path / "out" / "results-bimodal.json").read_text())["across_seeds"]
     assert [bool(g.get("selected")) for g in pools] == [False] * 3 + [True] * 3
     assert pools[0]["model_ids"][0] in twins and pools[3]["seeds"] == [0, 1]
+    methods = [row["method"] for row in json.loads((tmp_path / "out" / "results-bimodal.json").read_text())["rows"]]
+    assert sum("distill seed 0, selected on online score" in m for m in methods) == 2, methods
     bad = _results(tmp_path, _tmp_cache, "--train-args", "--seed one")
     assert bad.returncode == 2 and "--seed one is not an integer" in bad.stderr and "Traceback" not in bad.stderr
 
