@@ -436,7 +436,7 @@ def cache_show(
     """A model card: what the model is, how it was made (config, training recipe, data, parents),
     what was made from it, its losses and its evaluation curve. The file's integrity is checked."""
     from .artifacts import list_artifacts, load_artifact
-    from .models import model_summary
+    from .models import curve_summary, model_summary
 
     art = load_artifact(ref)
     by_id = {a.id: a for a in list_artifacts()}
@@ -451,7 +451,7 @@ def cache_show(
         "parents": [{"id": p, "kind": by_id[p].kind if p in by_id else None} for p in art.meta.get("parents", [])],
         "children": [{"id": a.id, "kind": a.kind} for a in by_id.values() if art.id in a.meta.get("parents", [])],
         "config": config, "losses": art.meta.get("losses", {}), "speed": art.meta.get("speed", {}), "eval_curve": curve,
-        "runs": art.meta.get("runs") or [],
+        "eval_summary": curve_summary(curve), "runs": art.meta.get("runs") or [],
     }
     if json_:
         print_json(card)
@@ -484,6 +484,10 @@ def cache_show(
         sel = config["selection"]
         twin = f"; the same run's last weights: {sel['last_weights']}" if sel.get("last_weights") else ""
         lines.append(f"saved weights: step {sel['step']}'s, score {sel['score_mean']:.1f}, {sel['protocol']}{twin}")
+    if card["eval_summary"]:
+        e = card["eval_summary"]
+        lines.append(f"evaluations: {e['evaluations']}, mean {e['mean']:.1f}" + (f" ± {e['stderr']:.1f} across them" if e["stderr"] is not None else "")
+                     + f", best {e['best']:.1f} (step {e['best_step']}), last {e['last']:.1f} (step {e['last_step']})")
     if curve:
         lines.append("evaluation curve: " + "; ".join(f"step {c['step']}: {c['score_mean']:.1f} ± {c.get('score_stderr') or 0:.1f}"
                                                        for c in curve if c.get("score_mean") is not None))

@@ -145,6 +145,22 @@ def model_summary(art: Artifact) -> dict[str, Any]:
     return {"reward_weight": c.get("reward_weight"), "preset": c.get("preset"), "steps": steps, "evaluation": evaluation}
 
 
+def curve_summary(curve: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """An ``--eval-every`` curve in a few numbers: how many evaluations scored, their mean and its
+    standard error across them (every checkpoint's score counted once: a lower-variance estimate of
+    what the run's weights score than its last or best point, on the same starts), and its best and
+    last points. None for a curve without scores."""
+    points = [c for c in curve if c.get("score_mean") is not None]
+    if not points:
+        return None
+    scores = [float(c["score_mean"]) for c in points]
+    n, mean = len(scores), sum(scores) / len(scores)
+    stderr = (sum((x - mean) ** 2 for x in scores) / (n - 1) / n) ** 0.5 if n > 1 else None
+    best = max(points, key=lambda c: c["score_mean"])
+    return {"evaluations": n, "mean": mean, "stderr": stderr, "best": float(best["score_mean"]), "best_step": best.get("step"),
+            "last": scores[-1], "last_step": points[-1].get("step")}
+
+
 @dataclasses.dataclass(frozen=True)
 class DiffusionConfig:
     """What a teacher or student artifact's header says about its noise and its plans, read back

@@ -4,6 +4,9 @@ the two from one run."""
 
 from __future__ import annotations
 
+import json
+import statistics
+
 import pytest
 from typer.testing import CliRunner
 
@@ -63,6 +66,15 @@ def test_keep_both_saves_the_last_and_the_selected_weights_of_one_run(bimodal):
     card = runner.invoke(app, ["cache", "show", best.id])
     assert card.exit_code == 0 and f"the same run's last weights: {last.id}" in card.output
     assert cpu_name() in " ".join(card.output.split())  # the card says which CPU trained it
+    # the card sums up the curve: every evaluation once, its mean and spread, best and last points
+    shown = json.loads(runner.invoke(app, ["cache", "show", last.id, "--json"]).stdout)
+    scores = [c["score_mean"] for c in shown["eval_curve"]]
+    summary = shown["eval_summary"]
+    assert summary["evaluations"] == len(scores) == 4 and abs(summary["mean"] - sum(scores) / 4) < 1e-9
+    assert min(scores) <= summary["mean"] <= max(scores) == summary["best"] and summary["last"] == scores[-1]
+    assert summary["best"] == best.config["selection"]["score_mean"] and summary["best_step"] == best.config["selection"]["step"]
+    assert abs(summary["stderr"] - statistics.stdev(scores) / 2) < 1e-9
+    assert "evaluations: 4, mean" in runner.invoke(app, ["cache", "show", last.id]).output
 
 
 def test_teacher_keep_best_records_its_selection(bimodal):
