@@ -398,10 +398,27 @@ def results_table(chain: Chain, *, episodes: int, teacher_episodes: int | None, 
 # --------------------------------------------------------------------------------------- sweep
 
 
+SWEEP_STEP_COLUMNS = 12
+"""The most evaluation steps the sweep's markdown shows as columns; longer curves are in its JSON and plot."""
+
+
 def sweep_markdown(curves: dict[str, list[dict]]) -> str:
-    """Each reward weight's score at every evaluation step, as a markdown table."""
+    """Each reward weight's curve summed up (:func:`~ractd_cli.models.curve_summary`: evaluations,
+    their mean ± its standard error across them, best and last point) and, for curves of at most
+    :data:`SWEEP_STEP_COLUMNS` evaluations, its score at every step, as markdown tables."""
+    from .models import curve_summary
+
+    lines = ["| reward weight | evaluations | mean over them | best (step) | last (step) |", "|---|---|---|---|---|"]
+    for w, c in curves.items():
+        e = curve_summary(c)
+        if e is None:
+            continue
+        spread = f" ± {e['stderr']:.1f}" if e["stderr"] is not None else ""
+        lines.append(f"| {w} | {e['evaluations']} | {e['mean']:.1f}{spread} | {e['best']:.1f} ({e['best_step']}) | {e['last']:.1f} ({e['last_step']}) |")
     steps = sorted({p["step"] for c in curves.values() for p in c})
-    lines = ["| reward weight | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+    if len(steps) > SWEEP_STEP_COLUMNS:
+        return "\n".join(lines)
+    lines += ["", "| reward weight | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
     for w, c in curves.items():
         at = {p["step"]: f"{p['score_mean']:.1f} ± {p['score_stderr']:.1f}" for p in c}
         lines.append(f"| {w} | " + " | ".join(at.get(s, "") for s in steps) + " |")
@@ -413,6 +430,7 @@ def reward_sweep(chain: Chain, *, weights: Sequence[float], eval_every: int, eva
     """The paper's Figure 4: one RACTD student per reward weight, scored every ``eval_every`` steps over
     ``eval_episodes`` episodes of `ractd rollout --seed 0` (its EMA weights; training is the same
     with or without the evaluations). Writes out/sweep-TASK.png and .json, prints the table."""
+    from .models import curve_summary
     from .plots import plot_sweep
 
     teacher, reward = chain.teacher_and_reward(teacher, reward)
@@ -427,7 +445,7 @@ def reward_sweep(chain: Chain, *, weights: Sequence[float], eval_every: int, eva
     out.mkdir(parents=True, exist_ok=True)
     png, js = out / f"sweep-{chain.task}.png", out / f"sweep-{chain.task}.json"
     doc = {"task": chain.task, "teacher": teacher, "reward": reward, "eval_every": eval_every, "eval_episodes": eval_episodes,
-           "score_scale": scale, "curves": curves}
+           "score_scale": scale, "curves": curves, "summaries": {w: curve_summary(c) for w, c in curves.items()}}
     js.write_text(json.dumps(doc, indent=2))
     plot_sweep(curves, chain.task, scale, png)
     print(f"{chain.task}: RACTD students of teacher {teacher[:8]} and reward model {reward[:8]}, {eval_episodes} episodes per point ({png}):\n")
