@@ -211,13 +211,16 @@ def read_peers(paths: Path | Sequence[Path], spec: TaskSpec, *, seed: int, score
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if not paths:
         raise ValueError("read_peers needs at least one file")
-    docs = []
+    rows: list[dict[str, Any]] = []
+    named: dict[str, Path] = {}  # method -> the file that scores it
+    libraries: list[str] = []
+    episodes: int | None = None
     for path in paths:
         try:
             doc = json.loads(path.read_text())
-            rows = [{"method": str(r["method"]), "score_mean": float(r["score_mean"]), "score_stderr": float(r["score_stderr"])}
-                    for r in doc["rows"]]
-            episodes, peer_seed = int(doc["episodes"]), int(doc["seed"])
+            its_rows = [{"method": str(r["method"]), "score_mean": float(r["score_mean"]), "score_stderr": float(r["score_stderr"])}
+                        for r in doc["rows"]]
+            its_episodes, peer_seed = int(doc["episodes"]), int(doc["seed"])
         except FileNotFoundError:
             raise UsageError(f"--peers {path}: no such file; write it with scripts/peers.py (docs/commands/bench.md)") from None
         except (ValueError, KeyError, TypeError) as e:
@@ -228,20 +231,18 @@ def read_peers(paths: Path | Sequence[Path], spec: TaskSpec, *, seed: int, score
             if ours is not None and theirs != ours:
                 raise UsageError(f"--peers {path} was scored with {what} {theirs}, this bench with {ours}; "
                                  "run scripts/peers.py again with this bench's task, --seed and dataset")
-        docs.append((path, doc, rows, episodes))
-    first_path, _, _, episodes = docs[0]
-    rows, seen = [], {}
-    for path, _, its_rows, its_episodes in docs:
-        if its_episodes != episodes:
-            raise UsageError(f"--peers {path} scored {its_episodes} episodes, {first_path} {episodes}; "
+        if episodes is not None and its_episodes != episodes:
+            raise UsageError(f"--peers {path} scored {its_episodes} episodes, {paths[0]} {episodes}; "
                              "give files scored on the same episodes (scripts/peers.py --episodes)")
+        episodes = its_episodes
         for r in its_rows:
-            if r["method"] in seen:
-                raise UsageError(f"--peers {path} and {seen[r['method']]} both score {r['method']}; give each method once")
-            seen[r["method"]] = path
-            rows.append(r)
-    libraries = list(dict.fromkeys(doc.get("library") for _, doc, *_ in docs if doc.get("library")))
-    return {"file": str(first_path), "files": [str(p) for p, *_ in docs], "library": " / ".join(libraries) or None,
+            if r["method"] in named:
+                raise UsageError(f"--peers {path} and {named[r['method']]} both score {r['method']}; give each method once")
+            named[r["method"]] = path
+        rows += its_rows
+        if doc.get("library") and doc["library"] not in libraries:
+            libraries.append(doc["library"])
+    return {"file": str(paths[0]), "files": [str(p) for p in paths], "library": " / ".join(libraries) or None,
             "episodes": episodes, "seed": seed, "rows": rows}
 
 
